@@ -1,0 +1,164 @@
+/**
+ * The functional op vocabulary over IR values. Gradient rules, lowerings and the Tensor API all
+ * build graphs through these; each is a thin, checked wrapper over `apply`.
+ */
+import type { DType, TypedArray } from './dtype.js';
+import { fromNumbers, ONNX_CODE } from './dtype.js';
+import { Value } from './graph.js';
+import { apply, apply1 } from './registry.js';
+export { apply, apply1 };
+import type { Dim } from './shape.js';
+import { isStatic, normAxis } from './shape.js';
+
+/** A constant folded into the graph. Keep these small: their contents key the compile cache. */
+export function constant(data: TypedArray, dtype: DType, shape: readonly number[]): Value {
+  const v = new Value(dtype, shape, null, 0, data);
+  v.constant = true;
+  return v;
+}
+
+export const scalar = (x: number, dtype: DType = 'float32'): Value => constant(fromNumbers(dtype, [x]), dtype, []);
+export const ints = (xs: readonly number[]): Value => constant(fromNumbers('int64', xs), 'int64', [xs.length]);
+
+/** A scalar constant of `like`'s dtype. */
+export const scalarLike = (x: number, like: Value): Value => scalar(x, like.dtype);
+
+export const add = (a: Value, b: Value): Value => apply1('Add', [a, b]);
+export const sub = (a: Value, b: Value): Value => apply1('Sub', [a, b]);
+export const mul = (a: Value, b: Value): Value => apply1('Mul', [a, b]);
+export const div = (a: Value, b: Value): Value => apply1('Div', [a, b]);
+export const pow = (a: Value, b: Value): Value => apply1('Pow', [a, b]);
+export const neg = (a: Value): Value => apply1('Neg', [a]);
+export const sqrt = (a: Value): Value => apply1('Sqrt', [a]);
+export const exp = (a: Value): Value => apply1('Exp', [a]);
+export const log = (a: Value): Value => apply1('Log', [a]);
+export const tanh = (a: Value): Value => apply1('Tanh', [a]);
+export const erf = (a: Value): Value => apply1('Erf', [a]);
+export const relu = (a: Value): Value => apply1('Relu', [a]);
+export const gelu = (a: Value): Value => apply1('Gelu', [a]);
+export const sigmoid = (a: Value): Value => apply1('Sigmoid', [a]);
+export const sign = (a: Value): Value => apply1('Sign', [a]);
+export const reciprocal = (a: Value): Value => apply1('Reciprocal', [a]);
+export const matmul = (a: Value, b: Value): Value => apply1('MatMul', [a, b]);
+export const equal = (a: Value, b: Value): Value => apply1('Equal', [a, b]);
+export const greater = (a: Value, b: Value): Value => apply1('Greater', [a, b]);
+export const where = (c: Value, a: Value, b: Value): Value => apply1('Where', [c, a, b]);
+export const cast = (a: Value, to: DType): Value => (a.dtype === to ? a : apply1('Cast', [a], { to: codeOf(to) }));
+export const softmax = (a: Value, axis = -1): Value => apply1('Softmax', [a], { axis });
+export const logSoftmax = (a: Value, axis = -1): Value => apply1('LogSoftmax', [a], { axis });
+export const identity = (a: Value): Value => apply1('Identity', [a]);
+export const shapeOf = (a: Value): Value => apply1('Shape', [a]);
+export const sum = (xs: readonly Value[]): Value => (xs.length === 1 ? xs[0]! : apply1('Sum', xs));
+
+export function gemm(a: Value, b: Value, c: Value | null, o: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number } = {}): Value {
+  const attrs: Record<string, number> = {};
+  if (o.transA) attrs['transA'] = 1;
+  if (o.transB) attrs['transB'] = 1;
+  if (o.alpha !== undefined && o.alpha !== 1) attrs['alpha'] = o.alpha;
+  if (o.beta !== undefined && o.beta !== 1) attrs['beta'] = o.beta;
+  return apply1('Gemm', c === null ? [a, b] : [a, b, c], attrs);
+}
+
+export const reduceSum = (a: Value, axes: readonly number[], keepdims = true): Value =>
+  apply1('ReduceSum', [a, ints(axes)], { keepdims: keepdims ? 1 : 0 });
+export const reduceMean = (a: Value, axes: readonly number[], keepdims = true): Value =>
+  apply1('ReduceMean', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+export const reduceMax = (a: Value, axes: readonly number[], keepdims = true): Value =>
+  apply1('ReduceMax', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+export const reduceSumSquare = (a: Value, axes: readonly number[], keepdims = true): Value =>
+  apply1('ReduceSumSquare', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+
+/** Reshape to `shape` (ONNX semantics: 0 copies, -1 infers). */
+export const reshape = (a: Value, shape: readonly number[]): Value => apply1('Reshape', [a, ints(shape)]);
+
+/** Reshape to another value's shape, through a Shape node when that shape is symbolic. */
+export function reshapeLike(a: Value, like: { shape: readonly Dim[] } & Partial<Value>): Value {
+  if (isStatic(like.shape)) return reshape(a, like.shape);
+  if (!(like instanceof Value)) throw new Error('reshapeLike: symbolic target shape needs a value');
+  return apply1('Reshape', [a, shapeOf(like)]);
+}
+
+export const transpose = (a: Value, perm: readonly number[]): Value => apply1('Transpose', [a], { perm: [...perm] });
+
+/** Swaps the last two dims. */
+export function transposeLast2(a: Value): Value {
+  const perm = a.shape.map((_, i) => i);
+  const r = perm.length;
+  [perm[r - 1], perm[r - 2]] = [perm[r - 2]!, perm[r - 1]!];
+  return transpose(a, perm);
+}
+
+export const unsqueeze = (a: Value, axes: readonly number[]): Value => apply1('Unsqueeze', [a, ints(axes)]);
+export const squeeze = (a: Value, axes: readonly number[]): Value => apply1('Squeeze', [a, ints(axes)]);
+export const expand = (a: Value, shape: readonly number[]): Value => apply1('Expand', [a, ints(shape)]);
+export const concat = (xs: readonly Value[], axis: number): Value => apply1('Concat', xs, { axis });
+export const split = (a: Value, sizes: readonly number[], axis: number): Value[] =>
+  apply('Split', [a, ints(sizes)], { axis });
+export function slice(a: Value, starts: readonly number[], ends: readonly number[], axes: readonly number[], steps?: readonly number[]): Value {
+  const ins = [a, ints(starts), ints(ends), ints(axes)];
+  if (steps !== undefined) ins.push(ints(steps));
+  return apply1('Slice', ins);
+}
+export const gather = (data: Value, indices: Value, axis = 0): Value => apply1('Gather', [data, indices], { axis });
+export const gatherElements = (data: Value, indices: Value, axis: number): Value =>
+  apply1('GatherElements', [data, indices], { axis });
+export const scatterAdd = (data: Value, indices: Value, updates: Value, axis: number): Value =>
+  apply1('ScatterElements', [data, indices, updates], { axis, reduction: 'add' });
+export const pad = (a: Value, pads: readonly number[]): Value => apply1('Pad', [a, ints(pads)]);
+
+export function layerNorm(x: Value, scale: Value, bias: Value | null, axis = -1, epsilon = 1e-5): Value {
+  return apply('LayerNormalization', bias === null ? [x, scale] : [x, scale, bias], { axis, epsilon })[0]!;
+}
+
+/** Dropout in training mode; returns [output, mask]. */
+export function dropout(x: Value, ratio: number, seed?: number): [Value, Value] {
+  const attrs: Record<string, number> = seed === undefined ? {} : { seed };
+  const [y, mask] = apply('Dropout', [x, scalarLike(ratio, x), constant(new Uint8Array([1]), 'bool', [])], attrs);
+  return [y!, mask!];
+}
+
+/** Broadcasts `a` to `like`'s shape (through a Shape node when that shape is symbolic). */
+export function expandLike(a: Value, like: Value): Value {
+  if (a.shape.length === like.shape.length && a.shape.every((d, i) => d === like.shape[i])) return a;
+  return apply1('Expand', [a, isStatic(like.shape) ? ints(like.shape) : shapeOf(like)]);
+}
+
+/** Zeros of a static shape. */
+export function zeros(shape: readonly number[], dtype: DType): Value {
+  return apply1('ConstantOfShape', [ints(shape)], { value: { dtype, shape: [1], data: fromNumbers(dtype, [0]) } });
+}
+
+/** Zeros shaped like `a` (static shapes fold to one constant-of-shape node). */
+export function zerosLike(a: Value): Value {
+  const shape = isStatic(a.shape) ? ints(a.shape) : shapeOf(a);
+  const value = { dtype: a.dtype, shape: [1], data: fromNumbers(a.dtype, [0]) };
+  return apply1('ConstantOfShape', [shape], { value });
+}
+
+/** Mean cross-entropy of `logits` [..., V] against integer `targets` [...], from LogSoftmax + GatherElements. */
+export function crossEntropy(logits: Value, targets: Value): Value {
+  const lp = logSoftmax(logits, -1);
+  const picked = gatherElements(lp, unsqueeze(cast(targets, 'int64'), [-1]), logits.rank - 1);
+  const axes = picked.shape.map((_, i) => i);
+  return neg(reduceMean(picked, axes, false));
+}
+
+/** Sums `g` down to `shape` (the one place broadcast gradients are reduced). */
+export function unbroadcast(g: Value, shape: readonly Dim[]): Value {
+  if (g.shape.length === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
+  const lead = g.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) {
+    if (i < lead) axes.push(i);
+    else if (shape[i - lead] === 1 && g.shape[i] !== 1) axes.push(i);
+  }
+  let r = axes.length > 0 ? reduceSum(g, axes, true) : g;
+  if (lead > 0) r = squeeze(r, Array.from({ length: lead }, (_, i) => i));
+  return r;
+}
+
+/** Positive axes for a list of possibly negative ones. */
+export const normAxes = (axes: readonly number[], rank: number, what: string): number[] =>
+  axes.map((a) => normAxis(a, rank, what));
+
+const codeOf = (d: DType): number => ONNX_CODE[d];

@@ -1,0 +1,70 @@
+import * as b from '../build.js';
+import { defineOp } from '../registry.js';
+import { normAxis } from '../shape.js';
+import { requireFloat, sameDtype } from './common.js';
+
+/**
+ * LayerNormalization over axes [axis, rank): y = (x - mean) * invstd * scale + bias.
+ * Gradient (xhat = normalized x, g = dy * scale, means over the normalized axes):
+ *   dx = invstd * (g - mean(g) - xhat * mean(g * xhat)),  dscale = sum(dy * xhat),  dbias = sum(dy).
+ * Statistics are recomputed in the input's dtype rather than read from the Mean/InvStdDev outputs,
+ * whose stash type is float32 even for float64 inputs.
+ */
+defineOp({
+  name: 'LayerNormalization', inputs: ['X', 'Scale', 'B?'],
+  attrs: { axis: { kind: 'int', default: -1 }, epsilon: { kind: 'float', default: 1e-5 }, stash_type: { kind: 'int', default: 1 } },
+  infer: (c) => {
+    requireFloat(c, 0);
+    const dtype = sameDtype(c);
+    const x = c.input(0);
+    const axis = normAxis(c.attr<number>('axis'), x.rank, c.op);
+    const norm = x.shape.slice(axis);
+    for (const i of [1, 2]) {
+      const v = c.inputs[i];
+      if (v && (v.rank > norm.length || v.shape.some((d, k) => d !== 1 && d !== norm[norm.length - v.rank + k]))) {
+        c.fail(`${c.describe(i)} must broadcast to the normalized dims [${norm.join(', ')}] of ${c.describe(0)}`);
+      }
+    }
+    const stat = x.shape.map((d, i) => (i < axis ? d : 1));
+    const n = c.numOutputs ?? 1;
+    return [{ dtype, shape: x.shape }, { dtype: 'float32' as const, shape: stat }, { dtype: 'float32' as const, shape: stat }].slice(0, n);
+  },
+  grad: (g) => {
+    const [x, scale, dy] = [g.input(0), g.input(1), g.dy[0]!];
+    const axis = normAxis(g.attr<number>('axis'), x.rank, g.op);
+    const axes = Array.from({ length: x.rank - axis }, (_, i) => axis + i);
+    const mean = b.reduceMean(x, axes);
+    const xc = b.sub(x, mean);
+    const invstd = b.reciprocal(b.sqrt(b.add(b.reduceMean(b.mul(xc, xc), axes), b.scalarLike(g.attr<number>('epsilon'), x))));
+    const xhat = b.mul(xc, invstd);
+    let dx = null;
+    if (g.needs[0]) {
+      const gs = b.mul(dy, scale);
+      const inner = b.sub(b.sub(gs, b.reduceMean(gs, axes)), b.mul(xhat, b.reduceMean(b.mul(gs, xhat), axes)));
+      dx = b.mul(invstd, inner);
+    }
+    return [dx, g.needs[1] ? b.mul(dy, xhat) : null, g.inputs[2] && g.needs[2] ? dy : null];
+  },
+});
+
+/**
+ * Dropout. In training mode the kept elements are scaled by 1/(1 - ratio), and the gradient is
+ * dy * mask / (1 - ratio) with the mask the forward pass drew.
+ */
+defineOp({
+  name: 'Dropout', inputs: ['data', 'ratio?', 'training_mode?'], nondiff: [1, 2], attrs: { seed: { kind: 'int' } },
+  infer: (c) => {
+    requireFloat(c, 0);
+    const x = c.input(0);
+    const n = c.numOutputs ?? 2;
+    return [{ dtype: x.dtype, shape: x.shape }, { dtype: 'bool' as const, shape: x.shape }].slice(0, n);
+  },
+  grad: (g) => {
+    const dy = g.dy[0]!;
+    const training = g.inputs[2] ? g.ints(2) ?? g.fail('gradient needs a constant training_mode input') : [0];
+    if (training[0] === 0) return [dy, null, null];
+    const mask = g.outputs[1] ?? g.fail('gradient in training mode needs the mask output');
+    const keep = b.sub(b.scalarLike(1, dy), g.inputs[1] ? g.input(1) : b.scalarLike(0.5, dy));
+    return [b.div(b.mul(dy, b.cast(mask, dy.dtype)), keep), null, null];
+  },
+});

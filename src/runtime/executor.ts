@@ -1,0 +1,145 @@
+/**
+ * Compiles IR graphs to onnxruntime sessions and runs them.
+ *
+ * A program is keyed by the graph's structure: ops, attributes, wiring, leaf dtypes and shapes,
+ * and the contents of constants. Values fed at run time (parameters, data) are not part of the
+ * key, so re-tracing the same step builds the same key and reuses the compiled session.
+ */
+import { BYTES } from '../ir/dtype.js';
+import type { TypedArray } from '../ir/dtype.js';
+import { topoNodes, Value } from '../ir/graph.js';
+import type { DType } from '../ir/dtype.js';
+import type { Dim } from '../ir/shape.js';
+import { fmt, isStatic } from '../ir/shape.js';
+import { toModelProto } from '../ir/onnx/export.js';
+import { lowerComposites } from '../ir/rewrite.js';
+import { fillKernelGaps } from './kernel_gaps.js';
+import { createSession } from './ort.js';
+import type { Session } from './ort.js';
+import { profiler } from './profiler.js';
+import { availableParallelism } from 'node:os';
+
+export const settings = {
+  /** Intra-op threads per session (onnxruntime's MLAS pool). Default: all cores. */
+  threads: availableParallelism(),
+};
+
+/** Sets the intra-op thread count for sessions compiled from now on. */
+export function setThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`setThreads: expected a positive integer, got ${n}`);
+  settings.threads = n;
+}
+
+export interface Program {
+  readonly key: string;
+  /** Non-constant leaves in feed order. */
+  readonly leaves: readonly Value[];
+  readonly session: Session;
+}
+
+const programs = new Map<string, Promise<Program>>();
+
+export const cacheSize = (): number => programs.size;
+
+/** Drops every compiled session. */
+export async function clearCache(): Promise<void> {
+  const all = [...programs.values()];
+  programs.clear();
+  for (const p of all) await (await p).session.release();
+}
+
+function hashBytes(a: TypedArray): string {
+  const u = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < u.length; i++) h = Math.imul(h ^ u[i]!, 0x01000193);
+  return (h >>> 0).toString(36);
+}
+
+function attrKey(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (ArrayBuffer.isView(x) ? hashBytes(x as TypedArray) : x));
+}
+
+/** Structural key of the graph computing `outputs`, and its non-constant leaves in order. */
+export function structureKey(outputs: readonly Value[], inputs: readonly Value[] = []): { key: string; leaves: Value[] } {
+  const ids = new Map<Value, number>();
+  const leaves: Value[] = [];
+  const parts: string[] = [`t${settings.threads}`];
+  const id = (v: Value): number => {
+    let k = ids.get(v);
+    if (k !== undefined) return k;
+    k = ids.size;
+    ids.set(v, k);
+    if (v.node === null) {
+      if (v.constant) parts.push(`C${k}:${v.dtype}${fmt(v.shape)}=${v.data!.length <= 16 ? Array.from(v.data as ArrayLike<number | bigint>).join(',') : hashBytes(v.data!)}`);
+      else { leaves.push(v); parts.push(`L${k}:${v.dtype}${fmt(v.shape)}`); }
+    }
+    return k;
+  };
+  inputs.forEach(id);
+  for (const n of topoNodes(outputs)) {
+    const ins = n.inputs.map((v) => (v === null ? '_' : id(v))).join(',');
+    for (const o of n.outputs) id(o);
+    parts.push(`${n.op}(${ins})${Object.keys(n.attrs).length ? attrKey(n.attrs) : ''}>${n.outputs.map((o) => ids.get(o)).join(',')}`);
+  }
+  parts.push(`out:${outputs.map(id).join(',')}`);
+  return { key: parts.join(';'), leaves };
+}
+
+/** Compiles (or fetches from cache) the program computing `outputs` from its leaves. */
+export async function compileProgram(outputs: readonly Value[], inputs: readonly Value[] = []): Promise<Program> {
+  const { key, leaves } = structureKey(outputs, inputs);
+  let p = programs.get(key);
+  if (p === undefined) {
+    p = (async () => {
+      const model = toModelProto({ inputs: leaves, outputs: fillKernelGaps(lowerComposites(outputs)), inputNames: leaves.map((_, i) => `in${i}`) });
+      return { key, leaves, session: await createSession(model, { threads: settings.threads }) };
+    })();
+    programs.set(key, p);
+    p.catch(() => programs.delete(key));
+  }
+  return p;
+}
+
+/** Concrete shape of a fed array, resolving symbolic dims from the data's length. */
+function feedShape(v: Value, data: TypedArray, given?: readonly number[]): number[] {
+  if (given) return [...given];
+  if (isStatic(v.shape)) return [...v.shape];
+  const known = v.shape.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
+  const syms = v.shape.filter((d) => typeof d !== 'number');
+  if (syms.length !== 1) throw new Error(`run: cannot infer ${fmt(v.shape)} from ${data.length} elements; give the shape`);
+  return v.shape.map((d: Dim) => (typeof d === 'number' ? d : data.length / known));
+}
+
+/** Runs a program on leaf data (or `feeds` overriding the first leaves) and times it. */
+export async function runProgram(p: Program, segment: string, feeds: readonly { data: TypedArray; shape?: readonly number[] }[] = []): Promise<TypedArray[]> {
+  let inBytes = 0;
+  const args = p.leaves.map((v, i) => {
+    const f = feeds[i];
+    const data = f?.data ?? v.data;
+    if (data === null) throw new Error(`run: input ${v.name ?? `v${v.id}`} ${v.toString()} has no data; feed it`);
+    inBytes += data.byteLength;
+    return { dtype: v.dtype as DType, shape: feedShape(v, data, f?.shape), data };
+  });
+  const t0 = performance.now();
+  const out = await p.session.run(args);
+  profiler.record(segment, performance.now() - t0, inBytes, out.reduce((s, a) => s + a.byteLength, 0));
+  return out;
+}
+
+/**
+ * Computes `values` (MLX-style eval): compiles what they need, runs it, stores the results in the
+ * values and detaches them from the graph, so later graphs start from data.
+ */
+export async function realize(values: readonly Value[], segment = 'eager'): Promise<void> {
+  const targets = [...new Set(values.filter((v) => v.data === null))];
+  if (targets.length === 0) return;
+  const p = await compileProgram(targets);
+  const out = await runProgram(p, segment);
+  targets.forEach((v, i) => {
+    v.data = out[i]!;
+    v.node = null;
+  });
+}
+
+/** Bytes of a value's data; for profiling. */
+export const bytesOf = (v: Value): number => (v.data ? v.data.length * BYTES[v.dtype] : 0);

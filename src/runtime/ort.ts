@@ -1,0 +1,44 @@
+/**
+ * The one file that talks to onnxruntime-node. Everything else sees typed arrays and this API.
+ * Facts that shape it (onnxruntime-node 1.30): inputs are zero-copy (a subarray view works), a
+ * SharedArrayBuffer is rejected, outputs are fresh buffers, and `run` blocks its thread.
+ */
+import ort from 'onnxruntime-node';
+import type { DType, TypedArray } from '../ir/dtype.js';
+
+export interface SessionOptions { threads: number }
+
+export interface Session {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: readonly Feed[]): Promise<TypedArray[]>;
+  release(): Promise<void>;
+}
+
+export interface Feed { dtype: DType; shape: readonly number[]; data: TypedArray }
+
+export async function createSession(model: Uint8Array, opts: SessionOptions): Promise<Session> {
+  const s = await ort.InferenceSession.create(model, {
+    intraOpNumThreads: opts.threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+  return {
+    inputNames: s.inputNames,
+    outputNames: s.outputNames,
+    async run(feeds) {
+      const f: Record<string, ort.Tensor> = {};
+      feeds.forEach((x, i) => { f[s.inputNames[i]!] = toOrt(x); });
+      const out = await s.run(f);
+      return s.outputNames.map((n) => out[n]!.data as TypedArray);
+    },
+    release: () => s.release(),
+  };
+}
+
+function toOrt(x: Feed): ort.Tensor {
+  if (x.dtype === 'bfloat16') throw new Error('onnxruntime-node has no bfloat16 tensors; cast to float32 in the graph');
+  if (x.data.buffer instanceof SharedArrayBuffer) throw new Error('onnxruntime-node rejects SharedArrayBuffer-backed tensors; copy into an ArrayBuffer');
+  return new ort.Tensor(x.dtype as ort.Tensor.Type, x.data as ort.Tensor.DataType, x.shape as number[]);
+}
