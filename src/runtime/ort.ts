@@ -23,6 +23,8 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON).
+    ...(process.env['WEFT_ORT_PROFILE'] ? { enableProfiling: true, profileFilePrefix: process.env['WEFT_ORT_PROFILE'] } : {}),
   });
   return {
     inputNames: s.inputNames,
