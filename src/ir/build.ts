@@ -107,7 +107,8 @@ export const scatterAdd = (data: Value, indices: Value, updates: Value, axis: nu
 export const pad = (a: Value, pads: readonly number[]): Value => apply1('Pad', [a, ints(pads)]);
 
 export function layerNorm(x: Value, scale: Value, bias: Value | null, axis = -1, epsilon = 1e-5): Value {
-  return apply('LayerNormalization', bias === null ? [x, scale] : [x, scale, bias], { axis, epsilon })[0]!;
+  // All three outputs: the gradient reads the saved Mean/InvStdDev instead of recomputing them.
+  return apply('LayerNormalization', bias === null ? [x, scale] : [x, scale, bias], { axis, epsilon }, 3)[0]!;
 }
 
 /** Dropout in training mode; returns [output, mask]. */

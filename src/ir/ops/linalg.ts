@@ -29,9 +29,10 @@ defineOp({
   },
   grad: (g) => {
     let [A, B, dy] = [g.input(0), g.input(1), g.dy[0]!];
-    // Promote 1-D operands so both rules are plain batched matrix products.
-    if (A.rank === 1) { A = b.unsqueeze(A, [0]); dy = b.unsqueeze(dy, [-2]); }
+    // Promote 1-D operands so both rules are plain batched matrix products. B's dim goes back
+    // first: for a 1-D x 1-D product dy is a scalar, and -2 only exists once -1 does.
     if (B.rank === 1) { B = b.unsqueeze(B, [1]); dy = b.unsqueeze(dy, [-1]); }
+    if (A.rank === 1) { A = b.unsqueeze(A, [0]); dy = b.unsqueeze(dy, [-2]); }
     let dA = g.needs[0] ? b.matmul(dy, b.transposeLast2(B)) : null;
     let dB = g.needs[1] ? b.matmul(b.transposeLast2(A), dy) : null;
     if (dA && g.input(0).rank === 1) dA = b.squeeze(b.unbroadcast(dA, A.shape), [0]);

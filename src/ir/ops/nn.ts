@@ -1,4 +1,5 @@
 import * as b from '../build.js';
+import type { Value } from '../graph.js';
 import { defineOp } from '../registry.js';
 import { normAxis } from '../shape.js';
 import { requireFloat, sameDtype } from './common.js';
@@ -7,8 +8,8 @@ import { requireFloat, sameDtype } from './common.js';
  * LayerNormalization over axes [axis, rank): y = (x - mean) * invstd * scale + bias.
  * Gradient (xhat = normalized x, g = dy * scale, means over the normalized axes):
  *   dx = invstd * (g - mean(g) - xhat * mean(g * xhat)),  dscale = sum(dy * xhat),  dbias = sum(dy).
- * Statistics are recomputed in the input's dtype rather than read from the Mean/InvStdDev outputs,
- * whose stash type is float32 even for float64 inputs.
+ * Statistics come from the Mean/InvStdDev outputs for float32 (the builder requests them) and are
+ * recomputed for other dtypes.
  */
 defineOp({
   name: 'LayerNormalization', inputs: ['X', 'Scale', 'B?'],
@@ -33,10 +34,18 @@ defineOp({
     const [x, scale, dy] = [g.input(0), g.input(1), g.dy[0]!];
     const axis = normAxis(g.attr<number>('axis'), x.rank, g.op);
     const axes = Array.from({ length: x.rank - axis }, (_, i) => axis + i);
-    const mean = b.reduceMean(x, axes);
-    const xc = b.sub(x, mean);
-    const invstd = b.reciprocal(b.sqrt(b.add(b.reduceMean(b.mul(xc, xc), axes), b.scalarLike(g.attr<number>('epsilon'), x))));
-    const xhat = b.mul(xc, invstd);
+    // float32 reads the statistics the forward kernel saved; other dtypes recompute them, since
+    // Mean/InvStdDev are stashed as float32 whatever the input dtype.
+    const saved = x.dtype === 'float32' && g.outputs.length === 3 && g.attr<number>('stash_type') === 1;
+    let mean: Value;
+    let invstd: Value;
+    if (saved) [mean, invstd] = [g.outputs[1]!, g.outputs[2]!];
+    else {
+      mean = b.reduceMean(x, axes);
+      const xc0 = b.sub(x, mean);
+      invstd = b.reciprocal(b.sqrt(b.add(b.reduceMean(b.mul(xc0, xc0), axes), b.scalarLike(g.attr<number>('epsilon'), x))));
+    }
+    const xhat = b.mul(b.sub(x, mean), invstd);
     let dx = null;
     if (g.needs[0]) {
       const gs = b.mul(dy, scale);
