@@ -15,3 +15,5 @@ export { profiler, Profiler } from './runtime/profiler.js';
 export { Tensor, tensor, zeros, ones, randn, placeholder, grad, realize } from './tensor/tensor.js';
 export { compile } from './tensor/compile.js';
 export { Rng } from './tensor/random.js';
+export { AdamW, SGD, clipGradNorm, constantLr, warmupConstant, warmupCosine, warmupFactor } from './optim/index.js';
+export type { AdamWConfig, AdamWState, StepInfo, SGDConfig, SGDState, Schedule, WarmupConvention, WarmupConfig, WarmupCosineConfig } from './optim/index.js';

@@ -32,12 +32,13 @@ export function setThreads(n: number): void {
 
 export interface Program {
   readonly key: string;
-  /** Non-constant leaves in feed order. */
+  /** This graph's non-constant leaves, in feed order. */
   readonly leaves: readonly Value[];
   readonly session: Session;
 }
 
-const programs = new Map<string, Promise<Program>>();
+/** Sessions by structure key. A session is shared; the leaves that feed it belong to each graph. */
+const programs = new Map<string, Promise<Session>>();
 
 export const cacheSize = (): number => programs.size;
 
@@ -45,7 +46,7 @@ export const cacheSize = (): number => programs.size;
 export async function clearCache(): Promise<void> {
   const all = [...programs.values()];
   programs.clear();
-  for (const p of all) await (await p).session.release();
+  for (const p of all) await (await p).release();
 }
 
 function hashBytes(a: TypedArray): string {
@@ -85,19 +86,20 @@ export function structureKey(outputs: readonly Value[], inputs: readonly Value[]
   return { key: parts.join(';'), leaves };
 }
 
-/** Compiles (or fetches from cache) the program computing `outputs` from its leaves. */
+/**
+ * The program computing `outputs` from its leaves: the session comes from the cache when a graph
+ * of the same structure was compiled before; the leaves are always this graph's own.
+ */
 export async function compileProgram(outputs: readonly Value[], inputs: readonly Value[] = []): Promise<Program> {
   const { key, leaves } = structureKey(outputs, inputs);
-  let p = programs.get(key);
-  if (p === undefined) {
-    p = (async () => {
-      const model = toModelProto({ inputs: leaves, outputs: fillKernelGaps(lowerComposites(outputs)), inputNames: leaves.map((_, i) => `in${i}`) });
-      return { key, leaves, session: await createSession(model, { threads: settings.threads }) };
-    })();
-    programs.set(key, p);
-    p.catch(() => programs.delete(key));
+  let s = programs.get(key);
+  if (s === undefined) {
+    const model = toModelProto({ inputs: leaves, outputs: fillKernelGaps(lowerComposites(outputs)), inputNames: leaves.map((_, i) => `in${i}`) });
+    s = createSession(model, { threads: settings.threads });
+    programs.set(key, s);
+    s.catch(() => programs.delete(key));
   }
-  return p;
+  return { key, leaves, session: await s };
 }
 
 /** Concrete shape of a fed array, resolving symbolic dims from the data's length. */

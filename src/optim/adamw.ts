@@ -1,0 +1,164 @@
+/**
+ * AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization"), step for step as
+ * torch.optim.AdamW (amsgrad off, maximize off). At step t = 1, 2, ..., over the whole flat vector:
+ *
+ *   g <- g * min(1, clipNorm / (||g||_2 + 1e-6))          only when clipNorm is set
+ *   p <- p * (1 - lr * wd)                                  0 decay where noDecay(name)
+ *   m <- beta1 m + (1 - beta1) g
+ *   v <- beta2 v + (1 - beta2) g^2
+ *   p <- p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+ *
+ * The update is one graph over the flat parameter, gradient and moment vectors, compiled once.
+ * Per-step scalars are computed on the host in float64, as torch computes them in Python, and fed
+ * as graph inputs: (1 - lr wd), lr / (1 - beta1^t), sqrt(1 - beta2^t), the betas, eps and the clip
+ * threshold. Nothing that changes between steps is a graph constant, so the session is reused for
+ * every step, every learning-rate schedule and every AdamW over a layout of the same size.
+ *
+ * New p, m and v are copied back into their flat buffers with set(), so views and graph leaves
+ * over them stay valid. The gradient buffer is read, never written (torch clips it in place).
+ *
+ * @example
+ *   const opt = new AdamW(params, { lr: 3e-4, weightDecay: 0.1, clipNorm: 1, noDecay: (n) => n.endsWith('.bias') });
+ *   const { gradNorm } = await opt.step(grads, schedule(step));
+ */
+import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
+import { FlatBuffer as Flat } from '../runtime/flat.js';
+import * as b from '../ir/build.js';
+import type { Value } from '../ir/graph.js';
+import { clipGraph } from './clip.js';
+import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
+
+export interface AdamWConfig {
+  /** Learning rate; `step(grads, lr)` overrides it for one step (schedules). */
+  lr: number;
+  /** Decay of the first moment. Default 0.9. */
+  beta1?: number;
+  /** Decay of the second moment. Default 0.999. */
+  beta2?: number;
+  /** Added to the bias-corrected sqrt(v). Default 1e-8. */
+  eps?: number;
+  /** Decoupled weight decay: p <- p (1 - lr wd) each step. Default 0.01 (torch's default). */
+  weightDecay?: number;
+  /** Clip the global gradient L2 norm to this before the update (clip_grad_norm_). Off if absent. */
+  clipNorm?: number;
+  /** Tensors that do not decay (biases, LayerNorm); decided once, by tensor name. */
+  noDecay?: (name: string) => boolean;
+}
+
+export interface StepInfo {
+  /** Global L2 norm of the gradients before clipping (what clip_grad_norm_ returns). */
+  gradNorm: number;
+}
+
+/** Everything needed to resume AdamW: the step count and both moments (copies). */
+export interface AdamWState<A extends FloatArray = FloatArray> {
+  t: number;
+  m: A;
+  v: A;
+}
+
+export class AdamW<A extends FloatArray = FloatArray> {
+  readonly m: FlatBuffer<A>;
+  readonly v: FlatBuffer<A>;
+  readonly mask: FlatBuffer<A> | null;
+  /** Completed steps; the next step uses t + 1 in the bias corrections. */
+  t = 0;
+  lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly clipNorm: number | null;
+  private readonly program: FlatProgram;
+
+  constructor(readonly params: FlatBuffer<A>, cfg: AdamWConfig) {
+    this.lr = cfg.lr;
+    this.beta1 = cfg.beta1 ?? 0.9;
+    this.beta2 = cfg.beta2 ?? 0.999;
+    this.eps = cfg.eps ?? 1e-8;
+    this.weightDecay = cfg.weightDecay ?? 0.01;
+    this.clipNorm = cfg.clipNorm ?? null;
+    checkConfig(cfg, this);
+    const { layout, data } = params;
+    this.m = new Flat(layout, zerosLike(data), 'adamw.m');
+    this.v = new Flat(layout, zerosLike(data), 'adamw.v');
+    this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'adamw.mask') : null;
+    this.program = new FlatProgram('adamw', () => adamwGraph(dtypeOf(data), layout.size, this.clipNorm !== null, this.mask !== null));
+  }
+
+  /** Times the update graph was traced and compiled by this optimizer (1 after any number of steps). */
+  get compiles(): number { return this.program.compiles; }
+
+  /** One AdamW step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
+  async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
+    checkGrads('AdamW.step', this.params, grads);
+    if (!(lr >= 0)) throw new Error(`AdamW.step: lr must be a non-negative number, got ${lr}`);
+    const t = this.t + 1;
+    const dt = dtypeOf(this.params.data);
+    const s = (x: number): FloatArray => scalarData(dt, x);
+    const feeds: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
+    if (this.mask) feeds.push(this.mask.data);
+    feeds.push(
+      s(1 - lr * this.weightDecay),
+      s(this.beta1), s(1 - this.beta1), s(this.beta2), s(1 - this.beta2),
+      s(lr / (1 - this.beta1 ** t)), s(Math.sqrt(1 - this.beta2 ** t)), s(this.eps),
+    );
+    if (this.clipNorm !== null) feeds.push(s(this.clipNorm));
+    const [p, m, v, norm] = await this.program.run(feeds);
+    this.params.data.set(p as A);
+    this.m.data.set(m as A);
+    this.v.data.set(v as A);
+    this.t = t;
+    return { gradNorm: Number(norm![0]) };
+  }
+
+  /** A snapshot (copies) of the step count and moments, for checkpoints. */
+  state(): AdamWState<A> {
+    return { t: this.t, m: this.m.data.slice() as A, v: this.v.data.slice() as A };
+  }
+
+  /** Restores a snapshot from state(); float32 and float64 snapshots load into either dtype. */
+  loadState(s: { t: number; m: ArrayLike<number>; v: ArrayLike<number> }): void {
+    if (!Number.isInteger(s.t) || s.t < 0) throw new Error(`AdamW.loadState: t must be a non-negative integer, got ${s.t}`);
+    restore('AdamW', 'm', this.m.data, s.m);
+    restore('AdamW', 'v', this.v.data, s.v);
+    this.t = s.t;
+  }
+}
+
+function checkConfig(cfg: AdamWConfig, o: AdamW<FloatArray>): void {
+  const bad = (k: string, v: unknown, want: string): never => { throw new Error(`AdamW: ${k} must be ${want}, got ${String(v)}`); };
+  if (!(o.lr >= 0)) bad('lr', cfg.lr, 'a non-negative number');
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) bad('beta1', o.beta1, 'in [0, 1)');
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) bad('beta2', o.beta2, 'in [0, 1)');
+  if (!(o.eps >= 0)) bad('eps', o.eps, 'a non-negative number');
+  if (!(o.weightDecay >= 0)) bad('weightDecay', o.weightDecay, 'a non-negative number');
+  if (o.clipNorm !== null && !(o.clipNorm > 0)) bad('clipNorm', o.clipNorm, 'a positive number');
+}
+
+/**
+ * The AdamW update over flat vectors of length n. Inputs, in feed order: p, g, m, v, [mask],
+ * decay = 1 - lr wd, beta1, 1 - beta1, beta2, 1 - beta2, stepSize = lr / (1 - beta1^t),
+ * bc2Sqrt = sqrt(1 - beta2^t), eps, [maxNorm]. Outputs: new p, m, v and the gradient norm.
+ */
+function adamwGraph(dtype: 'float32' | 'float64', n: number, clip: boolean, masked: boolean): { inputs: Value[]; outputs: Value[] } {
+  const vec = (name: string): Value => input(dtype, n, name);
+  const sc = (name: string): Value => input(dtype, null, name);
+  const [p, g, m, v] = [vec('p'), vec('g'), vec('m'), vec('v')];
+  const mask = masked ? vec('mask') : null;
+  const [decay, beta1, omb1, beta2, omb2, stepSize, bc2Sqrt, eps] =
+    ['decay', 'beta1', 'one_minus_beta1', 'beta2', 'one_minus_beta2', 'step_size', 'bc2_sqrt', 'eps'].map(sc) as [Value, Value, Value, Value, Value, Value, Value, Value];
+  const maxNorm = clip ? sc('max_norm') : null;
+
+  const { grads, norm } = clipGraph(g, maxNorm);
+  // With a 0/1 mask, 1 + mask (decay - 1) is exactly decay or exactly 1 (decay - 1 is exact).
+  const factor = mask === null ? decay : b.add(b.scalarLike(1, p), b.mul(mask, b.sub(decay, b.scalarLike(1, p))));
+  const pDecayed = b.mul(p, factor);
+  const m2 = b.add(b.mul(m, beta1), b.mul(grads, omb1));
+  const v2 = b.add(b.mul(v, beta2), b.mul(b.mul(grads, grads), omb2));
+  const denom = b.add(b.div(b.sqrt(v2), bc2Sqrt), eps);
+  const p2 = b.sub(pDecayed, b.mul(stepSize, b.div(m2, denom)));
+
+  const inputs = [p, g, m, v, ...(mask ? [mask] : []), decay, beta1, omb1, beta2, omb2, stepSize, bc2Sqrt, eps, ...(maxNorm ? [maxNorm] : [])];
+  return { inputs, outputs: [p2, m2, v2, norm] };
+}

@@ -1,0 +1,159 @@
+/**
+ * SGD with momentum, step for step as torch.optim.SGD (maximize off). At step t = 1, 2, ...:
+ *
+ *   g <- g * min(1, clipNorm / (||g||_2 + 1e-6))      only when clipNorm is set
+ *   d <- g + wd p                                       coupled (L2) decay; 0 where noDecay(name)
+ *   buf <- d                                            at t = 1 (torch clones d into the buffer)
+ *   buf <- mu buf + (1 - dampening) d                   at t > 1
+ *   d <- d + mu buf  (nesterov)   or   d <- buf         when mu > 0
+ *   p <- p - lr d
+ *
+ * Like AdamW, the update is one graph over the flat vectors, compiled once, with lr, wd, mu and the
+ * step's damping factor (1 at t = 1, 1 - dampening after: buf starts at zero, so mu 0 + 1 d = d
+ * exactly) fed as scalar inputs. Momentum on or off, decay on or off, nesterov, a mask and
+ * clipping are structural: they decide which nodes the graph has.
+ *
+ * @example
+ *   const opt = new SGD(params, { lr: 0.1, momentum: 0.9, nesterov: true });
+ *   await opt.step(grads);
+ */
+import * as b from '../ir/build.js';
+import type { Value } from '../ir/graph.js';
+import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
+import { FlatBuffer as Flat } from '../runtime/flat.js';
+import { clipGraph } from './clip.js';
+import type { StepInfo } from './adamw.js';
+import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
+
+export interface SGDConfig {
+  /** Learning rate; `step(grads, lr)` overrides it for one step (schedules). */
+  lr: number;
+  /** Momentum factor mu. Default 0 (plain SGD, no buffer). */
+  momentum?: number;
+  /** Dampening of the gradient added to the momentum buffer. Default 0. */
+  dampening?: number;
+  /** L2 penalty added to the gradient: d = g + wd p. Default 0. */
+  weightDecay?: number;
+  /** Nesterov momentum (needs momentum > 0 and dampening 0, as torch requires). Default false. */
+  nesterov?: boolean;
+  /** Clip the global gradient L2 norm to this before the update. Off if absent. */
+  clipNorm?: number;
+  /** Tensors that do not decay (biases, LayerNorm); decided once, by tensor name. */
+  noDecay?: (name: string) => boolean;
+}
+
+/** Everything needed to resume SGD: the step count and the momentum buffer (a copy; null without momentum). */
+export interface SGDState<A extends FloatArray = FloatArray> {
+  t: number;
+  momentum: A | null;
+}
+
+export class SGD<A extends FloatArray = FloatArray> {
+  /** The momentum buffer, when momentum > 0. */
+  readonly buf: FlatBuffer<A> | null;
+  readonly mask: FlatBuffer<A> | null;
+  t = 0;
+  lr: number;
+  readonly momentum: number;
+  readonly dampening: number;
+  readonly weightDecay: number;
+  readonly nesterov: boolean;
+  readonly clipNorm: number | null;
+  private readonly program: FlatProgram;
+
+  constructor(readonly params: FlatBuffer<A>, cfg: SGDConfig) {
+    this.lr = cfg.lr;
+    this.momentum = cfg.momentum ?? 0;
+    this.dampening = cfg.dampening ?? 0;
+    this.weightDecay = cfg.weightDecay ?? 0;
+    this.nesterov = cfg.nesterov ?? false;
+    this.clipNorm = cfg.clipNorm ?? null;
+    const bad = (k: string, v: unknown, want: string): never => { throw new Error(`SGD: ${k} must be ${want}, got ${String(v)}`); };
+    if (!(this.lr >= 0)) bad('lr', cfg.lr, 'a non-negative number');
+    if (!(this.momentum >= 0)) bad('momentum', this.momentum, 'a non-negative number');
+    if (!(this.weightDecay >= 0)) bad('weightDecay', this.weightDecay, 'a non-negative number');
+    if (this.clipNorm !== null && !(this.clipNorm > 0)) bad('clipNorm', this.clipNorm, 'a positive number');
+    if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) {
+      throw new Error(`SGD: nesterov needs momentum > 0 and dampening 0, got momentum ${this.momentum}, dampening ${this.dampening}`);
+    }
+    const { layout, data } = params;
+    this.buf = this.momentum > 0 ? new Flat(layout, zerosLike(data), 'sgd.momentum') : null;
+    this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'sgd.mask') : null;
+    const shape: SGDShape = {
+      dtype: dtypeOf(data), n: layout.size, momentum: this.buf !== null, nesterov: this.nesterov,
+      decay: this.weightDecay !== 0 || this.mask !== null, masked: this.mask !== null, clip: this.clipNorm !== null,
+    };
+    this.program = new FlatProgram('sgd', () => sgdGraph(shape));
+  }
+
+  /** Times the update graph was traced and compiled by this optimizer. */
+  get compiles(): number { return this.program.compiles; }
+
+  /** One SGD step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
+  async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
+    checkGrads('SGD.step', this.params, grads);
+    if (!(lr >= 0)) throw new Error(`SGD.step: lr must be a non-negative number, got ${lr}`);
+    const t = this.t + 1;
+    const s = (x: number): FloatArray => scalarData(dtypeOf(this.params.data), x);
+    const feeds: FloatArray[] = [this.params.data, grads.data];
+    if (this.buf) feeds.push(this.buf.data);
+    if (this.mask) feeds.push(this.mask.data);
+    feeds.push(s(lr));
+    if (this.weightDecay !== 0 || this.mask) feeds.push(s(this.weightDecay));
+    if (this.buf) feeds.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
+    if (this.clipNorm !== null) feeds.push(s(this.clipNorm));
+    const out = await this.program.run(feeds);
+    this.params.data.set(out[0] as A);
+    if (this.buf) this.buf.data.set(out[1] as A);
+    this.t = t;
+    return { gradNorm: Number(out[out.length - 1]![0]) };
+  }
+
+  /** A snapshot (copy) of the step count and momentum buffer, for checkpoints. */
+  state(): SGDState<A> {
+    return { t: this.t, momentum: this.buf ? (this.buf.data.slice() as A) : null };
+  }
+
+  /** Restores a snapshot from state(). */
+  loadState(s: { t: number; momentum: ArrayLike<number> | null }): void {
+    if (!Number.isInteger(s.t) || s.t < 0) throw new Error(`SGD.loadState: t must be a non-negative integer, got ${s.t}`);
+    if ((s.momentum === null) !== (this.buf === null)) {
+      throw new Error(`SGD.loadState: the snapshot ${s.momentum ? 'has' : 'has no'} momentum buffer, this optimizer ${this.buf ? 'has' : 'has none'}`);
+    }
+    if (this.buf && s.momentum) restore('SGD', 'momentum', this.buf.data, s.momentum);
+    this.t = s.t;
+  }
+}
+
+interface SGDShape { dtype: 'float32' | 'float64'; n: number; momentum: boolean; nesterov: boolean; decay: boolean; masked: boolean; clip: boolean }
+
+/**
+ * The SGD update over flat vectors of length n. Inputs, in feed order: p, g, [buf], [mask], lr,
+ * [wd], [mu, damp], [maxNorm]. Outputs: new p, [new buf], the gradient norm.
+ */
+function sgdGraph(o: SGDShape): { inputs: Value[]; outputs: Value[] } {
+  const vec = (name: string): Value => input(o.dtype, o.n, name);
+  const sc = (name: string): Value => input(o.dtype, null, name);
+  const p = vec('p');
+  const g = vec('g');
+  const buf = o.momentum ? vec('buf') : null;
+  const mask = o.masked ? vec('mask') : null;
+  const lr = sc('lr');
+  const wd = o.decay ? sc('weight_decay') : null;
+  const mu = o.momentum ? sc('momentum') : null;
+  const damp = o.momentum ? sc('damp') : null;
+  const maxNorm = o.clip ? sc('max_norm') : null;
+
+  const { grads, norm } = clipGraph(g, maxNorm);
+  let d = grads;
+  if (wd) d = b.add(d, b.mul(mask ? b.mul(p, mask) : p, wd));
+  let buf2: Value | null = null;
+  if (buf && mu && damp) {
+    buf2 = b.add(b.mul(buf, mu), b.mul(d, damp));
+    d = o.nesterov ? b.add(d, b.mul(buf2, mu)) : buf2;
+  }
+  const p2 = b.sub(p, b.mul(d, lr));
+
+  const inputs = [p, g, buf, mask, lr, wd, mu, damp, maxNorm].filter((v): v is Value => v !== null);
+  return { inputs, outputs: buf2 ? [p2, buf2, norm] : [p2, norm] };
+}

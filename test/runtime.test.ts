@@ -1,0 +1,59 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cacheSize, compile, FlatBuffer, Layout, profiler, realize, setThreads, tensor, Tensor } from '../src/index.js';
+
+setThreads(1);
+
+test('graphs of the same structure share a session but read their own leaves', async () => {
+  const before = cacheSize();
+  const a = await tensor([1, 2]).add(tensor([3, 4])).toArray();
+  const b = await tensor([5, 6]).add(tensor([7, 8])).toArray();
+  assert.deepEqual(a, [4, 6]);
+  assert.deepEqual(b, [12, 14]);
+  assert.equal(cacheSize() - before, 1);
+});
+
+test('compiled functions closing over different tensors of one shape stay separate', async () => {
+  const w1 = tensor([1, 2, 3]);
+  const w2 = tensor([10, 20, 30]);
+  const f1 = compile((x) => [x.mul(w1)]);
+  const f2 = compile((x) => [x.mul(w2)]);
+  const x = { data: Float32Array.of(1, 1, 1), shape: [3], dtype: 'float32' as const };
+  assert.deepEqual(Array.from((await f1(x))[0] as Float32Array), [1, 2, 3]);
+  assert.deepEqual(Array.from((await f2(x))[0] as Float32Array), [10, 20, 30]);
+  assert.equal(f1.traces, 1);
+});
+
+test('a compiled function reads parameters from their flat buffer at every call', async () => {
+  const layout = new Layout([{ name: 'w', shape: [2] }]);
+  const params = FlatBuffer.zeros(layout);
+  params.view('w').set([2, 3]);
+  const w = new Tensor(params.leaf('w'));
+  const f = compile((x) => [x.mul(w).sum()]);
+  const x = { data: Float32Array.of(1, 1), shape: [2], dtype: 'float32' as const };
+  assert.equal((await f(x))[0]![0], 5);
+  params.data.set([4, 5]);
+  assert.equal((await f(x))[0]![0], 9);
+  assert.equal(f.traces, 1);
+});
+
+test('realize evaluates several tensors in one program and detaches them', async () => {
+  const x = tensor([1, 2, 3]);
+  const y = x.mul(2);
+  const z = y.sum();
+  await realize(y, z);
+  assert.equal(y.value.node, null);
+  assert.deepEqual(await y.toArray(), [2, 4, 6]);
+  assert.equal(await z.item(), 12);
+});
+
+test('the profiler reports time per segment and bytes held', async () => {
+  profiler.reset();
+  const layout = new Layout([{ name: 'a', shape: [1000] }]);
+  FlatBuffer.zeros(layout, 'test.buffer');
+  await tensor([1, 2]).add(1).toArray();
+  const r = profiler.report();
+  assert.equal(r.segments['eager']!.runs, 1);
+  assert.ok(r.segments['eager']!.totalMs > 0);
+  assert.equal(r.heldBytes['test.buffer'], 1008 * 4); // 1000 floats padded to a 16-element boundary
+});
