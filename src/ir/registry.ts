@@ -145,7 +145,12 @@ export function apply(op: string, inputs: readonly (Value | null)[], attrs: Attr
   checkArity(def, inputs.length);
   checkAttrs(def, attrs);
   const ctx = makeCtx(def, inputs, attrs, numOutputs);
-  const types = def.infer(ctx);
+  let types: OutputType[];
+  try { types = def.infer(ctx); } catch (e) {
+    // Shared helpers (broadcasting, reshape) throw without the op's name; every message gets it.
+    const m = (e as Error).message;
+    throw m.startsWith(`${op}:`) ? e : new Error(`${op}: ${m}`);
+  }
   if (numOutputs !== undefined && types.length < numOutputs) {
     ctx.fail(`has at most ${types.length} outputs, ${numOutputs} requested`);
   }

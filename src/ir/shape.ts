@@ -44,9 +44,12 @@ export function broadcastShapes(shapes: Shape[], describe: (i: number) => string
       if (x === 1) continue;
       if (d === 1) { d = x; from = i; continue; }
       if (x !== d) {
-        throw new Error(
-          `cannot broadcast ${describe(from)} of shape ${fmt(shapes[from]!)} with ` +
-          `${describe(i)} of shape ${fmt(s)}: dim ${k - rank} is ${d} vs ${x}`);
+        // Some callers' descriptions already show the shape (`input 0 (X) of shape [2, 3]`).
+        const label = (j: number): string => {
+          const text = describe(j);
+          return text.includes(fmt(shapes[j]!)) ? text : `${text} of shape ${fmt(shapes[j]!)}`;
+        };
+        throw new Error(`cannot broadcast ${label(from)} with ${label(i)}: dim ${k - rank} is ${d} vs ${x}`);
       }
     }
     out.push(d);

@@ -31,15 +31,20 @@ export function toModelProto(opts: ExportOptions): Uint8Array {
   const outputs = lowerComposites(opts.outputs);
   const names = new Map<Value, string>();
   const used = new Set<string>();
-  const nameOf = (v: Value): string => {
-    let n = names.get(v);
-    if (n === undefined) { n = `v${v.id}`; names.set(v, n); }
-    return n;
-  };
-  const claim = (v: Value, n: string): void => {
+  const reserve = (n: string): void => {
     if (used.has(n)) throw new Error(`export: the name '${n}' is used twice`);
     used.add(n);
-    names.set(v, n);
+  };
+  const claim = (v: Value, n: string): void => { reserve(n); names.set(v, n); };
+  // Generated names step around every name claimed below (a user may call an input 'v12').
+  const nameOf = (v: Value): string => {
+    let n = names.get(v);
+    if (n === undefined) {
+      n = `v${v.id}`;
+      for (let k = 1; used.has(n); k++) n = `v${v.id}_${k}`;
+      claim(v, n);
+    }
+    return n;
   };
   opts.inputs.forEach((v, i) => claim(v, opts.inputNames?.[i] ?? v.name ?? `input_${i}`));
   for (const v of opts.initializers ?? []) claim(v, v.name ?? `w${v.id}`);
@@ -59,8 +64,15 @@ export function toModelProto(opts: ExportOptions): Uint8Array {
       }
     }
   }
-  // Graph outputs must be distinct, named values: route duplicates and inputs through Identity.
+  // Graph outputs must be distinct, named values. A node's output takes the output name itself;
+  // leaves (inputs, weights, constants) and repeated outputs are routed through Identity nodes.
+  // (Always adding Identity made export -> import -> export grow by one node per output.)
   const outNames = outputs.map((v, i) => opts.outputNames?.[i] ?? `output_${i}`);
+  const viaIdentity = outputs.map((v, i) => {
+    if (v.node !== null && !names.has(v)) { claim(v, outNames[i]!); return false; }
+    reserve(outNames[i]!);
+    return true;
+  });
 
   const w = new Writer();
   w.int(1, IR_VERSION);
@@ -77,8 +89,9 @@ export function toModelProto(opts: ExportOptions): Uint8Array {
         }
       });
     }
-    // Outputs are renamed by Identity nodes so that any value (an input, a repeated output) can be one.
-    outputs.forEach((v, i) => g.message(1, (nw) => { nw.string(1, nameOf(v)); nw.string(2, outNames[i]!); nw.string(4, 'Identity'); }));
+    outputs.forEach((v, i) => {
+      if (viaIdentity[i]) g.message(1, (nw) => { nw.string(1, nameOf(v)); nw.string(2, outNames[i]!); nw.string(4, 'Identity'); });
+    });
     g.string(2, opts.graphName ?? 'weft');
     for (const v of [...constants, ...(opts.initializers ?? [])]) g.message(5, (tw) => writeTensor(tw, nameOf(v), v.dtype, v.shape as number[], v.data!));
     opts.inputs.forEach((v) => g.message(11, (vw) => writeValueInfo(vw, nameOf(v), v)));

@@ -28,7 +28,10 @@ export function fromModelProto(bytes: Uint8Array, source = 'model'): ImportedMod
     return parseModel(bytes, source);
   } catch (e) {
     if (e instanceof OnnxImportError) throw e;
-    if (e instanceof WireError) throw new OnnxImportError(`${source}: not a valid ONNX protobuf: ${e.message}`);
+    if (e instanceof WireError) {
+      const detail = e.message.startsWith(`${source}: `) ? e.message.slice(source.length + 2) : e.message;
+      throw new OnnxImportError(`${source}: not a valid ONNX protobuf: ${detail}`);
+    }
     throw new OnnxImportError(`${source}: ${(e as Error).message}`);
   }
 }
@@ -46,7 +49,7 @@ function parseModel(bytes: Uint8Array, source: string): ImportedModel {
       let version = 0;
       for (const g of readFields(f.bytes, `${source}: opset_import`)) {
         if (g.field === 1) domain = asString(g);
-        if (g.field === 2) version = asInt(g);
+        if (g.field === 2) version = asInt(g, `${source}: opset_import version`);
       }
       if (domain === '' || domain === 'ai.onnx') opset = version;
     }
@@ -105,7 +108,8 @@ function importNode(bytes: Uint8Array, where: string, env: Map<string, Value>): 
   const label = `${where} '${name || outs[0] || '?'}' (${op})`;
   if (domain !== '' && domain !== 'ai.onnx') bad(`${label}: op domain '${domain}' is not supported`);
   if (op === 'Constant') {
-    const t = (attrs['value'] as TensorAttr | undefined) ?? bad(`${label}: only the 'value' form of Constant is supported`);
+    if (outs.length !== 1 || outs[0] === '') bad(`${label}: a Constant has exactly one output, got ${outs.length}`);
+    const t = constantValue(attrs, label);
     const v = new Value(t.dtype, t.shape, null, 0, t.data);
     v.constant = true;
     env.set(outs[0]!, v);
@@ -119,6 +123,22 @@ function importNode(bytes: Uint8Array, where: string, env: Map<string, Value>): 
   outs.forEach((n, i) => { if (n !== '') env.set(n, values[i]!); });
 }
 
+/** A Constant node's value: the tensor form, or value_float / value_int / value_floats / value_ints. */
+function constantValue(attrs: Record<string, AttrValue>, label: string): TensorAttr {
+  const keys = Object.keys(attrs);
+  if (keys.length !== 1) bad(`${label}: a Constant needs exactly one value attribute, got [${keys.join(', ')}]`);
+  const v = attrs[keys[0]!]!;
+  switch (keys[0]) {
+    case 'value': if (typeof v === 'object' && !Array.isArray(v)) return v; break;
+    case 'value_float': if (typeof v === 'number') return { dtype: 'float32', shape: [], data: Float32Array.of(v) }; break;
+    case 'value_int': if (typeof v === 'number') return { dtype: 'int64', shape: [], data: BigInt64Array.of(BigInt(v)) }; break;
+    case 'value_floats': if (Array.isArray(v)) return { dtype: 'float32', shape: [v.length], data: Float32Array.from(v as number[]) }; break;
+    case 'value_ints': if (Array.isArray(v)) return { dtype: 'int64', shape: [v.length], data: BigInt64Array.from(v as number[], BigInt) }; break;
+    default: return bad(`${label}: Constant attribute '${keys[0]}' is not supported (weft reads value, value_float, value_int, value_floats, value_ints)`);
+  }
+  return bad(`${label}: Constant attribute '${keys[0]}' has the wrong type`);
+}
+
 interface ParsedTensor { name: string; dtype: DType; shape: number[]; data: TypedArray }
 
 function parseTensor(bytes: Uint8Array, where: string): ParsedTensor {
@@ -127,32 +147,42 @@ function parseTensor(bytes: Uint8Array, where: string): ParsedTensor {
   let name = '';
   let raw: Uint8Array | null = null;
   const typed: number[] = [];
+  const typedFields = new Set<number>();
   for (const f of readFields(bytes, where)) {
     if (f.field === 1) dims.push(...packedVarints(f, where));
-    else if (f.field === 2) code = asInt(f);
+    else if (f.field === 2) code = asInt(f, `${where} data_type`);
     else if (f.field === 8) name = asString(f);
     else if (f.field === 9) raw = f.bytes;
-    else if (f.field === 4) typed.push(...packedFloats(f));
-    else if (f.field === 5 || f.field === 7) typed.push(...packedVarints(f, where));
-    else if (f.field === 10) typed.push(...doubles(f));
+    else if (f.field === 4) { typed.push(...packedFloats(f, `${where} '${name}' float_data`)); typedFields.add(4); }
+    else if (f.field === 5 || f.field === 7) { typed.push(...packedVarints(f, where)); typedFields.add(f.field); }
+    else if (f.field === 10) { typed.push(...doubles(f, `${where} '${name}'`)); typedFields.add(10); }
     else if (f.field === 13 || f.field === 14) bad(`${where} '${name}': external data is not supported`);
   }
   const dtype = dtypeFromOnnx(code, `${where} '${name}'`);
-  if (dims.some((d) => d < 0)) bad(`${where} '${name}': negative dim in [${dims.join(', ')}]`);
+  const shape = `[${dims.join(', ')}]`;
+  if (dims.some((d) => d < 0)) bad(`${where} '${name}': negative dim in ${shape}`);
   const n = dims.reduce((p, q) => p * q, 1);
-  const data = allocate(dtype, n);
+  // Check the claimed size against the bytes present before allocating: a malformed file must not
+  // make us allocate (or fail to allocate) gigabytes.
+  if (!Number.isSafeInteger(n)) bad(`${where} '${name}': shape ${shape} is too large`);
   if (raw !== null) {
-    if (raw.length !== n * BYTES[dtype]) bad(`${where} '${name}': raw_data has ${raw.length} bytes, shape [${dims.join(', ')}] of ${dtype} needs ${n * BYTES[dtype]}`);
-    new Uint8Array(data.buffer).set(raw);
-  } else if (typed.length === n) {
-    if (data instanceof BigInt64Array) typed.forEach((x, i) => { data[i] = BigInt(x); });
-    else if (dtype === 'float16' || dtype === 'bfloat16') bad(`${where} '${name}': 16-bit floats must use raw_data`);
-    else (data as Float32Array).set(typed);
-  } else if (n > 0) bad(`${where} '${name}': holds ${typed.length} values, shape [${dims.join(', ')}] needs ${n}`);
+    if (raw.length !== n * BYTES[dtype]) bad(`${where} '${name}': raw_data has ${raw.length} bytes, shape ${shape} of ${dtype} needs ${n * BYTES[dtype]}`);
+  } else if (typed.length !== n) {
+    bad(`${where} '${name}': holds ${typed.length} values, shape ${shape} needs ${n}`);
+  }
+  const data = allocate(dtype, n);
+  if (raw !== null) new Uint8Array(data.buffer).set(raw);
+  else if (data instanceof BigInt64Array) typed.forEach((x, i) => { data[i] = BigInt(x); });
+  else if ((dtype === 'float16' || dtype === 'bfloat16') && n > 0 && !(typedFields.size === 1 && typedFields.has(5))) {
+    // ONNX stores 16-bit floats as their bit patterns in int32_data.
+    bad(`${where} '${name}': ${dtype} values must be in raw_data or int32_data`);
+  } else (data as Float32Array).set(typed);
   return { name, dtype, shape: dims, data };
 }
 
-function doubles(f: Field): number[] {
+function doubles(f: Field, where: string): number[] {
+  if (f.wire === 1) return [new DataView(f.bytes.buffer, f.bytes.byteOffset, 8).getFloat64(0, true)];
+  if (f.wire !== 2 || f.bytes.length % 8 !== 0) bad(`${where}: double_data has wire type ${f.wire} and ${f.bytes.length} bytes`);
   const c = f.bytes.slice();
   return Array.from(new Float64Array(c.buffer, 0, c.length >> 3));
 }
@@ -169,13 +199,15 @@ function parseValueInfo(bytes: Uint8Array, where: string): { name: string; dtype
   let code = 0;
   const shape: Dim[] = [];
   for (const f of readFields(tensor.bytes, `${where} '${name}' tensor type`)) {
-    if (f.field === 1) code = asInt(f);
+    if (f.field === 1) code = asInt(f, `${where} '${name}' elem_type`);
     if (f.field === 2) {
       for (const d of readFields(f.bytes, `${where} '${name}' shape`)) {
         const dim = readFields(d.bytes, `${where} '${name}' dim`);
         const value = dim.find((x) => x.field === 1);
         const param = dim.find((x) => x.field === 2);
-        shape.push(value ? asInt(value) : param ? asString(param) : `${name}_dim${shape.length}`);
+        const n = value ? asInt(value, `${where} '${name}' dim_value`) : null;
+        if (n !== null && n < 0) bad(`${where} '${name}': negative dim_value ${n} at axis ${shape.length}`);
+        shape.push(n ?? (param ? asString(param) : `${name}_dim${shape.length}`));
       }
     }
   }
@@ -188,20 +220,21 @@ function parseAttr(bytes: Uint8Array, where: string): [string, AttrValue] {
   const fs = readFields(bytes, where);
   for (const f of fs) {
     if (f.field === 1) name = asString(f);
-    if (f.field === 20) type = asInt(f);
+    if (f.field === 20) type = asInt(f, `${where} type`);
   }
+  const at = `${where} '${name}'`;
   const get = (n: number): Field[] => fs.filter((f) => f.field === n);
   switch (type) {
-    case 1: return [name, asFloat(get(2)[0] ?? bad(`${where} '${name}': FLOAT without a value`))];
-    case 2: return [name, asInt(get(3)[0] ?? bad(`${where} '${name}': INT without a value`))];
-    case 3: return [name, asString(get(4)[0] ?? bad(`${where} '${name}': STRING without a value`))];
+    case 1: return [name, asFloat(get(2)[0] ?? bad(`${at}: FLOAT without a value`), at)];
+    case 2: return [name, asInt(get(3)[0] ?? bad(`${at}: INT without a value`), at)];
+    case 3: return [name, asString(get(4)[0] ?? bad(`${at}: STRING without a value`))];
     case 4: {
-      const t = parseTensor((get(5)[0] ?? bad(`${where} '${name}': TENSOR without a value`)).bytes, `${where} '${name}'`);
+      const t = parseTensor((get(5)[0] ?? bad(`${at}: TENSOR without a value`)).bytes, at);
       return [name, { dtype: t.dtype, shape: t.shape, data: t.data }];
     }
-    case 6: return [name, get(7).flatMap(packedFloats)];
-    case 7: return [name, get(8).flatMap((f) => packedVarints(f, where))];
+    case 6: return [name, get(7).flatMap((f) => packedFloats(f, at))];
+    case 7: return [name, get(8).flatMap((f) => packedVarints(f, at))];
     case 8: return [name, get(9).map(asString)];
-    default: return bad(`${where} '${name}': attribute type ${type} is not supported`);
+    default: return bad(`${at}: attribute type ${type} is not supported`);
   }
 }

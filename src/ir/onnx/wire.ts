@@ -115,11 +115,18 @@ export function readFields(b: Uint8Array, where: string): Field[] {
   return out;
 }
 
-/** Reads a varint-typed field as a signed 64-bit integer in a JS number. */
-export const asInt = (f: Field): number => Number(BigInt.asIntN(64, f.num));
+/**
+ * Reads a varint-typed field as a signed 64-bit integer in a JS number. A field of another wire
+ * type (a malformed or mistyped file) is an error, not a silent 0.
+ */
+export function asInt(f: Field, where = 'message'): number {
+  if (f.wire !== 0) throw new WireError(`${where}: field ${f.field} should be a varint (wire type 0), got wire type ${f.wire}`);
+  return Number(BigInt.asIntN(64, f.num));
+}
 
 /** Reads a fixed32 field as float. */
-export function asFloat(f: Field): number {
+export function asFloat(f: Field, where = 'message'): number {
+  if (f.wire !== 5) throw new WireError(`${where}: field ${f.field} should be a 32-bit float (wire type 5), got wire type ${f.wire}`);
   return new DataView(f.bytes.buffer, f.bytes.byteOffset, 4).getFloat32(0, true);
 }
 
@@ -127,7 +134,8 @@ export const asString = (f: Field): string => new TextDecoder().decode(f.bytes);
 
 /** Repeated int64 fields may arrive packed (wire 2) or one by one (wire 0). */
 export function packedVarints(f: Field, where: string): number[] {
-  if (f.wire === 0) return [asInt(f)];
+  if (f.wire === 0) return [asInt(f, where)];
+  if (f.wire !== 2) throw new WireError(`${where}: repeated integer field ${f.field} has wire type ${f.wire}`);
   const out: number[] = [];
   let p = 0;
   const b = f.bytes;
@@ -140,14 +148,19 @@ export function packedVarints(f: Field, where: string): number[] {
       x |= BigInt(c & 0x7f) << shift;
       if (c < 0x80) break;
       shift += 7n;
+      if (shift > 63n) throw new WireError(`${where}: packed varint longer than 10 bytes`);
     }
     out.push(Number(BigInt.asIntN(64, x)));
   }
   return out;
 }
 
-export function packedFloats(f: Field): number[] {
-  if (f.wire === 5) return [asFloat(f)];
+/** Repeated float fields: packed (wire 2, a multiple of 4 bytes) or one by one (wire 5). */
+export function packedFloats(f: Field, where = 'message'): number[] {
+  if (f.wire === 5) return [asFloat(f, where)];
+  if (f.wire !== 2 || f.bytes.length % 4 !== 0) {
+    throw new WireError(`${where}: repeated float field ${f.field} has wire type ${f.wire} and ${f.bytes.length} bytes`);
+  }
   const copy = f.bytes.slice();
   return Array.from(new Float32Array(copy.buffer, 0, copy.length >> 2));
 }

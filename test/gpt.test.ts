@@ -1,0 +1,79 @@
+/**
+ * The small benchmark GPT (architecture of ../shared/anchors/README.md) trains with AdamW, and a
+ * float32 run matches a float64 replay of the same steps.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { AdamW, FlatBuffer, Rng } from '../src/index.js';
+import type { FloatArray } from '../src/runtime/flat.js';
+import { gptLayout, gptLoss, initGPT, PRESETS } from '../src/models/gpt.js';
+import type { GPTConfig } from '../src/models/gpt.js';
+import { gradStep } from '../src/train/step.js';
+
+const cfg: GPTConfig = PRESETS.small;
+// A smaller batch than the benchmark's 16 keeps the test quick; the model is the small preset.
+const B = 4;
+const T = cfg.ctx;
+const text = readFileSync(new URL('../../docs/architecture.md', import.meta.url));
+
+function batches(n: number, seed: number): { idx: BigInt64Array; tgt: BigInt64Array }[] {
+  const rng = new Rng(seed);
+  return Array.from({ length: n }, () => {
+    const idx = new BigInt64Array(B * T);
+    const tgt = new BigInt64Array(B * T);
+    for (let r = 0; r < B; r++) {
+      const at = rng.int(text.length - T - 1);
+      for (let j = 0; j < T; j++) { idx[r * T + j] = BigInt(text[at + j]!); tgt[r * T + j] = BigInt(text[at + j + 1]!); }
+    }
+    return { idx, tgt };
+  });
+}
+
+async function train<A extends FloatArray>(params: FlatBuffer<A>, grads: FlatBuffer<A>, data: ReturnType<typeof batches>, lr: number): Promise<number[]> {
+  const opt = new AdamW(params, { lr, beta2: 0.95, weightDecay: 0.1, clipNorm: 1 });
+  const step = gradStep(params, grads, (P, idx, tgt) => gptLoss(cfg, P, idx!, tgt!));
+  const losses: number[] = [];
+  for (const { idx, tgt } of data) {
+    losses.push(await step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }]));
+    await opt.step(grads);
+  }
+  assert.equal(step.traces, 1, 'the step is traced once');
+  return losses;
+}
+
+test('the small GPT trains for 50 AdamW steps and its loss falls', async () => {
+  const params = FlatBuffer.zeros(gptLayout(cfg));
+  initGPT(params, 0);
+  const losses = await train(params, FlatBuffer.zeros(params.layout), batches(50, 1), 1e-3);
+  const first = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
+  const last = losses.slice(-5).reduce((a, b) => a + b) / 5;
+  assert.ok(Math.abs(losses[0]! - Math.log(256)) < 0.1, `initial loss ${losses[0]} should be near ln 256`);
+  // Uniform guessing is ln 256 = 5.55 nats; byte statistics of English alone reach ~3.3.
+  assert.ok(last < 3.3 && last < first - 1, `loss should fall below 3.3 nats: first 5 mean ${first}, last 5 mean ${last}`);
+});
+
+test('float32 parameters after 3 steps match a float64 replay to 1e-5 (norm-relative)', async () => {
+  const p32 = FlatBuffer.zeros(gptLayout(cfg));
+  initGPT(p32, 0);
+  const p64 = FlatBuffer.zeros64(p32.layout);
+  p64.data.set(p32.data);
+  const start = Float64Array.from(p64.data);
+  const data = batches(3, 2);
+  const l32 = await train(p32, FlatBuffer.zeros(p32.layout), data, 1e-3);
+  const l64 = await train(p64, FlatBuffer.zeros64(p64.layout), data, 1e-3);
+  let diff = 0;
+  let norm = 0;
+  let moved = 0;
+  for (let i = 0; i < p64.data.length; i++) {
+    diff += (p32.data[i]! - p64.data[i]!) ** 2;
+    norm += p64.data[i]! ** 2;
+    moved += (p64.data[i]! - start[i]!) ** 2;
+  }
+  const rel = Math.sqrt(diff / norm);
+  // The steps must move the parameters far more than the tolerance, or the check proves nothing.
+  assert.ok(Math.sqrt(moved / norm) > 1e-2, `parameters moved only ${Math.sqrt(moved / norm)}`);
+  assert.ok(rel < 1e-5, `||p32 - p64|| / ||p64|| = ${rel}`);
+  console.log(`# float64 replay: ||p32 - p64|| / ||p64|| = ${rel.toExponential(2)}, moved ${Math.sqrt(moved / norm).toExponential(2)}`);
+  l32.forEach((l, i) => assert.ok(Math.abs(l - l64[i]!) < 1e-4, `loss ${i}: ${l} (float32) vs ${l64[i]} (float64)`));
+});
