@@ -12,7 +12,7 @@ import { setThreads, settings } from '../src/runtime/executor.js';
 import { Rng } from '../src/tensor/random.js';
 import { AdamW } from '../src/optim/adamw.js';
 import { warmupCosine } from '../src/optim/schedule.js';
-import { gptLayout, gptLoss, initGPT, PRESETS } from '../src/models/gpt.js';
+import { bindParameters, GPT, GPT_PRESETS } from '../src/nn/index.js';
 import { gradStep } from '../src/train/step.js';
 
 const arg = (k: string, d: string): string => { const i = process.argv.indexOf(k); return i < 0 ? d : process.argv[i + 1]!; };
@@ -25,18 +25,17 @@ const text = textFile
   : Buffer.concat(['README.md', 'docs/architecture.md', ...readdirSync(join(root, 'src/ir/ops')).map((f) => `src/ir/ops/${f}`)]
     .filter((f) => f.endsWith('.md') || f.endsWith('.ts')).map((f) => readFileSync(join(root, f))));
 
-const cfg = PRESETS.small;
-const { batch: B, ctx: T } = cfg;
-const params = FlatBuffer.zeros(gptLayout(cfg), 'params');
-initGPT(params, 0);
-const grads = FlatBuffer.zeros(params.layout, 'grads');
-const opt = new AdamW(params, { lr: 1e-3, beta2: 0.95, weightDecay: 0.1, clipNorm: 1 });
+const [B, T] = [16, GPT_PRESETS.small.ctx];
+const model = new GPT(GPT_PRESETS.small);
+const params = bindParameters(model, { seed: 0 });
+const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
+const opt = new AdamW(params.flat, { lr: 1e-3, beta2: 0.95, weightDecay: 0.1, clipNorm: 1 });
 const lrAt = warmupCosine({ lr: 1e-3, warmupSteps: 10, warmup: 'step+1', totalSteps: steps, minLr: 1e-4 });
-const step = gradStep(params, grads, (P, idx, tgt) => gptLoss(cfg, P, idx!, tgt!));
+const step = gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
 const rng = new Rng(1);
 const idx = new BigInt64Array(B * T);
 const tgt = new BigInt64Array(B * T);
-console.log(`weft: small GPT (${params.layout.size.toLocaleString()} floats) on ${text.length.toLocaleString()} bytes, ${steps} steps, ${settings.threads} threads`);
+console.log(`weft: small GPT (${params.flat.layout.size.toLocaleString()} floats) on ${text.length.toLocaleString()} bytes, ${steps} steps, ${settings.threads} threads`);
 const t0 = performance.now();
 for (let s = 0; s < steps; s++) {
   for (let r = 0; r < B; r++) {

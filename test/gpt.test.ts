@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { AdamW, FlatBuffer, Rng } from '../src/index.js';
 import type { FloatArray } from '../src/runtime/flat.js';
-import { gptLayout, gptLoss, initGPT, PRESETS } from '../src/models/gpt.js';
-import type { GPTConfig } from '../src/models/gpt.js';
+import { bindParameters, GPT, GPT_PRESETS, loadStateDict, stateDict } from '../src/nn/index.js';
+import type { BoundParameters } from '../src/nn/index.js';
 import { gradStep } from '../src/train/step.js';
 
-const cfg: GPTConfig = PRESETS.small;
+const cfg = GPT_PRESETS.small;
 // A smaller batch than the benchmark's 16 keeps the test quick; the model is the small preset.
 const B = 4;
 const T = cfg.ctx;
@@ -30,9 +30,10 @@ function batches(n: number, seed: number): { idx: BigInt64Array; tgt: BigInt64Ar
   });
 }
 
-async function train<A extends FloatArray>(params: FlatBuffer<A>, grads: FlatBuffer<A>, data: ReturnType<typeof batches>, lr: number): Promise<number[]> {
-  const opt = new AdamW(params, { lr, beta2: 0.95, weightDecay: 0.1, clipNorm: 1 });
-  const step = gradStep(params, grads, (P, idx, tgt) => gptLoss(cfg, P, idx!, tgt!));
+async function train<A extends FloatArray>(model: GPT, params: BoundParameters<A>, data: ReturnType<typeof batches>, lr: number): Promise<number[]> {
+  const grads = new FlatBuffer(params.flat.layout, params.flat.data.slice().fill(0) as A);
+  const opt = new AdamW(params.flat, { lr, beta2: 0.95, weightDecay: 0.1, clipNorm: 1 });
+  const step = gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
   const losses: number[] = [];
   for (const { idx, tgt } of data) {
     losses.push(await step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }]));
@@ -43,9 +44,8 @@ async function train<A extends FloatArray>(params: FlatBuffer<A>, grads: FlatBuf
 }
 
 test('the small GPT trains for 50 AdamW steps and its loss falls', async () => {
-  const params = FlatBuffer.zeros(gptLayout(cfg));
-  initGPT(params, 0);
-  const losses = await train(params, FlatBuffer.zeros(params.layout), batches(50, 1), 1e-3);
+  const model = new GPT(cfg);
+  const losses = await train(model, bindParameters(model, { seed: 0 }), batches(50, 1), 1e-3);
   const first = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
   const last = losses.slice(-5).reduce((a, b) => a + b) / 5;
   assert.ok(Math.abs(losses[0]! - Math.log(256)) < 0.1, `initial loss ${losses[0]} should be near ln 256`);
@@ -54,14 +54,15 @@ test('the small GPT trains for 50 AdamW steps and its loss falls', async () => {
 });
 
 test('float32 parameters after 3 steps match a float64 replay to 1e-5 (norm-relative)', async () => {
-  const p32 = FlatBuffer.zeros(gptLayout(cfg));
-  initGPT(p32, 0);
-  const p64 = FlatBuffer.zeros64(p32.layout);
-  p64.data.set(p32.data);
+  const [m32, m64] = [new GPT(cfg), new GPT(cfg)];
+  const b32 = bindParameters(m32, { seed: 0 });
+  const b64 = bindParameters(m64, { dtype: 'float64' });
+  loadStateDict(b64, stateDict(b32));
+  const [p32, p64] = [b32.flat, b64.flat];
   const start = Float64Array.from(p64.data);
   const data = batches(3, 2);
-  const l32 = await train(p32, FlatBuffer.zeros(p32.layout), data, 1e-3);
-  const l64 = await train(p64, FlatBuffer.zeros64(p64.layout), data, 1e-3);
+  const l32 = await train(m32, b32, data, 1e-3);
+  const l64 = await train(m64, b64, data, 1e-3);
   let diff = 0;
   let norm = 0;
   let moved = 0;

@@ -98,6 +98,17 @@ test('gradient: Gelu (erf form)', async () => {
   await checkGrad('Gelu', [uniform([4, 6], -4, 4)], (x) => x.gelu());
 });
 
+test('gradient: Gelu at exactly 0 and 1 (Phi(0) = 1/2, Gelu\'(1) = Phi(1) + phi(1))', async () => {
+  for (const dtype of ['float32', 'float64'] as const) {
+    const x = tensor([0, -0, 1], [3], dtype);
+    const [dx] = grad(x.gelu().sum(), [x]);
+    const g = await dx!.toArray();
+    assert.equal(g[0], 0.5);
+    assert.equal(g[1], 0.5);
+    assert.ok(Math.abs(g[2]! - 1.0833154705876864) < 1e-6, `Gelu'(1) = ${g[2]}`);
+  }
+});
+
 test('gradient: Sigmoid', async () => {
   await checkGrad('Sigmoid', [normal([3, 4], 2)], (x) => x.sigmoid());
 });

@@ -3,12 +3,15 @@
  * it returns the loss and writes every parameter's gradient into a flat gradient buffer (same
  * layout as the parameters), ready for an optimizer, bucketing or all-reduce.
  */
+import type { BoundParameters } from '../nn/module.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Feed } from '../tensor/compile.js';
-import { grad, Tensor } from '../tensor/tensor.js';
+import { grad } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 
-export type LossFn = (params: Record<string, Tensor>, ...inputs: Tensor[]) => Tensor;
+/** The loss of one step from its batch inputs; parameters are the bound tensors it closes over. */
+export type LossFn = (...inputs: Tensor[]) => Tensor;
 
 export interface GradStep {
   /** Runs forward + backward; gradients land in `grads` (overwritten, or added when accumulate). */
@@ -17,13 +20,12 @@ export interface GradStep {
   readonly traces: number;
 }
 
-export function gradStep<A extends FloatArray>(params: FlatBuffer<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd'): GradStep {
-  if (grads.layout !== params.layout) throw new Error('gradStep: grads must share the parameters\' layout');
-  const slots = params.layout.slots;
-  const P = Object.fromEntries(slots.map((s) => [s.name, new Tensor(params.leaf(s.name))]));
-  const wrt = slots.map((s) => P[s.name]!);
+export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd'): GradStep {
+  if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
+  const slots = params.flat.layout.slots;
+  const wrt = slots.map((s) => params.tensors[s.name]!);
   const program = compile((...inputs: Tensor[]) => {
-    const l = loss(P, ...inputs);
+    const l = loss(...inputs);
     return [l, ...grad(l, wrt)];
   }, name);
   const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
