@@ -8,7 +8,8 @@
  *   v <- beta2 v + (1 - beta2) g^2
  *   p <- p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
  *
- * The update is one graph over the flat parameter, gradient and moment vectors, compiled once.
+ * The update is one graph over chunks of the flat parameter, gradient and moment vectors,
+ * compiled once per chunk length (see FlatProgram); the gradient norm is one reduction before it.
  * Per-step scalars are computed on the host in float64, as torch computes them in Python, and fed
  * as graph inputs: (1 - lr wd), lr / (1 - beta1^t), sqrt(1 - beta2^t), the betas, eps and the clip
  * threshold. Nothing that changes between steps is a graph constant, so the session is reused for
@@ -25,7 +26,7 @@ import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { FlatBuffer as Flat } from '../runtime/flat.js';
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
-import { clipGraph } from './clip.js';
+import { clipScale, globalNorm } from './clip.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
 
 export interface AdamWConfig {
@@ -83,7 +84,7 @@ export class AdamW<A extends FloatArray = FloatArray> {
     this.m = new Flat(layout, zerosLike(data), 'adamw.m');
     this.v = new Flat(layout, zerosLike(data), 'adamw.v');
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'adamw.mask') : null;
-    this.program = new FlatProgram('adamw', () => adamwGraph(dtypeOf(data), layout.size, this.clipNorm !== null, this.mask !== null));
+    this.program = new FlatProgram('adamw', (n) => adamwGraph(dtypeOf(data), n, this.clipNorm !== null, this.mask !== null));
   }
 
   /** Times the update graph was traced and compiled by this optimizer (1 after any number of steps). */
@@ -96,20 +97,18 @@ export class AdamW<A extends FloatArray = FloatArray> {
     const t = this.t + 1;
     const dt = dtypeOf(this.params.data);
     const s = (x: number): FloatArray => scalarData(dt, x);
-    const feeds: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
-    if (this.mask) feeds.push(this.mask.data);
-    feeds.push(
+    const norm = await globalNorm(grads.data);
+    const vectors: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
+    if (this.mask) vectors.push(this.mask.data);
+    const scalars = [
       s(1 - lr * this.weightDecay),
       s(this.beta1), s(1 - this.beta1), s(this.beta2), s(1 - this.beta2),
       s(lr / (1 - this.beta1 ** t)), s(Math.sqrt(1 - this.beta2 ** t)), s(this.eps),
-    );
-    if (this.clipNorm !== null) feeds.push(s(this.clipNorm));
-    const [p, m, v, norm] = await this.program.run(feeds);
-    this.params.data.set(p as A);
-    this.m.data.set(m as A);
-    this.v.data.set(v as A);
+    ];
+    if (this.clipNorm !== null) scalars.push(s(clipScale(norm, this.clipNorm)));
+    await this.program.run(vectors, scalars, [this.params.data, this.m.data, this.v.data]);
     this.t = t;
-    return { gradNorm: Number(norm![0]) };
+    return { gradNorm: norm };
   }
 
   /** A snapshot (copies) of the step count and moments, for checkpoints. */
@@ -137,20 +136,20 @@ function checkConfig(cfg: AdamWConfig, o: AdamW<FloatArray>): void {
 }
 
 /**
- * The AdamW update over flat vectors of length n. Inputs, in feed order: p, g, m, v, [mask],
- * decay = 1 - lr wd, beta1, 1 - beta1, beta2, 1 - beta2, stepSize = lr / (1 - beta1^t),
- * bc2Sqrt = sqrt(1 - beta2^t), eps, [maxNorm]. Outputs: new p, m, v and the gradient norm.
+ * The AdamW update over flat vectors of length n (one chunk). Inputs, in feed order: p, g, m, v,
+ * [mask], decay = 1 - lr wd, beta1, 1 - beta1, beta2, 1 - beta2, stepSize = lr / (1 - beta1^t),
+ * bc2Sqrt = sqrt(1 - beta2^t), eps, [gradScale = the clip scale]. Outputs: new p, m, v.
  */
-function adamwGraph(dtype: 'float32' | 'float64', n: number, clip: boolean, masked: boolean): { inputs: Value[]; outputs: Value[] } {
+function adamwGraph(dtype: 'float32' | 'float64', n: number, scaled: boolean, masked: boolean): { inputs: Value[]; outputs: Value[] } {
   const vec = (name: string): Value => input(dtype, n, name);
   const sc = (name: string): Value => input(dtype, null, name);
   const [p, g, m, v] = [vec('p'), vec('g'), vec('m'), vec('v')];
   const mask = masked ? vec('mask') : null;
   const [decay, beta1, omb1, beta2, omb2, stepSize, bc2Sqrt, eps] =
     ['decay', 'beta1', 'one_minus_beta1', 'beta2', 'one_minus_beta2', 'step_size', 'bc2_sqrt', 'eps'].map(sc) as [Value, Value, Value, Value, Value, Value, Value, Value];
-  const maxNorm = clip ? sc('max_norm') : null;
+  const gradScale = scaled ? sc('grad_scale') : null;
 
-  const { grads, norm } = clipGraph(g, maxNorm);
+  const grads = gradScale ? b.mul(g, gradScale) : g;
   // With a 0/1 mask, 1 + mask (decay - 1) is exactly decay or exactly 1 (decay - 1 is exact).
   const factor = mask === null ? decay : b.add(b.scalarLike(1, p), b.mul(mask, b.sub(decay, b.scalarLike(1, p))));
   const pDecayed = b.mul(p, factor);
@@ -159,6 +158,6 @@ function adamwGraph(dtype: 'float32' | 'float64', n: number, clip: boolean, mask
   const denom = b.add(b.div(b.sqrt(v2), bc2Sqrt), eps);
   const p2 = b.sub(pDecayed, b.mul(stepSize, b.div(m2, denom)));
 
-  const inputs = [p, g, m, v, ...(mask ? [mask] : []), decay, beta1, omb1, beta2, omb2, stepSize, bc2Sqrt, eps, ...(maxNorm ? [maxNorm] : [])];
-  return { inputs, outputs: [p2, m2, v2, norm] };
+  const inputs = [p, g, m, v, ...(mask ? [mask] : []), decay, beta1, omb1, beta2, omb2, stepSize, bc2Sqrt, eps, ...(gradScale ? [gradScale] : [])];
+  return { inputs, outputs: [p2, m2, v2] };
 }

@@ -5,56 +5,56 @@
  *   scale = min(1, maxNorm / (total + 1e-6))
  *   g    <- g * scale
  *
- * `clipGraph` is the graph piece AdamW and SGD put in front of their update; `clipGradNorm` runs
- * it on its own. Alignment padding in a flat gradient buffer must be zero (it is in buffers made
+ * The norm is one reduction over the whole vector (`globalNorm`); AdamW and SGD feed the scale to
+ * their chunked update as a scalar input; `clipGradNorm` applies it on its own. Alignment padding in a flat gradient buffer must be zero (it is in buffers made
  * by FlatBuffer.zeros and written through views), or it would count toward the norm.
  *
  * A non-finite norm is returned as is; the scale then stays 1 (where torch would multiply by NaN),
  * so callers that want to skip such steps should check the returned norm.
  */
 import * as b from '../ir/build.js';
-import type { Value } from '../ir/graph.js';
+import { settings } from '../runtime/executor.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
-import { dtypeOf, FlatProgram, input, scalarData } from './common.js';
+import { CHUNK_PER_THREAD, dtypeOf, FlatProgram, input, scalarData } from './common.js';
 
 /** Added to the norm before dividing, as torch does. */
 export const CLIP_EPS = 1e-6;
 
+/** min(1, maxNorm / (norm + 1e-6)); 1 for a non-finite norm (see the module comment). */
+export function clipScale(norm: number, maxNorm: number): number {
+  return Number.isFinite(norm) ? Math.min(1, maxNorm / (norm + CLIP_EPS)) : 1;
+}
+
+const norms = new Map<string, FlatProgram>();
+
 /**
- * The L2 norm of the flat vector `g` (a scalar value) and, when `maxNorm` (a scalar graph input)
- * is given, `g` scaled so that its norm is at most `maxNorm`; otherwise `g` itself.
+ * The global L2 norm of a flat vector: one reduction over all of it (clipping needs the total
+ * before any chunk of the update runs), accumulated in float64 across chunks.
  */
-export function clipGraph(g: Value, maxNorm: Value | null): { grads: Value; norm: Value } {
-  const norm = b.sqrt(b.reduceSumSquare(g, [0], false));
-  if (maxNorm === null) return { grads: g, norm };
-  const coef = b.div(maxNorm, b.add(norm, b.scalarLike(CLIP_EPS, norm)));
-  const one = b.scalarLike(1, coef);
-  // min(1, coef); weft has no Min op, and Where/Less say the same thing.
-  const scale = b.where(b.apply1('Less', [coef, one]), coef, one);
-  return { grads: b.mul(g, scale), norm };
-}
-
-const programs = new Map<string, FlatProgram>();
-
-/** The standalone clipping program for one dtype and flat length (traced once per pair). */
-function clipProgram(dtype: 'float32' | 'float64', n: number): FlatProgram {
-  const key = `${dtype}:${n}`;
-  let p = programs.get(key);
+export async function globalNorm(g: FloatArray): Promise<number> {
+  const dtype = dtypeOf(g);
+  let p = norms.get(dtype);
   if (p === undefined) {
-    p = new FlatProgram('clip', () => {
-      const g = input(dtype, n, 'grads');
-      const maxNorm = input(dtype, null, 'max_norm');
-      const { grads, norm } = clipGraph(g, maxNorm);
-      return { inputs: [g, maxNorm], outputs: [grads, norm] };
+    p = new FlatProgram('grad_norm', (n) => {
+      const x = input(dtype, n, 'grads');
+      return { inputs: [x], outputs: [b.reduceSumSquare(x, [0], false)] };
     });
-    programs.set(key, p);
+    norms.set(dtype, p);
   }
-  return p;
+  let total = 0;
+  const chunk = CHUNK_PER_THREAD * settings.threads;
+  for (let off = 0; off < g.length; off += chunk) {
+    const [partial] = await p.runOnce([g.subarray(off, Math.min(off + chunk, g.length))], []);
+    total += partial![0]!;
+  }
+  return Math.sqrt(total);
 }
+
+const scalers = new Map<string, FlatProgram>();
 
 /**
  * Clips `grads` in place to global L2 norm `maxNorm` (torch.nn.utils.clip_grad_norm_) and returns
- * the norm before clipping. Views of the buffer stay valid: the result is copied back with set().
+ * the norm before clipping. Views of the buffer stay valid: the result is written back in place.
  *
  * @example
  *   const norm = await clipGradNorm(grads, 1.0);
@@ -62,7 +62,19 @@ function clipProgram(dtype: 'float32' | 'float64', n: number): FlatProgram {
 export async function clipGradNorm(grads: FlatBuffer<FloatArray>, maxNorm: number): Promise<number> {
   if (!(maxNorm > 0)) throw new Error(`clipGradNorm: maxNorm must be a positive number, got ${maxNorm}`);
   const dtype = dtypeOf(grads.data);
-  const [clipped, norm] = await clipProgram(dtype, grads.data.length).run([grads.data, scalarData(dtype, maxNorm)]);
-  grads.data.set(clipped as FloatArray);
-  return Number(norm![0]);
+  const norm = await globalNorm(grads.data);
+  const scale = clipScale(norm, maxNorm);
+  if (scale < 1) {
+    let p = scalers.get(dtype);
+    if (p === undefined) {
+      p = new FlatProgram('clip', (n) => {
+        const g = input(dtype, n, 'grads');
+        const s = input(dtype, null, 'scale');
+        return { inputs: [g, s], outputs: [b.mul(g, s)] };
+      });
+      scalers.set(dtype, p);
+    }
+    await p.run([grads.data], [scalarData(dtype, scale)], [grads.data]);
+  }
+  return norm;
 }

@@ -8,9 +8,8 @@
  * add or remove nodes (clipping, a mask, momentum), so one onnxruntime session serves every step,
  * and every optimizer instance with the same structure.
  */
-import type { TypedArray } from '../ir/dtype.js';
 import { Value } from '../ir/graph.js';
-import { compileProgram, runProgram } from '../runtime/executor.js';
+import { compileProgram, runProgram, settings } from '../runtime/executor.js';
 import type { Program } from '../runtime/executor.js';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { FloatArray, Layout } from '../runtime/flat.js';
@@ -37,30 +36,63 @@ export function scalarData(dtype: FloatDType, x: number): FloatArray {
 }
 
 /**
- * An update program over flat vectors: traced and compiled on first run, then re-run with fresh
- * feeds. `build` must list every input in `inputs`, in the order `run` feeds them.
+ * Elements per chunk per intra-op thread. An update is ~15 elementwise ops; run over a whole
+ * 25M-element vector, each op streams the vector through memory. Run chunk by chunk, the chunk's
+ * intermediates stay in cache: measured on the medium GPT's 25.5M parameters (AdamW-shaped graph,
+ * 2-core AVX2 machine), whole vector 1137 ms, 1M-element chunks 348 ms, 256K 278 ms, 64K 249 ms,
+ * 16K 384 ms on one thread; with two threads 1M-element chunks were best (251 ms vs 715 whole).
+ */
+export const CHUNK_PER_THREAD = 1 << 18;
+
+/**
+ * An update program over flat vectors, run chunk by chunk. `build(n)` makes the graph for chunks
+ * of n elements: its first `vectors` inputs are flat vectors (fed as zero-copy views of each
+ * chunk), the remaining inputs scalars (fed whole); its outputs are vectors, output k written
+ * back into `dest[k]` at the chunk's offset. One program is traced per distinct chunk length
+ * (at most two: full chunks and the tail), then re-run every step.
  */
 export class FlatProgram {
-  private program: Promise<Program> | null = null;
+  private programs = new Map<number, Promise<Program>>();
   private builds = 0;
 
-  constructor(readonly segment: string, private readonly build: () => { inputs: Value[]; outputs: Value[] }) {}
+  constructor(readonly segment: string, private readonly build: (n: number) => { inputs: Value[]; outputs: Value[] }) {}
 
-  /** How many times this program was traced (1 after the first run, however many runs follow). */
+  /** How many graphs were traced (one per distinct chunk length; constant after the first run). */
   get compiles(): number { return this.builds; }
 
-  async run(feeds: readonly TypedArray[]): Promise<TypedArray[]> {
-    if (this.program === null) {
+  private program(n: number): Promise<Program> {
+    let p = this.programs.get(n);
+    if (p === undefined) {
       this.builds++;
-      const { inputs, outputs } = this.build();
-      this.program = compileProgram(outputs, inputs);
-      this.program.catch(() => { this.program = null; });
+      const { inputs, outputs } = this.build(n);
+      p = compileProgram(outputs, inputs);
+      this.programs.set(n, p);
+      p.catch(() => this.programs.delete(n));
     }
-    const p = await this.program;
-    if (p.leaves.length !== feeds.length) {
-      throw new Error(`${this.segment}: the update graph has ${p.leaves.length} inputs but ${feeds.length} were fed`);
+    return p;
+  }
+
+  /** Runs the graph once on feeds whose vectors all have one length (a chunk, or a whole vector). */
+  async runOnce(vectors: readonly FloatArray[], scalars: readonly FloatArray[]): Promise<FloatArray[]> {
+    const p = await this.program(vectors[0]!.length);
+    if (p.leaves.length !== vectors.length + scalars.length) {
+      throw new Error(`${this.segment}: the update graph has ${p.leaves.length} inputs but ${vectors.length + scalars.length} were fed`);
     }
-    return runProgram(p, this.segment, feeds.map((data) => ({ data })));
+    return (await runProgram(p, this.segment, [...vectors, ...scalars].map((data) => ({ data })))) as FloatArray[];
+  }
+
+  /** Runs chunk by chunk over whole flat vectors, writing output k into dest[k]. */
+  async run(vectors: readonly FloatArray[], scalars: readonly FloatArray[], dest: readonly FloatArray[]): Promise<void> {
+    const n = vectors[0]!.length;
+    for (const v of [...vectors, ...dest]) {
+      if (v.length !== n) throw new Error(`${this.segment}: flat vectors differ in length (${v.length} vs ${n})`);
+    }
+    const chunk = CHUNK_PER_THREAD * settings.threads;
+    for (let off = 0; off < n; off += chunk) {
+      const end = Math.min(off + chunk, n);
+      const out = await this.runOnce(vectors.map((v) => v.subarray(off, end)), scalars);
+      dest.forEach((d, k) => d.set(out[k]!, off));
+    }
   }
 }
 

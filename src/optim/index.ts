@@ -3,6 +3,6 @@ export { AdamW } from './adamw.js';
 export type { AdamWConfig, AdamWState, StepInfo } from './adamw.js';
 export { SGD } from './sgd.js';
 export type { SGDConfig, SGDState } from './sgd.js';
-export { clipGradNorm, clipGraph, CLIP_EPS } from './clip.js';
+export { clipGradNorm, clipScale, globalNorm, CLIP_EPS } from './clip.js';
 export { constantLr, warmupConstant, warmupCosine, warmupFactor } from './schedule.js';
 export type { Schedule, WarmupConvention, WarmupConfig, WarmupCosineConfig } from './schedule.js';

@@ -21,7 +21,7 @@ import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { FlatBuffer as Flat } from '../runtime/flat.js';
-import { clipGraph } from './clip.js';
+import { clipScale, globalNorm } from './clip.js';
 import type { StepInfo } from './adamw.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
 
@@ -83,7 +83,7 @@ export class SGD<A extends FloatArray = FloatArray> {
       dtype: dtypeOf(data), n: layout.size, momentum: this.buf !== null, nesterov: this.nesterov,
       decay: this.weightDecay !== 0 || this.mask !== null, masked: this.mask !== null, clip: this.clipNorm !== null,
     };
-    this.program = new FlatProgram('sgd', () => sgdGraph(shape));
+    this.program = new FlatProgram('sgd', (n) => sgdGraph({ ...shape, n }));
   }
 
   /** Times the update graph was traced and compiled by this optimizer. */
@@ -95,18 +95,17 @@ export class SGD<A extends FloatArray = FloatArray> {
     if (!(lr >= 0)) throw new Error(`SGD.step: lr must be a non-negative number, got ${lr}`);
     const t = this.t + 1;
     const s = (x: number): FloatArray => scalarData(dtypeOf(this.params.data), x);
-    const feeds: FloatArray[] = [this.params.data, grads.data];
-    if (this.buf) feeds.push(this.buf.data);
-    if (this.mask) feeds.push(this.mask.data);
-    feeds.push(s(lr));
-    if (this.weightDecay !== 0 || this.mask) feeds.push(s(this.weightDecay));
-    if (this.buf) feeds.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
-    if (this.clipNorm !== null) feeds.push(s(this.clipNorm));
-    const out = await this.program.run(feeds);
-    this.params.data.set(out[0] as A);
-    if (this.buf) this.buf.data.set(out[1] as A);
+    const norm = await globalNorm(grads.data);
+    const vectors: FloatArray[] = [this.params.data, grads.data];
+    if (this.buf) vectors.push(this.buf.data);
+    if (this.mask) vectors.push(this.mask.data);
+    const scalars = [s(lr)];
+    if (this.weightDecay !== 0 || this.mask) scalars.push(s(this.weightDecay));
+    if (this.buf) scalars.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
+    if (this.clipNorm !== null) scalars.push(s(clipScale(norm, this.clipNorm)));
+    await this.program.run(vectors, scalars, this.buf ? [this.params.data, this.buf.data] : [this.params.data]);
     this.t = t;
-    return { gradNorm: Number(out[out.length - 1]![0]) };
+    return { gradNorm: norm };
   }
 
   /** A snapshot (copy) of the step count and momentum buffer, for checkpoints. */
@@ -128,8 +127,8 @@ export class SGD<A extends FloatArray = FloatArray> {
 interface SGDShape { dtype: 'float32' | 'float64'; n: number; momentum: boolean; nesterov: boolean; decay: boolean; masked: boolean; clip: boolean }
 
 /**
- * The SGD update over flat vectors of length n. Inputs, in feed order: p, g, [buf], [mask], lr,
- * [wd], [mu, damp], [maxNorm]. Outputs: new p, [new buf], the gradient norm.
+ * The SGD update over flat vectors of length n (one chunk). Inputs, in feed order: p, g, [buf],
+ * [mask], lr, [wd], [mu, damp], [gradScale = the clip scale]. Outputs: new p, [new buf].
  */
 function sgdGraph(o: SGDShape): { inputs: Value[]; outputs: Value[] } {
   const vec = (name: string): Value => input(o.dtype, o.n, name);
@@ -142,10 +141,9 @@ function sgdGraph(o: SGDShape): { inputs: Value[]; outputs: Value[] } {
   const wd = o.decay ? sc('weight_decay') : null;
   const mu = o.momentum ? sc('momentum') : null;
   const damp = o.momentum ? sc('damp') : null;
-  const maxNorm = o.clip ? sc('max_norm') : null;
+  const gradScale = o.clip ? sc('grad_scale') : null;
 
-  const { grads, norm } = clipGraph(g, maxNorm);
-  let d = grads;
+  let d = gradScale ? b.mul(g, gradScale) : g;
   if (wd) d = b.add(d, b.mul(mask ? b.mul(p, mask) : p, wd));
   let buf2: Value | null = null;
   if (buf && mu && damp) {
@@ -154,6 +152,6 @@ function sgdGraph(o: SGDShape): { inputs: Value[]; outputs: Value[] } {
   }
   const p2 = b.sub(p, b.mul(d, lr));
 
-  const inputs = [p, g, buf, mask, lr, wd, mu, damp, maxNorm].filter((v): v is Value => v !== null);
-  return { inputs, outputs: buf2 ? [p2, buf2, norm] : [p2, norm] };
+  const inputs = [p, g, buf, mask, lr, wd, mu, damp, gradScale].filter((v): v is Value => v !== null);
+  return { inputs, outputs: buf2 ? [p2, buf2] : [p2] };
 }
