@@ -17,3 +17,4 @@ export { compile } from './tensor/compile.js';
 export { Rng } from './tensor/random.js';
 export { AdamW, SGD, clipGradNorm, constantLr, warmupConstant, warmupCosine, warmupFactor } from './optim/index.js';
 export type { AdamWConfig, AdamWState, StepInfo, SGDConfig, SGDState, Schedule, WarmupConvention, WarmupConfig, WarmupCosineConfig } from './optim/index.js';
+export * from './data/index.js';

@@ -1,0 +1,69 @@
+/**
+ * The prefetch worker: owns a copy of the dataset and the sampler, and keeps up to `depth` batches
+ * made ahead of the main thread, whose onnxruntime `run` calls block it. Batches travel as
+ * transferred ArrayBuffers (no copy). Protocol (loader.ts is the other side):
+ *   worker -> main: 'ready' once, then 'batch' per batch, then 'end' when the sampler is exhausted,
+ *                   or 'error' (after which it sends nothing).
+ *   main -> worker: 'more' for each batch the main thread consumed (a credit of one batch).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { BatchMaker, importRecordHook } from './batch.js';
+import type { SkippedRecord } from './batch.js';
+import { datasetFromSpec } from './dataset.js';
+import type { DatasetSpec } from './dataset.js';
+import { samplerFromSpec } from './sampler.js';
+import type { SamplerSpec, SamplerState } from './sampler.js';
+
+export interface WorkerInit {
+  dataset: DatasetSpec;
+  sampler: SamplerSpec;
+  state?: SamplerState;
+  batch: number;
+  depth: number;
+  recordHook?: string;
+  maxConsecutiveSkips?: number;
+}
+
+export type ToWorker = { type: 'more' };
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'batch'; x: ArrayBuffer; y: ArrayBuffer; B: number; T: number; skipped: SkippedRecord[]; state: SamplerState }
+  | { type: 'end'; skipped: SkippedRecord[]; state: SamplerState }
+  | { type: 'error'; message: string };
+
+async function run(): Promise<void> {
+  const port = parentPort!;
+  const init = workerData as WorkerInit;
+  const post = (m: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(m, transfer);
+  let maker: BatchMaker;
+  try {
+    const hook = init.recordHook === undefined ? undefined : await importRecordHook(init.recordHook);
+    const opts = { batch: init.batch, hook, maxConsecutiveSkips: init.maxConsecutiveSkips };
+    maker = new BatchMaker(datasetFromSpec(init.dataset), samplerFromSpec(init.sampler, init.state), opts);
+  } catch (e) {
+    post({ type: 'error', message: (e as Error).message });
+    return;
+  }
+  let done = false;
+  const produce = (): void => {
+    if (done) return;
+    try {
+      const p = maker.make();
+      if (p.batch === null) {
+        done = true;
+        post({ type: 'end', skipped: p.skipped, state: p.state });
+        return;
+      }
+      const { x, y, B, T } = p.batch;
+      post({ type: 'batch', x: x.buffer as ArrayBuffer, y: y.buffer as ArrayBuffer, B, T, skipped: p.skipped, state: p.state }, [x.buffer as ArrayBuffer, y.buffer as ArrayBuffer]);
+    } catch (e) {
+      done = true;
+      post({ type: 'error', message: (e as Error).message });
+    }
+  };
+  port.on('message', (m: ToWorker) => { if (m.type === 'more') produce(); });
+  post({ type: 'ready' });
+  for (let i = 0; i < init.depth; i++) produce();
+}
+
+if (parentPort !== null) void run();
