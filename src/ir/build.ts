@@ -163,3 +163,8 @@ export const normAxes = (axes: readonly number[], rank: number, what: string): n
   axes.map((a) => normAxis(a, rank, what));
 
 const codeOf = (d: DType): number => ONNX_CODE[d];
+
+// Every graph is built through this module, so loading it registers every op. The op modules
+// import this one back; they only call builders inside rules, never while loading, so the cycle
+// is safe.
+import './ops/index.js';

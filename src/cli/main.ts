@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+/**
+ * The `weft` command.
+ *   weft train <config.json> [--resume] [--set key.path=value ...]
+ *   weft sample <checkpoint or run dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+ *   weft bench [--preset small|medium] [--threads N[,M]] [--steps S] [--repeat R] [--no-torch]
+ */
+import { dirname } from 'node:path';
+import { tokenizerFromJSON } from '../data/tokenizer.js';
+import type { TokenizerJSON } from '../data/tokenizer.js';
+import { bindParameters, GPT, loadStateDict } from '../nn/index.js';
+import { setThreads } from '../runtime/executor.js';
+import { latestCheckpoint, loadCheckpoint } from '../train/checkpoint.js';
+import { loadConfig, parseConfig } from '../train/config.js';
+import { Generator } from '../train/generate.js';
+import { Trainer } from '../train/trainer.js';
+import { measureWeft, sideBySide } from './bench.js';
+import type { Preset } from './bench.js';
+import { existsSync, statSync } from 'node:fs';
+
+const USAGE = `usage:
+  weft train <config.json> [--resume] [--set key.path=value ...]
+  weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--worker]`;
+
+class UsageError extends Error {}
+
+/** Splits argv into positionals, repeated `--set` values and single-valued flags. */
+function parse(argv: string[], flags: string[], switches: string[]): { pos: string[]; opt: Map<string, string>; sets: string[]; on: Set<string> } {
+  const pos: string[] = [];
+  const opt = new Map<string, string>();
+  const sets: string[] = [];
+  const on = new Set<string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (switches.includes(a)) on.add(a);
+    else if (a === '--set') sets.push(argv[++i] ?? (() => { throw new UsageError('--set needs key.path=value'); })());
+    else if (flags.includes(a)) {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      opt.set(a, v);
+    } else if (a.startsWith('--')) throw new UsageError(`unknown option ${a}`);
+    else pos.push(a);
+  }
+  return { pos, opt, sets, on };
+}
+
+function num(opt: Map<string, string>, k: string, d: number): number {
+  const v = opt.get(k);
+  if (v === undefined) return d;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`${k} must be a number, got '${v}'`);
+  return n;
+}
+
+async function train(argv: string[]): Promise<void> {
+  const { pos, sets, on } = parse(argv, [], ['--resume']);
+  if (pos.length !== 1) throw new UsageError('weft train takes one config file');
+  const cfg = loadConfig(pos[0]!, sets);
+  await new Trainer(cfg).run({ resume: on.has('--resume') });
+}
+
+async function sample(argv: string[]): Promise<void> {
+  const { pos, opt } = parse(argv, ['--prompt', '--tokens', '--temperature', '--top-k', '--seed', '--threads'], []);
+  if (pos.length !== 1) throw new UsageError('weft sample takes one checkpoint (or run directory)');
+  const where = pos[0]!;
+  if (!existsSync(where)) throw new Error(`weft sample: ${where} does not exist`);
+  const path = statSync(where).isDirectory() && existsSync(`${where}/latest`) ? latestCheckpoint(where)! : where;
+  const ck = loadCheckpoint(path);
+  const state = ck.state as { config?: unknown; tokenizer?: TokenizerJSON };
+  const cfg = parseConfig(state.config, `${dirname(path)}/state.json config`);
+  if (opt.has('--threads')) setThreads(num(opt, '--threads', 1));
+  const tokenizer = tokenizerFromJSON(state.tokenizer ?? { type: 'byte' }, `${path}/state.json`);
+  const model = new GPT({ vocab: tokenizer.vocabSize, ...cfg.model });
+  const params = bindParameters(model);
+  loadStateDict(params, ck.weights);
+  const text = await new Generator(model, tokenizer).generate(opt.get('--prompt') ?? cfg.sample.prompt, {
+    tokens: num(opt, '--tokens', cfg.sample.tokens), temperature: num(opt, '--temperature', cfg.sample.temperature),
+    topK: num(opt, '--top-k', cfg.sample.topK), seed: num(opt, '--seed', 0),
+  });
+  process.stdout.write(`${text}\n`);
+}
+
+async function bench(argv: string[]): Promise<void> {
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat'], ['--worker', '--no-torch']);
+  const presets = (opt.get('--preset') ?? 'small,medium').split(',') as Preset[];
+  const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);
+  const steps = num(opt, '--steps', 10);
+  if (on.has('--worker')) {
+    process.stdout.write(`${JSON.stringify(await measureWeft(presets[0]!, threads[0]!, steps))}\n`);
+    return;
+  }
+  if (on.has('--no-torch')) {
+    for (const p of presets) for (const t of threads) process.stdout.write(`${JSON.stringify(await measureWeft(p, t, steps))}\n`);
+    return;
+  }
+  const report = sideBySide({ presets, threads, steps, repeat: num(opt, '--repeat', 1), log: (s) => process.stderr.write(`${s}\n`) });
+  process.stdout.write(`${JSON.stringify(report, null, 1)}\n`);
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  if (cmd === 'train') await train(rest);
+  else if (cmd === 'sample') await sample(rest);
+  else if (cmd === 'bench') await bench(rest);
+  else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof UsageError) process.stderr.write(`${e.message ? `weft: ${e.message}\n` : ''}${USAGE}\n`);
+  else process.stderr.write(`weft: ${(e as Error).message}\n`);
+  process.exitCode = e instanceof UsageError && !e.message ? 0 : 1;
+});

