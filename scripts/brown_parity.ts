@@ -33,8 +33,12 @@ const poll = setInterval(() => {
   try { if (readFileSync(torchLog, 'utf8').includes('"step": 600,')) torch.kill('SIGTERM'); } catch { /* not yet */ }
 }, 2000);
 
+// Both run at once, one thread each; spawn (not execFileSync) keeps this process's event loop free
+// to drain PyTorch's output and stop it at step 600.
 const cli = join(root, 'dist/src/cli/main.js');
-execFileSync(process.execPath, [cli, 'train', join(root, 'recipes/brown-parity.json')], { stdio: 'inherit', cwd: root });
+const weftRun = spawn(process.execPath, [cli, 'train', join(root, 'recipes/brown-parity.json')], { stdio: 'inherit', cwd: root });
+const weftCode = await new Promise<number>((ok) => weftRun.on('exit', (c) => ok(c ?? 1)));
+if (weftCode !== 0) { torch.kill('SIGTERM'); throw new Error(`weft train exited with ${weftCode}`); }
 await torchDone;
 clearInterval(poll);
 
