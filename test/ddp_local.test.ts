@@ -1,0 +1,61 @@
+/**
+ * Data parallel's single-process pieces: buckets and the segmented backward (equal to the whole
+ * program to float32 rounding), on a group of one.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FlatBuffer, Rng, setThreads } from '../src/index.js';
+import { bindParameters, GPT } from '../src/nn/index.js';
+import { DistributedDataParallel, makeBuckets } from '../src/dist/ddp.js';
+import { LocalProcessGroup } from '../src/dist/local.js';
+import { gradStep } from '../src/train/step.js';
+
+setThreads(1);
+const cfg = { vocab: 64, ctx: 16, d: 32, layers: 3, heads: 4 };
+
+function batch(seed: number, B: number): { x: BigInt64Array; y: BigInt64Array } {
+  const rng = new Rng(seed);
+  const x = BigInt64Array.from({ length: B * cfg.ctx }, () => BigInt(rng.int(cfg.vocab)));
+  const y = BigInt64Array.from({ length: B * cfg.ctx }, () => BigInt(rng.int(cfg.vocab)));
+  return { x, y };
+}
+
+test('buckets cover the flat buffer contiguously, last tensors first, each at least the cap unless last', () => {
+  const params = bindParameters(new GPT(cfg));
+  const buckets = makeBuckets(params.flat.layout.slots, 20_000);
+  assert.ok(buckets.length > 3);
+  assert.equal(buckets[0]!.hi, params.flat.layout.size);
+  assert.equal(buckets.at(-1)!.lo, 0);
+  for (let i = 1; i < buckets.length; i++) assert.equal(buckets[i]!.hi, buckets[i - 1]!.lo, `bucket ${i} ends where bucket ${i - 1} begins`);
+  assert.equal(buckets[0]!.slots.at(-1)!.name, 'lnf.b');
+  for (const b of buckets.slice(0, -1)) assert.ok(b.slots.reduce((s, x) => s + x.size * 4, 0) >= 20_000);
+});
+
+test('the segmented backward gives the whole program\'s loss and gradients (to float32 rounding)', async () => {
+  const model = new GPT(cfg);
+  const params = bindParameters(model, { seed: 1 });
+  const whole = FlatBuffer.zeros(params.flat.layout);
+  const split = FlatBuffer.zeros(params.flat.layout);
+  const step = gradStep(params, whole, (x, y) => model.loss(x!, y!));
+  const ddp = new DistributedDataParallel(new LocalProcessGroup(), params, split, (x, y) => model.loss(x!, y!), { bucketBytes: 30_000 });
+  assert.ok(ddp.buckets.length >= 4, `${ddp.buckets.length} buckets`);
+  const { x, y } = batch(3, 2);
+  const feeds = [{ data: x, shape: [2, cfg.ctx], dtype: 'int64' as const }, { data: y, shape: [2, cfg.ctx], dtype: 'int64' as const }];
+  const l1 = await step(feeds);
+  const l2 = await ddp.step(feeds);
+  assert.equal(l2, l1);
+  // Not bitwise: onnxruntime fuses each segment's graph on its own, so summation orders differ.
+  for (const s of params.flat.layout.slots) {
+    let err = 0;
+    let max = 0;
+    for (let i = s.offset; i < s.offset + s.size; i++) { err = Math.max(err, Math.abs(split.data[i]! - whole.data[i]!)); max = Math.max(max, Math.abs(whole.data[i]!)); }
+    assert.ok(err <= 1e-6 * max, `${s.name}: max difference ${err} against max |g| ${max}`);
+  }
+  assert.ok(ddp.stats.crossingBytes > 0, 'segments pass activations to each other');
+  // noSync accumulation adds into the buffer.
+  await ddp.step(feeds, { noSync: true, accumulate: true });
+  const scale = whole.data.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  for (let i = 0; i < whole.data.length; i++) {
+    assert.ok(Math.abs(split.data[i]! - 2 * whole.data[i]!) <= 2e-6 * scale, `element ${i}: ${split.data[i]} vs 2 x ${whole.data[i]}`);
+  }
+});
