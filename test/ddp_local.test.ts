@@ -59,3 +59,12 @@ test('the segmented backward gives the whole program\'s loss and gradients (to f
     assert.ok(Math.abs(split.data[i]! - 2 * whole.data[i]!) <= 2e-6 * scale, `element ${i}: ${split.data[i]} vs 2 x ${whole.data[i]}`);
   }
 });
+
+test('fp16 conversion rounds to nearest even and round-trips halves exactly', async () => {
+  const { toHalf, fromHalf } = await import('../src/dist/ddp.js');
+  for (const [x, bits] of [[0, 0], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [1e6, 0x7c00], [2 ** -24, 0x0001], [0.1, 0x2e66], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02]] as const) {
+    assert.equal(toHalf(x), bits, `toHalf(${x})`);
+  }
+  for (let h = 0; h < 0x7c00; h += 37) assert.equal(toHalf(fromHalf(h)), h, `half ${h.toString(16)} round trip`);
+  assert.ok(Number.isNaN(fromHalf(toHalf(NaN))));
+});

@@ -150,3 +150,73 @@ export class DistributedDataParallel {
     return loss;
   }
 }
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 -> IEEE half bits, round to nearest even (overflow to inf, NaN kept). */
+export function toHalf(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  // A carry out of the mantissa rounds up into the exponent, as IEEE rounding does.
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** IEEE half bits -> number. */
+export function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 0x1f) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/**
+ * fp16 compression (DDP's fp16_compress_hook, by all-gather): each rank sends its bucket as half
+ * floats packed two to an int32 and averages every rank's copy in float32. On two ranks this sends
+ * half the bytes of a float32 ring all-reduce; past four ranks the gather sends more than a ring
+ * would, so prefer `allReduceHook` there. Gradients lose precision to fp16 (~3 decimal digits).
+ */
+export const fp16Hook: CommHook = (pg, bucket) => {
+  const n = bucket.length;
+  const words = Math.ceil(n / 2);
+  const packed = new Int32Array(words);
+  const halves = new Uint16Array(packed.buffer);
+  for (let i = 0; i < n; i++) halves[i] = toHalf(bucket[i]!);
+  const all = new Int32Array(words * pg.size);
+  const gather = pg.allGather(packed, all);
+  return {
+    label: `fp16(${gather.label})`,
+    async wait() {
+      await gather.wait();
+      const h = new Uint16Array(all.buffer);
+      bucket.fill(0);
+      for (let r = 0; r < pg.size; r++) {
+        const base = r * words * 2;
+        for (let i = 0; i < n; i++) bucket[i]! += fromHalf(h[base + i]!);
+      }
+      const inv = 1 / pg.size;
+      for (let i = 0; i < n; i++) bucket[i]! *= inv;
+    },
+  };
+};

@@ -31,7 +31,7 @@ export const SCHEMA = {
   },
   train: {
     steps: f('integer', 600, 'Optimizer steps.', { min: 1 }),
-    batch: f('integer', 16, 'Sequences per micro-batch.', { min: 1 }),
+    batch: f('integer', 16, 'Sequences per micro-batch, per rank (the global batch is batch x ranks x accumulate).', { min: 1 }),
     accumulate: f('integer', 1, 'Micro-batches per optimizer step (gradient accumulation).', { min: 1 }),
     lr: f('number', 1e-3, 'Peak learning rate.', { min: 0 }),
     minLr: f('number', 1e-4, "Floor of the cosine decay (schedule 'cosine').", { min: 0 }),
@@ -44,7 +44,12 @@ export const SCHEMA = {
     clip: f('number', 1, 'Global gradient-norm clip (0: off).', { min: 0 }),
     seed: f('integer', 0, 'Seed of the parameter init.'),
     dataSeed: f('integer', 1, 'Seed of the batch sampler.'),
-    threads: f('integer', 0, 'Intra-op threads (0: all cores).', { min: 0 }),
+    threads: f('integer', 0, 'Intra-op threads per rank (0: the cores divided among the ranks).', { min: 0 }),
+  },
+  dist: {
+    bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
+    hook: f('string', 'allreduce', "Data parallel: gradient communication, 'allreduce' (fp32 mean) or 'fp16' (half the bytes).", { oneOf: ['allreduce', 'fp16'] }),
+    timeoutS: f('number', 300, 'Every collective fails after this many seconds, naming the rank and the operation.', { min: 0 }),
   },
   eval: {
     every: f('integer', 100, 'Evaluate every N steps (and at the end).', { min: 1 }),
@@ -73,6 +78,7 @@ export interface RunConfig {
     steps: number; batch: number; accumulate: number; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
   };
+  dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; timeoutS: number };
   eval: { every: number; windows: number };
   checkpoint: { every: number; keep: number };
   log: { every: number };

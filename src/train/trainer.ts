@@ -26,7 +26,12 @@ import { setThreads } from '../runtime/executor.js';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
+import { allReduceHook, DistributedDataParallel, fp16Hook } from '../dist/ddp.js';
+import { allGatherJson } from '../dist/json.js';
+import { LocalProcessGroup } from '../dist/local.js';
+import type { ProcessGroup } from '../dist/process_group.js';
 import type { Compiled } from '../tensor/compile.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { RunConfig } from './config.js';
 import { Generator } from './generate.js';
@@ -42,6 +47,11 @@ export interface StepMetrics {
   tokens_per_s: number;
   elapsed_s: number;
   val_loss?: number;
+}
+
+export interface TrainerOptions {
+  /** The ranks to train on (data parallel); default a group of one. */
+  pg?: ProcessGroup;
 }
 
 export interface TrainOptions {
@@ -104,14 +114,17 @@ export class Trainer {
   readonly opt: AdamW<Float32Array>;
   readonly tokenizer: Tokenizer;
   private readonly schedule: Schedule;
-  private readonly step: GradStep;
+  private readonly step: GradStep | null;
+  private readonly ddp: DistributedDataParallel | null;
+  readonly pg: ProcessGroup;
   private readonly evalProgram: Compiled;
   private readonly trainSet: TokenDataset;
   private readonly evalBatch: { x: BigInt64Array; y: BigInt64Array };
   private readonly metricsPath: string;
 
-  constructor(readonly cfg: RunConfig) {
-    setThreads(cfg.train.threads > 0 ? cfg.train.threads : availableParallelism());
+  constructor(readonly cfg: RunConfig, opts: TrainerOptions = {}) {
+    this.pg = opts.pg ?? new LocalProcessGroup();
+    setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / this.pg.size)));
     mkdirSync(cfg.out, { recursive: true });
     const text = readText(cfg);
     const n = Math.floor(text.length * (1 - cfg.data.valFraction));
@@ -135,7 +148,16 @@ export class Trainer {
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
       : warmupConstant({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1' });
     const scale = 1 / t.accumulate;
-    this.step = gradStep(this.params, this.grads, (x, y) => (scale === 1 ? this.model.loss(x!, y!) : this.model.loss(x!, y!).mul(scale)));
+    const loss = (x: Tensor | undefined, y: Tensor | undefined): Tensor => (scale === 1 ? this.model.loss(x!, y!) : this.model.loss(x!, y!).mul(scale));
+    if (this.pg.size > 1) {
+      this.step = null;
+      this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
+        bucketBytes: cfg.dist.bucketMB * 2 ** 20, hook: cfg.dist.hook === 'fp16' ? fp16Hook : allReduceHook,
+      });
+    } else {
+      this.ddp = null;
+      this.step = gradStep(this.params, this.grads, loss);
+    }
     this.evalProgram = compile((x, y) => [this.model.loss(x!, y!)], 'eval');
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
@@ -174,15 +196,30 @@ export class Trainer {
     try { loadStateDict(this.params, ck.weights); } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const layout = this.params.flat.layout;
     const ofile = join(ck.dir, 'optimizer.safetensors');
-    const st = ck.state as { step: number; optimizer: { t: number }; loader: LoaderState };
+    const st = ck.state as { step: number; optimizer: { t: number }; loaders: LoaderState[] };
+    if (st.loaders.length !== this.pg.size) {
+      throw new Error(`${join(ck.dir, 'state.json')}: saved by ${st.loaders.length} ranks, resuming on ${this.pg.size}; data positions do not carry across rank counts`);
+    }
     this.opt.loadState({ t: st.optimizer.t, m: flatFrom(layout, ck.optimizer, 'm.', ofile), v: flatFrom(layout, ck.optimizer, 'v.', ofile) });
-    return { step: st.step, loader: st.loader };
+    return { step: st.step, loader: st.loaders[this.pg.rank]! };
   }
 
-  private save(step: number, loader: Loader): string {
+  /** Every rank hands in its loader state; rank 0 writes the checkpoint. Returns its path (rank 0) or null. */
+  private async save(step: number, loader: Loader): Promise<string | null> {
+    const loaders = await allGatherJson(this.pg, loader.state());
+    if (this.pg.rank !== 0) return null;
     const optimizer = new Map([...byName(this.opt.m, 'm.'), ...byName(this.opt.v, 'v.')]);
-    const state = { step, config: this.cfg, optimizer: { name: 'adamw', t: this.opt.t }, loader: loader.state(), tokenizer: this.tokenizer.toJSON() };
+    const state = { step, config: this.cfg, ranks: this.pg.size, optimizer: { name: 'adamw', t: this.opt.t }, loaders, tokenizer: this.tokenizer.toJSON() };
     return saveCheckpoint(this.cfg.out, step, { weights: stateDict(this.params), optimizer, state, keep: this.cfg.checkpoint.keep });
+  }
+
+  /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
+  private async microStep(b: { x: BigInt64Array; y: BigInt64Array }, first: boolean, last: boolean): Promise<number> {
+    const T = this.cfg.model.ctx;
+    const shape = [this.cfg.train.batch, T];
+    const feeds = [{ data: b.x, shape, dtype: 'int64' as const }, { data: b.y, shape, dtype: 'int64' as const }];
+    if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync: !last });
+    return this.step!(feeds, { accumulate: !first });
   }
 
   /** Keeps the metrics of steps up to `step` (a resumed run rewrites what came after its checkpoint). */
@@ -194,15 +231,17 @@ export class Trainer {
 
   async run(o: TrainOptions = {}): Promise<TrainResult> {
     const cfg = this.cfg;
-    const out = o.out === undefined ? process.stdout : o.out;
+    const lead = this.pg.rank === 0;
+    const out = !lead ? null : o.out === undefined ? process.stdout : o.out;
     const say = (s: string): void => { out?.write(`${s}\n`); };
     const resumed = o.resume ? this.restore() : null;
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
     let step = resumed?.step ?? 0;
-    if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, '');
+    if (lead) { if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, ''); }
+    if (this.ddp) await this.ddp.broadcastParameters();
     const loader = await createLoader({
       dataset: this.trainSet, batch: cfg.train.batch, depth: 2,
-      sampler: { kind: 'random', n: this.trainSet.size, seed: cfg.train.dataSeed },
+      sampler: { kind: 'random', n: this.trainSet.size, seed: cfg.train.dataSeed, rank: this.pg.rank, worldSize: this.pg.size },
       ...(resumed ? { state: resumed.loader } : {}),
     });
     const { batch: B, accumulate: A, steps } = cfg.train;
@@ -211,7 +250,7 @@ export class Trainer {
     const losses: number[] = [];
     const valLosses: { step: number; val_loss: number }[] = [];
     const tty = out !== null && (out as NodeJS.WriteStream).isTTY === true;
-    say(`weft: GPT ${cfg.model.layers}x${cfg.model.d} (${this.params.flat.layout.slots.reduce((s, x) => s + x.size, 0).toLocaleString()} params), ` +
+    say(`weft: ${this.pg.size > 1 ? `${this.pg.size} ranks (${this.pg.backend}), ` : ''}GPT ${cfg.model.layers}x${cfg.model.d} (${this.params.flat.layout.slots.reduce((s, x) => s + x.size, 0).toLocaleString()} params), ` +
       `${cfg.data.text} ${this.tokenizer.vocabSize}-token vocab, ${this.trainSet.size.toLocaleString()} train windows; ` +
       `${resumed ? `resuming at step ${step}` : 'from scratch'} -> step ${stop}`);
     const t0 = performance.now();
@@ -224,32 +263,37 @@ export class Trainer {
         for (let a = 0; a < A; a++) {
           const b = await loader.next();
           if (b === null) throw new Error('training data ran out (the random-window sampler is endless; this is a bug)');
-          loss += await this.step([{ data: b.x, shape: [B, T], dtype: 'int64' }, { data: b.y, shape: [B, T], dtype: 'int64' }], { accumulate: a > 0 });
+          loss += await this.microStep(b, a === 0, a === A - 1);
+        }
+        if (this.pg.size > 1) {
+          const l = Float32Array.of(loss);
+          await this.pg.allReduce(l, 'mean').wait();
+          loss = l[0]!;
         }
         const { gradNorm } = await this.opt.step(this.grads, lr);
         step++;
         losses.push(loss);
         const elapsed = (performance.now() - t0) / 1000;
-        const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, tokens_per_s: ((step - first) * A * B * T) / elapsed, elapsed_s: elapsed };
-        if (step % cfg.eval.every === 0 || step === stop) {
+        const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, tokens_per_s: ((step - first) * A * B * T * this.pg.size) / elapsed, elapsed_s: elapsed };
+        if (lead && (step % cfg.eval.every === 0 || step === stop)) {
           m.val_loss = await this.evaluate();
           valLosses.push({ step, val_loss: m.val_loss });
         }
-        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        if (lead) appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
         const eta = ((stop - step) * elapsed) / (step - first);
         const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${m.val_loss !== undefined ? `  val ${m.val_loss.toFixed(4)}` : ''}  ` +
           `${Math.round(m.tokens_per_s).toLocaleString()} tok/s  ETA ${fmtTime(eta)}`;
         if (tty) out!.write(`\r${line}\x1b[K${m.val_loss !== undefined ? '\n' : ''}`);
         else if (step % cfg.log.every === 0 || m.val_loss !== undefined) say(line);
-        if (step % cfg.checkpoint.every === 0 || step === stop) checkpoint = this.save(step, loader);
+        if (step % cfg.checkpoint.every === 0 || step === stop) checkpoint = await this.save(step, loader);
       }
       if (tty) out!.write('\n');
     } finally {
       await loader.close();
     }
-    const tokensPerS = ((step - first) * A * B * T) / ((performance.now() - t0) / 1000 || 1);
+    const tokensPerS = ((step - first) * A * B * T * this.pg.size) / ((performance.now() - t0) / 1000 || 1);
     let sample: string | null = null;
-    if (step === steps && cfg.sample.tokens > 0) {
+    if (lead && step === steps && cfg.sample.tokens > 0) {
       sample = await new Generator(this.model, this.tokenizer).generate(cfg.sample.prompt, { tokens: cfg.sample.tokens, temperature: cfg.sample.temperature, topK: cfg.sample.topK, seed: cfg.train.seed });
     }
     const last = valLosses.at(-1);
