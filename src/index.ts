@@ -26,3 +26,4 @@ export type { RunConfig } from './train/config.js';
 export { saveCheckpoint, loadCheckpoint, latestCheckpoint, CheckpointError } from './train/checkpoint.js';
 export { encodeSafetensors, decodeSafetensors } from './train/safetensors.js';
 export { Generator } from './train/generate.js';
+export * from './dist/index.js';

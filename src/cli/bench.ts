@@ -15,18 +15,24 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
+import { DistributedDataParallel } from '../dist/ddp.js';
+import { launchThreads } from '../dist/threads/launch.js';
+import type { ProcessGroup } from '../dist/process_group.js';
 
 export type Preset = keyof typeof GPT_PRESETS;
 
 export interface WeftMeasurement {
-  system: 'weft'; preset: Preset; threads: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
+  system: 'weft'; preset: Preset; threads: number; ranks: number; exposed_comm_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
   tokens_per_s: number; model_gflops_per_s: number; loss: number; held_mb: number; segments_ms: Record<string, number>;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** One weft measurement in this process. */
-export async function measureWeft(preset: Preset, threads: number, steps: number): Promise<WeftMeasurement> {
+/**
+ * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
+ * its own batch of the preset's size, tokens/s counts every rank's tokens).
+ */
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup): Promise<WeftMeasurement> {
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
   const cfg = GPT_PRESETS[preset];
@@ -35,8 +41,12 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const params = bindParameters(model, { seed: 0 });
   const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
   const opt = new AdamW(params.flat, { lr: 3e-4, weightDecay: 0.1 });
-  const step = gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
-  const rng = new Rng(0);
+  const ddp = pg && pg.size > 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!)) : null;
+  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
+  if (ddp) await ddp.broadcastParameters();
+  const rng = new Rng(pg?.rank ?? 0);
+  const exposed: number[] = [];
+  const commAlone: number[] = [];
   const [idx, tgt] = [new BigInt64Array(B * T), new BigInt64Array(B * T)];
   const total: number[] = [];
   const fb: number[] = [];
@@ -52,15 +62,24 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     await opt.step(grads);
     total.push((performance.now() - t0) / 1000);
     fb.push((t1 - t0) / 1000);
+    if (ddp) {
+      exposed.push(ddp.stats.exposedMs);
+      // The same all-reduces with nothing to hide behind: what communication costs on its own.
+      const c0 = performance.now();
+      await Promise.all(ddp.buckets.map((b) => pg!.allReduce(grads.data.subarray(b.lo, b.hi), 'mean').wait()));
+      commAlone.push(performance.now() - c0);
+    }
   }
   const stepS = median(total.slice(3));
   const fwdBwd = median(fb.slice(3));
   const n = params.flat.layout.slots.reduce((s, x) => s + x.size, 0);
   const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
   const rep = profiler.report();
+  const ranks = pg?.size ?? 1;
+  const comm = ddp ? { exposed_comm_ms: median(exposed.slice(3)), comm_hidden_fraction: Math.max(0, 1 - median(exposed.slice(3)) / median(commAlone.slice(3))) } : {};
   return {
-    system: 'weft', preset, threads, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
-    tokens_per_s: (B * T) / stepS, model_gflops_per_s: (flopsPerToken * B * T) / stepS / 1e9, loss,
+    system: 'weft', preset, threads, ranks, ...comm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
+    tokens_per_s: (ranks * B * T) / stepS, model_gflops_per_s: (flopsPerToken * ranks * B * T) / stepS / 1e9, loss,
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20),
     segments_ms: Object.fromEntries(Object.entries(rep.segments).map(([k, s]) => [k, +s.meanMs.toFixed(2)])),
   };
@@ -85,7 +104,8 @@ function runJson(cmd: string, args: string[]): Row {
  * weft and PyTorch alternating (weft, torch, weft, torch ...) `repeat` times per configuration;
  * the ratio is taken pair by pair and its median reported.
  */
-export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; log?: (s: string) => void }): unknown {
+export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; log?: (s: string) => void }): unknown {
+  const nproc = o.nproc ?? 1;
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   const missing = torchMissing();
   const results = [];
@@ -94,12 +114,13 @@ export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: num
       const weft: Row[] = [];
       const torch: Row[] = [];
       for (let r = 0; r < o.repeat; r++) {
-        weft.push(runJson(process.execPath, [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps)]));
-        if (!missing) torch.push(runJson(PY, [ANCHOR, '--preset', preset, '--threads', String(threads), '--steps', String(o.steps)]));
+        weft.push(runJson(process.execPath, [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(nproc)]));
+        const torchArgs = nproc > 1 ? ['--ddp', String(nproc)] : ['--threads', String(threads)];
+        if (!missing) torch.push(runJson(PY, [ANCHOR, '--preset', preset, ...torchArgs, '--steps', String(o.steps)]));
       }
       const ratios = torch.map((t, i) => weft[i]!.tokens_per_s / t.tokens_per_s);
       const row = {
-        preset, threads,
+        preset, threads, ranks: nproc,
         weft_tokens_per_s: median(weft.map((w) => w.tokens_per_s)),
         torch_tokens_per_s: torch.length ? median(torch.map((t) => t.tokens_per_s)) : null,
         ratio_weft_over_torch: ratios.length ? median(ratios) : null,
@@ -110,4 +131,12 @@ export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: num
     }
   }
   return { bench: 'engine', steps: o.steps, repeat: o.repeat, torch: missing ?? 'pytorch (../shared/anchors/torch_gpt.py)', results };
+}
+
+/** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number): Promise<WeftMeasurement> {
+  const results = await launchThreads<WeftMeasurement>({
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps }, timeoutMs: 600_000,
+  });
+  return results[0]!;
 }

@@ -14,14 +14,16 @@ import { latestCheckpoint, loadCheckpoint } from '../train/checkpoint.js';
 import { loadConfig, parseConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
-import { measureWeft, sideBySide } from './bench.js';
+import { measureWeft, measureWeftRanks, sideBySide } from './bench.js';
+import { launchThreads } from '../dist/threads/launch.js';
+import { initMpi } from '../dist/mpi/group.js';
 import type { Preset } from './bench.js';
 import { existsSync, statSync } from 'node:fs';
 
 const USAGE = `usage:
-  weft train <config.json> [--resume] [--set key.path=value ...]
+  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--worker]`;
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N]`;
 
 class UsageError extends Error {}
 
@@ -53,11 +55,30 @@ function num(opt: Map<string, string>, k: string, d: number): number {
   return n;
 }
 
+/**
+ * `--nproc N` starts N ranks as worker threads (the threads backend); `--backend mpi` (or running
+ * under mpirun) makes this process one rank of the MPI job.
+ */
 async function train(argv: string[]): Promise<void> {
-  const { pos, sets, on } = parse(argv, [], ['--resume']);
+  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend'], ['--resume']);
   if (pos.length !== 1) throw new UsageError('weft train takes one config file');
   const cfg = loadConfig(pos[0]!, sets);
-  await new Trainer(cfg).run({ resume: on.has('--resume') });
+  const underMpi = process.env['OMPI_COMM_WORLD_SIZE'] !== undefined;
+  const backend = opt.get('--backend') ?? (underMpi ? 'mpi' : 'threads');
+  const nproc = num(opt, '--nproc', 1);
+  if (!Number.isInteger(nproc) || nproc < 1) throw new UsageError(`--nproc must be a positive integer, got ${opt.get('--nproc')}`);
+  const resume = on.has('--resume');
+  if (backend === 'mpi') {
+    if (opt.has('--nproc')) throw new UsageError('with --backend mpi the rank count comes from mpirun -np, not --nproc');
+    const pg = initMpi({ timeoutMs: cfg.dist.timeoutS * 1000 });
+    try { await new Trainer(cfg, { pg }).run({ resume }); } finally { await pg.destroy(); }
+  } else if (backend !== 'threads') {
+    throw new UsageError(`--backend must be threads or mpi, got '${backend}'`);
+  } else if (nproc > 1) {
+    await launchThreads({ nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume }, timeoutMs: cfg.dist.timeoutS * 1000 });
+  } else {
+    await new Trainer(cfg).run({ resume });
+  }
 }
 
 async function sample(argv: string[]): Promise<void> {
@@ -82,19 +103,21 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat'], ['--worker', '--no-torch']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc'], ['--worker', '--no-torch']);
+  const nproc = num(opt, '--nproc', 1);
   const presets = (opt.get('--preset') ?? 'small,medium').split(',') as Preset[];
   const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);
   const steps = num(opt, '--steps', 10);
   if (on.has('--worker')) {
-    process.stdout.write(`${JSON.stringify(await measureWeft(presets[0]!, threads[0]!, steps))}\n`);
+    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc) : await measureWeft(presets[0]!, threads[0]!, steps);
+    process.stdout.write(`${JSON.stringify(m)}\n`);
     return;
   }
   if (on.has('--no-torch')) {
     for (const p of presets) for (const t of threads) process.stdout.write(`${JSON.stringify(await measureWeft(p, t, steps))}\n`);
     return;
   }
-  const report = sideBySide({ presets, threads, steps, repeat: num(opt, '--repeat', 1), log: (s) => process.stderr.write(`${s}\n`) });
+  const report = sideBySide({ presets, threads: nproc > 1 ? [1] : threads, steps, repeat: num(opt, '--repeat', 1), nproc, log: (s) => process.stderr.write(`${s}\n`) });
   process.stdout.write(`${JSON.stringify(report, null, 1)}\n`);
 }
 

@@ -1,0 +1,8 @@
+/** One rank of `weft bench --nproc N`: the data-parallel training step, measured. */
+import type { ProcessGroup } from '../dist/process_group.js';
+import { measureWeft } from './bench.js';
+import type { Preset, WeftMeasurement } from './bench.js';
+
+export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number }): Promise<WeftMeasurement> {
+  return measureWeft(a.preset, a.threads, a.steps, pg);
+}

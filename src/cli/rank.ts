@@ -1,0 +1,15 @@
+/**
+ * What one rank runs under `weft train --nproc N` (threads backend): the trainer on its process
+ * group. The launcher passes the config path, overrides and flags.
+ */
+import type { ProcessGroup } from '../dist/process_group.js';
+import { loadConfig } from '../train/config.js';
+import { Trainer } from '../train/trainer.js';
+
+export interface RankArgs { config: string; sets: string[]; resume: boolean }
+
+export default async function rank(pg: ProcessGroup, args: RankArgs): Promise<{ steps: number }> {
+  const cfg = loadConfig(args.config, args.sets);
+  const r = await new Trainer(cfg, { pg }).run({ resume: args.resume });
+  return { steps: r.steps };
+}

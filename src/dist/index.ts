@@ -1,0 +1,14 @@
+export { CollectiveError, deviceMesh } from './process_group.js';
+export type { CommArray, ProcessGroup, ReduceOp, Work } from './process_group.js';
+export { binomialTree, blockRange, recursiveDoubling, ringAllGatherStep, ringReduceScatterStep } from './algorithms.js';
+export { launchThreads, LaunchError } from './threads/launch.js';
+export type { LaunchOptions } from './threads/launch.js';
+export { ThreadsProcessGroup, ThreadsWork, chooseAllReduce, RING_MIN_BYTES } from './threads/group.js';
+export type { ThreadsGroupOptions } from './threads/group.js';
+export type { AllReduceAlgorithm } from './threads/layout.js';
+export { initMpi, MpiProcessGroup } from './mpi/group.js';
+export type { MpiOptions } from './mpi/group.js';
+export { DistributedDataParallel, allReduceHook, fp16Hook, makeBuckets } from './ddp.js';
+export type { Bucket, CommHook, DDPOptions } from './ddp.js';
+export { LocalProcessGroup } from './local.js';
+export { allGatherJson } from './json.js';

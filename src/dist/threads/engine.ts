@@ -1,0 +1,217 @@
+/**
+ * The comm thread's progress engine. One per rank; it serves every group the rank belongs to.
+ *
+ * Requests arrive on a MessagePort that the engine polls (`receiveMessageOnPort`) whenever its
+ * doorbell rings; the rank thread rings it after posting. Each operation is a generator (see
+ * collectives.ts, transport.ts) that moves what it can and yields the peer it waits for. The engine
+ * steps the runnable ones (the head of each group's collective queue, the head of each
+ * per-destination send queue, every posted receive) until none moves, then sleeps on its doorbell
+ * (Atomics.wait) until a peer changes something, the nearest timeout, or 1 s.
+ *
+ * Failure: an operation that does not move for `timeoutMs` fails naming the peer it waits for and
+ * leaves its group unusable on this rank (later operations fail at once); an abort (a rank died)
+ * fails everything; a peer that has returned from its entry while still awaited fails the wait.
+ * Ranks that disagree on a collective's header all fail it and the group stays usable.
+ */
+import { receiveMessageOnPort } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
+import type { CommArray } from '../process_group.js';
+import { collective, Group, Mismatch, Task } from './comm_group.js';
+import { Control, RUNNING, typedView } from './layout.js';
+import { p2pRecv, p2pSend } from './p2p.js';
+import type { RecvEntry } from './p2p.js';
+import { now } from './protocol.js';
+import type { CommInit, FromComm, GroupInit, P2pRequest, StagingRef, ToComm } from './protocol.js';
+
+export class Engine {
+  work = 0;
+  readonly control: Control;
+  private readonly bell: number;
+  private readonly port: MessagePort;
+  private readonly groups = new Map<number, Group>();
+  private readonly active = new Set<Task>();
+  private readonly staging = new Map<number, SharedArrayBuffer>();
+  private exiting = false;
+  private abortSeen = false;
+
+  constructor(private readonly init: CommInit, world: GroupInit) {
+    this.control = new Control(init.control);
+    this.bell = this.control.bell(init.rank);
+    this.port = init.port;
+    this.handle(world);
+  }
+
+  /** Runs until the rank asks it to exit. Never returns to the event loop before that. */
+  run(): void {
+    const i32 = this.control.i32;
+    for (;;) {
+      const bell = Atomics.load(i32, this.bell);
+      let got = false;
+      for (let m = receiveMessageOnPort(this.port); m !== undefined; m = receiveMessageOnPort(this.port)) {
+        this.handle(m.message as ToComm);
+        got = true;
+      }
+      if (this.exiting) {
+        this.failAll((task) => `${task.group.who(task.group.rank)}: ${task.desc} failed: the process group was destroyed`);
+        return;
+      }
+      this.checkAbort();
+      const t = performance.now();
+      const w0 = this.work;
+      let finished = false;
+      let deadline = Infinity;
+      for (const task of [...this.active]) {
+        if (!this.active.has(task)) continue;
+        finished = this.step(task, t) || finished;
+        if (this.active.has(task)) deadline = Math.min(deadline, task.lastProgress + this.init.timeoutMs);
+      }
+      if (got || finished || this.work !== w0) continue;
+      const ms = this.active.size === 0 ? 1000 : Math.max(1, Math.min(1000, deadline - t));
+      Atomics.wait(i32, this.bell, bell, ms);
+    }
+  }
+
+  /** Advances one task; true when it finished. */
+  private step(task: Task, t: number): boolean {
+    const g = task.group;
+    const peer = task.waitingOn;
+    // Read before stepping: a peer seen gone here has published everything it ever will.
+    const gone = peer >= 0 && this.control.status(g.members[peer]!) !== RUNNING;
+    const before = this.work;
+    let r: IteratorResult<number, void>;
+    try {
+      r = task.gen.next();
+    } catch (e) {
+      if (e instanceof Mismatch) this.finish(task, e.message);
+      else this.breakGroup(g, `${g.who(g.rank)}: ${task.desc} failed: ${(e as Error).message}`, task);
+      return true;
+    }
+    if (r.done === true) { this.finish(task, null); return true; }
+    task.waitingOn = r.value;
+    if (this.work !== before) { task.lastProgress = t; return false; }
+    if (gone && r.value === peer) {
+      this.breakGroup(g, `${g.who(g.rank)}: ${task.desc} cannot complete: ${g.who(peer)} has already returned from its entry`, task);
+      return true;
+    }
+    if (t - task.lastProgress >= this.init.timeoutMs) {
+      this.breakGroup(g, `${g.who(g.rank)}: ${task.desc} timed out after ${this.init.timeoutMs} ms waiting for ${g.who(r.value)}`, task);
+      return true;
+    }
+    return false;
+  }
+
+  private handle(m: ToComm): void {
+    switch (m.type) {
+      case 'group': {
+        this.groups.set(m.gid, new Group(this, m.gid, m.name, m.sab, m.members, m.rank, m.regionBytes));
+        return;
+      }
+      case 'coll': {
+        const g = this.groups.get(m.gid);
+        const desc = `${m.op}#${m.seq}`;
+        if (this.refuse(m.id, g, desc)) return;
+        const bufs = m.bufs.map((b) => this.view(b, m.dtype));
+        this.submit(new Task(m.id, desc, g!, collective(g!, m, bufs), g!.collQueue));
+        return;
+      }
+      case 'send': case 'recv': {
+        const g = this.groups.get(m.gid);
+        const desc = `${m.type}#${m.seq} ${m.type === 'send' ? 'to' : 'from'} ${g?.who(m.peer) ?? `rank ${m.peer}`} (tag ${m.tag})`;
+        if (this.refuse(m.id, g, desc)) return;
+        this.submitP2p(g!, m, desc);
+        return;
+      }
+      case 'close': {
+        const g = this.groups.get(m.gid);
+        if (g === undefined) return;
+        for (const task of [...g.tasks]) this.finish(task, `${g.who(g.rank)}: ${task.desc} failed: the process group was destroyed`);
+        this.groups.delete(m.gid);
+        return;
+      }
+      case 'forget': for (const id of m.ids) this.staging.delete(id); return;
+      case 'exit': this.exiting = true; return;
+    }
+  }
+
+  private submitP2p(g: Group, m: P2pRequest, desc: string): void {
+    const arr = this.view(m.buf, m.dtype);
+    if (m.type === 'send') {
+      this.submit(new Task(m.id, desc, g, p2pSend(g, m.peer, m.tag, arr, m.dtype), g.sendQueues[m.peer]!));
+      return;
+    }
+    const entry: RecvEntry = { tag: m.tag, arr, dtype: m.dtype, desc, matched: false, complete: false, error: null };
+    g.inbox[m.peer]!.posted.push(entry);
+    this.submit(new Task(m.id, desc, g, p2pRecv(g, m.peer, entry), null, { src: m.peer, entry }));
+  }
+
+  /** Fails a request at once when its group is gone or unusable or the launch aborted. */
+  private refuse(id: number, g: Group | undefined, desc: string): boolean {
+    const a = this.control.aborted();
+    let error: string | null = null;
+    if (g === undefined) error = `${desc} failed: the process group was destroyed`;
+    else if (a !== null) error = this.abortMessage(g, desc, a);
+    else if (g.broken !== null) error = `${g.who(g.rank)}: ${desc} not run: the group is unusable after an earlier failure (${g.broken})`;
+    if (error === null) return false;
+    this.post({ type: 'done', id, error, at: now() });
+    return true;
+  }
+
+  private view(b: StagingRef, dtype: number): CommArray {
+    if (b.sab !== undefined) this.staging.set(b.id, b.sab);
+    const sab = this.staging.get(b.id);
+    if (sab === undefined) throw new Error(`comm thread: unknown staging buffer ${b.id}`);
+    return typedView(dtype, sab, 0, b.length);
+  }
+
+  private submit(task: Task): void {
+    task.group.tasks.add(task);
+    if (task.queue === null) { this.active.add(task); return; }
+    task.queue.push(task);
+    if (task.queue.length === 1) this.active.add(task);
+  }
+
+  private finish(task: Task, error: string | null): void {
+    const g = task.group;
+    g.tasks.delete(task);
+    this.active.delete(task);
+    if (task.queue !== null) {
+      const i = task.queue.indexOf(task);
+      if (i >= 0) task.queue.splice(i, 1);
+      if (i === 0 && task.queue.length > 0) this.active.add(task.queue[0]!);
+    }
+    if (task.recv !== null) {
+      const box = g.inbox[task.recv.src]!;
+      const i = box.posted.indexOf(task.recv.entry);
+      if (i >= 0) box.posted.splice(i, 1);
+      // A receive that fails mid-message leaves the rest to be drained and dropped.
+      if (box.cur !== null && box.cur.entry === task.recv.entry) { box.cur.entry = null; box.cur.sink = null; }
+    }
+    this.post({ type: 'done', id: task.id, error, at: now() });
+  }
+
+  /** After a timeout or a broken protocol nothing in the group can be trusted: fail all of it. */
+  private breakGroup(g: Group, reason: string, cause: Task): void {
+    g.broken = reason;
+    this.finish(cause, reason);
+    for (const task of [...g.tasks]) this.finish(task, `${g.who(g.rank)}: ${task.desc} not run: the group is unusable after an earlier failure (${reason})`);
+  }
+
+  private abortMessage(g: Group, desc: string, a: { rank: number; reason: string }): string {
+    const dead = g.gid === 0 ? `rank ${a.rank}` : `world rank ${a.rank}`;
+    return `${g.who(g.rank)}: ${desc} aborted: ${dead} failed: ${a.reason}`;
+  }
+
+  private checkAbort(): void {
+    if (this.abortSeen) return;
+    const a = this.control.aborted();
+    if (a === null) return;
+    this.abortSeen = true;
+    this.failAll((task) => this.abortMessage(task.group, task.desc, a));
+  }
+
+  private failAll(reason: (task: Task) => string): void {
+    for (const g of this.groups.values()) for (const task of [...g.tasks]) this.finish(task, reason(task));
+  }
+
+  private post(m: FromComm): void { this.port.postMessage(m); }
+}
