@@ -97,3 +97,21 @@ for (const accumulate of [1, 2]) {
     }
   });
 }
+
+test('threads: the fp16 gradient hook trains like the fp32 all-reduce, to half precision', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-ddp-fp16-'));
+  try {
+    const cfg = tinyConfig(dir);
+    run([cfg, '--set', `out=${join(dir, 'fp32')}`, '--nproc', '2']);
+    run([cfg, '--set', `out=${join(dir, 'fp16')}`, '--set', 'dist.hook=fp16', '--nproc', '2']);
+    const [a, b] = [curve(join(dir, 'fp16')), curve(join(dir, 'fp32'))];
+    a.forEach((r, i) => {
+      // fp16 keeps ~3 decimal digits of each gradient: the norms agree to that, not to float32.
+      assert.ok(Math.abs(r.grad_norm - b[i]!.grad_norm) <= 2e-3 * b[i]!.grad_norm, `step ${i + 1}: fp16 grad norm ${r.grad_norm} vs fp32 ${b[i]!.grad_norm}`);
+      assert.ok(Math.abs(r.loss - b[i]!.loss) <= 1e-3 * b[i]!.loss, `step ${i + 1}: loss ${r.loss} vs ${b[i]!.loss}`);
+    });
+    assert.ok(a.some((r, i) => r.grad_norm !== b[i]!.grad_norm), 'the fp16 run really sent half-precision gradients');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -32,7 +32,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
  * its own batch of the preset's size, tokens/s counts every rank's tokens).
  */
-export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup): Promise<WeftMeasurement> {
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25): Promise<WeftMeasurement> {
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
   const cfg = GPT_PRESETS[preset];
@@ -41,7 +41,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const params = bindParameters(model, { seed: 0 });
   const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
   const opt = new AdamW(params.flat, { lr: 3e-4, weightDecay: 0.1 });
-  const ddp = pg && pg.size > 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!)) : null;
+  const ddp = pg && pg.size > 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), { bucketBytes: bucketMB * 2 ** 20 }) : null;
   const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
   if (ddp) await ddp.broadcastParameters();
   const rng = new Rng(pg?.rank ?? 0);
@@ -76,7 +76,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
   const rep = profiler.report();
   const ranks = pg?.size ?? 1;
-  const comm = ddp ? { exposed_comm_ms: median(exposed.slice(3)), comm_hidden_fraction: Math.max(0, 1 - median(exposed.slice(3)) / median(commAlone.slice(3))) } : {};
+  const comm = ddp ? { bucket_mb: bucketMB, exposed_comm_ms: median(exposed.slice(3)), comm_hidden_fraction: Math.max(0, 1 - median(exposed.slice(3)) / median(commAlone.slice(3))) } : {};
   return {
     system: 'weft', preset, threads, ranks, ...comm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
     tokens_per_s: (ranks * B * T) / stepS, model_gflops_per_s: (flopsPerToken * ranks * B * T) / stepS / 1e9, loss,
@@ -134,9 +134,9 @@ export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: num
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
-    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps }, timeoutMs: 600_000,
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB }, timeoutMs: 600_000,
   });
   return results[0]!;
 }

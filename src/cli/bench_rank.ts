@@ -3,6 +3,6 @@ import type { ProcessGroup } from '../dist/process_group.js';
 import { measureWeft } from './bench.js';
 import type { Preset, WeftMeasurement } from './bench.js';
 
-export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number }): Promise<WeftMeasurement> {
-  return measureWeft(a.preset, a.threads, a.steps, pg);
+export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number; bucketMB: number }): Promise<WeftMeasurement> {
+  return measureWeft(a.preset, a.threads, a.steps, pg, a.bucketMB);
 }

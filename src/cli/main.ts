@@ -23,7 +23,7 @@ import { existsSync, statSync } from 'node:fs';
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N]`;
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]`;
 
 class UsageError extends Error {}
 
@@ -103,18 +103,24 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc'], ['--worker', '--no-torch']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb'], ['--worker', '--no-torch']);
   const nproc = num(opt, '--nproc', 1);
+  const bucketMB = num(opt, '--bucket-mb', 25);
   const presets = (opt.get('--preset') ?? 'small,medium').split(',') as Preset[];
   const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);
   const steps = num(opt, '--steps', 10);
   if (on.has('--worker')) {
-    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc) : await measureWeft(presets[0]!, threads[0]!, steps);
+    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc, bucketMB) : await measureWeft(presets[0]!, threads[0]!, steps);
     process.stdout.write(`${JSON.stringify(m)}\n`);
     return;
   }
   if (on.has('--no-torch')) {
-    for (const p of presets) for (const t of threads) process.stdout.write(`${JSON.stringify(await measureWeft(p, t, steps))}\n`);
+    for (const p of presets) {
+      for (const t of threads) {
+        const m = nproc > 1 ? await measureWeftRanks(p, t, steps, nproc, bucketMB) : await measureWeft(p, t, steps);
+        process.stdout.write(`${JSON.stringify(m)}\n`);
+      }
+    }
     return;
   }
   const report = sideBySide({ presets, threads: nproc > 1 ? [1] : threads, steps, repeat: num(opt, '--repeat', 1), nproc, log: (s) => process.stderr.write(`${s}\n`) });
