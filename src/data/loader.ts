@@ -22,6 +22,7 @@
  *   await loader.close();
  */
 import { Worker } from 'node:worker_threads';
+import { workerExecArgv } from '../runtime/workers.js';
 import { BatchMaker, importRecordHook } from './batch.js';
 import type { Batch, Produced, RecordHook, SkippedRecord } from './batch.js';
 import type { WindowDataset } from './dataset.js';
@@ -140,20 +141,6 @@ export class SyncLoader extends LoaderBase {
 }
 
 let workers = 0;
-
-/**
- * The parent's node flags minus `--input-type`, which a worker started from a file rejects (it would
- * crash every loader made under `node --input-type=module -e ...`).
- */
-function workerExecArgv(): string[] {
-  const out: string[] = [];
-  const argv = process.execArgv;
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--input-type') i++;
-    else if (!argv[i]!.startsWith('--input-type=')) out.push(argv[i]!);
-  }
-  return out;
-}
 
 /** Makes batches ahead on a worker thread. Create with `PrefetchLoader.create` (waits until it is ready). */
 export class PrefetchLoader extends LoaderBase {

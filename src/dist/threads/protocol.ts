@@ -98,13 +98,4 @@ export type ToRank = { type: 'got'; req: number; sab: SharedArrayBuffer | null; 
 /** Wall-clock milliseconds comparable across threads. */
 export const now = (): number => performance.timeOrigin + performance.now();
 
-/** The parent's Node flags for a worker, minus --input-type (which workers reject). */
-export function workerExecArgv(): string[] {
-  const out: string[] = [];
-  const argv = process.execArgv;
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--input-type') i++;
-    else if (!argv[i]!.startsWith('--input-type=')) out.push(argv[i]!);
-  }
-  return out;
-}
+export { workerExecArgv } from '../../runtime/workers.js';
