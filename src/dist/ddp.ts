@@ -21,6 +21,7 @@ import type { BoundParameters } from '../nn/module.js';
 import type { Feed } from '../tensor/compile.js';
 import { grad, placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { Value } from '../ir/graph.js';
 import type { ProcessGroup, Work } from './process_group.js';
 
 /** A contiguous range [lo, hi) of the flat gradient buffer, holding whole tensors. */
@@ -78,7 +79,8 @@ export class DistributedDataParallel {
   readonly buckets: Bucket[];
   readonly stats: DDPStats = { exposedMs: 0, bytes: 0, crossingBytes: 0 };
   private readonly hook: CommHook;
-  private programs = new Map<string, { segmented: SegmentedProgram; whole: Program }>();
+  /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
+  private programs = new Map<string, { segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[] }>();
 
   constructor(
     readonly pg: ProcessGroup,
@@ -97,7 +99,7 @@ export class DistributedDataParallel {
     await this.pg.broadcast(this.params.flat.data, 0).wait();
   }
 
-  private async compiled(feeds: readonly Feed[]): Promise<{ segmented: SegmentedProgram; whole: Program }> {
+  private async compiled(feeds: readonly Feed[]): Promise<{ segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[] }> {
     const sig = feeds.map((f) => `${f.dtype}[${f.shape.join(',')}]`).join(';');
     let p = this.programs.get(sig);
     if (p === undefined) {
@@ -109,7 +111,7 @@ export class DistributedDataParallel {
       // Group 0 also returns the loss; group k the gradients of bucket k.
       const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
       const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSegments(groups, vals), whole: await compileProgram([l.value, ...g.map((t) => t.value)], vals) };
+      p = { segmented: await compileSegments(groups, vals), whole: null, outputs: [l.value, ...g.map((t) => t.value)], inputs: vals };
       this.programs.set(sig, p);
     }
     return p;
@@ -123,11 +125,9 @@ export class DistributedDataParallel {
   async step(feeds: Feed[], o: { accumulate?: boolean; noSync?: boolean } = {}): Promise<number> {
     const p = await this.compiled(feeds);
     const g = this.grads.data;
-    const write = (slot: Slot, src: Float32Array): void => {
-      if (o.accumulate) for (let i = 0; i < slot.size; i++) g[slot.offset + i]! += src[i]!;
-      else g.set(src, slot.offset);
-    };
+    const write = (slot: Slot, src: Float32Array): void => this.grads.write(slot, src, o.accumulate);
     if (o.noSync) {
+      p.whole ??= await compileProgram(p.outputs, p.inputs);
       const out = await runProgram(p.whole, 'fwd_bwd', feeds);
       this.params.flat.layout.slots.forEach((s, i) => write(s, out[i + 1] as Float32Array));
       return Number(out[0]![0]);

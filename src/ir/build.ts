@@ -8,7 +8,7 @@ import { Value } from './graph.js';
 import { apply, apply1 } from './registry.js';
 export { apply, apply1 };
 import type { Dim } from './shape.js';
-import { isStatic, normAxis } from './shape.js';
+import { isStatic } from './shape.js';
 
 /** A constant folded into the graph. Keep these small: their contents key the compile cache. */
 export function constant(data: TypedArray, dtype: DType, shape: readonly number[]): Value {
@@ -158,9 +158,6 @@ export function unbroadcast(g: Value, shape: readonly Dim[]): Value {
   return r;
 }
 
-/** Positive axes for a list of possibly negative ones. */
-export const normAxes = (axes: readonly number[], rank: number, what: string): number[] =>
-  axes.map((a) => normAxis(a, rank, what));
 
 const codeOf = (d: DType): number => ONNX_CODE[d];
 

@@ -5,7 +5,6 @@
  * and the contents of constants. Values fed at run time (parameters, data) are not part of the
  * key, so re-tracing the same step builds the same key and reuses the compiled session.
  */
-import { BYTES } from '../ir/dtype.js';
 import type { TypedArray } from '../ir/dtype.js';
 import { topoNodes, Value } from '../ir/graph.js';
 import type { DType } from '../ir/dtype.js';
@@ -142,6 +141,3 @@ export async function realize(values: readonly Value[], segment = 'eager'): Prom
     v.node = null;
   });
 }
-
-/** Bytes of a value's data; for profiling. */
-export const bytesOf = (v: Value): number => (v.data ? v.data.length * BYTES[v.dtype] : 0);

@@ -60,6 +60,13 @@ export class FlatBuffer<A extends FloatArray = Float32Array> {
     return this.data.subarray(s.offset, s.offset + s.size) as A;
   }
 
+  /** Writes `src` into a tensor's slot, or adds it there (gradient accumulation). */
+  write(slot: Slot, src: ArrayLike<number>, accumulate = false): void {
+    const d = this.data;
+    if (!accumulate) { d.set(src, slot.offset); return; }
+    for (let i = 0; i < slot.size; i++) d[slot.offset + i]! += src[i]!;
+  }
+
   /** A graph leaf over the named tensor's view: computations read the buffer's current contents. */
   leaf(name: string): Value {
     const s = this.layout.slot(name);

@@ -30,14 +30,7 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
   }, name);
   const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
     const out = await program(...feeds);
-    const g = grads.data;
-    for (let k = 0; k < slots.length; k++) {
-      const s = slots[k]!;
-      const src = out[k + 1] as A;
-      if (opts?.accumulate) {
-        for (let i = 0; i < s.size; i++) g[s.offset + i]! += src[i]!;
-      } else g.set(src, s.offset);
-    }
+    slots.forEach((s, k) => grads.write(s, out[k + 1] as A, opts?.accumulate));
     return Number(out[0]![0]);
   };
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;

@@ -1,7 +1,7 @@
 import type { DType } from '../dtype.js';
 import { isFloat } from '../dtype.js';
 import type { InferCtx, OutputType } from '../registry.js';
-import { broadcastShapes, fmt } from '../shape.js';
+import { broadcastShapes } from '../shape.js';
 
 /** All present inputs share one dtype; the message names both inputs when they do not. */
 export function sameDtype(c: InferCtx, indices?: number[]): DType {
@@ -41,5 +41,3 @@ export function needInts(c: InferCtx, i: number): number[] {
   if (v === null) c.fail(`${c.describe(i)} must be a constant (weft resolves it at trace time)`);
   return v;
 }
-
-export const shapeStr = fmt;
