@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cacheSize, compile, FlatBuffer, Layout, profiler, realize, setThreads, tensor, Tensor } from '../src/index.js';
+import { cacheSize, compile, FlatBuffer, Layout, ops, profiler, realize, Rng, setThreads, tensor, Tensor } from '../src/index.js';
 
 setThreads(1);
 
@@ -56,4 +56,33 @@ test('the profiler reports time per segment and bytes held', async () => {
   assert.equal(r.segments['eager']!.runs, 1);
   assert.ok(r.segments['eager']!.totalMs > 0);
   assert.equal(r.heldBytes['test.buffer'], 1008 * 4); // 1000 floats padded to a 16-element boundary
+});
+
+test('Gemm with transA (rewritten to Transpose + Gemm for MLAS) matches a float64 reference in every form', async () => {
+  const rng = new Rng(3);
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => rng.normal());
+  // [K, M, N]: M*K <= N*K + M*N transposes A; M*K larger takes the product transposed.
+  for (const [K, M, N] of [[7, 5, 3], [6, 40, 2]] as const) {
+    for (const transB of [false, true]) {
+      for (const withC of [false, true]) {
+        const a = rand(K * M), bb = rand(K * N), c = rand(N);
+        const alpha = 0.5, beta = 2;
+        const f = compile((x, y, z) => [new Tensor(ops.gemm(x.value, y.value, withC ? z.value : null, { transA: true, transB, alpha, beta }))]);
+        const [res] = await f(
+          { data: a, shape: [K, M], dtype: 'float32' },
+          { data: bb, shape: transB ? [N, K] : [K, N], dtype: 'float32' },
+          { data: c, shape: [N], dtype: 'float32' },
+        );
+        const out = res as Float32Array;
+        for (let i = 0; i < M; i++) {
+          for (let j = 0; j < N; j++) {
+            let s = 0;
+            for (let k = 0; k < K; k++) s += a[k * M + i]! * (transB ? bb[j * K + k]! : bb[k * N + j]!);
+            const want = alpha * s + (withC ? beta * c[j]! : 0);
+            assert.ok(Math.abs(out[i * N + j]! - want) < 1e-5 * (1 + Math.abs(want)), `K${K} M${M} N${N} transB=${transB} C=${withC} [${i},${j}]: ${out[i * N + j]} vs ${want}`);
+          }
+        }
+      }
+    }
+  }
 });

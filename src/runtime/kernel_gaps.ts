@@ -1,10 +1,16 @@
 /**
- * Rewrites for ops onnxruntime's CPU provider lacks in some dtype. Today: Erf has no float64
- * kernel, so float64 Erf becomes its Maclaurin series (Horner in x^2, 60 terms) for |x| <= 3.5,
- * accurate to ~1e-13 there, and the float32 kernel beyond, where erf is within 1e-6 of +-1.
+ * Rewrites for what onnxruntime's CPU provider lacks or runs slowly:
+ * - Erf has no float64 kernel, so float64 Erf becomes its Maclaurin series (Horner in x^2, 60
+ *   terms) for |x| <= 3.5, accurate to ~1e-13 there, and the float32 kernel beyond, where erf is
+ *   within 1e-6 of +-1.
+ * - MLAS's SGEMM is slow when A is transposed (transA=1, the weight gradient X^T dY of every
+ *   Linear): on the benchmark GPT's shapes it ran 47-62 GFLOP/s against 65-69 for an explicit
+ *   Transpose followed by a plain Gemm, transpose included (2-core AVX2 EPYC, one thread). So
+ *   float32 Gemm(transA=1) becomes Transpose + Gemm, and sessions disable onnxruntime's
+ *   GemmTransposeFusion, which would fold the Transpose back (`DISABLED_OPTIMIZERS`).
  */
 import * as b from '../ir/build.js';
-import type { Value } from '../ir/graph.js';
+import type { Node, Value } from '../ir/graph.js';
 import { rewrite } from '../ir/rewrite.js';
 
 const TERMS = 60;
@@ -25,6 +31,33 @@ function erf64(x: Value): Value {
   return b.where(near, series, far);
 }
 
+/**
+ * alpha A^T op(B) (+ beta C) without MLAS's transA path. Either A is transposed (M*K elements
+ * moved) or, when that is larger, the product is taken transposed, op(B)^T A, and the result
+ * transposed back (N*K + M*N moved): for fc2's weight gradient (A [tokens, 4d]) the second moves
+ * half as much.
+ */
+function gemmTransA(n: Node, a: Value, bv: Value, c: Value | null): Value {
+  const tB = n.attrs['transB'] === 1;
+  const alpha = n.attrs['alpha'] as number | undefined;
+  const beta = n.attrs['beta'] as number | undefined;
+  const [K, M] = a.shape as [number, number];
+  const N = (tB ? bv.shape[0] : bv.shape[1]) as number;
+  const t = (v: Value): Value => b.transpose(v, [1, 0]);
+  const dynamic = [K, M, N].some((d) => typeof d !== 'number');
+  if (c !== null || dynamic || M * K <= N * K + M * N) return b.gemm(t(a), bv, c, { transB: tB, alpha, beta });
+  // C^T = op(B)^T A: with transB, op(B)^T is B itself; otherwise B is transposed explicitly.
+  return t(b.gemm(tB ? bv : t(bv), a, null, { alpha }));
+}
+
+/** onnxruntime graph optimizers that would undo these rewrites (a session config entry). */
+export const DISABLED_OPTIMIZERS = ['GemmTransposeFusion'];
+
 export function fillKernelGaps(outputs: readonly Value[]): Value[] {
-  return rewrite(outputs, (n, inputs) => (n.op === 'Erf' && inputs[0]!.dtype === 'float64' ? [erf64(inputs[0]!)] : null));
+  return rewrite(outputs, (n, inputs) => {
+    const x = inputs[0]!;
+    if (n.op === 'Erf' && x.dtype === 'float64') return [erf64(x)];
+    if (n.op === 'Gemm' && n.attrs['transA'] === 1 && x.dtype === 'float32') return [gemmTransA(n, x, inputs[1]!, inputs[2] ?? null)];
+    return null;
+  });
 }

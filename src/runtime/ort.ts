@@ -5,6 +5,7 @@
  */
 import ort from 'onnxruntime-node';
 import type { DType, TypedArray } from '../ir/dtype.js';
+import { DISABLED_OPTIMIZERS } from './kernel_gaps.js';
 
 export interface SessionOptions { threads: number }
 
@@ -23,9 +24,11 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    extra: { optimization: { disable_specified_optimizers: DISABLED_OPTIMIZERS.join(';') } },
     // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON).
     ...(process.env['WEFT_ORT_PROFILE'] ? { enableProfiling: true, profileFilePrefix: process.env['WEFT_ORT_PROFILE'] } : {}),
   });
+  if (process.env['WEFT_ORT_PROFILE']) profiled(s);
   return {
     inputNames: s.inputNames,
     outputNames: s.outputNames,
@@ -37,6 +40,12 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     },
     release: () => s.release(),
   };
+}
+
+const toFlush: ort.InferenceSession[] = [];
+/** onnxruntime writes a session's trace when profiling ends: end every profiled session at exit. */
+function profiled(s: ort.InferenceSession): void {
+  if (toFlush.push(s) === 1) process.once('beforeExit', () => { for (const x of toFlush) x.endProfiling(); });
 }
 
 function toOrt(x: Feed): ort.Tensor {
