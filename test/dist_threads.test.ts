@@ -11,8 +11,11 @@ import type { ProcessGroup } from '../src/dist/process_group.js';
 import { launchThreads, LaunchError } from '../src/dist/threads/launch.js';
 import type { ThreadsWork } from '../src/dist/threads/group.js';
 import { runCollectiveSuite } from './helpers/collective_suite.js';
+import { DistributedDataParallel } from '../src/dist/ddp.js';
+import { bindParameters, Linear } from '../src/nn/index.js';
+import { FlatBuffer } from '../src/runtime/flat.js';
 
-type Scenario = 'suite' | 'throw' | 'exit' | 'hang' | 'mismatch' | 'overlap' | 'groups' | 'env';
+type Scenario = 'suite' | 'throw' | 'exit' | 'hang' | 'mismatch' | 'overlap' | 'groups' | 'env' | 'straggler';
 
 interface Caught { name: string; message: string; collective: boolean; ms: number }
 
@@ -89,6 +92,20 @@ export default async function rank(pg: ProcessGroup, args: { scenario: Scenario;
       await Promise.all(works.map((w) => w.wait()));
       await sub.destroy();
       return { sub: a[0], world: b[0], msg: r === 1 ? msg[0] : null };
+    }
+    case 'straggler': {
+      // Rank 1 reaches its backward 400 ms late: rank 0's wait after its own backward is waiting
+      // for a peer, which DDP must report as such and not as exposed communication.
+      const lin = new Linear(8, 4);
+      const params = bindParameters(lin, { seed: 0 });
+      const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
+      const ddp = new DistributedDataParallel(pg, params, grads, (x) => { const y = lin.forward(x!); return y.mul(y).mean(); });
+      const feeds = [{ data: new Float32Array(16 * 8).fill(r + 1), shape: [16, 8], dtype: 'float32' as const }];
+      await ddp.step(feeds);
+      await pg.barrier().wait();
+      if (r === 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+      await ddp.step(feeds);
+      return { ...ddp.stats };
     }
     case 'env':
       console.log(`marker ${process.env['RANK']}`);
@@ -180,6 +197,14 @@ if (isMainThread) {
       assert.ok(r.completedAt > r.issued && r.completedAt < r.blockEnd, `completed at ${r.completedAt - r.blockStart} ms into a block of ${r.blockEnd - r.blockStart} ms`);
       assert.ok(r.resolved - r.blockEnd < 200, `wait() resolved ${r.resolved - r.blockEnd} ms after the block`);
     }
+  });
+
+  test('data parallel tells waiting for a late rank from exposed communication', async () => {
+    type S = { exposedMs: number; peerWaitMs: number; commExposedMs: number };
+    const [r0, r1] = await launchThreads<S>({ nproc: 2, entry, args: { scenario: 'straggler' }, timeoutMs: 20_000 });
+    assert.ok(r0!.peerWaitMs > 250 && r0!.peerWaitMs <= r0!.exposedMs, `rank 0 waited ${r0!.peerWaitMs} ms for rank 1 (of ${r0!.exposedMs} ms)`);
+    assert.ok(r0!.commExposedMs < 150, `rank 0: ${r0!.commExposedMs} ms of communication exposed beyond the wait`);
+    assert.ok(r1!.peerWaitMs < 100, `rank 1, the late one, waited ${r1!.peerWaitMs} ms for a peer`);
   });
 
   test('operations of different groups and point-to-point progress independently of their issue order', async () => {

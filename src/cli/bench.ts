@@ -4,7 +4,7 @@
  * side by side with PyTorch at the same thread count when the anchor and python3-torch are there.
  * Each measurement runs in its own process so thread settings are clean.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ import type { ProcessGroup } from '../dist/process_group.js';
 export type Preset = keyof typeof GPT_PRESETS;
 
 export interface WeftMeasurement {
-  system: 'weft'; preset: Preset; threads: number; ranks: number; exposed_comm_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
+  system: 'weft'; preset: Preset; threads: number; ranks: number; exposed_comm_ms?: number; peer_wait_ms?: number; comm_alone_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
   tokens_per_s: number; model_gflops_per_s: number; loss: number; held_mb: number; segments_ms: Record<string, number>;
 }
 
@@ -46,6 +46,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   if (ddp) await ddp.broadcastParameters();
   const rng = new Rng(pg?.rank ?? 0);
   const exposed: number[] = [];
+  const peerWait: number[] = [];
   const commAlone: number[] = [];
   const [idx, tgt] = [new BigInt64Array(B * T), new BigInt64Array(B * T)];
   const total: number[] = [];
@@ -63,7 +64,8 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     total.push((performance.now() - t0) / 1000);
     fb.push((t1 - t0) / 1000);
     if (ddp) {
-      exposed.push(ddp.stats.exposedMs);
+      exposed.push(ddp.stats.commExposedMs);
+      peerWait.push(ddp.stats.peerWaitMs);
       // The same all-reduces with nothing to hide behind: what communication costs on its own.
       const c0 = performance.now();
       await Promise.all(ddp.buckets.map((b) => pg!.allReduce(grads.data.subarray(b.lo, b.hi), 'mean').wait()));
@@ -76,7 +78,14 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
   const rep = profiler.report();
   const ranks = pg?.size ?? 1;
-  const comm = ddp ? { bucket_mb: bucketMB, exposed_comm_ms: median(exposed.slice(3)), comm_hidden_fraction: Math.max(0, 1 - median(exposed.slice(3)) / median(commAlone.slice(3))) } : {};
+  // Communication hidden behind the backward: 1 - (what was still left once the slowest rank had
+  // finished its backward) / (the same all-reduces run alone). Waiting for a slower rank is
+  // reported apart (peer_wait_ms): it is load imbalance, which no overlap can hide.
+  const [exp, alone] = [median(exposed.slice(3)), median(commAlone.slice(3))];
+  const comm = ddp ? {
+    bucket_mb: bucketMB, exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
+    comm_hidden_fraction: Math.max(0, 1 - exp / alone),
+  } : {};
   return {
     system: 'weft', preset, threads, ranks, ...comm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
     tokens_per_s: (ranks * B * T) / stepS, model_gflops_per_s: (flopsPerToken * ranks * B * T) / stepS / 1e9, loss,
@@ -100,11 +109,23 @@ function runJson(cmd: string, args: string[]): Row {
   return JSON.parse(out.trim().split('\n').pop()!) as Row;
 }
 
+function runJsonAsync(cmd: string, args: string[]): Promise<Row> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 24 }, (e, out) => {
+      if (e) reject(e); else resolve(JSON.parse(out.trim().split('\n').pop()!) as Row);
+    });
+  });
+}
+
 /**
  * weft and PyTorch alternating (weft, torch, weft, torch ...) `repeat` times per configuration;
- * the ratio is taken pair by pair and its median reported.
+ * the ratio is taken pair by pair and its median reported. With `nproc` > 1 each repeat also
+ * measures the scaling baseline: weft on one rank alone, and `nproc` independent one-rank weft
+ * processes at once. Scaling efficiency = data-parallel tokens/s / (nproc x alone). The
+ * independent processes bound it from the machine: `concurrent_bound` is what they achieve
+ * together, `sync_bound` what synchronous training can (every step waits for the slowest copy).
  */
-export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; log?: (s: string) => void }): unknown {
+export async function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; bucketMB?: number; log?: (s: string) => void }): Promise<unknown> {
   const nproc = o.nproc ?? 1;
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   const missing = torchMissing();
@@ -113,10 +134,21 @@ export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: num
     for (const threads of o.threads) {
       const weft: Row[] = [];
       const torch: Row[] = [];
+      const scaling: { alone: number; concurrent: number[]; efficiency: number; concurrent_bound: number; sync_bound: number }[] = [];
+      const worker = (n: number): string[] => [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(n), '--bucket-mb', String(o.bucketMB ?? 25)];
       for (let r = 0; r < o.repeat; r++) {
-        weft.push(runJson(process.execPath, [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(nproc)]));
+        weft.push(runJson(process.execPath, worker(nproc)));
         const torchArgs = nproc > 1 ? ['--ddp', String(nproc)] : ['--threads', String(threads)];
         if (!missing) torch.push(runJson(PY, [ANCHOR, '--preset', preset, ...torchArgs, '--steps', String(o.steps)]));
+        if (nproc > 1) {
+          const alone = runJson(process.execPath, worker(1)).tokens_per_s;
+          const concurrent = (await Promise.all(Array.from({ length: nproc }, () => runJsonAsync(process.execPath, worker(1))))).map((x) => x.tokens_per_s);
+          const ideal = nproc * alone;
+          scaling.push({
+            alone, concurrent, efficiency: weft[r]!.tokens_per_s / ideal,
+            concurrent_bound: concurrent.reduce((a, x) => a + x, 0) / ideal, sync_bound: (nproc * Math.min(...concurrent)) / ideal,
+          });
+        }
       }
       const ratios = torch.map((t, i) => weft[i]!.tokens_per_s / t.tokens_per_s);
       const row = {
@@ -125,6 +157,7 @@ export function sideBySide(o: { presets: Preset[]; threads: number[]; steps: num
         torch_tokens_per_s: torch.length ? median(torch.map((t) => t.tokens_per_s)) : null,
         ratio_weft_over_torch: ratios.length ? median(ratios) : null,
         ratios, weft: weft.at(-1), torch: torch.at(-1) ?? missing,
+        ...(nproc > 1 ? { scaling_efficiency: median(scaling.map((x) => x.efficiency)), scaling } : {}),
       };
       o.log?.(JSON.stringify(row));
       results.push(row);

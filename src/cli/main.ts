@@ -123,7 +123,7 @@ async function bench(argv: string[]): Promise<void> {
     }
     return;
   }
-  const report = sideBySide({ presets, threads: nproc > 1 ? [1] : threads, steps, repeat: num(opt, '--repeat', 1), nproc, log: (s) => process.stderr.write(`${s}\n`) });
+  const report = await sideBySide({ presets, threads: nproc > 1 ? [1] : threads, steps, repeat: num(opt, '--repeat', 1), nproc, bucketMB, log: (s) => process.stderr.write(`${s}\n`) });
   process.stdout.write(`${JSON.stringify(report, null, 1)}\n`);
 }
 

@@ -67,8 +67,17 @@ export function makeBuckets(slots: readonly Slot[], bucketBytes: number): Bucket
 }
 
 export interface DDPStats {
-  /** Time the last synchronized step waited for communication after its backward finished. */
+  /** Time the last synchronized step waited after its backward finished (peerWaitMs included). */
   exposedMs: number;
+  /**
+   * The part of `exposedMs` spent waiting for the slowest rank to finish its backward (no
+   * reduction can complete before every rank has contributed): load imbalance, not communication.
+   * Measured from every rank's backward end time (wall clock; across hosts it assumes synchronized
+   * clocks).
+   */
+  peerWaitMs: number;
+  /** `exposedMs` less `peerWaitMs`: communication left over once the last rank was done. */
+  commExposedMs: number;
   /** Bytes of gradients reduced on the last synchronized step. */
   bytes: number;
   /** Bytes of activations moved between backward segments on the last step. */
@@ -77,7 +86,7 @@ export interface DDPStats {
 
 export class DistributedDataParallel {
   readonly buckets: Bucket[];
-  readonly stats: DDPStats = { exposedMs: 0, bytes: 0, crossingBytes: 0 };
+  readonly stats: DDPStats = { exposedMs: 0, peerWaitMs: 0, commExposedMs: 0, bytes: 0, crossingBytes: 0 };
   private readonly hook: CommHook;
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
   private programs = new Map<string, { segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[] }>();
@@ -142,11 +151,18 @@ export class DistributedDataParallel {
       works.push(this.hook(this.pg, g.subarray(b.lo, b.hi), b));
     }, 'ddp_bwd');
     const t0 = performance.now();
+    // Every rank's backward end time rides along (one inline-sized all-gather), to tell waiting for
+    // a slower rank from waiting for communication.
+    const ends = new Float64Array(this.pg.size);
+    works.push(this.pg.allGather(Float64Array.of(performance.timeOrigin + t0), ends));
     for (const w of works) await w.wait();
     this.stats.exposedMs = performance.now() - t0;
+    this.stats.peerWaitMs = Math.min(this.stats.exposedMs, Math.max(0, Math.max(...ends) - (performance.timeOrigin + t0)));
+    this.stats.commExposedMs = this.stats.exposedMs - this.stats.peerWaitMs;
     this.stats.bytes = this.buckets.reduce((s, b) => s + (b.hi - b.lo) * 4, 0);
     this.stats.crossingBytes = p.segmented.crossingBytes;
-    profiler.record('ddp_exposed_comm', this.stats.exposedMs, 0, this.stats.bytes);
+    profiler.record('ddp_peer_wait', this.stats.peerWaitMs, 0, 0);
+    profiler.record('ddp_exposed_comm', this.stats.commExposedMs, 0, this.stats.bytes);
     return loss;
   }
 }
