@@ -142,6 +142,13 @@ test('the weft CLI prints usage for a bad command and names a missing config fil
   const m = spawnSync(process.execPath, [cli, 'train', '/nonexistent/run.json'], { encoding: 'utf8' });
   assert.equal(m.status, 1);
   assert.match(m.stderr, /config file \/nonexistent\/run\.json: cannot be read \(ENOENT\)/);
+  // A torchrun-style environment without mpirun must not start ranks that each train alone.
+  const recipe = fileURLToPath(new URL('../../recipes/brown-small.json', import.meta.url));
+  const w = spawnSync(process.execPath, [cli, 'train', recipe], {
+    encoding: 'utf8', env: { ...process.env, RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29500' },
+  });
+  assert.equal(w.status, 1);
+  assert.match(w.stderr, /WORLD_SIZE=2 is set \(MASTER_ADDR=10\.0\.0\.1:29500\), but weft does not rendezvous over TCP: start the ranks with mpirun/);
   const h = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
   assert.equal(h.status, 0);
   assert.match(h.stderr, /weft sample <checkpoint-or-run-dir>/);

@@ -68,6 +68,15 @@ async function train(argv: string[]): Promise<void> {
   const nproc = num(opt, '--nproc', 1);
   if (!Number.isInteger(nproc) || nproc < 1) throw new UsageError(`--nproc must be a positive integer, got ${opt.get('--nproc')}`);
   const resume = on.has('--resume');
+  // A torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment) would otherwise
+  // start WORLD_SIZE processes that each train alone into the same run directory.
+  const worldEnv = process.env['WORLD_SIZE'];
+  if (backend === 'threads' && !opt.has('--nproc') && worldEnv !== undefined && worldEnv !== '1') {
+    const master = process.env['MASTER_ADDR'] ? ` (MASTER_ADDR=${process.env['MASTER_ADDR']}:${process.env['MASTER_PORT'] ?? '?'})` : '';
+    throw new UsageError(`WORLD_SIZE=${worldEnv} is set${master}, but weft does not rendezvous over TCP: `
+      + 'start the ranks with mpirun (mpirun -np N weft train <config> --backend mpi, one or many hosts), '
+      + 'or as worker threads of one process with --nproc N');
+  }
   if (backend === 'mpi') {
     if (opt.has('--nproc')) throw new UsageError('with --backend mpi the rank count comes from mpirun -np, not --nproc');
     const pg = initMpi({ timeoutMs: cfg.dist.timeoutS * 1000 });
