@@ -4,7 +4,7 @@
  * side by side with PyTorch at the same thread count when the anchor and python3-torch are there.
  * Each measurement runs in its own process so thread settings are clean.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,15 +104,16 @@ function torchMissing(): string | null {
 
 type Row = Record<string, unknown> & { tokens_per_s: number };
 
-function runJson(cmd: string, args: string[]): Row {
-  const out = execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'inherit'] });
-  return JSON.parse(out.trim().split('\n').pop()!) as Row;
-}
-
-function runJsonAsync(cmd: string, args: string[]): Promise<Row> {
+/** Runs a measurement process (its stderr shown) and parses the last line it prints as JSON. */
+function runJson(cmd: string, args: string[]): Promise<Row> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 24 }, (e, out) => {
-      if (e) reject(e); else resolve(JSON.parse(out.trim().split('\n').pop()!) as Row);
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) reject(new Error(`bench: ${cmd} ${args.join(' ')} exited with code ${code}`));
+      else resolve(JSON.parse(out.trim().split('\n').pop()!) as Row);
     });
   });
 }
@@ -137,12 +138,12 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
       const scaling: { alone: number; concurrent: number[]; efficiency: number; concurrent_bound: number; sync_bound: number }[] = [];
       const worker = (n: number): string[] => [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(n), '--bucket-mb', String(o.bucketMB ?? 25)];
       for (let r = 0; r < o.repeat; r++) {
-        weft.push(runJson(process.execPath, worker(nproc)));
+        weft.push(await runJson(process.execPath, worker(nproc)));
         const torchArgs = nproc > 1 ? ['--ddp', String(nproc)] : ['--threads', String(threads)];
-        if (!missing) torch.push(runJson(PY, [ANCHOR, '--preset', preset, ...torchArgs, '--steps', String(o.steps)]));
+        if (!missing) torch.push(await runJson(PY, [ANCHOR, '--preset', preset, ...torchArgs, '--steps', String(o.steps)]));
         if (nproc > 1) {
-          const alone = runJson(process.execPath, worker(1)).tokens_per_s;
-          const concurrent = (await Promise.all(Array.from({ length: nproc }, () => runJsonAsync(process.execPath, worker(1))))).map((x) => x.tokens_per_s);
+          const alone = (await runJson(process.execPath, worker(1))).tokens_per_s;
+          const concurrent = (await Promise.all(Array.from({ length: nproc }, () => runJson(process.execPath, worker(1))))).map((x) => x.tokens_per_s);
           const ideal = nproc * alone;
           scaling.push({
             alone, concurrent, efficiency: weft[r]!.tokens_per_s / ideal,

@@ -151,13 +151,14 @@ export class DistributedDataParallel {
       works.push(this.hook(this.pg, g.subarray(b.lo, b.hi), b));
     }, 'ddp_bwd');
     const t0 = performance.now();
-    // Every rank's backward end time rides along (one inline-sized all-gather), to tell waiting for
-    // a slower rank from waiting for communication.
+    // Every rank's backward end time (wall clock) rides along on one inline-sized all-gather, to
+    // tell waiting for a slower rank from waiting for communication.
+    const end = performance.timeOrigin + t0;
     const ends = new Float64Array(this.pg.size);
-    works.push(this.pg.allGather(Float64Array.of(performance.timeOrigin + t0), ends));
+    works.push(this.pg.allGather(Float64Array.of(end), ends));
     for (const w of works) await w.wait();
     this.stats.exposedMs = performance.now() - t0;
-    this.stats.peerWaitMs = Math.min(this.stats.exposedMs, Math.max(0, Math.max(...ends) - (performance.timeOrigin + t0)));
+    this.stats.peerWaitMs = Math.min(this.stats.exposedMs, Math.max(0, Math.max(...ends) - end));
     this.stats.commExposedMs = this.stats.exposedMs - this.stats.peerWaitMs;
     this.stats.bytes = this.buckets.reduce((s, b) => s + (b.hi - b.lo) * 4, 0);
     this.stats.crossingBytes = p.segmented.crossingBytes;
