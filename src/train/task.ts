@@ -1,0 +1,56 @@
+/**
+ * A task is what the trainer trains: a model, its data, a loss and metrics. The GPT on text is
+ * one task (`tasks/lm.ts`), image classification another (`tasks/classify.ts`); `fit` builds one
+ * from a model, datasets and a loss. The trainer itself knows none of them: accumulation,
+ * clipping, schedules, data parallelism, checkpoints, exact resume, metrics and progress work the
+ * same for every task.
+ *
+ * Batches feed the model by field: every field of a record but the last is an input of
+ * `forward`, the last is the target of `loss` and the metrics (tokens: x -> y; images: x -> y).
+ */
+import type { LoaderOptions } from '../data/loader.js';
+import type { SamplerSpec } from '../data/sampler.js';
+import type { Module } from '../nn/module.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { DerivedMetrics, MetricFn } from './metrics.js';
+
+/** A dataset the loaders read (token windows, images, ...). */
+export type TaskDataset = LoaderOptions['dataset'];
+
+/** How a task's training records are drawn, for one rank of `worldSize`. */
+export type TrainSampling = (o: { seed: number; rank: number; worldSize: number }) => SamplerSpec;
+
+export interface EvalData {
+  readonly data: TaskDataset;
+  /** Records evaluated, in order (default: all of `data`). */
+  readonly items?: readonly number[];
+  /** Examples per evaluated batch (the last may be shorter). */
+  readonly batch: number;
+}
+
+export interface Task {
+  /** The run's first line: model, size and data ("GPT 4x256, brown 256-token vocab, ..."). */
+  describe(params: number): string;
+  readonly model: Module;
+  readonly train: TaskDataset;
+  /** Sampler of the training records (random windows for text, shuffled epochs for images). */
+  readonly sampling: TrainSampling;
+  /** Loader options for training only (augmentation), merged into the training loader's. */
+  readonly trainLoader?: Partial<LoaderOptions>;
+  /** Held-out data evaluated every `eval.every` steps; null for none. */
+  readonly eval: EvalData | null;
+  /** The model's output from a batch's input fields. */
+  forward(...inputs: Tensor[]): Tensor;
+  /** The mean loss of a batch from the output and the target field. */
+  loss(out: Tensor, target: Tensor): Tensor;
+  /** Metrics evaluated beside the loss (`val_loss`), by name. */
+  readonly metrics: Readonly<Record<string, MetricFn>>;
+  readonly derived?: DerivedMetrics;
+  /** JSON kept in each checkpoint's state (a tokenizer), or undefined. */
+  checkpointState?(): unknown;
+  /** Text printed after a complete run (a generated sample), or null. */
+  finish?(): Promise<string | null>;
+  /** Throughput is counted in `unit`s (metrics key `<unit>_per_s`), `unitsPerExample` per record. */
+  readonly unit: 'tokens' | 'examples';
+  readonly unitsPerExample: number;
+}
