@@ -12,7 +12,7 @@ import { availableParallelism } from 'node:os';
 import { brownText } from '../data/brown.js';
 import { TokenDataset, evalWindows } from '../data/dataset.js';
 import { createLoader } from '../data/loader.js';
-import type { Loader, LoaderState } from '../data/loader.js';
+import type { Batch, Loader, LoaderState } from '../data/loader.js';
 import { BpeTokenizer, ByteTokenizer, loadTokenizer, saveTokenizer } from '../data/tokenizer.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { bindParameters, loadStateDict, stateDict } from '../nn/module.js';
@@ -168,7 +168,7 @@ export class Trainer {
     const x = new BigInt64Array(starts.length * T);
     const y = new BigInt64Array(starts.length * T);
     starts.forEach((s, r) => {
-      const rec = ds.record(s);
+      const rec = ds.window(s);
       for (let j = 0; j < T; j++) { x[r * T + j] = BigInt(rec[j]!); y[r * T + j] = BigInt(rec[j + 1]!); }
     });
     return { x, y };
@@ -214,10 +214,8 @@ export class Trainer {
   }
 
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
-  private async microStep(b: { x: BigInt64Array; y: BigInt64Array }, first: boolean, last: boolean): Promise<number> {
-    const T = this.cfg.model.ctx;
-    const shape = [this.cfg.train.batch, T];
-    const feeds = [{ data: b.x, shape, dtype: 'int64' as const }, { data: b.y, shape, dtype: 'int64' as const }];
+  private async microStep(b: Batch, first: boolean, last: boolean): Promise<number> {
+    const feeds = b.fields.map((f) => ({ data: f.data, shape: f.shape, dtype: f.dtype })); // x, y int64 [B, T]
     if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync: !last });
     return this.step!(feeds, { accumulate: !first });
   }
