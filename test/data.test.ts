@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import {
-  BpeTokenizer, brownFileIds, brownSplit, brownText, ByteTokenizer, createLoader, evalWindows, loadTokenizer, PrefetchLoader,
-  RandomWindowSampler, SequentialSampler, SyncLoader, TokenDataset, writeBrownText,
+  batchField, BpeTokenizer, brownFileIds, brownSplit, brownText, ByteTokenizer, createLoader, datasetFromSpec, evalWindows, loadTokenizer,
+  PrefetchLoader, RandomWindowSampler, SequentialSampler, SyncLoader, TokenDataset, writeBrownText,
 } from '../src/data/index.js';
-import type { Batch, Loader, LoaderOptions, Sampler, SkippedRecord } from '../src/data/index.js';
+import type { Batch, DataRecord, Loader, LoaderOptions, Sampler, SamplerSpec, SkippedRecord, TokenArray } from '../src/data/index.js';
 import { Rng } from '../src/tensor/random.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'weft-data-'));
@@ -24,7 +24,10 @@ const take = (s: Sampler, n: number): (number | null)[] => Array.from({ length: 
 const hookModule = (body: string): string => `data:text/javascript,${encodeURIComponent(body)}`;
 /** Tokens 0, 1, 2, ...: row r of a batch starts with its record index, x[r * T]. */
 const arange = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => i);
-const starts = (b: Batch): number[] => Array.from({ length: b.B }, (_, r) => Number(b.x[r * b.T]));
+const starts = (b: Batch): number[] => {
+  const x = batchField(b, 'x');
+  return Array.from({ length: b.B }, (_, r) => Number(x.data[r * x.shape[1]!]));
+};
 
 async function drain(l: Loader, n: number): Promise<Batch[]> {
   const out: Batch[] = [];
@@ -205,14 +208,68 @@ const T = 8;
 const ds = new TokenDataset(arange(5000), T);
 const randomOpts = (extra: Partial<LoaderOptions> = {}): LoaderOptions => ({ dataset: ds, sampler: { kind: 'random', n: ds.size, seed: 11 }, batch: 4, ...extra });
 
-test('loader: batches are int64 windows, y = x shifted by one', () => {
+test('loader: token batches are fields x, y int64 [B, T], y = x shifted by one', () => {
   const l = new SyncLoader(randomOpts());
   const b = l.nextSync()!;
-  assert.ok(b.x instanceof BigInt64Array && b.y instanceof BigInt64Array);
-  assert.deepEqual([b.B, b.T, b.x.length, b.y.length], [4, T, 4 * T, 4 * T]);
+  assert.deepEqual(ds.fields, [{ name: 'x', dtype: 'int64', shape: [T] }, { name: 'y', dtype: 'int64', shape: [T] }]);
+  assert.deepEqual(b.fields.map((f) => [f.name, f.dtype, f.shape, f.data.constructor.name, f.data.length]),
+    [['x', 'int64', [4, T], 'BigInt64Array', 4 * T], ['y', 'int64', [4, T], 'BigInt64Array', 4 * T]]);
+  assert.equal(b.B, 4);
   const s = new RandomWindowSampler({ n: ds.size, seed: 11 });
   assert.deepEqual(starts(b), take(s, 4));
-  for (let r = 0; r < b.B; r++) for (let t = 0; t < T; t++) assert.equal(b.y[r * T + t], b.x[r * T + t]! + 1n);
+  const [x, y] = [batchField(b, 'x').data, batchField(b, 'y').data];
+  for (let r = 0; r < b.B; r++) for (let t = 0; t < T; t++) assert.equal(y[r * T + t], (x[r * T + t] as bigint) + 1n);
+  assert.throws(() => batchField(b, 'label'), /batch has no field 'label'; its fields are x, y/);
+});
+
+test('loader: token batches are bit-identical to the x/y batches before typed records (golden sha256)', async () => {
+  // Golden: computed with the previous BatchMaker ({x, y: BigInt64Array, B, T}) on the same streams,
+  // through both loaders; Brown bytes with a random sampler, and 16-bit ids with a shuffled rank share.
+  const text = brownText();
+  const h = createHash('sha256');
+  const feed = (b: Batch): void => { for (const f of b.fields) h.update(new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)); };
+  const u16 = Uint16Array.from(text.subarray(0, 100_000), (v, i) => (v * 257 + i) & 0xffff);
+  const cases: [TokenDataset, SamplerSpec][] = [
+    [new TokenDataset(text.subarray(0, 200_000), 64), { kind: 'random', n: 200_000 - 65, seed: 5 }],
+    [new TokenDataset(u16, 32), { kind: 'sequential', items: 3000, shuffle: true, seed: 2, rank: 1, worldSize: 3, epochs: 2 }],
+  ];
+  for (const [dataset, sampler] of cases) {
+    const l = new SyncLoader({ dataset, sampler, batch: 8 });
+    for (let i = 0; i < 30; i++) feed(l.nextSync()!);
+    const p = await createLoader({ dataset, sampler, batch: 8, depth: 2 });
+    for (const b of await drain(p, 30)) feed(b);
+    await p.close();
+  }
+  assert.equal(h.digest('hex'), 'cba86952c1405579ea7e4420e9c19b8c4c3cd6611615bde2f3e09052541c32d4');
+});
+
+test('loader: a token record of the wrong length is skipped, counted and named; the loader continues', () => {
+  /** Window 3 loses its last token, so x and y get T - 1 each (x is checked first). */
+  class Short extends TokenDataset {
+    override window(i: number): TokenArray { const w = super.window(i); return i === 3 ? w.subarray(0, w.length - 1) : w; }
+  }
+  const short = new Short(arange(40), T);
+  const seen: SkippedRecord[] = [];
+  const l = new SyncLoader({ dataset: short, sampler: { kind: 'sequential', items: 8 }, batch: 4, onSkip: (s) => seen.push(s) });
+  assert.deepEqual(starts(l.nextSync()!), [0, 1, 2, 4]);
+  assert.deepEqual(starts(l.nextSync()!), [5, 6, 7]);
+  assert.equal(l.nextSync(), null);
+  assert.equal(l.stats.skipped, 1);
+  assert.deepEqual(seen, [{ index: 3, record: `tokens[3..${3 + T + 1})`, reason: `field x: expected ${T} values (shape [${T}]), got ${T - 1}` }]);
+});
+
+test('datasetFromSpec: a token spec round-trips; an unknown kind names it', () => {
+  const back = datasetFromSpec(ds.spec());
+  assert.deepEqual(back.record(17), ds.record(17));
+  assert.deepEqual(Array.from(back.record(17)[0]!), Array.from(arange(T), (t) => 17 + t));
+  assert.throws(() => datasetFromSpec({ kind: 'parquet' } as unknown as ReturnType<TokenDataset['spec']>), /datasetFromSpec: unknown dataset kind "parquet"/);
+});
+
+test('record hook: receives the record as fields in order (x, y views of the window)', () => {
+  const got: [number, number[][]][] = [];
+  const l = new SyncLoader({ dataset: ds, sampler: { kind: 'sequential', items: [10] }, batch: 1 }, (i: number, rec: DataRecord) => { got.push([i, rec.map((f) => Array.from(f))]); });
+  l.nextSync();
+  assert.deepEqual(got, [[10, [Array.from(arange(T), (t) => 10 + t), Array.from(arange(T), (t) => 11 + t)]]]);
 });
 
 test('prefetch loader: yields exactly the in-thread loader batches for the same seed', async () => {

@@ -1,47 +1,105 @@
 /**
- * Datasets of language-modelling records: record i is ctx + 1 consecutive token ids; a batch row
- * takes x = record[0..ctx) and y = record[1..ctx+1). A dataset is described by a structured-clonable
- * `DatasetSpec`, so a prefetch worker can rebuild it in its own thread (`datasetFromSpec`); sharded
- * file datasets add a kind there.
+ * Datasets of typed records. A dataset declares its fields (name, dtype, per-row shape); record i
+ * is one flat array per field, in field order, and a batch stacks B records into one array per
+ * field of shape [B, ...rowShape]. Two kinds exist:
+ *
+ * - `TokenDataset`: language-modelling windows, fields x int64 [T] and y int64 [T] (y is x shifted
+ *   left by one; both are views of one window of T + 1 tokens).
+ * - `ImageDataset` (images.ts): uint8 images, fields x float32 [C, H, W] and y int64 [] (a label).
+ *
+ * A dataset is described by a structured-clonable `DatasetSpec`, so a prefetch worker can rebuild it
+ * in its own thread (`datasetFromSpec`); its tokens or pixels travel in a SharedArrayBuffer (or are
+ * copied once when the spec is made), never per batch.
  */
+import type { Rng } from '../tensor/random.js';
+import { ImageDataset } from './images.js';
+import type { ImageDatasetSpec } from './images.js';
 
-/** Token storage: bytes, 16-bit ids (vocabulary <= 65536), or 32-bit ids. */
-export type TokenArray = Uint8Array | Uint16Array | Int32Array | Uint32Array;
+/** Integer storage: bytes, 16-bit ids (vocabulary <= 65536), or 32-bit ids / labels. */
+export type IntArray = Uint8Array | Uint16Array | Int32Array | Uint32Array;
+/** Token storage (an `IntArray`). */
+export type TokenArray = IntArray;
 
-export interface WindowDataset {
-  /** Tokens a model sees per row (T); each record has ctx + 1. */
-  readonly ctx: number;
+/** The dtypes a batch field can have (what the model's inputs take). */
+export type FieldDType = 'int64' | 'float32';
+
+/** One field of every record: its name (the batch field's name), dtype and per-row shape. */
+export interface FieldSpec {
+  readonly name: string;
+  readonly dtype: FieldDType;
+  /** Shape of one row, e.g. [T] for tokens, [C, H, W] for an image, [] for a scalar label. */
+  readonly shape: readonly number[];
+}
+
+/** One field's values for one record, flat in row-major order: integer ids for int64, floats for float32. */
+export type FieldValues = IntArray | Float32Array;
+/** A record: one `FieldValues` per field, in the dataset's field order. */
+export type DataRecord = readonly FieldValues[];
+
+/**
+ * Anything a `BatchMaker` reads. The BatchMaker validates every record against `fields` (a record
+ * of the wrong shape is skipped like one `record` throws on), so `record` need not check its own
+ * output.
+ *
+ * @example
+ *   const ds: Dataset = new TokenDataset(tokens, 256);
+ *   ds.fields; // [{ name: 'x', dtype: 'int64', shape: [256] }, { name: 'y', dtype: 'int64', shape: [256] }]
+ */
+export interface Dataset {
   /** Number of records: indices 0..size-1. */
   readonly size: number;
-  /** Record i (a view when possible, never to be written). May throw for a bad record. */
-  record(i: number): TokenArray;
-  /** Names record i in warnings and errors ("tokens[1200..1457)"). */
+  readonly fields: readonly FieldSpec[];
+  /**
+   * Record i (views when possible, never to be written). `rng` is the generator of the batch the
+   * record goes into, for random transforms; records of one batch draw from it in row order. May
+   * throw for a bad record.
+   */
+  record(i: number, rng?: Rng): DataRecord;
+  /** Names record i in warnings and errors ("tokens[1200..1457)", "mnist-train[12]"). */
   describe(i: number): string;
   /** A structured-clonable description that `datasetFromSpec` turns back into this dataset. */
   spec(): DatasetSpec;
 }
 
-export type DatasetSpec = { kind: 'tokens'; tokens: TokenArray; ctx: number };
+export type TokenDatasetSpec = { kind: 'tokens'; tokens: TokenArray; ctx: number };
+export type DatasetSpec = TokenDatasetSpec | ImageDatasetSpec;
+
+/** Number of values in one row of `shape` (1 for a scalar). */
+export const rowSize = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /**
- * One 1-D token array; record i is the window tokens[i .. i + ctx + 1).
+ * One 1-D token array; record i is the window tokens[i .. i + ctx + 1), as fields x = window[0..ctx)
+ * and y = window[1..ctx + 1).
  *
  * `size` is `tokens.length - ctx - 1`, the range torch_brown.py draws starts from
  * (`torch.randint(0, len - T - 1)`, exclusive), so the very last window is never a record: random
  * starts and `evalWindows` then index records exactly as the reference does.
+ *
+ * @example
+ *   const ds = new TokenDataset(brownSplit().train, 256);
+ *   const [x, y] = ds.record(0); // two views of ds.window(0), 256 tokens each
  */
-export class TokenDataset implements WindowDataset {
+export class TokenDataset implements Dataset {
   readonly size: number;
+  readonly fields: readonly FieldSpec[];
 
   constructor(readonly tokens: TokenArray, readonly ctx: number) {
     if (!(Number.isInteger(ctx) && ctx >= 1)) throw new Error(`TokenDataset: ctx must be a positive integer, got ${ctx}`);
     this.size = tokens.length - ctx - 1;
     if (this.size < 1) throw new Error(`TokenDataset: ${tokens.length} tokens hold no window of ctx + 1 = ${ctx + 1} with a start in [0, len - ctx - 1); need at least ${ctx + 2}`);
+    this.fields = [{ name: 'x', dtype: 'int64', shape: [ctx] }, { name: 'y', dtype: 'int64', shape: [ctx] }];
   }
 
-  record(i: number): TokenArray {
+  /** The ctx + 1 tokens of record i (a view). */
+  window(i: number): TokenArray {
     if (!(Number.isInteger(i) && i >= 0 && i < this.size)) throw new RangeError(`TokenDataset: record ${i} is outside [0, ${this.size})`);
     return this.tokens.subarray(i, i + this.ctx + 1);
+  }
+
+  /** x and y as views of the window; a window of the wrong length gives fields the BatchMaker rejects. */
+  record(i: number): DataRecord {
+    const w = this.window(i);
+    return [w.subarray(0, w.length - 1), w.subarray(1)];
   }
 
   describe(i: number): string { return `tokens[${i}..${i + this.ctx + 1})`; }
@@ -58,8 +116,10 @@ export class TokenDataset implements WindowDataset {
   }
 }
 
-export function datasetFromSpec(spec: DatasetSpec): WindowDataset {
+/** The dataset a spec describes (in a prefetch worker: the main thread's dataset, sharing its memory). */
+export function datasetFromSpec(spec: DatasetSpec): Dataset {
   if (spec.kind === 'tokens') return new TokenDataset(spec.tokens, spec.ctx);
+  if (spec.kind === 'images') return ImageDataset.fromSpec(spec);
   throw new Error(`datasetFromSpec: unknown dataset kind ${JSON.stringify((spec as { kind: unknown }).kind)}`);
 }
 

@@ -1,5 +1,6 @@
 /**
- * Loaders: batches {x, y: BigInt64Array [B * T], B, T} from a dataset and a sampler.
+ * Loaders: batches `{ B, fields }` (one [B, ...rowShape] array per dataset field) from a dataset and
+ * a sampler.
  *
  * - `SyncLoader` makes each batch in the calling thread when asked (tests, tiny runs, eval).
  * - `PrefetchLoader` makes them on a worker thread, `depth` batches ahead, while the main thread is
@@ -8,7 +9,12 @@
  *
  * Both run the same `BatchMaker`, so for the same dataset, sampler spec and state they yield the
  * same batches. A bad record (the dataset or the record hook throws) is skipped, counted in
- * `stats.skipped` and reported through `onSkip` (default: a console warning naming the record).
+ * `stats.skipped` and reported through `onSkip` (default: a console warning naming the record);
+ * so is a record that does not fit the dataset's fields.
+ *
+ * Random image transforms draw from a generator per batch, `batchRng(augmentSeed, rank, index)`,
+ * where index is the batch's position in the loader's stream (`LoaderState.batches` before it):
+ * a resumed loader yields exactly the batches, augmentations included, of an uninterrupted one.
  *
  * `state()` is the state after the last batch the caller *consumed* (not the last one the worker
  * made ahead); a loader created with `{ state }` continues with exactly the next batch.
@@ -17,20 +23,20 @@
  *   const { train } = brownSplit();
  *   const ds = new TokenDataset(train, 256);
  *   const loader = await createLoader({ dataset: ds, sampler: { kind: 'random', n: ds.size, seed: 1 }, batch: 32 });
- *   for (let step = 0; step < steps; step++) { const { x, y } = (await loader.next())!; ... }
+ *   for (let step = 0; step < steps; step++) { const { fields } = (await loader.next())!; await trainStep(fields); }
  *   checkpoint.data = loader.state();
  *   await loader.close();
  */
 import { Worker } from 'node:worker_threads';
 import { workerExecArgv } from '../runtime/workers.js';
 import { BatchMaker, importRecordHook } from './batch.js';
-import type { Batch, Produced, RecordHook, SkippedRecord } from './batch.js';
-import type { WindowDataset } from './dataset.js';
+import type { Batch, BatchField, Produced, RecordHook, SkippedRecord } from './batch.js';
+import type { Dataset } from './dataset.js';
 import { samplerFromSpec } from './sampler.js';
 import type { SamplerSpec, SamplerState } from './sampler.js';
 import type { FromWorker, ToWorker, WorkerInit } from './prefetch_worker.js';
 
-export type { Batch, RecordHook, SkippedRecord };
+export type { Batch, BatchField, RecordHook, SkippedRecord };
 
 export interface LoaderState {
   /** The sampler's state after the last consumed batch. */
@@ -49,7 +55,7 @@ export interface LoaderStats {
 }
 
 export interface LoaderOptions {
-  dataset: WindowDataset;
+  dataset: Dataset;
   sampler: SamplerSpec;
   /** Rows per batch. */
   batch: number;
@@ -61,6 +67,13 @@ export interface LoaderOptions {
   onSkip?: (s: SkippedRecord) => void;
   /** Fail after this many bad records in a row. Default 1000. */
   maxConsecutiveSkips?: number;
+  /** Seed of the per-batch transform generators (with the sampler's rank). Default: the sampler's seed. */
+  augmentSeed?: number;
+}
+
+/** The BatchMaker settings a loader's options imply (shared by both loaders, so they agree). */
+export function makerOptions(opts: LoaderOptions): { seed: number; rank: number; firstBatch: number } {
+  return { seed: opts.augmentSeed ?? opts.sampler.seed ?? 0, rank: opts.sampler.rank ?? 0, firstBatch: opts.state?.batches ?? 0 };
 }
 
 export interface PrefetchOptions extends LoaderOptions {
@@ -123,7 +136,7 @@ export class SyncLoader extends LoaderBase {
     super(opts);
     if (opts.recordHook !== undefined && hook === undefined) throw new Error(`SyncLoader: recordHook ${opts.recordHook.slice(0, 80)} is a module; use SyncLoader.create to import it`);
     const sampler = samplerFromSpec(opts.sampler, opts.state?.sampler);
-    this.maker = new BatchMaker(opts.dataset, sampler, { batch: opts.batch, hook, maxConsecutiveSkips: opts.maxConsecutiveSkips });
+    this.maker = new BatchMaker(opts.dataset, sampler, { batch: opts.batch, hook, maxConsecutiveSkips: opts.maxConsecutiveSkips, ...makerOptions(opts) });
   }
 
   static async create(opts: LoaderOptions): Promise<SyncLoader> {
@@ -162,7 +175,7 @@ export class PrefetchLoader extends LoaderBase {
     if (!(Number.isInteger(depth) && depth >= 1)) throw new Error(`PrefetchLoader: depth must be a positive integer, got ${depth}`);
     const init: WorkerInit = {
       dataset: opts.dataset.spec(), sampler: opts.sampler, state: opts.state?.sampler, batch: opts.batch, depth,
-      recordHook: opts.recordHook, maxConsecutiveSkips: opts.maxConsecutiveSkips,
+      recordHook: opts.recordHook, maxConsecutiveSkips: opts.maxConsecutiveSkips, ...makerOptions(opts),
     };
     this.worker = new Worker(new URL('./prefetch_worker.js', import.meta.url), { workerData: init, name: this.name, execArgv: workerExecArgv() });
     this.worker.on('message', (m: FromWorker) => {
@@ -233,7 +246,7 @@ export class PrefetchLoader extends LoaderBase {
     if (m.type === 'ready') throw new Error(`data loader worker '${this.name}' sent 'ready' twice`);
     if (m.type === 'end') return this.consume(m.skipped, m.state, null);
     this.worker.postMessage({ type: 'more' } satisfies ToWorker);
-    return this.consume(m.skipped, m.state, { x: new BigInt64Array(m.x), y: new BigInt64Array(m.y), B: m.B, T: m.T });
+    return this.consume(m.skipped, m.state, m.batch);
   }
 
   /** Terminate the worker; batches made ahead are dropped (`state()` does not count them). */

@@ -1,14 +1,15 @@
 /**
  * The prefetch worker: owns a copy of the dataset and the sampler, and keeps up to `depth` batches
  * made ahead of the main thread, whose onnxruntime `run` calls block it. Batches travel as
- * transferred ArrayBuffers (no copy). Protocol (loader.ts is the other side):
+ * transferred ArrayBuffers (no copy); the dataset's tokens or pixels arrive once, in its spec.
+ * Protocol (loader.ts is the other side):
  *   worker -> main: 'ready' once, then 'batch' per batch, then 'end' when the sampler is exhausted,
  *                   or 'error' (after which it sends nothing).
  *   main -> worker: 'more' for each batch the main thread consumed (a credit of one batch).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { BatchMaker, importRecordHook } from './batch.js';
-import type { SkippedRecord } from './batch.js';
+import type { Batch, SkippedRecord } from './batch.js';
 import { datasetFromSpec } from './dataset.js';
 import type { DatasetSpec } from './dataset.js';
 import { samplerFromSpec } from './sampler.js';
@@ -22,12 +23,16 @@ export interface WorkerInit {
   depth: number;
   recordHook?: string;
   maxConsecutiveSkips?: number;
+  /** BatchMaker settings from the loader's options (`makerOptions`). */
+  seed: number;
+  rank: number;
+  firstBatch: number;
 }
 
 export type ToWorker = { type: 'more' };
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'batch'; x: ArrayBuffer; y: ArrayBuffer; B: number; T: number; skipped: SkippedRecord[]; state: SamplerState }
+  | { type: 'batch'; batch: Batch; skipped: SkippedRecord[]; state: SamplerState }
   | { type: 'end'; skipped: SkippedRecord[]; state: SamplerState }
   | { type: 'error'; message: string };
 
@@ -38,7 +43,7 @@ async function run(): Promise<void> {
   let maker: BatchMaker;
   try {
     const hook = init.recordHook === undefined ? undefined : await importRecordHook(init.recordHook);
-    const opts = { batch: init.batch, hook, maxConsecutiveSkips: init.maxConsecutiveSkips };
+    const opts = { batch: init.batch, hook, maxConsecutiveSkips: init.maxConsecutiveSkips, seed: init.seed, rank: init.rank, firstBatch: init.firstBatch };
     maker = new BatchMaker(datasetFromSpec(init.dataset), samplerFromSpec(init.sampler, init.state), opts);
   } catch (e) {
     post({ type: 'error', message: (e as Error).message });
@@ -54,8 +59,8 @@ async function run(): Promise<void> {
         post({ type: 'end', skipped: p.skipped, state: p.state });
         return;
       }
-      const { x, y, B, T } = p.batch;
-      post({ type: 'batch', x: x.buffer as ArrayBuffer, y: y.buffer as ArrayBuffer, B, T, skipped: p.skipped, state: p.state }, [x.buffer as ArrayBuffer, y.buffer as ArrayBuffer]);
+      // The field arrays own their buffers (BatchMaker allocates them), so moving them copies nothing.
+      post({ type: 'batch', batch: p.batch, skipped: p.skipped, state: p.state }, p.batch.fields.map((f) => f.data.buffer as ArrayBuffer));
     } catch (e) {
       done = true;
       post({ type: 'error', message: (e as Error).message });
