@@ -122,14 +122,20 @@ export function averagePoolIm2col(x: Value, win: Window, inverseCounts: Value): 
 
 /**
  * Conv's dW through patches: dW[g, m, (c, k)] = sum_n dY[n, g, m, :] . P[n, g, (c, k), :], a
- * batched MatMul against the transposed patches, summed over N.
+ * batched MatMul against the transposed patches, summed over N (or, `foldN`, N moved into the
+ * columns first so each group is one large product).
  */
-export function convDwIm2col(x: Value, dy: Value, win: Window, group: number, Cg: number): Value {
+export function convDwIm2col(x: Value, dy: Value, win: Window, group: number, Cg: number, foldN = false): Value {
   const [N, M] = dy.shape as [number, number];
   const KK = prod(win.kernel);
   const L = prod(win.out);
   const p = b.reshape(patches(x, win), [N, group, Cg * KK, L]);
   const d = b.reshape(dy, [N, group, M / group, L]);
+  if (foldN) {
+    // One product per group over N L columns: [g, M/g, N L] . [g, N L, Cg K].
+    const fold = (v: Value, rows: number): Value => b.reshape(b.transpose(v, [1, 2, 0, 3]), [group, rows, N * L]);
+    return b.reshape(b.matmul(fold(d, M / group), b.transposeLast2(fold(p, Cg * KK))), [M, Cg, ...win.kernel]);
+  }
   const dw = b.reduceSum(b.matmul(d, b.transposeLast2(p)), [0], false);
   return b.reshape(dw, [M, Cg, ...win.kernel]);
 }

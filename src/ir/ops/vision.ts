@@ -1,11 +1,13 @@
 /**
  * Vision ops: Conv, ConvTranspose, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool,
  * Flatten. Gradients are built from forward ONNX ops (onnxruntime has no training kernels):
- * a Conv's dX is a ConvTranspose, its dW a Conv with the batch and channel roles swapped (the
- * faster of the formulations measured in bench/conv_grad.ts, see docs/architecture.md).
+ * a Conv's dX is a ConvTranspose; its dW a MatMul over im2col patches for ungrouped stride-1
+ * convs and otherwise a Conv with the batch and channel roles swapped, the faster formulation in
+ * each case as measured by bench/conv_grad.ts (numbers in docs/architecture.md).
  */
 import * as b from '../build.js';
 import type { Value } from '../graph.js';
+import { convDwIm2col } from '../im2col.js';
 import { defineOp } from '../registry.js';
 import type { GradCtx, InferCtx } from '../registry.js';
 import { fmt, isStatic } from '../shape.js';
@@ -84,7 +86,7 @@ export function convTransposeGeometry(c: InferCtx): ReturnType<typeof convTransp
  * and group; output_padding restores the rows the forward's stride skipped at the end,
  * in + P - K - s (out - 1), which is in [0, s).
  */
-function convDx(dy: Value, w: Value, win: Window, group: number): Value {
+export function convDx(dy: Value, w: Value, win: Window, group: number): Value {
   const ek = dilatedKernel(win);
   const r = win.input.length;
   const op = win.input.map((n, i) => n + win.pads[i]! + win.pads[i + r]! - ek[i]! - win.strides[i]! * (win.out[i]! - 1));
@@ -100,7 +102,7 @@ function convDx(dy: Value, w: Value, win: Window, group: number): Value {
  * output [Cg, M, k'...] has k' >= k (trailing padded rows no window used), sliced to k and
  * transposed to [M, Cg, k...].
  */
-function convDw(x: Value, dy: Value, win: Window, group: number, fail: (m: string) => never): Value {
+export function convDw(x: Value, dy: Value, win: Window, group: number, fail: (m: string) => never): Value {
   const [N, C] = [x.shape[0]!, x.shape[1]!];
   if (typeof N !== 'number' || typeof C !== 'number') fail(`the weight gradient needs static N and C, got ${fmt(x.shape)}`);
   const r = win.input.length;
@@ -120,7 +122,8 @@ const perChannelSum = (v: Value): Value => b.reduceSum(v, [0, ...range(v.rank - 
  * Conv (opset 11): Y[n, m, o] = B[m] + sum_{c in group(m), k} W[m, c, k] Xpad[n, c, o s + k d].
  * X [N, C, S...], W [M, C / group, k...], B [M]. Any number of spatial dims; onnxruntime's CPU
  * kernel runs float32, and float64 is lowered to im2col by runtime/kernel_gaps.ts.
- * Gradients: dX = ConvTranspose(dY, W), dW = a role-swapped Conv of X and dY, dB = sum dY.
+ * Gradients: dX = ConvTranspose(dY, W), dW = patches(X) . dY (ungrouped, stride 1) or a
+ * role-swapped Conv of X and dY, dB = sum dY.
  */
 defineOp({
   name: 'Conv', inputs: ['X', 'W', 'B?'],
@@ -133,10 +136,14 @@ defineOp({
   },
   grad: (g) => {
     const win = convGeometry(g);
-    const dy = g.dy[0]!;
+    const [x, dy] = [g.input(0), g.dy[0]!];
+    // bench/conv_grad.ts, float32, one thread, N=64: patches beat the swapped Conv for ungrouped
+    // stride-1 convs (0.72 vs 1.08 ms, 3.89 vs 4.37 ms on the MNIST layers) and lose when strided
+    // (1.92 vs 1.36 ms) or grouped (8.11 vs 7.33 ms).
+    const im2colDw = win.group === 1 && win.strides.every((s) => s === 1) && isStatic(x.shape.slice(0, 2));
     return [
       g.needs[0] ? convDx(dy, g.input(1), win, win.group) : null,
-      g.needs[1] ? convDw(g.input(0), dy, win, win.group, g.fail) : null,
+      !g.needs[1] ? null : im2colDw ? convDwIm2col(x, dy, win, 1, x.shape[1] as number) : convDw(x, dy, win, win.group, g.fail),
       g.inputs[2] && g.needs[2] ? perChannelSum(dy) : null,
     ];
   },
