@@ -3,6 +3,7 @@ import './ir/ops/index.js';
 
 export * as ops from './ir/build.js';
 export type { DType, TypedArray } from './ir/dtype.js';
+export type { AutoPad, AveragePoolOptions, BatchNormOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, WindowOptions } from './ir/build.js';
 export { Value, Node } from './ir/graph.js';
 export { defineOp, knownOps } from './ir/registry.js';
 export type { OpDef, GradCtx, InferCtx } from './ir/registry.js';

@@ -111,6 +111,117 @@ export function layerNorm(x: Value, scale: Value, bias: Value | null, axis = -1,
   return apply('LayerNormalization', bias === null ? [x, scale] : [x, scale, bias], { axis, epsilon }, 3)[0]!;
 }
 
+/** Padding mode of a window (ONNX auto_pad). SAME_* pad so that out = ceil(in / stride). */
+export type AutoPad = 'NOTSET' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';
+
+/** Window attributes shared by Conv, ConvTranspose and the pools; one entry per spatial dim. */
+export interface WindowOptions {
+  /** Step between windows; default 1. */
+  strides?: readonly number[];
+  /** Explicit pads [begin_0, begin_1, ..., end_0, end_1, ...]; default 0. Only with autoPad NOTSET. */
+  pads?: readonly number[];
+  /** Resolves the pads from the input size instead; default NOTSET (use `pads`). */
+  autoPad?: AutoPad;
+}
+
+export interface ConvOptions extends WindowOptions {
+  /** Spacing between kernel taps; default 1. */
+  dilations?: readonly number[];
+  /** Channel groups: C and M split into `group` independent convolutions (C for depthwise); default 1. */
+  group?: number;
+}
+
+export interface ConvTransposeOptions extends ConvOptions {
+  /** Extra output rows at the end, each < stride; default 0. */
+  outputPadding?: readonly number[];
+  /** The output's spatial size; the pads are derived from it. */
+  outputShape?: readonly number[];
+}
+
+export interface MaxPoolOptions extends WindowOptions {
+  dilations?: readonly number[];
+  /** Round the output size up (a last, partial window); default false. */
+  ceilMode?: boolean;
+}
+
+export interface AveragePoolOptions extends WindowOptions {
+  /** Divide by the kernel size (true) or by the window's elements inside the input (false, default). */
+  countIncludePad?: boolean;
+  /** Accepted only where it does not change the output size. */
+  ceilMode?: boolean;
+}
+
+export interface BatchNormOptions {
+  /** Normalize with the batch's statistics and return updated running ones; default false. */
+  training?: boolean;
+  /** Added to the variance; default 1e-5. */
+  epsilon?: number;
+  /** running = momentum * running + (1 - momentum) * batch; default 0.9. */
+  momentum?: number;
+}
+
+/** ONNX attributes of window options, defaults left out so exported nodes stay minimal. */
+function windowAttrs(o: WindowOptions & { dilations?: readonly number[]; group?: number; ceilMode?: boolean }): Record<string, number | string | number[]> {
+  const a: Record<string, number | string | number[]> = {};
+  if (o.strides !== undefined) a['strides'] = [...o.strides];
+  if (o.pads !== undefined) a['pads'] = [...o.pads];
+  if (o.dilations !== undefined) a['dilations'] = [...o.dilations];
+  if (o.autoPad !== undefined && o.autoPad !== 'NOTSET') a['auto_pad'] = o.autoPad;
+  if (o.group !== undefined && o.group !== 1) a['group'] = o.group;
+  if (o.ceilMode) a['ceil_mode'] = 1;
+  return a;
+}
+
+/**
+ * Convolution: Y[n, m, o] = B[m] + sum_{c in group(m), k} W[m, c, k] Xpad[n, c, o s + k d].
+ * X [N, C, S...], W [M, C / group, k...], B [M] or null. 1-, 2- and 3-D.
+ *
+ *   conv(x, w, bias, { strides: [2, 2], pads: [1, 1, 1, 1] })
+ */
+export const conv = (x: Value, w: Value, bias: Value | null, o: ConvOptions = {}): Value =>
+  apply1('Conv', bias === null ? [x, w] : [x, w, bias], windowAttrs(o));
+
+/** Transposed convolution (the adjoint of `conv` in X). X [N, C, S...], W [C, M / group, k...], B [M] or null. */
+export function convTranspose(x: Value, w: Value, bias: Value | null, o: ConvTransposeOptions = {}): Value {
+  const a = windowAttrs(o);
+  if (o.outputPadding !== undefined) a['output_padding'] = [...o.outputPadding];
+  if (o.outputShape !== undefined) a['output_shape'] = [...o.outputShape];
+  return apply1('ConvTranspose', bias === null ? [x, w] : [x, w, bias], a);
+}
+
+/**
+ * Batch normalization per channel (axis 1) over N and the spatial dims:
+ * Y = (X - mean) / sqrt(var + epsilon) * scale + bias. In training the batch's mean and biased
+ * variance are used; returns [Y, running_mean, running_var] (in eval, the given statistics).
+ */
+export function batchNorm(x: Value, scale: Value, bias: Value, mean: Value, variance: Value, o: BatchNormOptions = {}): [Value, Value, Value] {
+  const a: Record<string, number> = {};
+  if (o.epsilon !== undefined) a['epsilon'] = o.epsilon;
+  if (o.momentum !== undefined) a['momentum'] = o.momentum;
+  if (o.training) a['training_mode'] = 1;
+  const outs = apply('BatchNormalization', [x, scale, bias, mean, variance], a, o.training ? 3 : 1);
+  return o.training ? [outs[0]!, outs[1]!, outs[2]!] : [outs[0]!, mean, variance];
+}
+
+/** Max pooling; returns [Y, Indices] (int64 positions in X flattened over [N, C, S...]). */
+export function maxPool(x: Value, kernel: readonly number[], o: MaxPoolOptions = {}): [Value, Value] {
+  const [y, idx] = apply('MaxPool', [x], { kernel_shape: [...kernel], ...windowAttrs(o) }, 2);
+  return [y!, idx!];
+}
+
+/** Average pooling: the window's sum over the kernel size or over its elements inside X (`countIncludePad`). */
+export function averagePool(x: Value, kernel: readonly number[], o: AveragePoolOptions = {}): Value {
+  const a: Record<string, number | string | number[]> = { kernel_shape: [...kernel], ...windowAttrs(o) };
+  if (o.countIncludePad) a['count_include_pad'] = 1;
+  return apply1('AveragePool', [x], a);
+}
+
+/** Mean over the spatial dims: [N, C, S...] -> [N, C, 1, ...]. */
+export const globalAveragePool = (x: Value): Value => apply1('GlobalAveragePool', [x]);
+
+/** Collapses dims [0, axis) and [axis, rank) into a 2-D [outer, inner]. */
+export const flatten = (x: Value, axis = 1): Value => apply1('Flatten', [x], { axis });
+
 /** Dropout in training mode; returns [output, mask]. */
 export function dropout(x: Value, ratio: number, seed?: number): [Value, Value] {
   const attrs: Record<string, number> = seed === undefined ? {} : { seed };

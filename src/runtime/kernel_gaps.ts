@@ -8,10 +8,20 @@
  *   Transpose followed by a plain Gemm, transpose included (2-core AVX2 EPYC, one thread). So
  *   float32 Gemm(transA=1) becomes Transpose + Gemm, and sessions disable onnxruntime's
  *   GemmTransposeFusion, which would fold the Transpose back (`DISABLED_OPTIMIZERS`).
+ * - Conv, ConvTranspose, AveragePool and GlobalAveragePool have no float64 kernels (measured on
+ *   onnxruntime-node 1.30; MaxPool and BatchNormalization do). float64 exists for
+ *   finite-difference gradient checks, so these become im2col patch matrices (ir/im2col.ts: Pad,
+ *   strided Slice, Concat, MatMul), ConvTranspose a stride-1 Conv over zero-inserted input with
+ *   flipped weights, GlobalAveragePool a ReduceMean. test/vision_ops.test.ts checks each lowering
+ *   against onnxruntime's float32 kernels on random geometries.
  */
 import * as b from '../ir/build.js';
 import type { Node, Value } from '../ir/graph.js';
+import { averagePoolIm2col, convIm2col, convTransposeIm2col } from '../ir/im2col.js';
+import { makeCtx, opDef } from '../ir/registry.js';
+import type { InferCtx } from '../ir/registry.js';
 import { rewrite } from '../ir/rewrite.js';
+import { convGeometry, convTransposeGeometry, poolGeometry, poolInverseCounts } from '../ir/ops/vision.js';
 
 const TERMS = 60;
 // c_n = (-1)^n / (n! (2n + 1)), times 2/sqrt(pi).
@@ -50,6 +60,23 @@ function gemmTransA(n: Node, a: Value, bv: Value, c: Value | null): Value {
   return t(b.gemm(tB ? bv : t(bv), a, null, { alpha }));
 }
 
+/** float64 forms of the ops onnxruntime's CPU provider runs in float32 only. */
+const FLOAT64: Record<string, (c: InferCtx) => Value> = {
+  Conv: (c) => {
+    const win = convGeometry(c);
+    return convIm2col(c.input(0), c.input(1), c.inputs[2] ?? null, win, win.group);
+  },
+  ConvTranspose: (c) => {
+    const win = convTransposeGeometry(c);
+    return convTransposeIm2col(c.input(0), c.input(1), c.inputs[2] ?? null, win, win.group);
+  },
+  AveragePool: (c) => {
+    const win = poolGeometry(c);
+    return averagePoolIm2col(c.input(0), win, poolInverseCounts(win, c.attr<number>('count_include_pad') === 1, 'float64'));
+  },
+  GlobalAveragePool: (c) => b.reduceMean(c.input(0), Array.from({ length: c.input(0).rank - 2 }, (_, i) => i + 2)),
+};
+
 /** onnxruntime graph optimizers that would undo these rewrites (a session config entry). */
 export const DISABLED_OPTIMIZERS = ['GemmTransposeFusion'];
 
@@ -57,6 +84,8 @@ export function fillKernelGaps(outputs: readonly Value[]): Value[] {
   return rewrite(outputs, (n, inputs) => {
     const x = inputs[0]!;
     if (n.op === 'Erf' && x.dtype === 'float64') return [erf64(x)];
+    const lower64 = FLOAT64[n.op];
+    if (lower64 !== undefined && x.dtype === 'float64') return [lower64(makeCtx(opDef(n.op), inputs, n.attrs, n.outputs.length))];
     if (n.op === 'Gemm' && n.attrs['transA'] === 1 && x.dtype === 'float32') return [gemmTransA(n, x, inputs[1]!, inputs[2] ?? null)];
     return null;
   });

@@ -8,6 +8,7 @@
  * the graph: build gradients (`grad`) before forcing the loss, as MLX requires.
  */
 import * as b from '../ir/build.js';
+import type { AveragePoolOptions, BatchNormOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions } from '../ir/build.js';
 import type { DType, TypedArray } from '../ir/dtype.js';
 import { fromNumbers, toNumbers } from '../ir/dtype.js';
 import { Value } from '../ir/graph.js';
@@ -71,6 +72,50 @@ export class Tensor {
   dropout(ratio: number, seed?: number): Tensor { return Tensor.w(b.dropout(this.value, ratio, seed)[0]); }
   /** Mean cross-entropy of these logits [..., V] against integer targets [...]. */
   crossEntropy(targets: Tensor): Tensor { return Tensor.w(b.crossEntropy(this.value, targets.value)); }
+
+  /**
+   * 2-D convolution of this [N, C, H, W] with w [M, C / group, kH, kW] and optional bias [M]:
+   * y[n, m, i, j] = bias[m] + sum_{c in group(m), p, q} w[m, c, p, q] xpad[n, c, i sH + p dH, j sW + q dW].
+   *
+   *   x.conv2d(w, b, { strides: [2, 2], pads: [1, 1, 1, 1] })   // [N, M, ceil(H/2), ceil(W/2)] for 3x3
+   *   x.conv2d(w, null, { group: C })                           // depthwise: w is [C * k, 1, kH, kW]
+   */
+  conv2d(w: Tensor, bias: Tensor | null = null, o: ConvOptions = {}): Tensor {
+    this.need4('conv2d');
+    return Tensor.w(b.conv(this.value, w.value, bias?.value ?? null, o));
+  }
+  /** 2-D transposed convolution (the adjoint of conv2d in its input); w is [C, M / group, kH, kW]. */
+  convTranspose2d(w: Tensor, bias: Tensor | null = null, o: ConvTransposeOptions = {}): Tensor {
+    this.need4('convTranspose2d');
+    return Tensor.w(b.convTranspose(this.value, w.value, bias?.value ?? null, o));
+  }
+  /** 2-D max pooling over kernel [kH, kW]: y[n, c, i, j] = max over the window (pads never win). */
+  maxPool2d(kernel: readonly [number, number], o: MaxPoolOptions = {}): Tensor {
+    this.need4('maxPool2d');
+    return Tensor.w(b.maxPool(this.value, kernel, o)[0]);
+  }
+  /** 2-D average pooling: the window's sum over kH kW (countIncludePad) or over its elements inside x. */
+  avgPool2d(kernel: readonly [number, number], o: AveragePoolOptions = {}): Tensor {
+    this.need4('avgPool2d');
+    return Tensor.w(b.averagePool(this.value, kernel, o));
+  }
+  /** Mean over the spatial dims: [N, C, S...] -> [N, C, 1, ...]. */
+  globalAvgPool(): Tensor { return Tensor.w(b.globalAveragePool(this.value)); }
+  /** Collapses dims [0, axis) and [axis, rank) into [outer, inner]; flatten(1) turns [N, C, H, W] into [N, C H W]. */
+  flatten(axis = 1): Tensor { return Tensor.w(b.flatten(this.value, axis)); }
+  /**
+   * Batch normalization over channel axis 1: y = (x - mean) / sqrt(var + epsilon) * scale + bias.
+   * Eval (default) uses the given statistics; `training: true` uses the batch's mean and biased
+   * variance and returns running = momentum * running + (1 - momentum) * batch (onnxruntime's
+   * convention; in eval the given statistics come back unchanged).
+   */
+  batchNorm(scale: Tensor, bias: Tensor, mean: Tensor, variance: Tensor, o: BatchNormOptions = {}): { y: Tensor; runningMean: Tensor; runningVar: Tensor } {
+    const [y, rm, rv] = b.batchNorm(this.value, scale.value, bias.value, mean.value, variance.value, o);
+    return { y: Tensor.w(y), runningMean: Tensor.w(rm), runningVar: Tensor.w(rv) };
+  }
+  private need4(what: string): void {
+    if (this.rank !== 4) throw new Error(`${what}: expects a [N, C, H, W] input, got shape ${fmt(this.shape)}`);
+  }
 
   /** Forces computation; returns the data (shared with the tensor: copy before mutating). */
   async data(): Promise<TypedArray> {

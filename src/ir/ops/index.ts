@@ -5,3 +5,4 @@ import './reduce.js';
 import './shape.js';
 import './indexing.js';
 import './nn.js';
+import './vision.js';
