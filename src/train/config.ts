@@ -21,7 +21,7 @@ export const SCHEMA = {
     d: f('integer', 256, 'Model width.', { min: 1 }),
     layers: f('integer', 4, 'Transformer blocks.', { min: 1 }),
     heads: f('integer', 4, 'Attention heads (divide d).', { min: 1 }),
-    dropout: f('number', 0, 'Dropout on attention and MLP outputs.', { min: 0 }),
+    dropout: f('number', 0, 'GPT: dropout on attention and MLP outputs; CNN: before each fully connected layer.', { min: 0 }),
     initStd: f('number', 0.02, 'GPT: std of the normal init of Linear and Embedding weights.', { min: 0 }),
     channels: f('integers', [32, 64], 'CNN: output channels of each 3x3 conv stage (conv, BatchNorm, ReLU, 2x2 max-pool).', { min: 1 }),
     hidden: f('integer', 128, 'CNN: width of the hidden fully connected layer (0: none).', { min: 0 }),
