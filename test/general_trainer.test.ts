@@ -151,3 +151,22 @@ test('metrics: accuracy and top-k count the rank of the label\'s score', async (
   }
   assert.throws(() => topK(8)(s, l), /k \(8\) exceeds the 7 classes/);
 });
+
+test('accumulation: 2 micro-batches of 4 take the step of one batch of 8 (a CNN without BatchNorm)', async () => {
+  const [a, b] = [tmp(), tmp()];
+  const net = (): Sequential => new Sequential([new Conv2d(1, 3, 3, { padding: 1 }), new ReLU(), new MaxPool2d(2), new Flatten(), new Linear(3 * 4 * 4, 2)]);
+  try {
+    const common = { train: halves(32, 7), steps: 2, lr: 1e-2, log: null } as const;
+    const one = await fit(net(), { ...common, batch: 8, out: a });
+    const two = await fit(net(), { ...common, batch: 4, accumulate: 2, out: b });
+    one.losses.forEach((l, i) => assert.ok(Math.abs(l - two.losses[i]!) < 1e-6, `step ${i + 1}: ${two.losses[i]} vs ${l}`));
+    const [wa, wb] = [loadCheckpoint(a).weights.get('4.w')!.data, loadCheckpoint(b).weights.get('4.w')!.data];
+    let d = 0;
+    wa.forEach((v, i) => { d = Math.max(d, Math.abs(v - wb[i]!)); });
+    assert.ok(d < 1e-6, `weights differ by ${d}`);
+    assert.ok(one.losses[1] !== one.losses[0], 'the step moved the model');
+  } finally {
+    rmSync(a, { recursive: true, force: true });
+    rmSync(b, { recursive: true, force: true });
+  }
+});

@@ -134,28 +134,32 @@ function poolOpts(kernel: [number, number], o: PoolOptions): b.WindowOptions {
   return { strides: [sh, sw], pads: [ph, pw, ph, pw] };
 }
 
-/** Max over k x k windows. */
-export class MaxPool2d extends Module {
-  private readonly kernel: [number, number];
-  private readonly opts: b.WindowOptions;
-  constructor(kernel: Pair, o: PoolOptions = {}) {
+/** A k x k pooling window and its strides and pads, shared by the pools. */
+abstract class Pool2d extends Module {
+  protected readonly kernel: [number, number];
+  protected readonly opts: b.WindowOptions;
+  constructor(name: string, kernel: Pair, o: PoolOptions) {
     super();
-    this.kernel = pair(kernel, 'MaxPool2d: kernel');
+    this.kernel = pair(kernel, `${name}: kernel`);
     this.opts = poolOpts(this.kernel, o);
   }
+  abstract forward(x: Tensor): Tensor;
+}
+
+/** Max over k x k windows. */
+export class MaxPool2d extends Pool2d {
+  constructor(kernel: Pair, o: PoolOptions = {}) { super('MaxPool2d', kernel, o); }
   forward(x: Tensor): Tensor { return new Tensor(b.maxPool(x.value, this.kernel, this.opts)[0]); }
 }
 
-/** Mean over k x k windows (padding excluded from the count, as PyTorch's count_include_pad=False). */
-export class AvgPool2d extends Module {
-  private readonly kernel: [number, number];
-  private readonly opts: b.WindowOptions;
-  constructor(kernel: Pair, o: PoolOptions = {}) {
-    super();
-    this.kernel = pair(kernel, 'AvgPool2d: kernel');
-    this.opts = poolOpts(this.kernel, o);
+/** Mean over k x k windows; padding counts in the divisor unless `countIncludePad` is false (PyTorch's default). */
+export class AvgPool2d extends Pool2d {
+  private readonly countIncludePad: boolean;
+  constructor(kernel: Pair, o: PoolOptions & { countIncludePad?: boolean } = {}) {
+    super('AvgPool2d', kernel, o);
+    this.countIncludePad = o.countIncludePad ?? true;
   }
-  forward(x: Tensor): Tensor { return new Tensor(b.averagePool(x.value, this.kernel, this.opts)); }
+  forward(x: Tensor): Tensor { return new Tensor(b.averagePool(x.value, this.kernel, { ...this.opts, countIncludePad: this.countIncludePad })); }
 }
 
 /** Mean over the spatial dims, flattened: [N, C, H, W] -> [N, C]. */
