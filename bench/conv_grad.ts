@@ -8,13 +8,13 @@
  * Each gradient is its own program; the figure is the minimum over `repeat` alternating runs,
  * after two warm-up runs. The faster formulation per gradient is the rule (vision.ts's Conv).
  */
-import { readFileSync } from 'node:fs';
 import * as b from '../src/ir/build.js';
 import { Value } from '../src/ir/graph.js';
 import { convDwIm2col, convDxCol2im } from '../src/ir/im2col.js';
 import { convDw, convDx, convGeometry } from '../src/ir/ops/vision.js';
 import type { ConvOptions } from '../src/ir/build.js';
 import { makeCtx, opDef } from '../src/ir/registry.js';
+import { cpuInfo } from '../src/runtime/cpu.js';
 import { compileProgram, runProgram, setThreads } from '../src/runtime/executor.js';
 import { Rng } from '../src/tensor/random.js';
 
@@ -23,6 +23,8 @@ interface Case { name: string; x: number[]; w: number[]; o: ConvOptions }
 const CASES: Case[] = [
   { name: 'mnist conv1 N=64 1->16 28x28 3x3 pad 1', x: [64, 1, 28, 28], w: [16, 1, 3, 3], o: { pads: [1, 1, 1, 1] } },
   { name: 'mnist conv2 N=64 16->32 14x14 3x3 pad 1', x: [64, 16, 14, 14], w: [32, 16, 3, 3], o: { pads: [1, 1, 1, 1] } },
+  { name: 'mnist-cnn recipe conv2 N=64 32->64 14x14 3x3 pad 1', x: [64, 32, 14, 14], w: [64, 32, 3, 3], o: { pads: [1, 1, 1, 1] } },
+  { name: 'mnist-cnn recipe conv3 N=64 64->128 7x7 3x3 pad 1', x: [64, 64, 7, 7], w: [128, 64, 3, 3], o: { pads: [1, 1, 1, 1] } },
   { name: 'strided N=64 16->32 14x14 3x3 pad 1 stride 2', x: [64, 16, 14, 14], w: [32, 16, 3, 3], o: { pads: [1, 1, 1, 1], strides: [2, 2] } },
   { name: 'grouped N=64 32->64 14x14 3x3 pad 1 group 4', x: [64, 32, 14, 14], w: [64, 8, 3, 3], o: { pads: [1, 1, 1, 1], group: 4 } },
   { name: 'strided grouped N=64 32->64 14x14 3x3 pad 1 stride 2 group 4', x: [64, 32, 14, 14], w: [64, 8, 3, 3], o: { pads: [1, 1, 1, 1], strides: [2, 2], group: 4 } },
@@ -33,14 +35,6 @@ const arg = (name: string, dflt: number): number => {
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
 
-function isa(): string[] {
-  let flags: string[] = [];
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
-    flags = line?.split(':')[1]?.trim().split(/\s+/) ?? [];
-  } catch { /* not Linux */ }
-  return ['avx512f', 'avx2', 'amx_tile', 'amx_bf16', 'amx_int8'].filter((f) => flags.includes(f));
-}
 
 const numel = (s: readonly number[]): number => s.reduce((p, d) => p * d, 1);
 
@@ -91,7 +85,7 @@ async function main(): Promise<void> {
       maxAbsDiff: { dX: await check('dX conv', 'dX im2col'), dW: await check('dW conv', 'dW im2col'), dWfoldN: await check('dW conv', 'dW im2col foldN') },
     });
   }
-  console.log(JSON.stringify({ threads: 1, repeat, isa: isa(), results }, null, 2));
+  console.log(JSON.stringify({ threads: 1, repeat, cpu: cpuInfo(), results }, null, 2));
 }
 
 await main();

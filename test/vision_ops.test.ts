@@ -27,6 +27,12 @@ test('gradient: Conv 2-D, pads 1, with bias (X, W, B)', async () => {
   await checkGrad('Conv 3x3 pad 1', [[2, 3, 5, 5], [4, 3, 3, 3], [4]], (x, w, b) => x.conv2d(w, b, { pads: [1, 1, 1, 1] }));
 });
 
+test('gradient: Conv weight gradient as a MatMul over patches (stride 1, >= 100 output positions) and as a swapped Conv', async () => {
+  // 10x11 outputs take the patch form of dW; 5x5 ones (above) the role-swapped Conv.
+  await checkGrad('Conv patches dW, 10x11 out, pads [1,0,1,0]', [[2, 2, 10, 13], [3, 2, 3, 3], [3]], (x, w, b) => x.conv2d(w, b, { pads: [1, 0, 1, 0] }));
+  await checkGrad('Conv patches dW, dilation 2', [[1, 2, 14, 14], [2, 2, 2, 2]], (x, w) => x.conv2d(w, null, { dilations: [2, 2] }));
+});
+
 test('gradient: Conv with stride 2 and asymmetric pads', async () => {
   await checkGrad('Conv stride 2 pads [0,1,2,0]', [[2, 2, 6, 7], [3, 2, 3, 2], [3]], (x, w, b) => x.conv2d(w, b, { strides: [2, 2], pads: [0, 1, 2, 0] }));
   await checkGrad('Conv strides [3,2], rows left unused', [[1, 2, 8, 7], [2, 2, 2, 3]], (x, w) => x.conv2d(w, null, { strides: [3, 2] }));

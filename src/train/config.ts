@@ -23,7 +23,7 @@ export const SCHEMA = {
     heads: f('integer', 4, 'Attention heads (divide d).', { min: 1 }),
     dropout: f('number', 0, 'GPT: dropout on attention and MLP outputs; CNN: before each fully connected layer.', { min: 0 }),
     initStd: f('number', 0.02, 'GPT: std of the normal init of Linear and Embedding weights.', { min: 0 }),
-    channels: f('integers', [32, 64], 'CNN: output channels of each 3x3 conv stage (conv, BatchNorm, ReLU, 2x2 max-pool).', { min: 1 }),
+    channels: f('integers', [32, 64, 128], 'CNN: output channels of each 3x3 conv stage (conv, BatchNorm, ReLU, 2x2 max-pool).', { min: 1 }),
     hidden: f('integer', 128, 'CNN: width of the hidden fully connected layer (0: none).', { min: 0 }),
     batchNorm: f('boolean', true, 'CNN: BatchNorm after each conv (statistics per rank under data parallelism, as PyTorch without SyncBatchNorm).'),
   },

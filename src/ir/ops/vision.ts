@@ -118,11 +118,14 @@ export function convDw(x: Value, dy: Value, win: Window, group: number, fail: (m
 /** Sum over every axis but the channel axis 1, as a [C] vector. */
 const perChannelSum = (v: Value): Value => b.reduceSum(v, [0, ...range(v.rank - 2, 2)], false);
 
+/** Output positions from which the weight gradient is a MatMul over patches (measured crossover, see Conv). */
+const IM2COL_MIN_POSITIONS = 100;
+
 /**
  * Conv (opset 11): Y[n, m, o] = B[m] + sum_{c in group(m), k} W[m, c, k] Xpad[n, c, o s + k d].
  * X [N, C, S...], W [M, C / group, k...], B [M]. Any number of spatial dims; onnxruntime's CPU
  * kernel runs float32, and float64 is lowered to im2col by runtime/kernel_gaps.ts.
- * Gradients: dX = ConvTranspose(dY, W), dW = patches(X) . dY (ungrouped, stride 1) or a
+ * Gradients: dX = ConvTranspose(dY, W), dW = patches(X) . dY (ungrouped, stride 1, >= 100 output positions) or a
  * role-swapped Conv of X and dY, dB = sum dY.
  */
 defineOp({
@@ -137,10 +140,13 @@ defineOp({
   grad: (g) => {
     const win = convGeometry(g);
     const [x, dy] = [g.input(0), g.dy[0]!];
-    // bench/conv_grad.ts, float32, one thread, N=64: patches beat the swapped Conv for ungrouped
-    // stride-1 convs (0.72 vs 1.08 ms, 3.89 vs 4.37 ms on the MNIST layers) and lose when strided
-    // (1.92 vs 1.36 ms) or grouped (8.11 vs 7.33 ms).
-    const im2colDw = win.group === 1 && win.strides.every((s) => s === 1) && isStatic(x.shape.slice(0, 2));
+    // bench/conv_grad.ts, float32, one thread, N=64, AMX Xeon: patches beat the swapped Conv for
+    // ungrouped stride-1 convs over >= 14x14 outputs (0.69 vs 1.02 ms at 28x28 1->16; 3.82 vs 4.14
+    // and 10.26 vs 11.47 ms at 14x14) and lose on small outputs (11.01 vs 9.12 ms at 7x7 64->128:
+    // 9 slices of a small image cost more than they save), strided (1.89 vs 1.37) or grouped
+    // (8.13 vs 7.06).
+    const positions = win.out.reduce((p, d) => p * d, 1);
+    const im2colDw = win.group === 1 && win.strides.every((s) => s === 1) && positions >= IM2COL_MIN_POSITIONS && isStatic(x.shape.slice(0, 2));
     return [
       g.needs[0] ? convDx(dy, g.input(1), win, win.group) : null,
       !g.needs[1] ? null : im2colDw ? convDwIm2col(x, dy, win, 1, x.shape[1] as number) : convDw(x, dy, win, win.group, g.fail),
