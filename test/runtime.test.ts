@@ -86,3 +86,14 @@ test('Gemm with transA (rewritten to Transpose + Gemm for MLAS) matches a float6
     }
   }
 });
+
+test('a multi-output node: outputs realized one at a time, and a realized one read beside its sibling', async () => {
+  const a = tensor(Float32Array.from([1, 2, 3, 4, 5, 6]), [6]);
+  const [s1, s2] = a.split([3, 3]) as [Tensor, Tensor];
+  assert.deepEqual(await s1.toArray(), [1, 2, 3]);
+  // s1 is now data, detached from the Split node that still produces s2.
+  assert.deepEqual(await s2.toArray(), [4, 5, 6]);
+  const [t1, t2] = a.split([2, 4]) as [Tensor, Tensor];
+  assert.deepEqual(await t1.toArray(), [1, 2]);
+  assert.deepEqual(await t2.sum().add(t1.sum()).toArray(), [21]);
+});

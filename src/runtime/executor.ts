@@ -64,6 +64,7 @@ export function structureKey(outputs: readonly Value[], inputs: readonly Value[]
   const ids = new Map<Value, number>();
   const leaves: Value[] = [];
   const parts: string[] = [`t${settings.threads}`];
+  let spare = 0;
   const id = (v: Value): number => {
     let k = ids.get(v);
     if (k !== undefined) return k;
@@ -78,8 +79,10 @@ export function structureKey(outputs: readonly Value[], inputs: readonly Value[]
   inputs.forEach(id);
   for (const n of topoNodes(outputs)) {
     const ins = n.inputs.map((v) => (v === null ? '_' : id(v))).join(',');
-    for (const o of n.outputs) id(o);
-    parts.push(`${n.op}(${ins})${Object.keys(n.attrs).length ? attrKey(n.attrs) : ''}>${n.outputs.map((o) => ids.get(o)).join(',')}`);
+    // An output realized earlier is detached (its node is null, its data kept): here it is an
+    // unused slot of this node, and a leaf only where another node reads it.
+    const outs = n.outputs.map((o) => (o.node === n ? id(o) : `x${spare++}`));
+    parts.push(`${n.op}(${ins})${Object.keys(n.attrs).length ? attrKey(n.attrs) : ''}>${outs.join(',')}`);
   }
   parts.push(`out:${outputs.map(id).join(',')}`);
   return { key: parts.join(';'), leaves };

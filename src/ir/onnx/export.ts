@@ -46,6 +46,12 @@ export function toModelProto(opts: ExportOptions): Uint8Array {
     }
     return n;
   };
+  const spareName = (n: { outputs: readonly Value[] }, k: number): string => {
+    let name = `unused_${n.outputs[0]!.id}_${k}`;
+    for (let j = 1; used.has(name); j++) name = `unused_${n.outputs[0]!.id}_${k}_${j}`;
+    reserve(name);
+    return name;
+  };
   opts.inputs.forEach((v, i) => claim(v, opts.inputNames?.[i] ?? v.name ?? `input_${i}`));
   for (const v of opts.initializers ?? []) claim(v, v.name ?? `w${v.id}`);
   const inputSet = new Set(opts.inputs);
@@ -81,7 +87,8 @@ export function toModelProto(opts: ExportOptions): Uint8Array {
     for (const n of nodes) {
       g.message(1, (nw) => {
         for (const v of n.inputs) nw.string(1, v === null ? '' : nameOf(v));
-        for (const v of n.outputs) nw.string(2, nameOf(v));
+        // A detached output (realized earlier, now a leaf with data) is an unused slot here.
+        n.outputs.forEach((v, k) => nw.string(2, v.node === n ? nameOf(v) : spareName(n, k)));
         nw.string(4, n.op);
         const def = opDef(n.op);
         for (const [k, val] of Object.entries(n.attrs)) {
