@@ -6,12 +6,16 @@
  * - `TokenDataset`: language-modelling windows, fields x int64 [T] and y int64 [T] (y is x shifted
  *   left by one; both are views of one window of T + 1 tokens).
  * - `ImageDataset` (images.ts): uint8 images, fields x float32 [C, H, W] and y int64 [] (a label).
+ * - `ArrayDataset` (arrays.ts): rows of typed arrays in memory, any fields (PyTorch's TensorDataset).
+ * - a module dataset (arrays.ts): whatever a module's default export builds from its arguments.
  *
  * A dataset is described by a structured-clonable `DatasetSpec`, so a prefetch worker can rebuild it
  * in its own thread (`datasetFromSpec`); its tokens or pixels travel in a SharedArrayBuffer (or are
  * copied once when the spec is made), never per batch.
  */
 import type { Rng } from '../tensor/random.js';
+import { ArrayDataset, moduleDataset } from './arrays.js';
+import type { ArrayDatasetSpec, ModuleDatasetSpec } from './arrays.js';
 import { ImageDataset } from './images.js';
 import type { ImageDatasetSpec } from './images.js';
 
@@ -62,7 +66,7 @@ export interface Dataset {
 }
 
 export type TokenDatasetSpec = { kind: 'tokens'; tokens: TokenArray; ctx: number };
-export type DatasetSpec = TokenDatasetSpec | ImageDatasetSpec;
+export type DatasetSpec = TokenDatasetSpec | ImageDatasetSpec | ArrayDatasetSpec | ModuleDatasetSpec;
 
 /** Number of values in one row of `shape` (1 for a scalar). */
 export const rowSize = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
@@ -116,11 +120,21 @@ export class TokenDataset implements Dataset {
   }
 }
 
-/** The dataset a spec describes (in a prefetch worker: the main thread's dataset, sharing its memory). */
+/**
+ * The dataset a spec describes (in a prefetch worker: the main thread's dataset, sharing its
+ * memory). Module specs import their module: use `loadDataset` for those.
+ */
 export function datasetFromSpec(spec: DatasetSpec): Dataset {
   if (spec.kind === 'tokens') return new TokenDataset(spec.tokens, spec.ctx);
   if (spec.kind === 'images') return ImageDataset.fromSpec(spec);
+  if (spec.kind === 'arrays') return ArrayDataset.fromSpec(spec);
+  if (spec.kind === 'module') throw new Error(`datasetFromSpec: dataset module ${spec.module.slice(0, 80)} must be loaded with loadDataset (it imports the module)`);
   throw new Error(`datasetFromSpec: unknown dataset kind ${JSON.stringify((spec as { kind: unknown }).kind)}`);
+}
+
+/** Any spec's dataset, importing the module of a module spec. */
+export async function loadDataset(spec: DatasetSpec): Promise<Dataset> {
+  return spec.kind === 'module' ? moduleDataset(spec) : datasetFromSpec(spec);
 }
 
 /**

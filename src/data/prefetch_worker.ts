@@ -10,7 +10,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { BatchMaker, importRecordHook } from './batch.js';
 import type { Batch, SkippedRecord } from './batch.js';
-import { datasetFromSpec } from './dataset.js';
+import { loadDataset } from './dataset.js';
 import type { DatasetSpec } from './dataset.js';
 import { samplerFromSpec } from './sampler.js';
 import type { SamplerSpec, SamplerState } from './sampler.js';
@@ -44,7 +44,7 @@ async function run(): Promise<void> {
   try {
     const hook = init.recordHook === undefined ? undefined : await importRecordHook(init.recordHook);
     const opts = { batch: init.batch, hook, maxConsecutiveSkips: init.maxConsecutiveSkips, seed: init.seed, rank: init.rank, firstBatch: init.firstBatch };
-    maker = new BatchMaker(datasetFromSpec(init.dataset), samplerFromSpec(init.sampler, init.state), opts);
+    maker = new BatchMaker(await loadDataset(init.dataset), samplerFromSpec(init.sampler, init.state), opts);
   } catch (e) {
     post({ type: 'error', message: (e as Error).message });
     return;

@@ -2,7 +2,7 @@
  * Vision ops: Conv, ConvTranspose, BatchNormalization, MaxPool, AveragePool, GlobalAveragePool,
  * Flatten. Gradients are built from forward ONNX ops (onnxruntime has no training kernels):
  * a Conv's dX is a ConvTranspose; its dW a MatMul over im2col patches for ungrouped stride-1
- * convs and otherwise a Conv with the batch and channel roles swapped, the faster formulation in
+ * convs with >= 100 output positions and otherwise a Conv with the batch and channel roles swapped, the faster formulation in
  * each case as measured by bench/conv_grad.ts (numbers in docs/architecture.md).
  */
 import * as b from '../build.js';
