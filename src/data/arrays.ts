@@ -6,13 +6,12 @@
  * module dataset is rebuilt in the worker by importing its module (as record hooks are).
  */
 import { pathToFileURL } from 'node:url';
-import type { DataRecord, Dataset, FieldDType, FieldSpec, FieldValues, IntArray } from './dataset.js';
-import { rowSize } from './dataset.js';
+import type { ArrayDatasetSpec, DataRecord, Dataset, FieldDType, FieldSpec, FieldValues, IntArray, ModuleDatasetSpec } from './record.js';
+import { rowSize } from './record.js';
 
 /** One field of an `ArrayDataset`: n rows of `shape`, back to back. Integer arrays feed int64 fields. */
 export interface ArrayField { data: FieldValues; shape?: readonly number[] }
 
-export type ArrayDatasetSpec = { kind: 'arrays'; name: string; fields: { name: string; shape: number[]; data: FieldValues }[] };
 
 /** A typed array of the same kind over shared memory (itself when it already is). */
 function toShared(a: FieldValues): FieldValues {
@@ -80,14 +79,10 @@ export class ArrayDataset implements Dataset {
 }
 
 /**
- * A dataset built by a module: `module` (an absolute path, a file: or data: URL) default-exports
- * `(args) => Dataset | Promise<Dataset>`; `args` must be structured-clonable. The prefetch worker
- * imports the module and builds its own copy, so any source works there: the dataset a module
- * returns may itself have any `spec()`, since only this one crosses threads.
+ * Builds the dataset of a module spec (in whichever thread calls it); its `spec()` stays the module
+ * spec. The prefetch worker imports the module and builds its own copy, so any source works there:
+ * the dataset a module returns may itself have any `spec()`, since only this one crosses threads.
  */
-export type ModuleDatasetSpec = { kind: 'module'; module: string; args?: unknown };
-
-/** Builds the dataset of a module spec (in whichever thread calls it); its `spec()` stays the module spec. */
 export async function moduleDataset(spec: ModuleDatasetSpec): Promise<Dataset> {
   const url = spec.module.startsWith('/') ? pathToFileURL(spec.module).href : spec.module;
   let mod: { default?: unknown };

@@ -6,8 +6,8 @@
  */
 import { endianness } from 'node:os';
 import { pathToFileURL } from 'node:url';
-import type { DataRecord, Dataset, FieldDType, FieldValues, IntArray } from './dataset.js';
-import { rowSize } from './dataset.js';
+import type { DataRecord, Dataset, FieldDType, FieldValues, IntArray } from './record.js';
+import { rowSize } from './record.js';
 import type { Sampler, SamplerState } from './sampler.js';
 import { batchRng } from './transforms.js';
 

@@ -3,7 +3,7 @@
  * fields x float32 [C, H, W] (pixel / 255, then the dataset's transform) and y int64 [] (its label).
  */
 import type { Rng } from '../tensor/random.js';
-import type { DataRecord, Dataset, FieldSpec, IntArray } from './dataset.js';
+import type { DataRecord, Dataset, FieldSpec, ImageDatasetSpec, IntArray } from './record.js';
 import { ImageTransformer } from './transforms.js';
 import type { ImageTransform } from './transforms.js';
 
@@ -20,7 +20,7 @@ export interface ImageDatasetOptions {
   name?: string;
 }
 
-export type ImageDatasetSpec = { kind: 'images' } & Required<Omit<ImageDatasetOptions, 'transform'>> & { transform?: ImageTransform };
+export type { ImageDatasetSpec };
 
 /** A typed array in shared memory: itself when it already is, else a copy in a new SharedArrayBuffer. */
 function shared<A extends Uint8Array | Uint16Array | Int32Array | Uint32Array>(a: A, make: (b: SharedArrayBuffer) => A): A {

@@ -3,9 +3,9 @@ export { brownText, brownSplit, writeBrownText, brownFileIds, brownFileText, bro
 export { ByteTokenizer, BpeTokenizer, loadTokenizer, saveTokenizer, tokenizerFromJSON } from './tokenizer.js';
 export type { Tokenizer, TokenizerJSON, BpeTrainStats } from './tokenizer.js';
 export { ArrayDataset, moduleDataset } from './arrays.js';
-export type { ArrayField, ArrayDatasetSpec, ModuleDatasetSpec } from './arrays.js';
+export type { ArrayField } from './arrays.js';
 export { TokenDataset, datasetFromSpec, loadDataset, evalWindows, rowSize } from './dataset.js';
-export type { TokenArray, IntArray, Dataset, DatasetSpec, TokenDatasetSpec, FieldSpec, FieldDType, FieldValues, DataRecord } from './dataset.js';
+export type { TokenArray, IntArray, Dataset, DatasetSpec, TokenDatasetSpec, ArrayDatasetSpec, ModuleDatasetSpec, FieldSpec, FieldDType, FieldValues, DataRecord } from './record.js';
 export { ImageDataset } from './images.js';
 export type { ImageDatasetOptions, ImageDatasetSpec } from './images.js';
 export { ImageTransformer, MNIST_NORMALIZE, batchRng } from './transforms.js';
