@@ -1,7 +1,7 @@
 /**
  * All-reduce time per operation against message size, per algorithm, on 2, 4 and 8 thread ranks;
  * prints JSON and the crossover (the smallest size from which the ring is faster) per rank count.
- * RING_MIN_BYTES in src/dist/threads/group.ts comes from this.
+ * RING_MIN_BYTES in src/comm/threads/group.ts comes from this.
  *
  *   npx tsc -p . && node dist/bench/collectives.js [--ranks 2,4,8] [--min 1] [--max 4194304] [--step 4] [--ms 300] [--region 4194304] [--repeat 1]
  *
@@ -9,11 +9,11 @@
  */
 import { isMainThread } from 'node:worker_threads';
 import { cpus } from 'node:os';
-import { launchThreads } from '../src/dist/threads/launch.js';
-import type { ThreadsProcessGroup } from '../src/dist/threads/group.js';
-import { INLINE_BYTES } from '../src/dist/threads/layout.js';
-import type { AllReduceAlgorithm } from '../src/dist/threads/layout.js';
-import type { ProcessGroup } from '../src/dist/process_group.js';
+import { launchThreads } from '../src/comm/threads/launch.js';
+import type { ThreadsProcessGroup } from '../src/comm/threads/group.js';
+import { INLINE_BYTES } from '../src/comm/threads/layout.js';
+import type { AllReduceAlgorithm } from '../src/comm/threads/layout.js';
+import type { ProcessGroup } from '../src/comm/process_group.js';
 
 const ALGOS: AllReduceAlgorithm[] = ['inline', 'recursive_doubling', 'ring'];
 

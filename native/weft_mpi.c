@@ -1,6 +1,6 @@
 /*
  * weft_mpi: a small N-API addon over libmpi for weft's `mpi` process-group backend
- * (src/dist/mpi/binding.ts is its only user).
+ * (src/comm/mpi/binding.ts is its only user).
  *
  * Threading. Between MPI_Init_thread and MPI_Finalize (both on the JavaScript thread, the latter
  * after the progress thread has stopped), every MPI call but MPI_Abort is made by ONE progress
@@ -55,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Operation kinds: the order is shared with KINDS in src/dist/mpi/binding.ts. */
+/* Operation kinds: the order is shared with KINDS in src/comm/mpi/binding.ts. */
 enum { K_ALLREDUCE, K_BCAST, K_REDUCE, K_ALLGATHER, K_REDUCE_SCATTER, K_GATHER, K_SCATTER,
        K_ALLTOALL, K_ALLTOALLV, K_BARRIER, K_SPLIT, K_FREE, K_SEND, K_RECV, K_COUNT };
 static const char *const KIND_NAME[K_COUNT] = {

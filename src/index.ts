@@ -35,4 +35,5 @@ export type { RunConfig } from './train/config.js';
 export { saveCheckpoint, loadCheckpoint, latestCheckpoint, CheckpointError } from './train/checkpoint.js';
 export { encodeSafetensors, decodeSafetensors } from './train/safetensors.js';
 export { Generator } from './train/generate.js';
-export * from './dist/index.js';
+export * from './comm/index.js';
+export * from './parallel/index.js';

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { bindingPath, NOT_BUILT } from '../src/dist/mpi/binding.js';
+import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { bindingPath, NOT_BUILT } from '../src/dist/mpi/binding.js';
+import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
 
 export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 

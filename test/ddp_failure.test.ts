@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launchThreads } from '../src/dist/threads/launch.js';
-import { bindingPath, NOT_BUILT } from '../src/dist/mpi/binding.js';
+import { launchThreads } from '../src/comm/threads/launch.js';
+import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
 
 const entry = new URL('./fault_rank.js', import.meta.url);
 const TIMEOUT_S = 20;

@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FlatBuffer, Rng, setThreads } from '../src/index.js';
 import { bindParameters, GPT } from '../src/nn/index.js';
-import { DistributedDataParallel, makeBuckets } from '../src/dist/ddp.js';
-import { LocalProcessGroup } from '../src/dist/local.js';
+import { DistributedDataParallel, makeBuckets } from '../src/parallel/ddp.js';
+import { LocalProcessGroup } from '../src/comm/local.js';
 import { gradStep } from '../src/train/step.js';
 
 setThreads(1);
@@ -61,7 +61,7 @@ test('the segmented backward gives the whole program\'s loss and gradients (to f
 });
 
 test('fp16 conversion rounds to nearest even and round-trips halves exactly', async () => {
-  const { toHalf, fromHalf } = await import('../src/dist/ddp.js');
+  const { toHalf, fromHalf } = await import('../src/parallel/ddp.js');
   for (const [x, bits] of [[0, 0], [1, 0x3c00], [-2, 0xc000], [65504, 0x7bff], [1e6, 0x7c00], [2 ** -24, 0x0001], [0.1, 0x2e66], [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02]] as const) {
     assert.equal(toHalf(x), bits, `toHalf(${x})`);
   }

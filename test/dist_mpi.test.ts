@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { bindingPath, NOT_BUILT } from '../src/dist/mpi/binding.js';
+import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
 
 const worker = fileURLToPath(new URL('./mpi_worker.js', import.meta.url));
 const hasMpirun = spawnSync('sh', ['-c', 'command -v mpirun'], { stdio: 'ignore' }).status === 0;

@@ -6,12 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isMainThread } from 'node:worker_threads';
-import { CollectiveError } from '../src/dist/process_group.js';
-import type { ProcessGroup } from '../src/dist/process_group.js';
-import { launchThreads, LaunchError } from '../src/dist/threads/launch.js';
-import type { ThreadsWork } from '../src/dist/threads/group.js';
+import { CollectiveError } from '../src/comm/process_group.js';
+import type { ProcessGroup } from '../src/comm/process_group.js';
+import { launchThreads, LaunchError } from '../src/comm/threads/launch.js';
+import type { ThreadsWork } from '../src/comm/threads/group.js';
 import { runCollectiveSuite } from './helpers/collective_suite.js';
-import { DistributedDataParallel } from '../src/dist/ddp.js';
+import { DistributedDataParallel } from '../src/parallel/ddp.js';
 import { bindParameters, Linear } from '../src/nn/index.js';
 import { FlatBuffer } from '../src/runtime/flat.js';
 

@@ -5,7 +5,7 @@
  * it trains on the MPI world.
  */
 import { pathToFileURL } from 'node:url';
-import type { ProcessGroup } from '../src/dist/process_group.js';
+import type { ProcessGroup } from '../src/comm/process_group.js';
 import { parseConfig } from '../src/train/config.js';
 import { Trainer } from '../src/train/trainer.js';
 
@@ -37,7 +37,7 @@ export default async function rank(pg: ProcessGroup, a: FaultArgs): Promise<void
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]!).href) {
-  const { initMpi } = await import('../src/dist/mpi/group.js');
+  const { initMpi } = await import('../src/comm/mpi/group.js');
   const a = JSON.parse(process.argv[2]!) as FaultArgs;
   const pg = initMpi({ timeoutMs: a.timeoutS * 1000 });
   await rank(pg, a);

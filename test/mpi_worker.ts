@@ -13,9 +13,9 @@
  *   hang-caught  as hang, but the others catch the error and carry on: MPI_Abort ends the job
  */
 import assert from 'node:assert/strict';
-import { CollectiveError, deviceMesh } from '../src/dist/process_group.js';
-import type { CommArray, ProcessGroup } from '../src/dist/process_group.js';
-import { initMpi } from '../src/dist/mpi/group.js';
+import { CollectiveError, deviceMesh } from '../src/comm/process_group.js';
+import type { CommArray, ProcessGroup } from '../src/comm/process_group.js';
+import { initMpi } from '../src/comm/mpi/group.js';
 import { runCollectiveSuite } from './helpers/collective_suite.js';
 
 const [kase = 'suite', timeoutArg, largeArg] = process.argv.slice(2);

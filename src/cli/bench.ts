@@ -15,9 +15,9 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
-import { DistributedDataParallel } from '../dist/ddp.js';
-import { launchThreads } from '../dist/threads/launch.js';
-import type { ProcessGroup } from '../dist/process_group.js';
+import { DistributedDataParallel } from '../parallel/ddp.js';
+import { launchThreads } from '../comm/threads/launch.js';
+import type { ProcessGroup } from '../comm/process_group.js';
 
 export type Preset = keyof typeof GPT_PRESETS;
 

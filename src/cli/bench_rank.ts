@@ -1,5 +1,5 @@
 /** One rank of `weft bench --nproc N`: the data-parallel training step, measured. */
-import type { ProcessGroup } from '../dist/process_group.js';
+import type { ProcessGroup } from '../comm/process_group.js';
 import { measureWeft } from './bench.js';
 import type { Preset, WeftMeasurement } from './bench.js';
 

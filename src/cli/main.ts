@@ -15,8 +15,8 @@ import { loadConfig, parseConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
 import { measureWeft, measureWeftRanks, sideBySide } from './bench.js';
-import { launchThreads } from '../dist/threads/launch.js';
-import { initMpi } from '../dist/mpi/group.js';
+import { launchThreads } from '../comm/threads/launch.js';
+import { initMpi } from '../comm/mpi/group.js';
 import type { Preset } from './bench.js';
 import { existsSync, statSync } from 'node:fs';
 

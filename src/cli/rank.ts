@@ -2,7 +2,7 @@
  * What one rank runs under `weft train --nproc N` (threads backend): the trainer on its process
  * group. The launcher passes the config path, overrides and flags.
  */
-import type { ProcessGroup } from '../dist/process_group.js';
+import type { ProcessGroup } from '../comm/process_group.js';
 import { loadConfig } from '../train/config.js';
 import { Trainer } from '../train/trainer.js';
 

@@ -12,7 +12,7 @@
  *   console.log(r.evals.at(-1)?.metrics.accuracy);
  */
 import type { LoaderOptions } from '../data/loader.js';
-import type { ProcessGroup } from '../dist/process_group.js';
+import type { ProcessGroup } from '../comm/process_group.js';
 import type { Module } from '../nn/module.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { parseConfig } from './config.js';

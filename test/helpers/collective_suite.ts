@@ -11,7 +11,7 @@
  * type (int32 truncates toward zero; float results may differ from that by one rounding);
  * reduce leaves non-root buffers unchecked.
  */
-import type { CommArray, ProcessGroup, ReduceOp } from '../../src/dist/process_group.js';
+import type { CommArray, ProcessGroup, ReduceOp } from '../../src/comm/process_group.js';
 
 export type SuiteDType = 'float32' | 'float64' | 'int32';
 export const SUITE_DTYPES: readonly SuiteDType[] = ['float32', 'float64', 'int32'];

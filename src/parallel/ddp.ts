@@ -23,7 +23,7 @@ import type { Feed } from '../tensor/compile.js';
 import { grad, placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Value } from '../ir/graph.js';
-import type { ProcessGroup, Work } from './process_group.js';
+import type { ProcessGroup, Work } from '../comm/process_group.js';
 
 /** A contiguous range [lo, hi) of the flat gradient buffer, holding whole tensors. */
 export interface Bucket { readonly index: number; readonly lo: number; readonly hi: number; readonly slots: readonly Slot[] }

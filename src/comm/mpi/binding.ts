@@ -89,7 +89,7 @@ export const NOT_BUILT = 'the MPI backend is not built: install OpenMPI (openmpi
 export function bindingPath(): string | null {
   const env = process.env['WEFT_MPI_BINDING'];
   if (env) return existsSync(env) ? env : null;
-  // This file runs from src/dist/mpi (a TS loader) or dist/src/dist/mpi (compiled).
+  // This file runs from src/comm/mpi (a TS loader) or dist/src/comm/mpi (compiled).
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     const p = join(dir, 'native', 'build', 'weft_mpi.node');

@@ -8,7 +8,5 @@ export type { ThreadsGroupOptions } from './threads/group.js';
 export type { AllReduceAlgorithm } from './threads/layout.js';
 export { initMpi, MpiProcessGroup } from './mpi/group.js';
 export type { MpiOptions } from './mpi/group.js';
-export { DistributedDataParallel, allReduceHook, fp16Hook, makeBuckets } from './ddp.js';
-export type { Bucket, CommHook, DDPOptions } from './ddp.js';
 export { LocalProcessGroup } from './local.js';
 export { allGatherJson } from './json.js';
