@@ -2,6 +2,7 @@
 import './ir/ops/index.js';
 
 export * as ops from './ir/build.js';
+export * as collectives from './ir/ops/collective.js';
 export type { DType, TypedArray } from './ir/dtype.js';
 export type { AutoPad, AveragePoolOptions, BatchNormOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions, WindowOptions } from './ir/build.js';
 export { Value, Node } from './ir/graph.js';
@@ -12,6 +13,8 @@ export { fromModelProto, OnnxImportError } from './ir/onnx/import.js';
 export { grad as gradValues } from './autodiff/grad.js';
 export { realize as realizeValues, setThreads, settings, clearCache, cacheSize, compileProgram, runProgram } from './runtime/executor.js';
 export { Layout, FlatBuffer } from './runtime/flat.js';
+export { compileSchedule, registerHostKernel, hasHostOps } from './runtime/schedule.js';
+export type { Schedule as ProgramSchedule, ScheduleStats, HostKernel } from './runtime/schedule.js';
 export { profiler, Profiler } from './runtime/profiler.js';
 export { Tensor, tensor, zeros, ones, randn, placeholder, grad, realize } from './tensor/tensor.js';
 export { compile } from './tensor/compile.js';

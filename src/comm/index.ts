@@ -10,3 +10,4 @@ export { initMpi, MpiProcessGroup } from './mpi/group.js';
 export type { MpiOptions } from './mpi/group.js';
 export { LocalProcessGroup } from './local.js';
 export { allGatherJson } from './json.js';
+export type { CollectiveContext } from './kernels.js';

@@ -57,6 +57,11 @@ export interface OpDef {
   readonly gradAllOutputs?: boolean;
   /** Present on composite ops that are not ONNX ops at opset 17. */
   readonly lower?: Lowering;
+  /**
+   * Runs outside onnxruntime (weft's own ops: collectives): a step holding one is cut there into
+   * programs before and after it (runtime/schedule.ts), and ONNX export refuses it.
+   */
+  readonly host?: boolean;
 }
 
 const REGISTRY = new Map<string, OpDef>();

@@ -1,3 +1,4 @@
 /** Parallel plans over process groups: data parallel today (tensor, pipeline, expert and ZeRO plans belong here). */
 export { DistributedDataParallel, allReduceHook, fp16Hook, makeBuckets } from './ddp.js';
 export type { Bucket, CommHook, DDPOptions } from './ddp.js';
+export { compileSpmd } from './spmd.js';

@@ -7,16 +7,31 @@
 import type { DType, TypedArray } from '../ir/dtype.js';
 import { compileProgram, runProgram } from '../runtime/executor.js';
 import type { Program } from '../runtime/executor.js';
+import { compileSchedule, hasHostOps } from '../runtime/schedule.js';
+import type { Schedule, ScheduleStats } from '../runtime/schedule.js';
 import { fmt } from '../ir/shape.js';
 import { placeholder, Tensor } from './tensor.js';
 
 export interface Feed { data: TypedArray; shape: readonly number[]; dtype: DType }
 
-export type Compiled = ((...inputs: Feed[]) => Promise<TypedArray[]>) & { readonly traces: number };
+export type Compiled = ((...inputs: Feed[]) => Promise<TypedArray[]>) & {
+  readonly traces: number;
+  /** The schedule of the last call, when its graph holds host ops (collectives); null otherwise. */
+  readonly schedule: ScheduleStats | null;
+};
 
-export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name || 'compiled'): Compiled {
-  const cache = new Map<string, Program>();
+export interface CompileOptions {
+  /**
+   * Handed to the kernels of host ops (for collectives, `{ groups }`: the process group of each
+   * mesh axis). A graph that holds host ops runs as a schedule of programs cut at each of them.
+   */
+  context?: unknown;
+}
+
+export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name || 'compiled', opts: CompileOptions = {}): Compiled {
+  const cache = new Map<string, { program: Program } | { schedule: Schedule }>();
   let traces = 0;
+  let last: Schedule | null = null;
   const run = async (...inputs: Feed[]): Promise<TypedArray[]> => {
     const sig = inputs.map((f) => `${f.dtype}${fmt(f.shape)}`).join(';');
     let p = cache.get(sig);
@@ -24,12 +39,16 @@ export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name ||
       traces++;
       const ph = inputs.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
       const outs = fn(...ph).map((t) => t.value);
-      p = await compileProgram(outs, ph.map((t) => t.value));
+      const vals = ph.map((t) => t.value);
+      p = hasHostOps(outs) ? { schedule: await compileSchedule(outs, vals) } : { program: await compileProgram(outs, vals) };
       cache.set(sig, p);
     }
-    return runProgram(p, name, inputs);
+    if ('program' in p) { last = null; return runProgram(p.program, name, inputs); }
+    last = p.schedule;
+    return p.schedule.run(inputs, opts.context, name);
   };
-  return Object.defineProperty(run, 'traces', { get: () => traces }) as Compiled;
+  Object.defineProperty(run, 'traces', { get: () => traces });
+  return Object.defineProperty(run, 'schedule', { get: () => last?.stats ?? null }) as Compiled;
 }
 
 export { Tensor };

@@ -58,6 +58,11 @@ export function toModelProto(opts: ExportOptions): Uint8Array {
   const initSet = new Set(opts.initializers ?? []);
 
   const nodes = topoNodes(outputs);
+  const host = nodes.find((n) => opDef(n.op).host);
+  if (host) {
+    const axis = host.attrs['axis'];
+    throw new Error(`export: node ${host.op}${typeof axis === 'string' ? ` (axis '${axis}')` : ''} runs outside onnxruntime; an ONNX graph cannot hold it (export the single-device model, or run the step with compileSchedule)`);
+  }
   const constants: Value[] = [];
   const seen = new Set<Value>();
   for (const n of nodes) {

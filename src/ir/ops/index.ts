@@ -6,3 +6,4 @@ import './shape.js';
 import './indexing.js';
 import './nn.js';
 import './vision.js';
+import './collective.js';

@@ -1,0 +1,131 @@
+/**
+ * Collectives as ops of the IR (weft's domain, not ONNX): each names the mesh axis whose group it
+ * runs on and that group's size (shapes depend on it), and runs outside onnxruntime (`host`): a
+ * step holding one is cut there (runtime/schedule.ts) and its kernel is the process group's
+ * collective (comm/kernels.ts).
+ *
+ * Gradients are Megatron's conjugate pairs, whose meaning rests on one convention: a value is
+ * either *replicated* over the axis (the same on every rank; its gradient is the gradient, counted
+ * once) or *rank-local* (a shard or a partial sum; its gradient is that rank's share):
+ *
+ *   op                 forward                         backward
+ *   weft.Copy          identity (replicated in,        all-reduce sum (each rank's consumer
+ *                      rank-local consumers)           contributes a part of the gradient)
+ *   weft.AllReduce     all-reduce sum (partial sums    identity (the replicated result's gradient
+ *                      in, replicated out)             is every partial's)
+ *   weft.AllGather     concat shards along `dim`       reduce-scatter (rank-local consumers, e.g.
+ *                                                      sequence parallel into a column-parallel
+ *                                                      Linear) or split (`backward: 'split'`:
+ *                                                      a replicated consumer)
+ *   weft.ReduceScatter sum, keep this rank's chunk     all-gather
+ *   weft.Split         keep this rank's chunk of a     all-gather
+ *                      replicated value
+ *   weft.AllToAll      chunk j of `split_dim` to       all-to-all with the dims exchanged
+ *                      rank j, concat on `concat_dim`
+ *
+ * Everything else in a traced step is ordinary single-device code on local shapes.
+ */
+import * as b from '../build.js';
+import type { Value } from '../graph.js';
+import { defineOp } from '../registry.js';
+import type { GradCtx, InferCtx, OutputType } from '../registry.js';
+import { fmt, normAxis } from '../shape.js';
+
+const axisAttrs = { axis: { kind: 'string' }, size: { kind: 'int' } } as const;
+
+/** The group size attribute, checked. */
+function groupSize(c: InferCtx): number {
+  const n = c.attr<number>('size');
+  if (!(Number.isInteger(n) && n >= 1)) c.fail(`size (the '${c.attr<string>('axis')}' group's rank count) must be a positive integer, got ${n}`);
+  return n;
+}
+
+const same = (c: InferCtx): OutputType[] => {
+  groupSize(c);
+  const x = c.input(0);
+  if (x.dtype !== 'float32' && x.dtype !== 'float64') c.fail(`${c.describe(0)} must be float32 or float64, got ${x.dtype}`);
+  return [{ dtype: x.dtype, shape: x.shape }];
+};
+
+/** x's shape with `dim` multiplied (gather) or divided (scatter) by the group size. */
+function resized(c: InferCtx, dimAttr: string, grow: boolean): OutputType[] {
+  same(c);
+  const n = groupSize(c);
+  const x = c.input(0);
+  const dim = normAxis(c.attr<number>(dimAttr), x.rank, c.op);
+  const d = x.shape[dim]!;
+  if (typeof d !== 'number') c.fail(`${c.describe(0)}: dim ${dim} must be static, got '${d}'`);
+  if (!grow && d % n !== 0) c.fail(`${c.describe(0)}: dim ${dim} (${d}) must divide by the '${c.attr<string>('axis')}' group size ${n}`);
+  const shape = x.shape.map((e, i) => (i === dim ? (grow ? d * n : d / n) : e));
+  return [{ dtype: x.dtype, shape }];
+}
+
+const attrsOf = (g: GradCtx): { axis: string; size: number } => ({ axis: g.attr<string>('axis'), size: g.attr<number>('size') });
+
+/** Builders: one per op (also what gradient rules use). */
+export const copyTo = (x: Value, axis: string, size: number): Value => b.apply1('weft.Copy', [x], { axis, size });
+export const allReduce = (x: Value, axis: string, size: number): Value => b.apply1('weft.AllReduce', [x], { axis, size });
+export const allGather = (x: Value, axis: string, size: number, dim: number, backward: 'reduce_scatter' | 'split' = 'reduce_scatter'): Value =>
+  b.apply1('weft.AllGather', [x], { axis, size, dim, ...(backward === 'split' ? { backward } : {}) });
+export const reduceScatter = (x: Value, axis: string, size: number, dim: number): Value => b.apply1('weft.ReduceScatter', [x], { axis, size, dim });
+export const splitTo = (x: Value, axis: string, size: number, dim: number): Value => b.apply1('weft.Split', [x], { axis, size, dim });
+export const allToAll = (x: Value, axis: string, size: number, splitDim: number, concatDim: number): Value =>
+  b.apply1('weft.AllToAll', [x], { axis, size, split_dim: splitDim, concat_dim: concatDim });
+
+defineOp({
+  name: 'weft.Copy', inputs: ['X'], attrs: axisAttrs, host: true, infer: same,
+  grad: (g) => { const a = attrsOf(g); return [allReduce(g.dy[0]!, a.axis, a.size)]; },
+});
+
+defineOp({
+  name: 'weft.AllReduce', inputs: ['X'], attrs: axisAttrs, host: true, infer: same,
+  grad: (g) => [g.dy[0]!],
+});
+
+defineOp({
+  name: 'weft.AllGather', inputs: ['X'], host: true,
+  attrs: { ...axisAttrs, dim: { kind: 'int', default: 0 }, backward: { kind: 'string', default: 'reduce_scatter' } },
+  infer: (c) => {
+    const back = c.attr<string>('backward');
+    if (back !== 'reduce_scatter' && back !== 'split') c.fail(`backward must be 'reduce_scatter' or 'split', got '${back}'`);
+    return resized(c, 'dim', true);
+  },
+  grad: (g) => {
+    const a = attrsOf(g);
+    const dim = g.attr<number>('dim');
+    return [g.attr<string>('backward') === 'split' ? splitTo(g.dy[0]!, a.axis, a.size, dim) : reduceScatter(g.dy[0]!, a.axis, a.size, dim)];
+  },
+});
+
+defineOp({
+  name: 'weft.ReduceScatter', inputs: ['X'], host: true, attrs: { ...axisAttrs, dim: { kind: 'int', default: 0 } },
+  infer: (c) => resized(c, 'dim', false),
+  grad: (g) => { const a = attrsOf(g); return [allGather(g.dy[0]!, a.axis, a.size, g.attr<number>('dim'))]; },
+});
+
+defineOp({
+  name: 'weft.Split', inputs: ['X'], host: true, attrs: { ...axisAttrs, dim: { kind: 'int', default: 0 } },
+  infer: (c) => resized(c, 'dim', false),
+  grad: (g) => { const a = attrsOf(g); return [allGather(g.dy[0]!, a.axis, a.size, g.attr<number>('dim'), 'split')]; },
+});
+
+defineOp({
+  name: 'weft.AllToAll', inputs: ['X'], host: true,
+  attrs: { ...axisAttrs, split_dim: { kind: 'int', default: 0 }, concat_dim: { kind: 'int', default: 0 } },
+  infer: (c) => {
+    same(c);
+    const n = groupSize(c);
+    const x = c.input(0);
+    const [sd, cd] = [normAxis(c.attr<number>('split_dim'), x.rank, c.op), normAxis(c.attr<number>('concat_dim'), x.rank, c.op)];
+    const s = x.shape[sd]!;
+    if (typeof s !== 'number' || s % n !== 0) c.fail(`${c.describe(0)}: split_dim ${sd} (${String(s)}) must be static and divide by the '${c.attr<string>('axis')}' group size ${n}`);
+    const chunk = (s as number) / n;
+    if (typeof x.shape[cd] !== 'number') c.fail(`${c.describe(0)}: concat_dim ${cd} must be static, got ${fmt(x.shape)}`);
+    const shape = x.shape.map((d, i) => (i === sd && i === cd ? d : i === sd ? chunk : i === cd ? (d as number) * n : d));
+    return [{ dtype: x.dtype, shape }];
+  },
+  grad: (g) => {
+    const a = attrsOf(g);
+    return [allToAll(g.dy[0]!, a.axis, a.size, g.attr<number>('concat_dim'), g.attr<number>('split_dim'))];
+  },
+});
