@@ -65,7 +65,7 @@ registerHostKernel('weft.Copy', async (n, [x], ctx) => { groupOf(n, ctx); return
 
 registerHostKernel('weft.AllReduce', async (n, [x], ctx) => {
   const buf = copy(x!);
-  await groupOf(n, ctx).allReduce(buf as CommArray, 'sum').wait();
+  await groupOf(n, ctx).allReduce(buf as CommArray, n.attrs['op'] === 'max' ? 'max' : 'sum').wait();
   return [buf];
 });
 

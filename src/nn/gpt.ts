@@ -61,11 +61,12 @@ export class CausalSelfAttention extends Module {
 
   /** x [B*T, d] -> [B*T, d]; scores scaled by 1/sqrt(d/heads), future positions masked. */
   forward(x: Tensor, B: number, T: number): Tensor {
-    const [H, hd] = [this.heads, this.d / this.heads];
-    const qkv = this.qkv.forward(x).reshape([B, T, 3, H, hd]).transpose([2, 0, 3, 1, 4]); // [3, B, H, T, hd]
+    // Heads by -1: under tensor parallelism a rank's qkv holds only its heads (a plan's shards).
+    const hd = this.d / this.heads;
+    const qkv = this.qkv.forward(x).reshape([B, T, 3, -1, hd]).transpose([2, 0, 3, 1, 4]); // [3, B, H, T, hd]
     const [q, k, v] = qkv.split([1, 1, 1], 0).map((t) => t.squeeze([0])) as [Tensor, Tensor, Tensor];
     const att = q.mul(1 / Math.sqrt(hd)).matmul(k.T).add(causalMask(T, x.dtype as 'float32' | 'float64')).softmax(-1);
-    const y = att.matmul(v).transpose([0, 2, 1, 3]).reshape([B * T, this.d]);
+    const y = att.matmul(v).transpose([0, 2, 1, 3]).reshape([B * T, -1]);
     return this.drop.forward(this.proj.forward(y));
   }
 }
@@ -133,14 +134,21 @@ export class GPT extends Module {
     const pos = T === this.config.ctx ? this.pos.t : this.pos.t.slice([0], [T], [0]);
     let x = this.tok.forward(idx).add(pos).reshape([B * T, this.config.d]);
     for (const blk of this.blocks) x = blk.forward(x, B, T);
-    x = this.lnf.forward(x);
-    // Tied head: logits = x tok^T, one Gemm with transB.
+    return this.head(this.lnf.forward(x));
+  }
+
+  /** Tied head: logits = x tok^T [B*T, vocab], one Gemm with transB. */
+  head(x: Tensor): Tensor {
     return new Tensor(b.gemm(x.value, this.tok.weight.t.value, null, { transB: true }));
+  }
+
+  /** Mean cross-entropy of `logits` [B*T, vocab] against `tgt` [B, T]. */
+  criterion(logits: Tensor, tgt: Tensor): Tensor {
+    return logits.crossEntropy(tgt.reshape([-1]));
   }
 
   /** Mean cross-entropy of predicting `tgt` [B, T] from `idx` [B, T]. */
   loss(idx: Tensor, tgt: Tensor): Tensor {
-    const [B, T] = idx.shape as [number, number];
-    return this.logits(idx).crossEntropy(tgt.reshape([B * T]));
+    return this.criterion(this.logits(idx), tgt);
   }
 }

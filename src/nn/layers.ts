@@ -21,7 +21,7 @@ export class Linear extends Module {
   forward(x: Tensor): Tensor {
     const x2 = x.rank === 2 ? x : x.reshape([-1, this.inFeatures]);
     const y = new Tensor(b.gemm(x2.value, this.weight.t.value, this.bias?.t.value ?? null));
-    return x.rank === 2 ? y : y.reshape([...(x.shape.slice(0, -1) as number[]), this.outFeatures]);
+    return x.rank === 2 ? y : y.reshape([...(x.shape.slice(0, -1) as number[]), -1]);
   }
 }
 

@@ -15,7 +15,9 @@
  */
 import { FlatBuffer, Layout } from '../runtime/flat.js';
 import type { FloatArray, Slot } from '../runtime/flat.js';
-import { fmt } from '../ir/shape.js';
+import { fmt, numel } from '../ir/shape.js';
+import { localShape, shard } from './placement.js';
+import type { Placement } from './placement.js';
 import { Rng } from '../tensor/random.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -37,7 +39,10 @@ export const init = {
 
 export class Parameter {
   private bound: Tensor | null = null;
+  /** Where the parameter lies on a mesh axis (set by a parallel plan before binding); null: replicated. */
+  placement: Placement | null = null;
 
+  /** `shape` is the whole tensor's; a sharded parameter holds `localShape(shape, placement)`. */
   constructor(readonly shape: readonly number[], public init: Init) {}
 
   /** The parameter as a graph leaf over its flat-buffer view. */
@@ -152,12 +157,19 @@ export function bindParameters(model: Module, opts?: { seed?: number; dtype?: 'f
 export function bindParameters(model: Module, opts: { seed?: number; dtype: 'float64'; label?: string }): BoundParameters<Float64Array>;
 export function bindParameters(model: Module, opts: { seed?: number; dtype?: 'float32' | 'float64'; label?: string } = {}): BoundParameters<FloatArray> {
   const named = model.namedParameters();
-  const layout = new Layout(named.map(([name, p]) => ({ name, shape: p.shape })));
+  const layout = new Layout(named.map(([name, p]) => ({ name, shape: localShape(p.shape, p.placement) })));
   const flat: FlatBuffer<FloatArray> = opts.dtype === 'float64' ? FlatBuffer.zeros64(layout, opts.label ?? 'params') : FlatBuffer.zeros(layout, opts.label ?? 'params');
   const rng = new Rng(opts.seed ?? 0);
   const tensors: Record<string, Tensor> = {};
   for (const [name, p] of named) {
-    p.init(flat.view(name), rng, p.shape);
+    if (p.placement === null) p.init(flat.view(name), rng, p.shape);
+    else {
+      // Every layout draws the whole tensor from the same generator and keeps its shard, so any
+      // number of shards starts from the single-device initialization.
+      const whole = opts.dtype === 'float64' ? new Float64Array(numel(p.shape)) : new Float32Array(numel(p.shape));
+      p.init(whole, rng, p.shape);
+      flat.view(name).set(shard(whole, p.shape, p.placement));
+    }
     const t = new Tensor(flat.leaf(name));
     p.bind(t);
     tensors[name] = t;

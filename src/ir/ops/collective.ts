@@ -12,7 +12,7 @@
  *   weft.Copy          identity (replicated in,        all-reduce sum (each rank's consumer
  *                      rank-local consumers)           contributes a part of the gradient)
  *   weft.AllReduce     all-reduce sum (partial sums    identity (the replicated result's gradient
- *                      in, replicated out)             is every partial's)
+ *                      in, replicated out); or max     is every partial's); none for max
  *   weft.AllGather     concat shards along `dim`       reduce-scatter (rank-local consumers, e.g.
  *                                                      sequence parallel into a column-parallel
  *                                                      Linear) or split (`backward: 'split'`:
@@ -64,7 +64,8 @@ const attrsOf = (g: GradCtx): { axis: string; size: number } => ({ axis: g.attr<
 
 /** Builders: one per op (also what gradient rules use). */
 export const copyTo = (x: Value, axis: string, size: number): Value => b.apply1('weft.Copy', [x], { axis, size });
-export const allReduce = (x: Value, axis: string, size: number): Value => b.apply1('weft.AllReduce', [x], { axis, size });
+export const allReduce = (x: Value, axis: string, size: number, op: 'sum' | 'max' = 'sum'): Value =>
+  b.apply1('weft.AllReduce', [x], { axis, size, ...(op === 'max' ? { op } : {}) });
 export const allGather = (x: Value, axis: string, size: number, dim: number, backward: 'reduce_scatter' | 'split' = 'reduce_scatter'): Value =>
   b.apply1('weft.AllGather', [x], { axis, size, dim, ...(backward === 'split' ? { backward } : {}) });
 export const reduceScatter = (x: Value, axis: string, size: number, dim: number): Value => b.apply1('weft.ReduceScatter', [x], { axis, size, dim });
@@ -77,9 +78,18 @@ defineOp({
   grad: (g) => { const a = attrsOf(g); return [allReduce(g.dy[0]!, a.axis, a.size)]; },
 });
 
+/**
+ * op 'max' has no gradient: it serves as a constant shift (the vocab-parallel softmax's max), and
+ * autodiff treats its result as a constant.
+ */
 defineOp({
-  name: 'weft.AllReduce', inputs: ['X'], attrs: axisAttrs, host: true, infer: same,
-  grad: (g) => [g.dy[0]!],
+  name: 'weft.AllReduce', inputs: ['X'], attrs: { ...axisAttrs, op: { kind: 'string', default: 'sum' } }, host: true,
+  infer: (c) => {
+    const op = c.attr<string>('op');
+    if (op !== 'sum' && op !== 'max') c.fail(`op must be 'sum' or 'max', got '${op}'`);
+    return same(c);
+  },
+  grad: (g) => [g.attr<string>('op') === 'max' ? null : g.dy[0]!],
 });
 
 defineOp({

@@ -85,6 +85,26 @@ const compare = { inputs: ['A', 'B'], infer: (c: InferCtx) => broadcastInfer(c, 
 defineOp({ name: 'Equal', ...compare });
 defineOp({ name: 'Greater', ...compare });
 defineOp({ name: 'Less', ...compare });
+defineOp({ name: 'GreaterOrEqual', ...compare });
+defineOp({ name: 'LessOrEqual', ...compare });
+
+/** Boolean logic (masks): inputs and output bool, broadcast. */
+const logic = {
+  inputs: ['A', 'B'], nondiff: [0, 1],
+  infer: (c: InferCtx) => {
+    for (const i of [0, 1]) if (c.input(i).dtype !== 'bool') c.fail(`${c.describe(i)} must be bool, got ${c.input(i).dtype}`);
+    return broadcastInfer(c, 'bool');
+  },
+} as const;
+defineOp({ name: 'And', ...logic });
+defineOp({ name: 'Or', ...logic });
+defineOp({
+  name: 'Not', inputs: ['X'], nondiff: [0],
+  infer: (c) => {
+    if (c.input(0).dtype !== 'bool') c.fail(`${c.describe(0)} must be bool, got ${c.input(0).dtype}`);
+    return [{ dtype: 'bool', shape: c.input(0).shape }];
+  },
+});
 
 defineOp({
   name: 'Where', inputs: ['condition', 'X', 'Y'], nondiff: [0],

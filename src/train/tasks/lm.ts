@@ -72,7 +72,7 @@ export class LanguageModelTask implements Task {
   /** Logits [B*T, vocab]. */
   forward(x: Tensor): Tensor { return this.model.logits(x); }
 
-  loss(out: Tensor, y: Tensor): Tensor { return out.crossEntropy(y.reshape([out.shape[0] as number])); }
+  loss(out: Tensor, y: Tensor): Tensor { return this.model.criterion(out, y); }
 
   checkpointState(): unknown { return { tokenizer: this.tokenizer.toJSON() }; }
 

@@ -1,0 +1,61 @@
+/**
+ * The GPT's tensor-parallel plan (Megatron-LM's layout), beside the model and applied to a model
+ * instance before `bindParameters`; gpt.ts stays single-device code.
+ *
+ * - token embedding: vocab parallel (rows of the table), and the tied LM head gives this rank's
+ *   vocabulary slice of the logits, which a vocab-parallel cross-entropy reads without gathering;
+ * - attention: q|k|v column parallel by heads (each rank its heads of q, k and v), the output
+ *   projection row parallel; MLP: fc1 column parallel, fc2 row parallel;
+ * - LayerNorms and the position table replicated; with `sp`, the residual stream between the
+ *   regions is split by tokens (Korthikanti et al.), LayerNorms run on those shards.
+ *
+ * Per block without sp: forward 2 all-reduces (after proj, after fc2), backward 2 (the copies into
+ * qkv and fc1); with sp the same bytes as 2 all-gathers + 2 reduce-scatters each way.
+ */
+import * as b from '../ir/build.js';
+import { copyTo } from '../ir/ops/collective.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { GPT } from './gpt.js';
+import { colwise, fromRowShards, rowwise, sequenceParallelNorm, toRowShards, vocabParallelCrossEntropy, vocabParallelEmbedding } from './tensor_parallel.js';
+import type { TpAxis } from './tensor_parallel.js';
+
+export interface GptPlanOptions {
+  /** Sequence parallelism between the tensor-parallel regions. */
+  sp?: boolean;
+}
+
+/** Checks that `size` divides what it must, naming each factor. */
+export function checkGptParallel(c: { vocab: number; d: number; heads: number; dropout?: number }, size: number, axis = 'tp'): void {
+  const bad: string[] = [];
+  if (c.heads % size !== 0) bad.push(`the heads (${c.heads})`);
+  if (c.vocab % size !== 0) bad.push(`the vocabulary (${c.vocab})`);
+  if ((4 * c.d) % size !== 0) bad.push(`the MLP width 4d (${4 * c.d})`);
+  if (bad.length) throw new Error(`tensor parallel: ${axis} = ${size} must divide ${bad.join(', ')}`);
+  if ((c.dropout ?? 0) > 0) throw new Error(`tensor parallel: dropout (${c.dropout}) must be 0: replicated activations would draw different masks on each rank`);
+}
+
+/** Applies the plan to `gpt` for this rank of the axis. */
+export function parallelizeGPT(gpt: GPT, tp: TpAxis, o: GptPlanOptions = {}): void {
+  checkGptParallel(gpt.config, tp.size, tp.axis);
+  const sp = o.sp ?? false;
+  vocabParallelEmbedding(gpt.tok, tp);
+  for (const blk of gpt.blocks) {
+    colwise(blk.attn.qkv, tp, { sp, parts: 3 });
+    rowwise(blk.attn.proj, tp, { sp });
+    colwise(blk.mlp.fc1, tp, { sp });
+    rowwise(blk.mlp.fc2, tp, { sp });
+    if (sp) { sequenceParallelNorm(blk.ln1, tp); sequenceParallelNorm(blk.ln2, tp); }
+  }
+  if (sp) {
+    sequenceParallelNorm(gpt.lnf, tp);
+    const first = gpt.blocks[0]!;
+    const forward = first.forward.bind(first);
+    first.forward = (x: Tensor, B: number, T: number): Tensor => forward(toRowShards(x, tp), B, T);
+  }
+  // Tied head: this rank's vocabulary rows of the table give its slice of the logits.
+  gpt.head = (x: Tensor): Tensor => {
+    const full = sp ? fromRowShards(x, tp) : new Tensor(copyTo(x.value, tp.axis, tp.size));
+    return new Tensor(b.gemm(full.value, gpt.tok.weight.t.value, null, { transB: true }));
+  };
+  gpt.criterion = (logits: Tensor, tgt: Tensor): Tensor => vocabParallelCrossEntropy(logits, tgt, tp);
+}
