@@ -161,3 +161,23 @@ export function samplerFromSpec(spec: SamplerSpec, state?: SamplerState): Sample
   if (spec.kind === 'sequential') return new SequentialSampler(spec, state);
   throw new Error(`samplerFromSpec: unknown sampler kind ${JSON.stringify((spec as { kind: unknown }).kind)}`);
 }
+
+/**
+ * The sampler state of rank `rank` of `worldSize` that continues the global stream the states of
+ * an earlier run with `states.length` ranks stopped at, so a run can resume with another number of
+ * data-parallel ranks. Both kinds deal one global stream round-robin: every old rank holds the
+ * same generator state (random) or epoch (sequential), and the global position is a rank's count
+ * times the old world size, which must divide by the new one.
+ */
+export function reshardSamplerState(states: readonly SamplerState[], worldSize: number, rank: number): SamplerState {
+  const old = states.length;
+  const first = states[0];
+  if (first === undefined) throw new Error('reshardSamplerState: no states');
+  const same = states.every((s) => JSON.stringify(s) === JSON.stringify(first));
+  if (!same) throw new Error(`reshardSamplerState: the ${old} ranks' sampler states differ (a stream interrupted mid-batch cannot be re-dealt)`);
+  if (!(Number.isInteger(rank) && rank >= 0 && rank < worldSize)) throw new Error(`reshardSamplerState: rank ${rank} is outside [0, ${worldSize})`);
+  const count = first.kind === 'random' ? first.drawn : first.pos;
+  const global = count * old;
+  if (global % worldSize !== 0) throw new Error(`reshardSamplerState: ${global} records were dealt to ${old} ranks; they do not split evenly over ${worldSize}`);
+  return first.kind === 'random' ? { ...first, rng: [...first.rng], drawn: global / worldSize } : { ...first, pos: global / worldSize };
+}

@@ -142,6 +142,9 @@ export class GPT extends Module {
     return new Tensor(b.gemm(x.value, this.tok.weight.t.value, null, { transB: true }));
   }
 
+  /** The whole vocabulary's logits from `logits` (the identity here; a tensor-parallel plan gathers its slices). */
+  gatherLogits(logits: Tensor): Tensor { return logits; }
+
   /** Mean cross-entropy of `logits` [B*T, vocab] against `tgt` [B, T]. */
   criterion(logits: Tensor, tgt: Tensor): Tensor {
     return logits.crossEntropy(tgt.reshape([-1]));

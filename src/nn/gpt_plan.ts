@@ -13,7 +13,7 @@
  * qkv and fc1); with sp the same bytes as 2 all-gathers + 2 reduce-scatters each way.
  */
 import * as b from '../ir/build.js';
-import { copyTo } from '../ir/ops/collective.js';
+import { allGather, copyTo } from '../ir/ops/collective.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { GPT } from './gpt.js';
 import { colwise, fromRowShards, rowwise, sequenceParallelNorm, toRowShards, vocabParallelCrossEntropy, vocabParallelEmbedding } from './tensor_parallel.js';
@@ -58,4 +58,6 @@ export function parallelizeGPT(gpt: GPT, tp: TpAxis, o: GptPlanOptions = {}): vo
     return new Tensor(b.gemm(full.value, gpt.tok.weight.t.value, null, { transB: true }));
   };
   gpt.criterion = (logits: Tensor, tgt: Tensor): Tensor => vocabParallelCrossEntropy(logits, tgt, tp);
+  // Sampling needs every logit: the slices gathered (a replicated result; backward: split).
+  gpt.gatherLogits = (logits: Tensor): Tensor => new Tensor(allGather(logits.value, tp.axis, tp.size, 1, 'split'));
 }

@@ -44,6 +44,12 @@ export interface AdamWConfig {
   clipNorm?: number;
   /** Tensors that do not decay (biases, LayerNorm); decided once, by tensor name. */
   noDecay?: (name: string) => boolean;
+  /**
+   * The global gradient norm, when this rank's buffer is not the whole model (tensor-parallel
+   * shards: their squares summed over the axis, replicated tensors counted once). Default: the
+   * norm of the flat buffer.
+   */
+  gradNorm?: (grads: FloatArray) => Promise<number>;
 }
 
 export interface StepInfo {
@@ -70,6 +76,7 @@ export class AdamW<A extends FloatArray = FloatArray> {
   readonly eps: number;
   readonly weightDecay: number;
   readonly clipNorm: number | null;
+  private readonly gradNorm: ((g: FloatArray) => Promise<number>) | null;
   private readonly program: FlatProgram;
 
   constructor(readonly params: FlatBuffer<A>, cfg: AdamWConfig) {
@@ -79,6 +86,7 @@ export class AdamW<A extends FloatArray = FloatArray> {
     this.eps = cfg.eps ?? 1e-8;
     this.weightDecay = cfg.weightDecay ?? 0.01;
     this.clipNorm = cfg.clipNorm ?? null;
+    this.gradNorm = cfg.gradNorm ?? null;
     checkConfig(cfg, this);
     const { layout, data } = params;
     this.m = new Flat(layout, zerosLike(data), 'adamw.m');
@@ -97,7 +105,7 @@ export class AdamW<A extends FloatArray = FloatArray> {
     const t = this.t + 1;
     const dt = dtypeOf(this.params.data);
     const s = (x: number): FloatArray => scalarData(dt, x);
-    const norm = await globalNorm(grads.data);
+    const norm = await (this.gradNorm ?? globalNorm)(grads.data);
     const vectors: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
     if (this.mask) vectors.push(this.mask.data);
     const scalars = [

@@ -40,6 +40,12 @@ export interface SGDConfig {
   clipNorm?: number;
   /** Tensors that do not decay (biases, LayerNorm); decided once, by tensor name. */
   noDecay?: (name: string) => boolean;
+  /**
+   * The global gradient norm, when this rank's buffer is not the whole model (tensor-parallel
+   * shards: their squares summed over the axis, replicated tensors counted once). Default: the
+   * norm of the flat buffer.
+   */
+  gradNorm?: (grads: FloatArray) => Promise<number>;
 }
 
 /** Everything needed to resume SGD: the step count and the momentum buffer (a copy; null without momentum). */
@@ -59,6 +65,7 @@ export class SGD<A extends FloatArray = FloatArray> {
   readonly weightDecay: number;
   readonly nesterov: boolean;
   readonly clipNorm: number | null;
+  private readonly gradNorm: ((g: FloatArray) => Promise<number>) | null;
   private readonly program: FlatProgram;
 
   constructor(readonly params: FlatBuffer<A>, cfg: SGDConfig) {
@@ -68,6 +75,7 @@ export class SGD<A extends FloatArray = FloatArray> {
     this.weightDecay = cfg.weightDecay ?? 0;
     this.nesterov = cfg.nesterov ?? false;
     this.clipNorm = cfg.clipNorm ?? null;
+    this.gradNorm = cfg.gradNorm ?? null;
     const bad = (k: string, v: unknown, want: string): never => { throw new Error(`SGD: ${k} must be ${want}, got ${String(v)}`); };
     if (!(this.lr >= 0)) bad('lr', cfg.lr, 'a non-negative number');
     if (!(this.momentum >= 0)) bad('momentum', this.momentum, 'a non-negative number');
@@ -95,7 +103,7 @@ export class SGD<A extends FloatArray = FloatArray> {
     if (!(lr >= 0)) throw new Error(`SGD.step: lr must be a non-negative number, got ${lr}`);
     const t = this.t + 1;
     const s = (x: number): FloatArray => scalarData(dtypeOf(this.params.data), x);
-    const norm = await globalNorm(grads.data);
+    const norm = await (this.gradNorm ?? globalNorm)(grads.data);
     const vectors: FloatArray[] = [this.params.data, grads.data];
     if (this.buf) vectors.push(this.buf.data);
     if (this.mask) vectors.push(this.mask.data);

@@ -2,3 +2,5 @@
 export { DistributedDataParallel, allReduceHook, fp16Hook, makeBuckets } from './ddp.js';
 export type { Bucket, CommHook, DDPOptions } from './ddp.js';
 export { compileSpmd } from './spmd.js';
+export { shardedNorm, wholeTensor, localPart } from './tensor_parallel.js';
+export type { Placements } from './tensor_parallel.js';

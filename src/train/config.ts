@@ -54,6 +54,10 @@ export const SCHEMA = {
     dataSeed: f('integer', 1, 'Seed of the batch sampler.'),
     threads: f('integer', 0, 'Intra-op threads per rank (0: the cores divided among the ranks).', { min: 0 }),
   },
+  parallel: {
+    tp: f('integer', 1, 'Tensor parallel degree (Megatron-LM layout; the GPT only). Data parallel takes the rest: dp = ranks / tp.', { min: 1 }),
+    sp: f('boolean', false, 'Sequence parallelism inside tensor parallelism: activations between the regions split by tokens.'),
+  },
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
     hook: f('string', 'allreduce', "Data parallel: gradient communication, 'allreduce' (fp32 mean) or 'fp16' (half the bytes).", { oneOf: ['allreduce', 'fp16'] }),
@@ -90,6 +94,7 @@ export interface RunConfig {
     steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
   };
+  parallel: { tp: number; sp: boolean };
   dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };

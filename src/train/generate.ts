@@ -6,7 +6,7 @@
 import type { Tokenizer } from '../data/tokenizer.js';
 import type { GPT } from '../nn/gpt.js';
 import { compile } from '../tensor/compile.js';
-import type { Compiled } from '../tensor/compile.js';
+import type { Compiled, CompileOptions } from '../tensor/compile.js';
 import { Rng } from '../tensor/random.js';
 
 export interface SampleOptions {
@@ -22,11 +22,12 @@ export interface SampleOptions {
 export class Generator {
   private readonly forward: Compiled;
 
-  constructor(readonly model: GPT, readonly tokenizer: Tokenizer) {
+  /** `compileOptions`: for a tensor-parallel model, the context of its collectives (every rank generates in step). */
+  constructor(readonly model: GPT, readonly tokenizer: Tokenizer, compileOptions: CompileOptions = {}) {
     if (tokenizer.vocabSize !== model.config.vocab) {
       throw new Error(`Generator: the tokenizer has ${tokenizer.vocabSize} tokens, the model ${model.config.vocab}`);
     }
-    this.forward = compile((idx) => [model.logits(idx!)], 'generate');
+    this.forward = compile((idx) => [model.gatherLogits(model.logits(idx!))], 'generate', compileOptions);
   }
 
   /** Continues `prompt` by `o.tokens` tokens; returns the prompt and its continuation. */

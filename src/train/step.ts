@@ -9,7 +9,7 @@ import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
-import type { Feed } from '../tensor/compile.js';
+import type { CompileOptions, Feed } from '../tensor/compile.js';
 import { grad } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -23,7 +23,8 @@ export interface GradStep {
   readonly traces: number;
 }
 
-export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd'): GradStep {
+/** `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`. */
+export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd', opts: CompileOptions = {}): GradStep {
   if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
   const slots = params.flat.layout.slots;
   const wrt = slots.map((s) => params.tensors[s.name]!);
@@ -35,7 +36,7 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
     const upd = takeBufferUpdates(params);
     updated.set(tracing, upd.names);
     return [l, ...grad(l, wrt), ...upd.values];
-  }, name);
+  }, name, opts);
   const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
     tracing = sigOf(feeds);
     const out = await program(...feeds);

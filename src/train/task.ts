@@ -11,6 +11,8 @@
 import type { LoaderOptions } from '../data/loader.js';
 import type { SamplerSpec } from '../data/sampler.js';
 import type { Module } from '../nn/module.js';
+import type { TpAxis } from '../nn/tensor_parallel.js';
+import type { CompileOptions } from '../tensor/compile.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { DerivedMetrics, MetricFn } from './metrics.js';
 
@@ -46,10 +48,15 @@ export interface Task {
   /** Metrics evaluated beside the loss (`val_loss`), by name. */
   readonly metrics: Readonly<Record<string, MetricFn>>;
   readonly derived?: DerivedMetrics;
+  /** Applies the model's tensor-parallel plan for this rank (before its parameters are bound); absent: no plan. */
+  parallelize?(tp: TpAxis, o: { sp: boolean }): void;
   /** JSON kept in each checkpoint's state (a tokenizer), or undefined. */
   checkpointState?(): unknown;
-  /** Text printed after a complete run (a generated sample), or null. */
-  finish?(): Promise<string | null>;
+  /**
+   * Text printed after a complete run (a generated sample), or null. Under tensor parallelism every
+   * rank of the axis calls it (its programs hold collectives), with `compileOptions` for them.
+   */
+  finish?(compileOptions?: CompileOptions): Promise<string | null>;
   /** Throughput is counted in `unit`s (metrics key `<unit>_per_s`), `unitsPerExample` per record. */
   readonly unit: 'tokens' | 'examples';
   readonly unitsPerExample: number;

@@ -12,6 +12,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { createLoader, SyncLoader } from '../data/loader.js';
+import { reshardSamplerState } from '../data/sampler.js';
 import type { Batch, Loader, LoaderState } from '../data/loader.js';
 import { bindParameters, loadStateDict, stateDict } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
@@ -25,6 +26,12 @@ import type { Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, Feed } from '../tensor/compile.js';
 import { allReduceHook, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
+import '../parallel/spmd.js';
+import { localPart, shardedNorm, wholeTensor } from '../parallel/tensor_parallel.js';
+import type { Placements } from '../parallel/tensor_parallel.js';
+import { localShape } from '../nn/placement.js';
+import { deviceMesh } from '../comm/process_group.js';
+import type { CollectiveContext } from '../comm/kernels.js';
 import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
@@ -136,6 +143,13 @@ export class Trainer {
   private evalBatches: Feed[][] | null = null;
   private readonly metricsPath: string;
   private readonly callbacks: readonly Callback[];
+  /** The mesh: dp x tp, ranks row-major (tp fastest); this rank's coordinates. */
+  readonly dp: { size: number; index: number };
+  readonly tp: { size: number; index: number };
+  /** Where each parameter lies (tensor parallel); null for none. */
+  private readonly placements: Placements | null;
+  /** The groups collectives in the step run on; filled by `run` (making groups is async). */
+  private readonly context: CollectiveContext & { groups: Record<string, ProcessGroup> } = { groups: {} };
 
   constructor(readonly cfg: RunConfig, opts: TrainerOptions = {}) {
     this.pg = opts.pg ?? new LocalProcessGroup();
@@ -143,10 +157,24 @@ export class Trainer {
     setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / this.pg.size)));
     mkdirSync(cfg.out, { recursive: true });
     const task = this.task = opts.task ?? taskFromConfig(cfg);
+    const tp = cfg.parallel.tp;
+    if (this.pg.size % tp !== 0) throw new Error(`parallel.tp (${tp}) must divide the ${this.pg.size} ranks (data parallel takes what is left: dp = ranks / tp)`);
+    this.tp = { size: tp, index: this.pg.rank % tp };
+    this.dp = { size: this.pg.size / tp, index: Math.floor(this.pg.rank / tp) };
+    if (cfg.parallel.sp && tp === 1) throw new Error('parallel.sp needs parallel.tp > 1 (sequence parallelism splits the tensor-parallel regions\' activations)');
+    if (tp > 1) {
+      if (!task.parallelize) throw new Error(`parallel.tp = ${tp}: this task's model has no tensor-parallel plan (the GPT has one)`);
+      task.parallelize({ axis: 'tp', size: tp, index: this.tp.index }, { sp: cfg.parallel.sp });
+    }
     this.params = bindParameters(task.model, { seed: cfg.train.seed });
+    this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
     this.grads = FlatBuffer.zeros(this.params.flat.layout, 'grads');
     const t = cfg.train;
-    const clip = t.clip > 0 ? { clipNorm: t.clip } : {};
+    const clip = {
+      ...(t.clip > 0 ? { clipNorm: t.clip } : {}),
+      // The norm of the whole model: tensor-parallel shards' squares summed over the axis.
+      ...(this.placements ? { gradNorm: (g: Float32Array | Float64Array) => shardedNorm(this.params.flat.layout, this.placements!, this.context.groups['tp']!)(g) } : {}),
+    };
     this.opt = t.optimizer === 'sgd'
       ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip })
       : new AdamW(this.params.flat, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip });
@@ -158,21 +186,22 @@ export class Trainer {
       const l = task.loss(task.forward(...fields.slice(0, -1)), fields[fields.length - 1]!);
       return scale === 1 ? l : l.mul(scale);
     };
-    if (this.pg.size > 1) {
+    if (this.pg.size > 1 && tp === 1) {
       this.step = null;
       this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
         bucketBytes: cfg.dist.bucketMB * 2 ** 20, hook: cfg.dist.hook === 'fp16' ? fp16Hook : allReduceHook,
       });
     } else {
       this.ddp = null;
-      this.step = gradStep(this.params, this.grads, loss);
+      // With tensor parallelism the step holds collectives: a schedule run on the mesh's groups.
+      this.step = gradStep(this.params, this.grads, loss, 'fwd_bwd', tp > 1 ? { context: this.context } : {});
     }
     const metricFns = Object.values(task.metrics);
     this.evalProgram = compile((...fields) => {
       const target = fields[fields.length - 1]!;
       const out = task.forward(...fields.slice(0, -1));
       return [task.loss(out, target), ...metricFns.map((m) => m(out, target))];
-    }, 'eval');
+    }, 'eval', tp > 1 ? { context: this.context } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
 
@@ -217,13 +246,22 @@ export class Trainer {
     if (path === null) return null;
     const ck = loadCheckpoint(path);
     const file = join(ck.dir, 'model.safetensors');
-    try { loadStateDict(this.params, ck.weights); } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
+    // Checkpoints hold whole tensors: a sharded rank takes its part, whatever layout wrote them.
+    try { loadStateDict(this.params, this.localize(ck.weights, '', file)); } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const layout = this.params.flat.layout;
     const ofile = join(ck.dir, 'optimizer.safetensors');
     const st = ck.state as { step: number; optimizer: { name?: string; t: number }; loaders: LoaderState[] };
-    if (st.loaders.length !== this.pg.size) {
-      throw new Error(`${join(ck.dir, 'state.json')}: saved by ${st.loaders.length} ranks, resuming on ${this.pg.size}; data positions do not carry across rank counts`);
+    // Another data-parallel degree re-deals the global sample stream from where it stopped.
+    let loaderState = st.loaders[this.dp.index];
+    if (st.loaders.length !== this.dp.size) {
+      try {
+        const sampler = reshardSamplerState(st.loaders.map((l) => l.sampler), this.dp.size, this.dp.index);
+        loaderState = { sampler, batches: Math.floor((st.loaders[0]!.batches * st.loaders.length) / this.dp.size) };
+      } catch (e) {
+        throw new Error(`${join(ck.dir, 'state.json')}: saved by ${st.loaders.length} data-parallel ranks, resuming on ${this.dp.size}: ${(e as Error).message.replace(/^reshardSamplerState: /, '')}`);
+      }
     }
+    ck.optimizer = this.localize(ck.optimizer, null, ofile);
     const saved = st.optimizer.name ?? 'adamw';
     if (saved !== this.cfg.train.optimizer) throw new Error(`${join(ck.dir, 'state.json')}: optimizer state is ${saved}, the config's train.optimizer is ${this.cfg.train.optimizer}`);
     if (this.opt instanceof AdamW) {
@@ -231,20 +269,55 @@ export class Trainer {
     } else {
       this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? flatFrom(layout, ck.optimizer, 'momentum.', ofile) : null });
     }
-    return { step: st.step, loader: st.loaders[this.pg.rank]! };
+    return { step: st.step, loader: loaderState! };
+  }
+
+  /**
+   * This rank's parts of whole tensors (a checkpoint's), by the placements; `prefix` '' for
+   * weights, null for optimizer tensors ('m.<name>', 'v.<name>', 'momentum.<name>').
+   */
+  private localize<T extends { shape: readonly number[]; data: ArrayLike<number> }>(tensors: Map<string, T>, prefix: '' | null, file: string): Map<string, T> {
+    if (this.placements === null) return tensors;
+    const full = new Map(this.task.model.namedParameters().map(([n, p]) => [n, p.shape]));
+    const out = new Map<string, T>();
+    for (const [key, t] of tensors) {
+      const name = prefix === null ? key.slice(key.indexOf('.') + 1) : key;
+      const p = this.placements.get(name);
+      if (!p) { out.set(key, t); continue; }
+      const shape = full.get(name)!;
+      const n = shape.reduce((a, e) => a * e, 1);
+      if (t.data.length !== n) throw new Error(`${file}: tensor '${key}' has ${t.data.length} elements, the whole of '${name}' ${shape.join('x')} has ${n}`);
+      out.set(key, { ...t, shape: localShape(shape, p), data: localPart(Float32Array.from(t.data), shape, p) });
+    }
+    return out;
+  }
+
+  /** Whole tensors of a flat buffer laid out like the parameters (shards gathered over 'tp'; every rank calls it). */
+  private async wholeTensors(flat: FlatBuffer<Float32Array>, prefix = ''): Promise<Map<string, { shape: readonly number[]; data: Float32Array }>> {
+    if (this.placements === null) return byName(flat, prefix);
+    const full = new Map(this.task.model.namedParameters().map(([n, p]) => [n, p.shape]));
+    const out = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+    for (const s of flat.layout.slots) {
+      const shape = full.get(s.name)!;
+      out.set(prefix + s.name, { shape, data: await wholeTensor(flat.view(s.name), shape, this.placements.get(s.name) ?? null, this.context.groups['tp']!) });
+    }
+    return out;
   }
 
   /** Every rank hands in its loader state; rank 0 writes the checkpoint. Returns its path (rank 0) or null. */
   private async save(step: number, loader: Loader): Promise<string | null> {
-    const loaders = await allGatherJson(this.pg, loader.state());
-    if (this.pg.rank !== 0) return null;
+    // One loader state per data-parallel rank (the tensor-parallel ranks of one share its data).
+    const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0);
     const o = this.opt;
-    const optimizer = o instanceof AdamW ? new Map([...byName(o.m, 'm.'), ...byName(o.v, 'v.')]) : o.buf ? byName(o.buf, 'momentum.') : new Map();
+    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(o.m, 'm.'), ...await this.wholeTensors(o.v, 'v.')]) : o.buf ? await this.wholeTensors(o.buf, 'momentum.') : new Map();
+    const params = await this.wholeTensors(this.params.flat);
+    if (this.pg.rank !== 0) return null;
+    const weights = new Map([...params, ...[...stateDict(this.params)].filter(([k]) => !params.has(k))]);
     const state = {
-      step, config: this.cfg, ranks: this.pg.size, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
+      step, config: this.cfg, ranks: this.pg.size, parallel: { dp: this.dp.size, tp: this.tp.size }, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
     };
-    return saveCheckpoint(this.cfg.out, step, { weights: stateDict(this.params), optimizer, state, keep: this.cfg.checkpoint.keep });
+    return saveCheckpoint(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
   }
 
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
@@ -266,6 +339,11 @@ export class Trainer {
     const lead = this.pg.rank === 0;
     const out = !lead ? null : o.out === undefined ? process.stdout : o.out;
     const say = (s: string): void => { out?.write(`${s}\n`); };
+    if (this.tp.size > 1 && this.context.groups['tp'] === undefined) {
+      const mesh = await deviceMesh(this.pg, { dp: this.dp.size, tp: this.tp.size });
+      this.context.groups['tp'] = mesh.groups['tp']!;
+      this.context.groups['dp'] = mesh.groups['dp']!;
+    }
     const resumed = o.resume ? this.restore() : null;
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
     let step = resumed?.step ?? 0;
@@ -273,7 +351,7 @@ export class Trainer {
     if (this.ddp) await this.ddp.broadcastParameters();
     const loader = await createLoader({
       ...task.trainLoader, dataset: task.train, batch: cfg.train.batch, depth: 2,
-      sampler: task.sampling({ seed: cfg.train.dataSeed, rank: this.pg.rank, worldSize: this.pg.size }),
+      sampler: task.sampling({ seed: cfg.train.dataSeed, rank: this.dp.index, worldSize: this.dp.size }),
       ...(resumed ? { state: resumed.loader } : {}),
     });
     const { batch: B, accumulate: A, steps } = cfg.train;
@@ -303,18 +381,22 @@ export class Trainer {
           if (b === null) throw new Error('training data ran out (the training samplers are endless; this is a bug)');
           loss += await this.microStep(b, a === 0, a === A - 1);
         }
-        if (this.pg.size > 1) {
+        const dpGroup = this.tp.size > 1 ? this.context.groups['dp']! : this.pg;
+        // Tensor parallel x data parallel: the replicas average their gradients after the step.
+        if (this.tp.size > 1 && this.dp.size > 1) await dpGroup.allReduce(this.grads.data, 'mean').wait();
+        if (this.dp.size > 1) {
           const l = Float32Array.of(loss);
-          await this.pg.allReduce(l, 'mean').wait();
+          await dpGroup.allReduce(l, 'mean').wait();
           loss = l[0]!;
         }
         const { gradNorm } = await this.opt.step(this.grads, lr);
         step++;
         losses.push(loss);
         const elapsed = (performance.now() - t0) / 1000;
-        const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.pg.size) / elapsed, elapsed_s: elapsed };
+        const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
         let evaluated: Record<string, number> | null = null;
-        if (lead && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
+        // Under tensor parallelism every rank evaluates (its programs hold collectives); rank 0 reports.
+        if ((lead || this.tp.size > 1) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
           evaluated = await this.evaluate();
           Object.assign(m, evaluated);
           valLosses.push({ step, val_loss: evaluated['val_loss']! });
@@ -341,8 +423,9 @@ export class Trainer {
     } finally {
       await loader.close();
     }
-    const tokensPerS = ((step - first) * A * B * units * this.pg.size) / ((performance.now() - t0) / 1000 || 1);
-    const sample = lead && step === steps && task.finish ? await task.finish() : null;
+    const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
+    const finishing = step === steps && task.finish !== undefined && (lead || (this.tp.size > 1 && this.dp.index === 0));
+    const sample = finishing ? await task.finish!(this.tp.size > 1 ? { context: { groups: { tp: this.context.groups['tp']! } } } : {}) : null;
     const last = evals.at(-1);
     say(`weft: ${step - first} steps in ${fmtTime((performance.now() - t0) / 1000)}, ${Math.round(tokensPerS).toLocaleString()} ${task.unit}/s; ` +
       `final loss ${losses.at(-1)?.toFixed(4) ?? '-'}${last ? `, ${Object.entries(last.metrics).map(([k, v]) => `${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join(', ')}` : ''}; checkpoint ${checkpoint ?? '-'}`);

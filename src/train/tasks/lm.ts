@@ -11,6 +11,9 @@ import { TokenDataset, evalWindows } from '../../data/dataset.js';
 import { BpeTokenizer, ByteTokenizer, loadTokenizer, saveTokenizer } from '../../data/tokenizer.js';
 import type { Tokenizer } from '../../data/tokenizer.js';
 import { GPT } from '../../nn/gpt.js';
+import { parallelizeGPT } from '../../nn/gpt_plan.js';
+import type { TpAxis } from '../../nn/tensor_parallel.js';
+import type { CompileOptions } from '../../tensor/compile.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { RunConfig } from '../config.js';
 import { Generator } from '../generate.js';
@@ -76,10 +79,13 @@ export class LanguageModelTask implements Task {
 
   checkpointState(): unknown { return { tokenizer: this.tokenizer.toJSON() }; }
 
-  async finish(): Promise<string | null> {
+  /** The GPT's Megatron layout (nn/gpt_plan.ts). */
+  parallelize(tp: TpAxis, o: { sp: boolean }): void { parallelizeGPT(this.model, tp, o); }
+
+  async finish(compileOptions: CompileOptions = {}): Promise<string | null> {
     const s = this.cfg.sample;
     if (s.tokens <= 0) return null;
-    const text = await new Generator(this.model, this.tokenizer).generate(s.prompt, { tokens: s.tokens, temperature: s.temperature, topK: s.topK, seed: this.cfg.train.seed });
+    const text = await new Generator(this.model, this.tokenizer, compileOptions).generate(s.prompt, { tokens: s.tokens, temperature: s.temperature, topK: s.topK, seed: this.cfg.train.seed });
     return `--- sample (temperature ${s.temperature}, top-k ${s.topK}) ---\n${text}\n---`;
   }
 }
