@@ -6,7 +6,7 @@
  * global data from the same seed.
  */
 import type { ProcessGroup } from '../src/comm/process_group.js';
-import { allGather, allReduce, allToAll, copyTo, reduceScatter, splitTo } from '../src/ir/ops/collective.js';
+import { allGather, allReduce, allToAll, broadcastFrom, copyTo, reduceScatter, splitTo } from '../src/ir/ops/collective.js';
 import { compileSpmd } from '../src/parallel/spmd.js';
 import { setThreads } from '../src/runtime/executor.js';
 import { Rng } from '../src/tensor/random.js';
@@ -130,5 +130,31 @@ export default async function rank(pg: ProcessGroup): Promise<Result[]> {
     out.push(await check(pg, 'all-to-all there and back', dist, [{ data: rows(X, c, r * k * P, (r + 1) * k * P), shape: [k * P, c] }],
       { loss: s.loss, grads: [rows(s.grads[0]!, c, r * k * P, (r + 1) * k * P)] }));
   }
+
+  // 5. Broadcast of a rank-local value from the last rank: only the root's copy gets a gradient.
+  {
+    const n = 6;
+    const Xs = Array.from({ length: P }, () => f64(n, rng));
+    const R = f64(n, rng);
+    const Rt = tensor(R, [n]);
+    const root = P - 1;
+    const s = await serial((x) => x!.tanh().mul(Rt).sum(), [{ data: Xs[root]!, shape: [n] }]);
+    const dist = (x: Tensor | undefined): Tensor => T(broadcastFrom(x!.value, 'tp', P, root)).tanh().mul(Rt).sum();
+    out.push(await check(pg, 'broadcast from the last rank', dist, [{ data: Xs[r]!, shape: [n] }],
+      { loss: s.loss, grads: [r === root ? s.grads[0]! : new Float64Array(n)] }));
+  }
+  // 5. Broadcast of a rank-local value from the last rank: only the root's copy gets a gradient.
+  {
+    const n = 6;
+    const Xs = Array.from({ length: P }, () => f64(n, rng));
+    const R = f64(n, rng);
+    const Rt = tensor(R, [n]);
+    const root = P - 1;
+    const s = await serial((x) => x!.tanh().mul(Rt).sum(), [{ data: Xs[root]!, shape: [n] }]);
+    const dist = (x: Tensor | undefined): Tensor => T(broadcastFrom(x!.value, 'tp', P, root)).tanh().mul(Rt).sum();
+    out.push(await check(pg, 'broadcast from the last rank', dist, [{ data: Xs[r]!, shape: [n] }],
+      { loss: s.loss, grads: [r === root ? s.grads[0]! : new Float64Array(n)] }));
+  }
+
   return out;
 }

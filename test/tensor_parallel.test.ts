@@ -23,7 +23,9 @@ for (const nproc of [2, 4]) {
       // 2 layers: without sp, 2 copies (qkv, fc1) and 2 all-reduces (proj, fc2) per block, plus the
       // embedding's all-reduce, the head's copy and the cross-entropy's 3; each copy's backward is an all-reduce.
       if (!sp) assert.deepEqual(r0.hostOps, { 'weft.AllReduce': 2 * 2 + 1 + 3 + (2 * 2 + 1), 'weft.Copy': 2 * 2 + 1 });
+      assert.equal(r0.localParams, r0.expectedLocal, 'a rank holds its shards and the replicated tensors');
       assert.ok(r0.localParams < r0.params, `rank holds ${r0.localParams} of ${r0.params} parameters`);
+      assert.ok(r0.overlapping > 0, `some programs run while collectives are in flight (${r0.overlapping} of ${r0.programs})`);
     });
   }
 }

@@ -113,3 +113,14 @@ registerHostKernel('weft.AllToAll', async (n, [x], ctx) => {
   const inner = shape.slice(cd + 1).reduce((p, e) => p * e, 1);
   return [reblock(recv, outer, P, shape[cd]!, inner, false)];
 });
+
+registerHostKernel('weft.Broadcast', async (n, [x], ctx) => {
+  const buf = copy(x!);
+  await groupOf(n, ctx).broadcast(buf as CommArray, n.attrs['root'] as number).wait();
+  return [buf];
+});
+
+registerHostKernel('weft.RootOnly', async (n, [x], ctx) => {
+  const g = groupOf(n, ctx);
+  return [g.rank === n.attrs['root'] ? copy(x!) : like(x!, x!.length)];
+});

@@ -2,14 +2,18 @@
  * Schedules: one traced graph that holds host ops (ops that run outside onnxruntime, such as the
  * IR's collectives) compiled into a sequence of onnxruntime programs cut at each of them:
  *
- *   program 0 -> host ops at boundary 0 -> program 1 -> host ops at boundary 1 -> ...
+ *   stage 0: program 0a -> issue host ops 0 -> program 0b (while they run) -> await them
+ *   stage 1: program 1a -> issue host ops 1 -> program 1b -> await ...
  *
- * Every ordinary node goes to the earliest program whose inputs are all available (as soon as
- * possible); a host node runs at the boundary after the last program that produces one of its
- * inputs, and its outputs are available from the next program on. Host ops at one boundary never
- * depend on each other, so they are issued together in graph order (the same order on every rank,
- * which collectives need) and awaited together. A value that crosses a cut is an output of the
- * program that makes it and a fed input of the programs that read it.
+ * Every ordinary node goes to the earliest stage whose inputs are all available (as soon as
+ * possible); a host node runs at the boundary after the last stage that produces one of its
+ * inputs, and its outputs are available from the next stage on. Within a stage, program a computes
+ * only what that boundary's host ops read, and program b everything else, so b (a tensor-parallel
+ * backward's weight gradients, say) runs while the collectives are in flight on the communication
+ * thread. Host ops at one boundary never depend on each other: they are issued together in graph
+ * order (the same order on every rank, which collectives need) and awaited together. A value that
+ * crosses a cut is an output of the program that makes it and a fed input of the programs that
+ * read it.
  *
  * The host kernels are registered by the layer that owns them (comm/kernels.ts for collectives),
  * so this layer knows no process group: a run's `context` is handed to every kernel unread.
@@ -37,22 +41,26 @@ export function registerHostKernel(op: string, kernel: HostKernel): void {
 /** Whether the graph computing `outputs` holds a host op. */
 export const hasHostOps = (outputs: readonly Value[]): boolean => topoNodes(outputs).some((n) => opDef(n.op).host === true);
 
-interface Stage {
-  program: Program | null;
-  /** The original values this program reads from earlier cuts, in feed order (before the traced inputs). */
+/** One program of a schedule, over the original graph's values. */
+interface Program_ {
+  program: Program;
+  /** The values it reads from earlier cuts, in feed order (before the traced inputs). */
   reads: Value[];
-  /** The original values its outputs are, in order. */
+  /** The values its outputs are, in order. */
   writes: Value[];
-  /** Host nodes run after this program, in graph order. */
-  host: Node[];
 }
+
+/** A stage: what its host ops need, the host ops (issued in graph order), what runs while they fly. */
+interface Stage { before: Program_ | null; host: Node[]; during: Program_ | null }
 
 export interface ScheduleStats {
   /** onnxruntime programs run per call. */
   programs: number;
+  /** Programs that run while host ops are in flight (each stage's program b, where it has host ops). */
+  overlapping: number;
   /** Host nodes run per call, by op. */
   hostOps: Record<string, number>;
-  /** Last call: milliseconds in programs and in host ops (waiting included). */
+  /** Last call: milliseconds in programs, and waiting for host ops once the program that overlaps them was done. */
   programMs: number;
   hostMs: number;
   /** Last call: bytes of values crossing cuts (out of one program, into a later one or a host op). */
@@ -81,22 +89,27 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     last = Math.max(last, isHost ? ready + 1 : ready);
   }
   const isHost = (n: Node): boolean => opDef(n.op).host === true;
-  // Values consumed across a cut: by a later program, by a host node, or as a final output.
+  // Each stage splits in two programs: A computes what the boundary's host ops read, B the rest,
+  // run while those host ops are in flight (B reads nothing they produce).
+  const partOf = new Map<Node, 'a' | 'b'>();
+  for (let k = 0; k <= last; k++) {
+    const hostInputs = order.filter((n) => isHost(n) && stageOf.get(n) === k).flatMap((n) => n.inputs.filter((v): v is Value => v !== null));
+    const inStage = (v: Value): boolean => v.node !== null && !isHost(v.node) && stageOf.get(v.node) === k;
+    for (const n of topoNodes(hostInputs, (v) => !inStage(v))) partOf.set(n, 'a');
+  }
+  const programOf = (n: Node): string => `${stageOf.get(n)}${partOf.get(n) ?? 'b'}`;
+  // Values consumed across a cut: by another program, by a host node, or as a final output.
   const crossing = new Set<Value>();
   for (const n of order) {
     for (const v of n.inputs) {
       if (v === null || v.node === null) continue;
-      const producer = v.node;
-      if (isHost(n) || isHost(producer) || stageOf.get(producer)! !== stageOf.get(n)!) crossing.add(v);
+      if (isHost(n) || isHost(v.node) || programOf(v.node) !== programOf(n)) crossing.add(v);
     }
   }
   for (const o of outputs) if (o.node !== null) crossing.add(o);
 
-  const stages: Stage[] = [];
-  for (let k = 0; k <= last; k++) {
-    const nodes = order.filter((n) => !isHost(n) && stageOf.get(n) === k);
-    const host = order.filter((n) => isHost(n) && stageOf.get(n) === k);
-    if (nodes.length === 0) { stages.push({ program: null, reads: [], writes: [], host }); continue; }
+  const build = async (nodes: readonly Node[]): Promise<Program_ | null> => {
+    if (nodes.length === 0) return null;
     const map = new Map<Value, Value>();
     const reads: Value[] = [];
     const placeholders: Value[] = [];
@@ -116,13 +129,23 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
       n.outputs.forEach((o, i) => map.set(o, outs[i]!));
     }
     const writes = nodes.flatMap((n) => n.outputs.filter((o) => crossing.has(o)));
-    const program = await compileProgram(writes.map((w) => map.get(w)!), [...placeholders, ...inputs]);
-    stages.push({ program, reads, writes, host });
+    return { program: await compileProgram(writes.map((w) => map.get(w)!), [...placeholders, ...inputs]), reads, writes };
+  };
+  const stages: Stage[] = [];
+  for (let k = 0; k <= last; k++) {
+    const nodes = order.filter((n) => !isHost(n) && stageOf.get(n) === k);
+    stages.push({
+      before: await build(nodes.filter((n) => partOf.get(n) === 'a')),
+      host: order.filter((n) => isHost(n) && stageOf.get(n) === k),
+      during: await build(nodes.filter((n) => partOf.get(n) !== 'a')),
+    });
   }
 
   const hostOps: Record<string, number> = {};
   for (const n of order) if (isHost(n)) hostOps[n.op] = (hostOps[n.op] ?? 0) + 1;
-  const stats: ScheduleStats = { programs: stages.filter((s) => s.program).length, hostOps, programMs: 0, hostMs: 0, crossingBytes: 0 };
+  const programs = stages.reduce((c, st) => c + (st.before ? 1 : 0) + (st.during ? 1 : 0), 0);
+  const overlapping = stages.filter((st) => st.during !== null && st.host.length > 0).length;
+  const stats: ScheduleStats = { programs, overlapping, hostOps, programMs: 0, hostMs: 0, crossingBytes: 0 };
 
   return {
     stats,
@@ -136,28 +159,32 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
         return d;
       };
       stats.programMs = 0; stats.hostMs = 0; stats.crossingBytes = 0;
+      const runPart = async (p: Program_ | null, tag: string): Promise<void> => {
+        if (p === null) return;
+        const t0 = performance.now();
+        const cut = p.reads.map((v) => ({ data: dataOf(v) }));
+        for (const c of cut) stats.crossingBytes += c.data.byteLength;
+        const out = await runProgram(p.program, `${label}${tag}`, [...cut, ...feeds]);
+        p.writes.forEach((w, i) => env.set(w, out[i]!));
+        stats.programMs += performance.now() - t0;
+      };
       for (let k = 0; k < stages.length; k++) {
         const s = stages[k]!;
-        if (s.program) {
-          const t0 = performance.now();
-          const cut = s.reads.map((v) => ({ data: dataOf(v) }));
-          for (const c of cut) stats.crossingBytes += c.data.byteLength;
-          const out = await runProgram(s.program, `${label}${k}`, [...cut, ...feeds]);
-          s.writes.forEach((w, i) => env.set(w, out[i]!));
-          stats.programMs += performance.now() - t0;
-        }
-        if (s.host.length === 0) continue;
-        const t0 = performance.now();
-        // Issued in graph order (every rank the same), awaited together.
+        await runPart(s.before, `${k}a`);
+        // Issued in graph order (every rank the same); the stage's other program runs meanwhile.
         const pending = s.host.map((n) => {
           const ins = n.inputs.map((v) => dataOf(v!));
           for (const d of ins) stats.crossingBytes += d.byteLength;
           return KERNELS.get(n.op)!(n, ins, context).then((outs) => ({ n, outs }));
         });
+        await runPart(s.during, `${k}b`);
+        if (pending.length === 0) continue;
+        const t1 = performance.now();
         for (const { n, outs } of await Promise.all(pending)) n.outputs.forEach((o, i) => env.set(o, outs[i]!));
-        const ms = performance.now() - t0;
-        stats.hostMs += ms;
-        profiler.record(`${label}_host${k}`, ms, 0, 0);
+        // Time spent waiting for host ops once the overlapping program was done.
+        const waited = performance.now() - t1;
+        stats.hostMs += waited;
+        profiler.record(`${label}_host${k}`, waited, 0, 0);
       }
       return outputs.map(dataOf);
     },

@@ -22,6 +22,8 @@
  *                      replicated value
  *   weft.AllToAll      chunk j of `split_dim` to       all-to-all with the dims exchanged
  *                      rank j, concat on `concat_dim`
+ *   weft.Broadcast     root's value to every rank      the gradient on root, zeros elsewhere
+ *                      (replicated out)                (weft.RootOnly, its own adjoint)
  *
  * Everything else in a traced step is ordinary single-device code on local shapes.
  */
@@ -72,6 +74,28 @@ export const reduceScatter = (x: Value, axis: string, size: number, dim: number)
 export const splitTo = (x: Value, axis: string, size: number, dim: number): Value => b.apply1('weft.Split', [x], { axis, size, dim });
 export const allToAll = (x: Value, axis: string, size: number, splitDim: number, concatDim: number): Value =>
   b.apply1('weft.AllToAll', [x], { axis, size, split_dim: splitDim, concat_dim: concatDim });
+
+export const broadcastFrom = (x: Value, axis: string, size: number, root: number): Value => b.apply1('weft.Broadcast', [x], { axis, size, root });
+export const rootOnly = (x: Value, axis: string, size: number, root: number): Value => b.apply1('weft.RootOnly', [x], { axis, size, root });
+
+const rootAttrs = { ...axisAttrs, root: { kind: 'int', default: 0 } } as const;
+const rootInfer = (c: InferCtx): OutputType[] => {
+  const n = groupSize(c);
+  const root = c.attr<number>('root');
+  if (!(Number.isInteger(root) && root >= 0 && root < n)) c.fail(`root must be a rank of the '${c.attr<string>('axis')}' group [0, ${n}), got ${root}`);
+  return same(c);
+};
+
+defineOp({
+  name: 'weft.Broadcast', inputs: ['X'], attrs: rootAttrs, host: true, infer: rootInfer,
+  grad: (g) => { const a = attrsOf(g); return [rootOnly(g.dy[0]!, a.axis, a.size, g.attr<number>('root'))]; },
+});
+
+/** x on the root rank, zeros elsewhere (the adjoint of a broadcast; a projection, its own adjoint). */
+defineOp({
+  name: 'weft.RootOnly', inputs: ['X'], attrs: rootAttrs, host: true, infer: rootInfer,
+  grad: (g) => { const a = attrsOf(g); return [rootOnly(g.dy[0]!, a.axis, a.size, g.attr<number>('root'))]; },
+});
 
 defineOp({
   name: 'weft.Copy', inputs: ['X'], attrs: axisAttrs, host: true, infer: same,
