@@ -143,18 +143,5 @@ export default async function rank(pg: ProcessGroup): Promise<Result[]> {
     out.push(await check(pg, 'broadcast from the last rank', dist, [{ data: Xs[r]!, shape: [n] }],
       { loss: s.loss, grads: [r === root ? s.grads[0]! : new Float64Array(n)] }));
   }
-  // 5. Broadcast of a rank-local value from the last rank: only the root's copy gets a gradient.
-  {
-    const n = 6;
-    const Xs = Array.from({ length: P }, () => f64(n, rng));
-    const R = f64(n, rng);
-    const Rt = tensor(R, [n]);
-    const root = P - 1;
-    const s = await serial((x) => x!.tanh().mul(Rt).sum(), [{ data: Xs[root]!, shape: [n] }]);
-    const dist = (x: Tensor | undefined): Tensor => T(broadcastFrom(x!.value, 'tp', P, root)).tanh().mul(Rt).sum();
-    out.push(await check(pg, 'broadcast from the last rank', dist, [{ data: Xs[r]!, shape: [n] }],
-      { loss: s.loss, grads: [r === root ? s.grads[0]! : new Float64Array(n)] }));
-  }
-
   return out;
 }
