@@ -7,13 +7,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
-import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
+import { mpirunTrain, skipMpi } from './helpers/mpi.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -70,18 +70,13 @@ test('CNN data parallel with BatchNorm: per-rank batch statistics, losses within
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
-const hasMpirun = spawnSync('sh', ['-c', 'command -v mpirun'], { stdio: 'ignore' }).status === 0;
-const mpiMissing = !bindingPath() ? NOT_BUILT : !hasMpirun ? 'mpirun is not on PATH (install openmpi-bin)' : null;
-// CI installs OpenMPI, so there a missing backend fails instead of skipping.
-const skipMpi = mpiMissing && process.env['CI'] !== 'true' ? mpiMissing : false;
 
 test('CNN with BatchNorm under mpirun: the same losses and parameters as the threads backend', { skip: skipMpi }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-cnn-mpi-'));
   try {
     train([config(dir, 'threads', true, 4), '--nproc', '2']);
     const cfg = config(dir, 'mpi', true, 4);
-    execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', cfg, '--backend', 'mpi'],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, timeout: 120_000 });
+    mpirunTrain(2, [cfg]);
     const [a, b] = [curve(join(dir, 'mpi')), curve(join(dir, 'threads'))];
     a.forEach((r, i) => assert.ok(Math.abs(r.loss - b[i]!.loss) <= 1e-6 * b[i]!.loss, `step ${i + 1}: mpi ${r.loss} vs threads ${b[i]!.loss}`));
     assert.ok(relDiff(join(dir, 'mpi'), join(dir, 'threads')) < 1e-6);

@@ -18,10 +18,10 @@ import { Rng } from '../src/tensor/random.js';
 import { grad } from '../src/tensor/tensor.js';
 
 export interface TpArgs { sp: boolean }
-export interface TpResult { loss: number; refLoss: number; maxRelGrad: number; maxParamDiff: number; hostOps: Record<string, number>; overlapping: number; programs: number; localParams: number; expectedLocal: number; params: number }
+export interface TpResult { loss: number; refLoss: number; maxRelGrad: number; maxParamDiff: number; hostOps: Record<string, number>; wireBytes: Record<string, number>; overlapping: number; programs: number; localParams: number; expectedLocal: number; params: number }
 
-const CFG = { vocab: 32, ctx: 8, d: 16, layers: 2, heads: 4 };
-const [B, T] = [2, 8];
+export const CFG = { vocab: 32, ctx: 8, d: 16, layers: 2, heads: 4 };
+export const [B, T] = [2, 8];
 
 export default async function rank(pg: ProcessGroup, args: TpArgs): Promise<TpResult> {
   setThreads(1);
@@ -64,7 +64,7 @@ export default async function rank(pg: ProcessGroup, args: TpArgs): Promise<TpRe
   }
   return {
     loss: Number(out[0]![0]), refLoss: Number(refOut[0]![0]), maxRelGrad, maxParamDiff, hostOps: step.schedule!.hostOps,
-    overlapping: step.schedule!.overlapping, programs: step.schedule!.programs,
+    wireBytes: step.schedule!.wireBytes, overlapping: step.schedule!.overlapping, programs: step.schedule!.programs,
     // Replicated tensors whole, sharded ones 1/tp (a layout's alignment padding aside).
     expectedLocal: model.namedParameters().reduce((a, [, p]) => a + p.shape.reduce((x, e) => x * e, 1) / (p.placement ? pg.size : 1), 0),
     localParams: params.flat.layout.slots.reduce((a, s) => a + s.size, 0), params: refParams.flat.layout.slots.reduce((a, s) => a + s.size, 0),

@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
+import { mpirunTrain, skipMpi } from './helpers/mpi.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -107,18 +107,17 @@ test('tensor-parallel degrees that do not divide fail before the first step, nam
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
-const hasMpirun = spawnSync('sh', ['-c', 'command -v mpirun'], { stdio: 'ignore' }).status === 0;
-const mpiMissing = !bindingPath() ? NOT_BUILT : !hasMpirun ? 'mpirun is not on PATH (install openmpi-bin)' : null;
-const skipMpi = mpiMissing && process.env['CI'] !== 'true' ? mpiMissing : false;
 
-test('mpi: tp=2 under mpirun trains as one process does', { skip: skipMpi }, () => {
+test('mpi: tp=2 under mpirun, with and without sequence parallelism, trains as one process does', { skip: skipMpi }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-tp-mpi-'));
   try {
     const cfg = config(dir);
     run([cfg, '--set', `out=${join(dir, 'one')}`]);
-    execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'train', cfg, '--backend', 'mpi', '--set', `out=${join(dir, 'tp')}`, '--set', 'parallel.tp=2'],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, timeout: 120_000 });
-    assertSame(join(dir, 'tp'), join(dir, 'one'));
-    assert.ok(paramDiff(join(dir, 'tp'), join(dir, 'one')) < 1e-5);
+    for (const sp of [false, true]) {
+      const out = join(dir, `tp${sp ? '_sp' : ''}`);
+      mpirunTrain(2, [cfg, '--set', `out=${out}`, '--set', 'parallel.tp=2', '--set', `parallel.sp=${sp}`]);
+      assertSame(out, join(dir, 'one'));
+      assert.ok(paramDiff(out, join(dir, 'one')) < 1e-5);
+    }
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });

@@ -16,6 +16,8 @@ import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
 import { DistributedDataParallel } from '../parallel/ddp.js';
+import { parallelizeGPT } from '../nn/gpt_plan.js';
+import '../parallel/spmd.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 
@@ -24,6 +26,8 @@ export type Preset = keyof typeof GPT_PRESETS;
 export interface WeftMeasurement {
   system: 'weft'; preset: Preset; threads: number; ranks: number; exposed_comm_ms?: number; peer_wait_ms?: number; comm_alone_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
   tokens_per_s: number; model_gflops_per_s: number; loss: number; held_mb: number; segments_ms: Record<string, number>;
+  /** Tensor parallel only: the degree, collectives per step by op, bytes each rank moves per step, and the schedule's shape. */
+  tp?: number; collectives?: Record<string, number>; wire_mb_per_step?: number; programs?: number; overlapping_programs?: number;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -32,19 +36,26 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
  * its own batch of the preset's size, tokens/s counts every rank's tokens).
  */
-export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25): Promise<WeftMeasurement> {
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25, tp = 1): Promise<WeftMeasurement> {
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
   const cfg = GPT_PRESETS[preset];
   const [B, T] = [PRESET_BATCH[preset], cfg.ctx];
   const model = new GPT(cfg);
+  // Tensor parallel over every rank (tp = ranks): one batch, each rank its shards of every layer.
+  if (tp > 1) {
+    if (!pg || pg.size !== tp) throw new Error(`bench: --tp ${tp} needs --nproc ${tp} (tensor parallel over every rank)`);
+    parallelizeGPT(model, { axis: 'tp', size: tp, index: pg.rank });
+  }
   const params = bindParameters(model, { seed: 0 });
   const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
   const opt = new AdamW(params.flat, { lr: 3e-4, weightDecay: 0.1 });
-  const ddp = pg && pg.size > 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), { bucketBytes: bucketMB * 2 ** 20 }) : null;
-  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
+  const ddp = pg && pg.size > 1 && tp === 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), { bucketBytes: bucketMB * 2 ** 20 }) : null;
+  const tpStep = tp > 1 ? gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } }) : null;
+  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
   if (ddp) await ddp.broadcastParameters();
-  const rng = new Rng(pg?.rank ?? 0);
+  const rng = new Rng(tp > 1 ? 0 : pg?.rank ?? 0);
+  const tpExposed: number[] = [];
   const exposed: number[] = [];
   const peerWait: number[] = [];
   const commAlone: number[] = [];
@@ -63,6 +74,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     await opt.step(grads);
     total.push((performance.now() - t0) / 1000);
     fb.push((t1 - t0) / 1000);
+    if (tpStep) tpExposed.push(tpStep.schedule!.hostMs);
     if (ddp) {
       exposed.push(ddp.stats.commExposedMs);
       peerWait.push(ddp.stats.peerWaitMs);
@@ -78,6 +90,13 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
   const rep = profiler.report();
   const ranks = pg?.size ?? 1;
+  // Tensor-parallel ranks train one batch together: tokens count once.
+  const replicas = tp > 1 ? 1 : ranks;
+  const tpStats = tpStep?.schedule ?? null;
+  const tpComm = tpStats ? {
+    tp, exposed_comm_ms: median(tpExposed.slice(3)), collectives: tpStats.hostOps,
+    wire_mb_per_step: +(Object.values(tpStats.wireBytes).reduce((a, x) => a + x, 0) / 2 ** 20).toFixed(2), programs: tpStats.programs, overlapping_programs: tpStats.overlapping,
+  } : {};
   // Communication hidden behind the backward: 1 - (what was still left once the slowest rank had
   // finished its backward) / (the same all-reduces run alone). Waiting for a slower rank is
   // reported apart (peer_wait_ms): it is load imbalance, which no overlap can hide.
@@ -87,8 +106,8 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     comm_hidden_fraction: Math.max(0, 1 - exp / alone),
   } : {};
   return {
-    system: 'weft', preset, threads, ranks, ...comm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
-    tokens_per_s: (ranks * B * T) / stepS, model_gflops_per_s: (flopsPerToken * ranks * B * T) / stepS / 1e9, loss,
+    system: 'weft', preset, threads, ranks, ...comm, ...tpComm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
+    tokens_per_s: (replicas * B * T) / stepS, model_gflops_per_s: (flopsPerToken * tp * replicas * B * T) / stepS / 1e9, loss,
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20),
     segments_ms: Object.fromEntries(Object.entries(rep.segments).map(([k, s]) => [k, +s.meanMs.toFixed(2)])),
   };
@@ -168,9 +187,9 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
-    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB }, timeoutMs: 600_000,
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp }, timeoutMs: 600_000,
   });
   return results[0]!;
 }

@@ -18,12 +18,14 @@ import { measureWeft, measureWeftRanks, sideBySide } from './bench.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import { initMpi } from '../comm/mpi/group.js';
 import type { Preset } from './bench.js';
+import { cpuInfo } from '../runtime/cpu.js';
 import { existsSync, statSync } from 'node:fs';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]`;
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
+  weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)`;
 
 class UsageError extends Error {}
 
@@ -113,8 +115,22 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb'], ['--worker', '--no-torch']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp'], ['--worker', '--no-torch']);
   const nproc = num(opt, '--nproc', 1);
+  const tp = num(opt, '--tp', 1);
+  if (tp > 1) {
+    // Tensor parallel beside data parallel on the same ranks (PyTorch's anchors have no TP run).
+    if (tp !== nproc) throw new UsageError(`--tp ${tp} needs --nproc ${tp} (tensor parallel over every rank)`);
+    const presets = (opt.get('--preset') ?? 'small').split(',') as Preset[];
+    const steps = num(opt, '--steps', 5);
+    const cpu = cpuInfo();
+    for (const p of presets) {
+      const tensor = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25), tp);
+      const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
+      process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, tensor_parallel: tensor, data_parallel: data, tp_over_dp_tokens_per_s: +(tensor.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
+    }
+    return;
+  }
   const bucketMB = num(opt, '--bucket-mb', 25);
   const presets = (opt.get('--preset') ?? 'small,medium').split(',') as Preset[];
   const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);

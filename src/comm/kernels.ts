@@ -61,13 +61,22 @@ function reblock(x: Float, outer: number, parts: number, c: number, inner: numbe
 
 const copy = (x: TypedArray): Float => (x as Float).slice();
 
-registerHostKernel('weft.Copy', async (n, [x], ctx) => { groupOf(n, ctx); return [copy(x!)]; });
+/** (P - 1) / P of the axis's size P, from the node's `size` attribute. */
+const share = (n: Node): number => ((n.attrs['size'] as number) - 1) / (n.attrs['size'] as number);
+// Ring costs per rank: an all-reduce sends 2 (P-1)/P of its tensor, an all-gather (P-1)/P of its
+// output, a reduce-scatter (P-1)/P of its input, an all-to-all (P-1)/P of its tensor.
+const ringAllReduce = (n: Node, inB: number): number => 2 * share(n) * inB;
+const ringGather = (n: Node, _in: number, outB: number): number => share(n) * outB;
+const ringScatter = (n: Node, inB: number): number => share(n) * inB;
+const none = (): number => 0;
+
+registerHostKernel('weft.Copy', async (n, [x], ctx) => { groupOf(n, ctx); return [copy(x!)]; }, none);
 
 registerHostKernel('weft.AllReduce', async (n, [x], ctx) => {
   const buf = copy(x!);
   await groupOf(n, ctx).allReduce(buf as CommArray, n.attrs['op'] === 'max' ? 'max' : 'sum').wait();
   return [buf];
-});
+}, ringAllReduce);
 
 registerHostKernel('weft.AllGather', async (n, [x], ctx) => {
   const g = groupOf(n, ctx);
@@ -75,7 +84,7 @@ registerHostKernel('weft.AllGather', async (n, [x], ctx) => {
   const all = like(x!, x!.length * g.size);
   await g.allGather(x as CommArray, all as CommArray).wait();
   return [reblock(all, outer, g.size, d, inner, false)];
-});
+}, ringGather);
 
 registerHostKernel('weft.ReduceScatter', async (n, [x], ctx) => {
   const g = groupOf(n, ctx);
@@ -84,7 +93,7 @@ registerHostKernel('weft.ReduceScatter', async (n, [x], ctx) => {
   const blocks = reblock(x as Float, outer, g.size, d / g.size, inner, true);
   await g.reduceScatter((blocks === x ? copy(x) : blocks) as CommArray, out as CommArray, 'sum').wait();
   return [out];
-});
+}, ringScatter);
 
 registerHostKernel('weft.Split', async (n, [x], ctx) => {
   const g = groupOf(n, ctx);
@@ -93,7 +102,7 @@ registerHostKernel('weft.Split', async (n, [x], ctx) => {
   const out = like(x!, x!.length / g.size);
   for (let o = 0; o < outer; o++) out.set((x as Float).subarray((o * d + g.rank * c) * inner, (o * d + (g.rank + 1) * c) * inner), o * c * inner);
   return [out];
-});
+}, none);
 
 registerHostKernel('weft.AllToAll', async (n, [x], ctx) => {
   const g = groupOf(n, ctx);
@@ -112,15 +121,15 @@ registerHostKernel('weft.AllToAll', async (n, [x], ctx) => {
   const outer = shape.slice(0, cd).reduce((p, e) => p * e, 1);
   const inner = shape.slice(cd + 1).reduce((p, e) => p * e, 1);
   return [reblock(recv, outer, P, shape[cd]!, inner, false)];
-});
+}, ringScatter);
 
 registerHostKernel('weft.Broadcast', async (n, [x], ctx) => {
   const buf = copy(x!);
   await groupOf(n, ctx).broadcast(buf as CommArray, n.attrs['root'] as number).wait();
   return [buf];
-});
+}, (_n, inB) => inB);
 
 registerHostKernel('weft.RootOnly', async (n, [x], ctx) => {
   const g = groupOf(n, ctx);
   return [g.rank === n.attrs['root'] ? copy(x!) : like(x!, x!.length)];
-});
+}, none);

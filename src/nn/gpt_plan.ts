@@ -16,8 +16,8 @@ import * as b from '../ir/build.js';
 import { allGather, copyTo } from '../ir/ops/collective.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { GPT } from './gpt.js';
-import { colwise, fromRowShards, rowwise, sequenceParallelNorm, toRowShards, vocabParallelCrossEntropy, vocabParallelEmbedding } from './tensor_parallel.js';
-import type { TpAxis } from './tensor_parallel.js';
+import { applyPlan, fromRowShards, toRowShards, vocabParallelCrossEntropy } from './tensor_parallel.js';
+import type { Plan, TpAxis } from './tensor_parallel.js';
 
 export interface GptPlanOptions {
   /** Sequence parallelism between the tensor-parallel regions. */
@@ -34,20 +34,25 @@ export function checkGptParallel(c: { vocab: number; d: number; heads: number; d
   if ((c.dropout ?? 0) > 0) throw new Error(`tensor parallel: dropout (${c.dropout}) must be 0: replicated activations would draw different masks on each rank`);
 }
 
+/** The GPT's plan as data: module paths to styles (the head and loss are wired in `parallelizeGPT`). */
+export const GPT_PLAN: Plan = {
+  'tok': { kind: 'vocabEmbedding' },
+  'h*.attn.qkv': { kind: 'colwise', parts: 3 },
+  'h*.attn.proj': { kind: 'rowwise' },
+  'h*.mlp.fc1': { kind: 'colwise' },
+  'h*.mlp.fc2': { kind: 'rowwise' },
+  // Sequence parallel only: LayerNorms on row shards.
+  'h*.ln1': { kind: 'sequenceNorm' },
+  'h*.ln2': { kind: 'sequenceNorm' },
+  'lnf': { kind: 'sequenceNorm' },
+};
+
 /** Applies the plan to `gpt` for this rank of the axis. */
 export function parallelizeGPT(gpt: GPT, tp: TpAxis, o: GptPlanOptions = {}): void {
   checkGptParallel(gpt.config, tp.size, tp.axis);
   const sp = o.sp ?? false;
-  vocabParallelEmbedding(gpt.tok, tp);
-  for (const blk of gpt.blocks) {
-    colwise(blk.attn.qkv, tp, { sp, parts: 3 });
-    rowwise(blk.attn.proj, tp, { sp });
-    colwise(blk.mlp.fc1, tp, { sp });
-    rowwise(blk.mlp.fc2, tp, { sp });
-    if (sp) { sequenceParallelNorm(blk.ln1, tp); sequenceParallelNorm(blk.ln2, tp); }
-  }
+  applyPlan(gpt, GPT_PLAN, tp, { sp });
   if (sp) {
-    sequenceParallelNorm(gpt.lnf, tp);
     const first = gpt.blocks[0]!;
     const forward = first.forward.bind(first);
     first.forward = (x: Tensor, B: number, T: number): Tensor => forward(toRowShards(x, tp), B, T);

@@ -127,6 +127,11 @@ export abstract class Module {
     return out;
   }
 
+  /** Every module of the tree as [dotted path, module], this one as '' (PyTorch's named_modules). */
+  namedModules(prefix = ''): [string, Module][] {
+    return [[prefix.replace(/\.$/, ''), this], ...[...this.children].flatMap(([n, c]) => c.namedModules(`${prefix}${n}.`))];
+  }
+
   modules(): Module[] { return [this, ...[...this.children.values()].flatMap((c) => c.modules())]; }
 
   /** Sets train (true) or eval (false) mode on the whole tree. */

@@ -14,7 +14,8 @@ import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import { allGather, allReduce, copyTo, reduceScatter, splitTo } from '../ir/ops/collective.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { Embedding, LayerNorm, Linear } from './layers.js';
+import { Embedding, LayerNorm, Linear } from './layers.js';
+import type { Module } from './module.js';
 
 /** A rank's place on the tensor-parallel axis. */
 export interface TpAxis { readonly axis: string; readonly size: number; readonly index: number }
@@ -110,3 +111,35 @@ export const toRowShards = (x: Tensor, tp: TpAxis): Tensor => T(splitTo(x.value,
 
 /** Row shards gathered (leaving it, into rank-local computation; backward: reduce-scatter). */
 export const fromRowShards = (x: Tensor, tp: TpAxis): Tensor => T(allGather(x.value, tp.axis, tp.size, 0));
+
+/** A module style of a plan, as data. */
+export type Style =
+  | { readonly kind: 'colwise'; readonly parts?: number }
+  | { readonly kind: 'rowwise' }
+  | { readonly kind: 'vocabEmbedding' }
+  | { readonly kind: 'sequenceNorm' };
+
+/** Module paths (globs: `*` matches within a path segment) to styles, torchtitan's parallelize plan. */
+export type Plan = Readonly<Record<string, Style>>;
+
+const glob = (pattern: string): RegExp => new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^.]*')}$`);
+
+/**
+ * Applies `plan` to the modules of `model` it names, for this rank of the axis. A pattern that
+ * matches no module, or a style on a module it does not fit, is an error naming both.
+ */
+export function applyPlan(model: Module, plan: Plan, tp: TpAxis, o: StyleOptions = {}): void {
+  const modules = model.namedModules();
+  for (const [pattern, style] of Object.entries(plan)) {
+    const re = glob(pattern);
+    const hits = modules.filter(([path]) => re.test(path));
+    if (hits.length === 0) throw new Error(`parallel plan: '${pattern}' matches no module of ${model.constructor.name} (modules: ${modules.map(([p]) => p).filter(Boolean).slice(0, 12).join(', ')}, ...)`);
+    for (const [path, m] of hits) {
+      const wrong = (want: string): never => { throw new Error(`parallel plan: '${pattern}' puts ${style.kind} on '${path}', a ${m.constructor.name}; it needs a ${want}`); };
+      if (style.kind === 'colwise') { if (!(m instanceof Linear)) wrong('Linear'); colwise(m as Linear, tp, { ...o, parts: style.parts ?? 1 }); }
+      else if (style.kind === 'rowwise') { if (!(m instanceof Linear)) wrong('Linear'); rowwise(m as Linear, tp, o); }
+      else if (style.kind === 'vocabEmbedding') { if (!(m instanceof Embedding)) wrong('Embedding'); vocabParallelEmbedding(m as Embedding, tp); }
+      else { if (!(m instanceof LayerNorm)) wrong('LayerNorm'); if (o.sp) sequenceParallelNorm(m as LayerNorm, tp); }
+    }
+  }
+}

@@ -18,7 +18,9 @@
  * The host kernels are registered by the layer that owns them (comm/kernels.ts for collectives),
  * so this layer knows no process group: a run's `context` is handed to every kernel unread.
  */
+import { BYTES } from '../ir/dtype.js';
 import type { TypedArray } from '../ir/dtype.js';
+import { numel } from '../ir/shape.js';
 import { topoNodes, Value } from '../ir/graph.js';
 import type { Node } from '../ir/graph.js';
 import { apply, opDef } from '../ir/registry.js';
@@ -29,13 +31,18 @@ import { profiler } from './profiler.js';
 /** Runs one host node on its inputs' data; `context` is what the schedule's caller passed. */
 export type HostKernel = (node: Node, inputs: readonly TypedArray[], context: unknown) => Promise<TypedArray[]>;
 
-const KERNELS = new Map<string, HostKernel>();
+/** Bytes a host op moves per rank (a collective's ring cost), from its node and its input and output bytes. */
+export type WireBytes = (node: Node, inputBytes: number, outputBytes: number) => number;
 
-/** Registers the kernel of a host op (once per op). */
-export function registerHostKernel(op: string, kernel: HostKernel): void {
+const KERNELS = new Map<string, HostKernel>();
+const WIRE = new Map<string, WireBytes>();
+
+/** Registers the kernel of a host op (once per op), and how many bytes it moves per rank. */
+export function registerHostKernel(op: string, kernel: HostKernel, wireBytes?: WireBytes): void {
   if (!opDef(op).host) throw new Error(`registerHostKernel: ${op} is not a host op`);
   if (KERNELS.has(op)) throw new Error(`registerHostKernel: ${op} has a kernel already`);
   KERNELS.set(op, kernel);
+  if (wireBytes) WIRE.set(op, wireBytes);
 }
 
 /** Whether the graph computing `outputs` holds a host op. */
@@ -60,6 +67,8 @@ export interface ScheduleStats {
   overlapping: number;
   /** Host nodes run per call, by op. */
   hostOps: Record<string, number>;
+  /** Bytes each call moves per rank, by op (ring costs: all-reduce 2 (P-1)/P of its tensor, all-gather and reduce-scatter (P-1)/P of the whole). */
+  wireBytes: Record<string, number>;
   /** Last call: milliseconds in programs, and waiting for host ops once the program that overlaps them was done. */
   programMs: number;
   hostMs: number;
@@ -142,10 +151,17 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
   }
 
   const hostOps: Record<string, number> = {};
-  for (const n of order) if (isHost(n)) hostOps[n.op] = (hostOps[n.op] ?? 0) + 1;
+  const wireBytes: Record<string, number> = {};
+  const bytesOf = (v: Value | null): number => (v === null ? 0 : numel(v.shape as number[]) * BYTES[v.dtype]);
+  for (const n of order) {
+    if (!isHost(n)) continue;
+    hostOps[n.op] = (hostOps[n.op] ?? 0) + 1;
+    const w = WIRE.get(n.op);
+    if (w) wireBytes[n.op] = (wireBytes[n.op] ?? 0) + w(n, n.inputs.reduce((a, v) => a + bytesOf(v), 0), n.outputs.reduce((a, v) => a + bytesOf(v), 0));
+  }
   const programs = stages.reduce((c, st) => c + (st.before ? 1 : 0) + (st.during ? 1 : 0), 0);
   const overlapping = stages.filter((st) => st.during !== null && st.host.length > 0).length;
-  const stats: ScheduleStats = { programs, overlapping, hostOps, programMs: 0, hostMs: 0, crossingBytes: 0 };
+  const stats: ScheduleStats = { programs, overlapping, hostOps, wireBytes, programMs: 0, hostMs: 0, crossingBytes: 0 };
 
   return {
     stats,

@@ -10,6 +10,7 @@ import type { BoundParameters } from '../nn/module.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { CompileOptions, Feed } from '../tensor/compile.js';
+import type { ScheduleStats } from '../runtime/schedule.js';
 import { grad } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -21,6 +22,8 @@ export interface GradStep {
   (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number>;
   /** How many times the step was traced (1 per distinct input signature). */
   readonly traces: number;
+  /** The last run's schedule when the step holds collectives (tensor parallel), else null. */
+  readonly schedule: ScheduleStats | null;
 }
 
 /** `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`. */
@@ -44,5 +47,6 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
     applyBufferUpdates(params, updated.get(tracing) ?? [], out.slice(slots.length + 1) as A[]);
     return Number(out[0]![0]);
   };
+  Object.defineProperty(run, 'schedule', { get: () => program.schedule });
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;
 }

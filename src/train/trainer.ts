@@ -340,6 +340,14 @@ export class Trainer {
     const out = !lead ? null : o.out === undefined ? process.stdout : o.out;
     const say = (s: string): void => { out?.write(`${s}\n`); };
     if (this.tp.size > 1 && this.context.groups['tp'] === undefined) {
+      // Every rank must shard the same way: compare the plans before any collective of the step.
+      const plan = { tp: this.tp.size, sp: cfg.parallel.sp, placements: [...this.placements!].map(([n, p]) => (p ? `${n}:${p.dim}/${p.parts ?? 1}` : n)).join(' ') };
+      const plans = await allGatherJson(this.pg, plan);
+      plans.forEach((q, r) => {
+        if (JSON.stringify(q) !== JSON.stringify(plans[0])) {
+          throw new Error(`parallel plan: rank ${r} has tp=${q.tp} sp=${q.sp}${q.placements !== plans[0]!.placements ? ' and other placements' : ''}, rank 0 tp=${plans[0]!.tp} sp=${plans[0]!.sp}`);
+        }
+      });
       const mesh = await deviceMesh(this.pg, { dp: this.dp.size, tp: this.tp.size });
       this.context.groups['tp'] = mesh.groups['tp']!;
       this.context.groups['dp'] = mesh.groups['dp']!;
