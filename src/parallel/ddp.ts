@@ -3,7 +3,8 @@
  * - parameters are broadcast from rank 0 at start;
  * - gradients are packed into buckets of contiguous ranges of the flat gradient buffer, in reverse
  *   layer order (the order backward produces them), default 25 MB each;
- * - the traced forward + backward is cut into one program per bucket (runtime/segments.ts); as
+ * - the traced forward + backward is cut into one program per bucket (a schedule with the buckets
+ *   as target groups, runtime/schedule.ts, the one mechanism that cuts steps); as
  *   soon as segment k has produced bucket k's gradients, the bucket's all-reduce is issued and
  *   runs on the communication thread while segment k+1 computes;
  * - gradients are averaged (all-reduce mean) through a communication hook, replaceable as in
@@ -14,8 +15,8 @@
 import type { FlatBuffer, Slot } from '../runtime/flat.js';
 import { compileProgram, runProgram } from '../runtime/executor.js';
 import type { Program } from '../runtime/executor.js';
-import { compileSegments } from '../runtime/segments.js';
-import type { SegmentedProgram } from '../runtime/segments.js';
+import { compileSchedule } from '../runtime/schedule.js';
+import type { Schedule } from '../runtime/schedule.js';
 import { profiler } from '../runtime/profiler.js';
 import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
@@ -68,7 +69,7 @@ export function makeBuckets(slots: readonly Slot[], bucketBytes: number): Bucket
 }
 
 /** One input signature's programs: cut per bucket, and whole (compiled on first noSync use). */
-interface Compiled { segmented: SegmentedProgram; whole: Program | null; outputs: Value[]; inputs: Value[]; updated: string[] }
+interface Compiled { segmented: Schedule; whole: Program | null; outputs: Value[]; inputs: Value[]; updated: string[] }
 
 export interface DDPStats {
   /** Time the last synchronized step waited after its backward finished (peerWaitMs included). */
@@ -137,7 +138,7 @@ export class DistributedDataParallel {
       // gradients of bucket k.
       const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
       const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSegments(groups, vals), whole: null, outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: vals, updated: upd.names };
+      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: vals, updated: upd.names };
       this.programs.set(sig, p);
     }
     return p;
@@ -162,7 +163,7 @@ export class DistributedDataParallel {
     }
     const works: Work[] = [];
     let loss = 0;
-    await p.segmented.run(feeds, (k, targets) => {
+    await p.segmented.run(feeds, null, 'ddp_bwd', (k, targets) => {
       const b = this.buckets[k]!;
       const off = k === 0 ? 1 + p.updated.length : 0;
       if (k === 0) {
@@ -171,7 +172,7 @@ export class DistributedDataParallel {
       }
       b.slots.forEach((s, i) => write(s, targets[i + off] as Float32Array));
       works.push(this.hook(this.pg, g.subarray(b.lo, b.hi), b));
-    }, 'ddp_bwd');
+    });
     const t0 = performance.now();
     // Every rank's backward end time (wall clock) rides along on one inline-sized all-gather, to
     // tell waiting for a slower rank from waiting for communication.
@@ -183,7 +184,7 @@ export class DistributedDataParallel {
     this.stats.peerWaitMs = Math.min(this.stats.exposedMs, Math.max(0, Math.max(...ends) - end));
     this.stats.commExposedMs = this.stats.exposedMs - this.stats.peerWaitMs;
     this.stats.bytes = this.buckets.reduce((s, b) => s + (b.hi - b.lo) * 4, 0);
-    this.stats.crossingBytes = p.segmented.crossingBytes;
+    this.stats.crossingBytes = p.segmented.stats.crossingBytes;
     profiler.record('ddp_peer_wait', this.stats.peerWaitMs, 0, 0);
     profiler.record('ddp_exposed_comm', this.stats.commExposedMs, 0, this.stats.bytes);
     return loss;

@@ -57,8 +57,11 @@ interface Program_ {
   writes: Value[];
 }
 
-/** A stage: what its host ops need, the host ops (issued in graph order), what runs while they fly. */
-interface Stage { before: Program_ | null; host: Node[]; during: Program_ | null }
+/**
+ * A stage: what its host ops need, the host ops (issued in graph order), what runs while they fly.
+ * Each part is one program per target group (in group order), for a schedule compiled with groups.
+ */
+interface Stage { before: (Program_ | null)[]; host: Node[]; during: (Program_ | null)[] }
 
 export interface ScheduleStats {
   /** onnxruntime programs run per call. */
@@ -78,13 +81,37 @@ export interface ScheduleStats {
 
 export interface Schedule {
   readonly stats: ScheduleStats;
-  /** Runs the whole graph; `feeds` for the traced inputs, in order; `context` for host kernels. Resolves with the outputs. */
-  run(feeds: readonly { data: TypedArray; shape?: readonly number[] }[], context: unknown, label?: string): Promise<TypedArray[]>;
+  /**
+   * Runs the whole graph; `feeds` for the traced inputs, in order; `context` for host kernels.
+   * With target groups, `onGroup(k, values)` is called as soon as group k's targets are all computed
+   * (in group order, before the next program starts). Resolves with the outputs.
+   */
+  run(feeds: readonly { data: TypedArray; shape?: readonly number[] }[], context: unknown, label?: string,
+    onGroup?: (k: number, values: TypedArray[]) => void): Promise<TypedArray[]>;
 }
 
-/** Compiles the graph computing `outputs` from the traced `inputs` into programs cut at its host ops. */
-export async function compileSchedule(outputs: readonly Value[], inputs: readonly Value[]): Promise<Schedule> {
+export interface ScheduleOptions {
+  /**
+   * Target groups: the outputs are `groups.flat()`, and each node goes to the program of the first
+   * group that needs it, so group k is complete after its own program, while later groups' programs
+   * still have to run (data parallelism cuts its backward by gradient bucket this way, to all-reduce
+   * each bucket while the rest computes). Without groups, one group holds every output.
+   */
+  groups?: readonly (readonly Value[])[];
+}
+
+/**
+ * Compiles the graph computing `outputs` from the traced `inputs` into programs cut at its host
+ * ops (and, given `opts.groups`, between target groups). This is weft's one way to cut a step.
+ */
+export async function compileSchedule(outputs: readonly Value[], inputs: readonly Value[], opts: ScheduleOptions = {}): Promise<Schedule> {
+  const groups = opts.groups ?? [outputs];
+  if (opts.groups) outputs = groups.flat();
   const order = topoNodes(outputs);
+  const groupOf = new Map<Node, number>();
+  groups.forEach((targets, k) => {
+    for (const n of topoNodes(targets, (v) => v.node !== null && groupOf.has(v.node))) if (!groupOf.has(n)) groupOf.set(n, k);
+  });
   const avail = new Map<Value, number>();
   const at = (v: Value | null): number => (v === null || v.node === null ? 0 : avail.get(v)!);
   const stageOf = new Map<Node, number>();
@@ -106,7 +133,7 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     const inStage = (v: Value): boolean => v.node !== null && !isHost(v.node) && stageOf.get(v.node) === k;
     for (const n of topoNodes(hostInputs, (v) => !inStage(v))) partOf.set(n, 'a');
   }
-  const programOf = (n: Node): string => `${stageOf.get(n)}${partOf.get(n) ?? 'b'}`;
+  const programOf = (n: Node): string => `${stageOf.get(n)}${partOf.get(n) ?? 'b'}${groupOf.get(n)}`;
   // Values consumed across a cut: by another program, by a host node, or as a final output.
   const crossing = new Set<Value>();
   for (const n of order) {
@@ -141,12 +168,17 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     return { program: await compileProgram(writes.map((w) => map.get(w)!), [...placeholders, ...inputs]), reads, writes };
   };
   const stages: Stage[] = [];
+  const byGroup = async (nodes: readonly Node[]): Promise<(Program_ | null)[]> => {
+    const out: (Program_ | null)[] = [];
+    for (let g = 0; g < groups.length; g++) out.push(await build(nodes.filter((n) => groupOf.get(n) === g)));
+    return out;
+  };
   for (let k = 0; k <= last; k++) {
     const nodes = order.filter((n) => !isHost(n) && stageOf.get(n) === k);
     stages.push({
-      before: await build(nodes.filter((n) => partOf.get(n) === 'a')),
+      before: await byGroup(nodes.filter((n) => partOf.get(n) === 'a')),
       host: order.filter((n) => isHost(n) && stageOf.get(n) === k),
-      during: await build(nodes.filter((n) => partOf.get(n) !== 'a')),
+      during: await byGroup(nodes.filter((n) => partOf.get(n) !== 'a')),
     });
   }
 
@@ -159,13 +191,14 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     const w = WIRE.get(n.op);
     if (w) wireBytes[n.op] = (wireBytes[n.op] ?? 0) + w(n, n.inputs.reduce((a, v) => a + bytesOf(v), 0), n.outputs.reduce((a, v) => a + bytesOf(v), 0));
   }
-  const programs = stages.reduce((c, st) => c + (st.before ? 1 : 0) + (st.during ? 1 : 0), 0);
-  const overlapping = stages.filter((st) => st.during !== null && st.host.length > 0).length;
+  const count = (ps: readonly (Program_ | null)[]): number => ps.filter((p) => p !== null).length;
+  const programs = stages.reduce((c, st) => c + count(st.before) + count(st.during), 0);
+  const overlapping = stages.reduce((c, st) => c + (st.host.length > 0 ? count(st.during) : 0), 0);
   const stats: ScheduleStats = { programs, overlapping, hostOps, wireBytes, programMs: 0, hostMs: 0, crossingBytes: 0 };
 
   return {
     stats,
-    async run(feeds, context, label = 'schedule') {
+    async run(feeds, context, label = 'schedule', onGroup) {
       if (feeds.length !== inputs.length) throw new Error(`schedule: ${inputs.length} inputs traced, ${feeds.length} fed`);
       const env = new Map<Value, TypedArray>();
       inputs.forEach((v, i) => env.set(v, feeds[i]!.data));
@@ -175,14 +208,25 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
         return d;
       };
       stats.programMs = 0; stats.hostMs = 0; stats.crossingBytes = 0;
-      const runPart = async (p: Program_ | null, tag: string): Promise<void> => {
-        if (p === null) return;
-        const t0 = performance.now();
-        const cut = p.reads.map((v) => ({ data: dataOf(v) }));
-        for (const c of cut) stats.crossingBytes += c.data.byteLength;
-        const out = await runProgram(p.program, `${label}${tag}`, [...cut, ...feeds]);
-        p.writes.forEach((w, i) => env.set(w, out[i]!));
-        stats.programMs += performance.now() - t0;
+      // Groups report in order, each as soon as its targets exist.
+      let reported = 0;
+      const report = (): void => {
+        while (onGroup && reported < groups.length && groups[reported]!.every((t) => t.node === null || env.has(t))) {
+          onGroup(reported, groups[reported]!.map(dataOf));
+          reported++;
+        }
+      };
+      const runPart = async (ps: readonly (Program_ | null)[], tag: string): Promise<void> => {
+        for (const [g, p] of ps.entries()) {
+          if (p === null) continue;
+          const t0 = performance.now();
+          const cut = p.reads.map((v) => ({ data: dataOf(v) }));
+          for (const c of cut) stats.crossingBytes += c.data.byteLength;
+          const out = await runProgram(p.program, `${label}${tag}${groups.length > 1 ? `g${g}` : ''}`, [...cut, ...feeds]);
+          p.writes.forEach((w, i) => env.set(w, out[i]!));
+          stats.programMs += performance.now() - t0;
+          report();
+        }
       };
       for (let k = 0; k < stages.length; k++) {
         const s = stages[k]!;
@@ -197,11 +241,13 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
         if (pending.length === 0) continue;
         const t1 = performance.now();
         for (const { n, outs } of await Promise.all(pending)) n.outputs.forEach((o, i) => env.set(o, outs[i]!));
+        report();
         // Time spent waiting for host ops once the overlapping program was done.
         const waited = performance.now() - t1;
         stats.hostMs += waited;
         profiler.record(`${label}_host${k}`, waited, 0, 0);
       }
+      report();
       return outputs.map(dataOf);
     },
   };
