@@ -3,7 +3,8 @@
  * 2 ranks with batch b train to the parameters of one process with batch 2b (1e-5 relative);
  * with BatchNorm, each rank normalizes its own half-batch (PyTorch's DDP without SyncBatchNorm),
  * so the losses differ from one process's within the noise of batch statistics, not bit for bit;
- * under mpirun the same run gives the threads backend's losses and parameters.
+ * with SyncBatchNorm (statistics all-reduced inside the step) 2 ranks give one process's batch-2b
+ * parameters to 1e-5; under mpirun both give the threads backend's losses and parameters.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,11 +18,11 @@ import { mpirunTrain, skipMpi } from './helpers/mpi.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
-function config(dir: string, name: string, batchNorm: boolean, batch: number): string {
+function config(dir: string, name: string, batchNorm: boolean, batch: number, syncBatchNorm = false): string {
   const path = join(dir, `${name}.json`);
   writeFileSync(path, JSON.stringify({
     out: join(dir, name), model: { kind: 'cnn', channels: [4, 8], hidden: 16, batchNorm, dropout: 0 },
-    data: { images: 'mnist', cropPadding: 0 },
+    data: { images: 'mnist', cropPadding: 0 }, dist: { syncBatchNorm },
     train: { steps: 4, batch, lr: 3e-3, warmup: 0, schedule: 'constant', weightDecay: 0, clip: 1, threads: 1 },
     eval: { every: 4, batch: 1000 }, checkpoint: { every: 4 },
   }));
@@ -55,6 +56,21 @@ test('CNN data parallel: 2 ranks x batch 4 reach the 1-rank batch-8 parameters (
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
+test('CNN data parallel with SyncBatchNorm: 2 ranks x batch 4 reach the 1-rank batch-8 parameters', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-cnn-sync-'));
+  try {
+    train([config(dir, 'one', true, 8, true)]);
+    train([config(dir, 'two', true, 4, true), '--nproc', '2']);
+    const d = relDiff(join(dir, 'two'), join(dir, 'one'));
+    assert.ok(d < 1e-5, `parameters differ by ${d} (relative)`);
+    const [c1, c2] = [curve(join(dir, 'one')), curve(join(dir, 'two'))];
+    c1.forEach((r, i) => assert.ok(Math.abs(r.loss - c2[i]!.loss) <= 1e-5 * r.loss, `step ${i + 1}: ${c2[i]!.loss} vs ${r.loss}`));
+    // The running statistics are those of the whole batch, on every rank alike.
+    const [a, b] = [loadCheckpoint(join(dir, 'one')).weights.get('1.running_var')!, loadCheckpoint(join(dir, 'two')).weights.get('1.running_var')!];
+    a.data.forEach((v, i) => assert.ok(Math.abs(v - b.data[i]!) <= 1e-5 * Math.abs(v), `running_var[${i}] ${b.data[i]} vs ${v}`));
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
 test('CNN data parallel with BatchNorm: per-rank batch statistics, losses within noise of one process', () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-cnn-bn-'));
   try {
@@ -71,14 +87,16 @@ test('CNN data parallel with BatchNorm: per-rank batch statistics, losses within
 });
 
 
-test('CNN with BatchNorm under mpirun: the same losses and parameters as the threads backend', { skip: skipMpi }, () => {
+test('CNN with BatchNorm and with SyncBatchNorm under mpirun: the same losses and parameters as the threads backend', { skip: skipMpi }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-cnn-mpi-'));
   try {
-    train([config(dir, 'threads', true, 4), '--nproc', '2']);
-    const cfg = config(dir, 'mpi', true, 4);
-    mpirunTrain(2, [cfg]);
-    const [a, b] = [curve(join(dir, 'mpi')), curve(join(dir, 'threads'))];
-    a.forEach((r, i) => assert.ok(Math.abs(r.loss - b[i]!.loss) <= 1e-6 * b[i]!.loss, `step ${i + 1}: mpi ${r.loss} vs threads ${b[i]!.loss}`));
-    assert.ok(relDiff(join(dir, 'mpi'), join(dir, 'threads')) < 1e-6);
+    for (const sync of [false, true]) {
+      const [t, m] = [`threads${sync ? '_sync' : ''}`, `mpi${sync ? '_sync' : ''}`];
+      train([config(dir, t, true, 4, sync), '--nproc', '2']);
+      mpirunTrain(2, [config(dir, m, true, 4, sync)]);
+      const [a, b] = [curve(join(dir, m)), curve(join(dir, t))];
+      a.forEach((r, i) => assert.ok(Math.abs(r.loss - b[i]!.loss) <= 1e-6 * b[i]!.loss, `${m} step ${i + 1}: ${r.loss} vs threads ${b[i]!.loss}`));
+      assert.ok(relDiff(join(dir, m), join(dir, t)) < 1e-6);
+    }
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });

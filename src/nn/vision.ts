@@ -5,6 +5,7 @@
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import { Tensor } from '../tensor/tensor.js';
+import { allReduce, copyTo } from '../ir/ops/collective.js';
 import { Dropout, Linear } from './layers.js';
 import { Module, init } from './module.js';
 import type { Init, ModuleBuffer, Parameter } from './module.js';
@@ -88,6 +89,12 @@ export class BatchNorm2d extends Module {
   readonly bias: Parameter;
   readonly runningMean: ModuleBuffer;
   readonly runningVar: ModuleBuffer;
+  /**
+   * Synchronized statistics (PyTorch's SyncBatchNorm): the batch's sums are all-reduced over this
+   * mesh axis, so every rank normalizes with the statistics of the whole global batch. Set by a
+   * data-parallel run before tracing; null: each rank's own batch.
+   */
+  sync: { readonly axis: string; readonly size: number } | null = null;
 
   constructor(readonly channels: number, readonly eps = 1e-5, readonly momentum = 0.1) {
     super();
@@ -101,11 +108,36 @@ export class BatchNorm2d extends Module {
   forward(x: Tensor): Tensor {
     const [rm, rv] = [this.runningMean.t.value, this.runningVar.t.value];
     if (!this.training) return new Tensor(b.batchNorm(x.value, this.weight.t.value, this.bias.t.value, rm, rv, { epsilon: this.eps })[0]);
+    if (this.sync) return this.synchronized(x, this.sync);
     // ONNX's momentum weighs the running value: ours (PyTorch's) weighs the batch.
     const [y, rm2, rv2] = b.batchNorm(x.value, this.weight.t.value, this.bias.t.value, rm, rv, { training: true, epsilon: this.eps, momentum: 1 - this.momentum });
     this.runningMean.update(new Tensor(rm2));
     this.runningVar.update(new Tensor(unbiasedRunningVar(x, rv, rv2, 1 - this.momentum)));
     return new Tensor(y);
+  }
+
+  /**
+   * Training-mode normalization with statistics over every rank's batch: the per-channel sums of x
+   * and x^2 are all-reduced (weft.Copy(weft.AllReduce(.)): forward a sum, backward a sum of the
+   * ranks' gradients, as SyncBatchNorm's backward all-reduces sum(dy) and sum(dy xhat)), then
+   * mean = S1 / n, var = S2 / n - mean^2 over the n = ranks * N * H * W values.
+   */
+  private synchronized(x: Tensor, sync: { axis: string; size: number }): Tensor {
+    const axes = [0, ...x.shape.slice(2).map((_, i) => i + 2)];
+    const local = (x.shape as number[]).reduce((p, d, i) => (i === 1 ? p : p * d), 1);
+    const n = local * sync.size;
+    const global = (t: Tensor): Tensor => (sync.size === 1 ? t : new Tensor(copyTo(allReduce(t.value, sync.axis, sync.size), sync.axis, sync.size)));
+    const s1 = global(x.sum(axes, true));
+    const s2 = global(x.mul(x).sum(axes, true));
+    const mean = s1.mul(1 / n);
+    const variance = s2.mul(1 / n).sub(mean.mul(mean));
+    const shape = [1, this.channels, ...x.shape.slice(2).map(() => 1)];
+    const y = x.sub(mean).div(variance.add(this.eps).sqrt()).mul(this.weight.t.reshape(shape)).add(this.bias.t.reshape(shape));
+    const m = this.momentum;
+    const flat = (t: Tensor): Tensor => t.reshape([this.channels]);
+    this.runningMean.update(this.runningMean.t.mul(1 - m).add(flat(mean).mul(m)));
+    this.runningVar.update(this.runningVar.t.mul(1 - m).add(flat(variance).mul((m * n) / Math.max(1, n - 1))));
+    return y;
   }
 }
 

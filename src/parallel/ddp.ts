@@ -13,8 +13,6 @@
  *   all-reduces the accumulated gradients once.
  */
 import type { FlatBuffer, Slot } from '../runtime/flat.js';
-import { compileProgram, runProgram } from '../runtime/executor.js';
-import type { Program } from '../runtime/executor.js';
 import { compileSchedule } from '../runtime/schedule.js';
 import type { Schedule } from '../runtime/schedule.js';
 import { profiler } from '../runtime/profiler.js';
@@ -25,6 +23,8 @@ import { grad, placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Value } from '../ir/graph.js';
 import type { ProcessGroup, Work } from '../comm/process_group.js';
+import '../comm/kernels.js';
+import type { CollectiveContext } from '../comm/kernels.js';
 
 /** A contiguous range [lo, hi) of the flat gradient buffer, holding whole tensors. */
 export interface Bucket { readonly index: number; readonly lo: number; readonly hi: number; readonly slots: readonly Slot[] }
@@ -42,6 +42,11 @@ export interface DDPOptions {
   /** Bucket size in bytes. Default 25 MB (PyTorch's bucket_cap_mb). */
   bucketBytes?: number;
   hook?: CommHook;
+  /**
+   * The mesh axis collectives inside the step name for these ranks (SyncBatchNorm's statistics);
+   * default 'dp'. The step's schedule runs them on this group.
+   */
+  axis?: string;
 }
 
 /** Packs tensors into buckets from the end of the layout backwards (gradients arrive in that order). */
@@ -69,7 +74,7 @@ export function makeBuckets(slots: readonly Slot[], bucketBytes: number): Bucket
 }
 
 /** One input signature's programs: cut per bucket, and whole (compiled on first noSync use). */
-interface Compiled { segmented: Schedule; whole: Program | null; outputs: Value[]; inputs: Value[]; updated: string[] }
+interface Compiled { segmented: Schedule; whole: Schedule | null; outputs: Value[]; inputs: Value[]; updated: string[] }
 
 export interface DDPStats {
   /** Time the last synchronized step waited after its backward finished (peerWaitMs included). */
@@ -106,7 +111,11 @@ export class DistributedDataParallel {
     if (grads.layout !== params.flat.layout) throw new Error('DistributedDataParallel: grads must share the parameters\' layout');
     this.buckets = makeBuckets(params.flat.layout.slots, opts.bucketBytes ?? 25 * 2 ** 20);
     this.hook = opts.hook ?? allReduceHook;
+    this.context = { groups: { [opts.axis ?? 'dp']: pg } };
   }
+
+  /** The groups collectives in the traced step run on (this group, under its axis name). */
+  private readonly context: CollectiveContext;
 
   /** Makes every rank's parameters (and buffers) equal to rank 0's. */
   async broadcastParameters(): Promise<void> {
@@ -154,8 +163,8 @@ export class DistributedDataParallel {
     const g = this.grads.data;
     const write = (slot: Slot, src: Float32Array): void => this.grads.write(slot, src, o.accumulate);
     if (o.noSync) {
-      p.whole ??= await compileProgram(p.outputs, p.inputs);
-      const out = await runProgram(p.whole, 'fwd_bwd', feeds);
+      p.whole ??= await compileSchedule(p.outputs, p.inputs);
+      const out = await p.whole.run(feeds, this.context, 'fwd_bwd');
       const slots = this.params.flat.layout.slots;
       slots.forEach((s, i) => write(s, out[i + 1] as Float32Array));
       applyBufferUpdates(this.params, p.updated, out.slice(slots.length + 1) as Float32Array[]);
@@ -163,7 +172,7 @@ export class DistributedDataParallel {
     }
     const works: Work[] = [];
     let loss = 0;
-    await p.segmented.run(feeds, null, 'ddp_bwd', (k, targets) => {
+    await p.segmented.run(feeds, this.context, 'ddp_bwd', (k, targets) => {
       const b = this.buckets[k]!;
       const off = k === 0 ? 1 + p.updated.length : 0;
       if (k === 0) {

@@ -61,6 +61,7 @@ export const SCHEMA = {
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
     hook: f('string', 'allreduce', "Data parallel: gradient communication, 'allreduce' (fp32 mean) or 'fp16' (half the bytes).", { oneOf: ['allreduce', 'fp16'] }),
+    syncBatchNorm: f('boolean', false, "Data parallel: BatchNorm normalizes with the statistics of every rank's batch (PyTorch's SyncBatchNorm); off: each rank's own, as DDP without it."),
     timeoutS: f('number', 300, 'Every collective fails after this many seconds, naming the rank and the operation.', { min: 0 }),
   },
   eval: {
@@ -95,7 +96,7 @@ export interface RunConfig {
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
   };
   parallel: { tp: number; sp: boolean };
-  dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; timeoutS: number };
+  dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };
   log: { every: number };

@@ -54,6 +54,8 @@ export interface FitOptions {
   trainLoader?: Partial<LoaderOptions>;
   /** Data parallel: this rank's process group (every rank calls fit with the same options). */
   pg?: ProcessGroup;
+  /** Data parallel: BatchNorm statistics over every rank's batch (SyncBatchNorm). */
+  syncBatchNorm?: boolean;
   resume?: boolean;
   /** Progress output; default stdout, null for silent. */
   log?: NodeJS.WritableStream | null;
@@ -74,6 +76,7 @@ export async function fit(model: Module & { forward(...inputs: Tensor[]): Tensor
     train: { schedule: 'constant', warmup: 0, weightDecay: 0, clip: 0, ...o.trainConfig, steps, batch, accumulate, ...(o.optimizer ? { optimizer: o.optimizer } : {}), ...(o.lr !== undefined ? { lr: o.lr } : {}) },
     eval: { every, batch: o.evalBatch ?? 500 },
     checkpoint: { every: o.checkpointEvery ?? steps, keep: 2 },
+    dist: { syncBatchNorm: o.syncBatchNorm ?? false },
     sample: { tokens: 0 },
   }, 'fit options');
   const metrics = Array.isArray(o.metrics)

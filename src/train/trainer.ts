@@ -15,6 +15,7 @@ import { createLoader, SyncLoader } from '../data/loader.js';
 import { reshardSamplerState } from '../data/sampler.js';
 import type { Batch, Loader, LoaderState } from '../data/loader.js';
 import { bindParameters, loadStateDict, stateDict } from '../nn/module.js';
+import { BatchNorm2d } from '../nn/vision.js';
 import type { BoundParameters } from '../nn/module.js';
 import { AdamW } from '../optim/adamw.js';
 import { SGD } from '../optim/sgd.js';
@@ -165,6 +166,12 @@ export class Trainer {
     if (tp > 1) {
       if (!task.parallelize) throw new Error(`parallel.tp = ${tp}: this task's model has no tensor-parallel plan (the GPT has one)`);
       task.parallelize({ axis: 'tp', size: tp, index: this.tp.index }, { sp: cfg.parallel.sp });
+    }
+    if (cfg.dist.syncBatchNorm) {
+      // The same arithmetic on one rank as on many, so a run's numbers do not depend on the rank count.
+      const norms = task.model.modules().filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
+      if (norms.length === 0) throw new Error('dist.syncBatchNorm: the model has no BatchNorm2d');
+      for (const m of norms) m.sync = { axis: 'dp', size: this.dp.size };
     }
     this.params = bindParameters(task.model, { seed: cfg.train.seed });
     this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
