@@ -70,8 +70,6 @@ const ringGather = (n: Node, _in: number, outB: number): number => share(n) * ou
 const ringScatter = (n: Node, inB: number): number => share(n) * inB;
 const none = (): number => 0;
 
-registerHostKernel('weft.Copy', async (n, [x], ctx) => { groupOf(n, ctx); return [copy(x!)]; }, none);
-
 registerHostKernel('weft.AllReduce', async (n, [x], ctx) => {
   const buf = copy(x!);
   await groupOf(n, ctx).allReduce(buf as CommArray, n.attrs['op'] === 'max' ? 'max' : 'sum').wait();

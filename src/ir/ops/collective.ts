@@ -2,7 +2,8 @@
  * Collectives as ops of the IR (weft's domain, not ONNX): each names the mesh axis whose group it
  * runs on and that group's size (shapes depend on it), and runs outside onnxruntime (`host`): a
  * step holding one is cut there (runtime/schedule.ts) and its kernel is the process group's
- * collective (comm/kernels.ts).
+ * collective (comm/kernels.ts). `weft.Copy`, whose forward moves nothing, is the exception: it is
+ * an identity inside its program, and only its backward all-reduce is a cut.
  *
  * Gradients are Megatron's conjugate pairs, whose meaning rests on one convention: a value is
  * either *replicated* over the axis (the same on every rank; its gradient is the gradient, counted
@@ -97,8 +98,14 @@ defineOp({
   grad: (g) => { const a = attrsOf(g); return [rootOnly(g.dy[0]!, a.axis, a.size, g.attr<number>('root'))]; },
 });
 
+/**
+ * Copy moves nothing forward, so it is no cut: it lowers to Identity inside its program, and only
+ * its gradient (an all-reduce) runs outside onnxruntime. A tensor-parallel block is then cut twice
+ * forward (after proj and fc2) rather than four times.
+ */
 defineOp({
-  name: 'weft.Copy', inputs: ['X'], attrs: axisAttrs, host: true, infer: same,
+  name: 'weft.Copy', inputs: ['X'], attrs: axisAttrs, infer: same,
+  lower: (c) => [b.identity(c.input(0))],
   grad: (g) => { const a = attrsOf(g); return [allReduce(g.dy[0]!, a.axis, a.size)]; },
 });
 
