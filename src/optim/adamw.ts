@@ -26,7 +26,7 @@ import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { FlatBuffer as Flat } from '../runtime/flat.js';
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
-import { clipScale, globalNorm } from './clip.js';
+import { beginStep, clipScale } from './clip.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
 
 export interface AdamWConfig {
@@ -100,12 +100,8 @@ export class AdamW<A extends FloatArray = FloatArray> {
 
   /** One AdamW step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
   async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
-    checkGrads('AdamW.step', this.params, grads);
-    if (!(lr >= 0)) throw new Error(`AdamW.step: lr must be a non-negative number, got ${lr}`);
+    const { s, norm } = await beginStep('AdamW', this.params, grads, lr, this.gradNorm);
     const t = this.t + 1;
-    const dt = dtypeOf(this.params.data);
-    const s = (x: number): FloatArray => scalarData(dt, x);
-    const norm = await (this.gradNorm ?? globalNorm)(grads.data);
     const vectors: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
     if (this.mask) vectors.push(this.mask.data);
     const scalars = [

@@ -15,7 +15,7 @@
 import * as b from '../ir/build.js';
 import { settings } from '../runtime/executor.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
-import { CHUNK_PER_THREAD, dtypeOf, FlatProgram, input, scalarData } from './common.js';
+import { CHUNK_PER_THREAD, checkGrads, dtypeOf, FlatProgram, input, scalarData } from './common.js';
 
 /** Added to the norm before dividing, as torch does. */
 export const CLIP_EPS = 1e-6;
@@ -77,4 +77,17 @@ export async function clipGradNorm(grads: FlatBuffer<FloatArray>, maxNorm: numbe
     await p.run([grads.data], [scalarData(dtype, scale)], [grads.data]);
   }
   return norm;
+}
+
+/**
+ * What every optimizer step starts with: the gradients checked against the parameters, lr
+ * checked, a scalar-feed maker in the parameters' dtype, and the global gradient norm (the
+ * caller's `gradNorm` where the buffer is not the whole model).
+ */
+export async function beginStep(who: string, params: FlatBuffer<FloatArray>, grads: FlatBuffer<FloatArray>, lr: number,
+  gradNorm: ((g: FloatArray) => Promise<number>) | null): Promise<{ s: (x: number) => FloatArray; norm: number }> {
+  checkGrads(`${who}.step`, params, grads);
+  if (!(lr >= 0)) throw new Error(`${who}.step: lr must be a non-negative number, got ${lr}`);
+  const dt = dtypeOf(params.data);
+  return { s: (x) => scalarData(dt, x), norm: await (gradNorm ?? globalNorm)(grads.data) };
 }

@@ -6,3 +6,5 @@ export type { SGDConfig, SGDState } from './sgd.js';
 export { clipGradNorm, clipScale, globalNorm, CLIP_EPS } from './clip.js';
 export { constantLr, warmupConstant, warmupCosine, warmupFactor } from './schedule.js';
 export type { Schedule, WarmupConvention, WarmupConfig, WarmupCosineConfig } from './schedule.js';
+export { Adafactor } from './adafactor.js';
+export type { AdafactorConfig } from './adafactor.js';

@@ -21,7 +21,7 @@ import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { FlatBuffer as Flat } from '../runtime/flat.js';
-import { clipScale, globalNorm } from './clip.js';
+import { beginStep, clipScale } from './clip.js';
 import type { StepInfo } from './adamw.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
 
@@ -99,11 +99,8 @@ export class SGD<A extends FloatArray = FloatArray> {
 
   /** One SGD step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
   async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
-    checkGrads('SGD.step', this.params, grads);
-    if (!(lr >= 0)) throw new Error(`SGD.step: lr must be a non-negative number, got ${lr}`);
+    const { s, norm } = await beginStep('SGD', this.params, grads, lr, this.gradNorm);
     const t = this.t + 1;
-    const s = (x: number): FloatArray => scalarData(dtypeOf(this.params.data), x);
-    const norm = await (this.gradNorm ?? globalNorm)(grads.data);
     const vectors: FloatArray[] = [this.params.data, grads.data];
     if (this.buf) vectors.push(this.buf.data);
     if (this.mask) vectors.push(this.mask.data);

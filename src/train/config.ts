@@ -39,7 +39,7 @@ export const SCHEMA = {
     steps: f('integer', 600, 'Optimizer steps.', { min: 1 }),
     batch: f('integer', 16, 'Sequences per micro-batch, per rank (the global batch is batch x ranks x accumulate).', { min: 1 }),
     accumulate: f('integer', 1, 'Micro-batches per optimizer step (gradient accumulation).', { min: 1 }),
-    optimizer: f('string', 'adamw', "'adamw' or 'sgd' (with momentum).", { oneOf: ['adamw', 'sgd'] }),
+    optimizer: f('string', 'adamw', "'adamw', 'sgd' (with momentum) or 'adafactor' (factored second moments; lr caps its relative step).", { oneOf: ['adamw', 'sgd', 'adafactor'] }),
     lr: f('number', 1e-3, 'Peak learning rate.', { min: 0 }),
     minLr: f('number', 1e-4, "Floor of the cosine decay (schedule 'cosine').", { min: 0 }),
     schedule: f('string', 'cosine', "'cosine' (warm-up then cosine to minLr at the last step) or 'constant' (warm-up then lr).", { oneOf: ['cosine', 'constant'] }),
@@ -48,6 +48,7 @@ export const SCHEMA = {
     beta2: f('number', 0.95, 'AdamW beta2.', { min: 0 }),
     eps: f('number', 1e-8, 'AdamW eps.', { min: 0 }),
     momentum: f('number', 0.9, 'SGD momentum.', { min: 0 }),
+    adafactorBeta1: f('number', 0, 'Adafactor first-moment decay (0: none, as torch.optim.Adafactor).', { min: 0 }),
     weightDecay: f('number', 0.1, 'AdamW decoupled weight decay, or SGD L2 penalty (applied to every parameter, as the PyTorch reference).', { min: 0 }),
     clip: f('number', 1, 'Global gradient-norm clip (0: off).', { min: 0 }),
     seed: f('integer', 0, 'Seed of the parameter init.'),
@@ -92,8 +93,8 @@ export interface RunConfig {
   };
   data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
   train: {
-    steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
-    warmup: number; beta1: number; beta2: number; eps: number; momentum: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
+    steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd' | 'adafactor'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
+    warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
   };
   parallel: { tp: number; sp: boolean };
   dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; syncBatchNorm: boolean; timeoutS: number };

@@ -19,6 +19,7 @@ import { BatchNorm2d } from '../nn/vision.js';
 import type { BoundParameters } from '../nn/module.js';
 import { AdamW } from '../optim/adamw.js';
 import { SGD } from '../optim/sgd.js';
+import { Adafactor } from '../optim/adafactor.js';
 import { warmupConstant, warmupCosine } from '../optim/schedule.js';
 import type { Schedule } from '../optim/schedule.js';
 import { setThreads } from '../runtime/executor.js';
@@ -109,7 +110,7 @@ export interface TrainResult {
   tokensPerS: number;
 }
 
-type Optimizer = AdamW<Float32Array> | SGD<Float32Array>;
+type Optimizer = AdamW<Float32Array> | SGD<Float32Array> | Adafactor<Float32Array>;
 
 /** Per-parameter tensors of a flat buffer (checkpoint form: names survive layout changes). */
 function byName(flat: FlatBuffer<Float32Array>, prefix = ''): Map<string, { shape: readonly number[]; data: Float32Array }> {
@@ -182,8 +183,11 @@ export class Trainer {
       // The norm of the whole model: tensor-parallel shards' squares summed over the axis.
       ...(this.placements ? { gradNorm: (g: Float32Array | Float64Array) => shardedNorm(this.params.flat.layout, this.placements!, this.context.groups['tp']!)(g) } : {}),
     };
+    if (t.optimizer === 'adafactor' && tp > 1) throw new Error('train.optimizer adafactor: its factored moments are not sharded for tensor parallelism yet; use adamw or sgd with parallel.tp > 1');
     this.opt = t.optimizer === 'sgd'
       ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip })
+      : t.optimizer === 'adafactor'
+      ? new Adafactor(this.params.flat, { lr: t.lr, beta1: t.adafactorBeta1, weightDecay: t.weightDecay, ...clip })
       : new AdamW(this.params.flat, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip });
     this.schedule = t.schedule === 'cosine' && t.steps > t.warmup
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
@@ -273,6 +277,8 @@ export class Trainer {
     if (saved !== this.cfg.train.optimizer) throw new Error(`${join(ck.dir, 'state.json')}: optimizer state is ${saved}, the config's train.optimizer is ${this.cfg.train.optimizer}`);
     if (this.opt instanceof AdamW) {
       this.opt.loadState({ t: st.optimizer.t, m: flatFrom(layout, ck.optimizer, 'm.', ofile), v: flatFrom(layout, ck.optimizer, 'v.', ofile) });
+    } else if (this.opt instanceof Adafactor) {
+      this.opt.loadState(st.optimizer.t, ck.optimizer, ofile);
     } else {
       this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? flatFrom(layout, ck.optimizer, 'momentum.', ofile) : null });
     }
@@ -316,7 +322,9 @@ export class Trainer {
     // One loader state per data-parallel rank (the tensor-parallel ranks of one share its data).
     const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0);
     const o = this.opt;
-    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(o.m, 'm.'), ...await this.wholeTensors(o.v, 'v.')]) : o.buf ? await this.wholeTensors(o.buf, 'momentum.') : new Map();
+    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(o.m, 'm.'), ...await this.wholeTensors(o.v, 'v.')])
+      : o instanceof Adafactor ? o.namedTensors()
+      : o.buf ? await this.wholeTensors(o.buf, 'momentum.') : new Map();
     const params = await this.wholeTensors(this.params.flat);
     if (this.pg.rank !== 0) return null;
     const weights = new Map([...params, ...[...stateDict(this.params)].filter(([k]) => !params.has(k))]);
