@@ -25,7 +25,11 @@ const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
-  weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)`;
+  weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
+
+Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
+--set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
+Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, mnist-cnn.json.`;
 
 class UsageError extends Error {}
 
@@ -37,6 +41,7 @@ function parse(argv: string[], flags: string[], switches: string[]): { pos: stri
   const on = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
+    if (a === '--help' || a === '-h') throw new UsageError('');
     if (switches.includes(a)) on.add(a);
     else if (a === '--set') sets.push(argv[++i] ?? (() => { throw new UsageError('--set needs key.path=value'); })());
     else if (flags.includes(a)) {

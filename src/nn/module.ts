@@ -37,17 +37,17 @@ export const init = {
   },
 };
 
-export class Parameter {
+/** A declared tensor of a module (shape + initializer), bound by `bindParameters` to a flat-buffer view. */
+abstract class Declared {
   private bound: Tensor | null = null;
-  /** Where the parameter lies on a mesh axis (set by a parallel plan before binding); null: replicated. */
-  placement: Placement | null = null;
+  /** What it is, for errors. */
+  protected abstract readonly what: string;
 
-  /** `shape` is the whole tensor's; a sharded parameter holds `localShape(shape, placement)`. */
   constructor(readonly shape: readonly number[], public init: Init) {}
 
-  /** The parameter as a graph leaf over its flat-buffer view. */
+  /** The tensor as a graph leaf over its flat-buffer view. */
   get t(): Tensor {
-    if (this.bound === null) throw new Error(`Parameter of shape ${fmt(this.shape)} is not bound: call bindParameters(model) first`);
+    if (this.bound === null) throw new Error(`${this.what} of shape ${fmt(this.shape)} is not bound: call bindParameters(model) first`);
     return this.bound;
   }
 
@@ -55,18 +55,18 @@ export class Parameter {
   bind(t: Tensor): void { this.bound = t; }
 }
 
+/** A trained tensor. `shape` is the whole tensor's; a sharded one holds `localShape(shape, placement)`. */
+export class Parameter extends Declared {
+  protected readonly what = 'Parameter';
+  /** Where the parameter lies on a mesh axis (set by a parallel plan before binding); null: replicated. */
+  placement: Placement | null = null;
+}
+
 /** Non-trained module state (running statistics), bound to a view of the model's buffer block. */
-export class ModuleBuffer {
-  private bound: Tensor | null = null;
+export class ModuleBuffer extends Declared {
+  protected readonly what = 'buffer';
   /** The value recorded by the last traced forward in training mode, taken by the step that traced it. */
   pending: Tensor | null = null;
-
-  constructor(readonly shape: readonly number[], public init: Init) {}
-
-  get t(): Tensor {
-    if (this.bound === null) throw new Error(`buffer of shape ${fmt(this.shape)} is not bound: call bindParameters(model) first`);
-    return this.bound;
-  }
 
   /** Records the buffer's next value (applied after the step's program runs). */
   update(next: Tensor): void {
@@ -75,9 +75,6 @@ export class ModuleBuffer {
     }
     this.pending = next;
   }
-
-  /** @internal */
-  bind(t: Tensor): void { this.bound = t; }
 }
 
 export abstract class Module {

@@ -112,27 +112,29 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
   groups.forEach((targets, k) => {
     for (const n of topoNodes(targets, (v) => v.node !== null && groupOf.has(v.node))) if (!groupOf.has(n)) groupOf.set(n, k);
   });
+  const isHost = (n: Node): boolean => opDef(n.op).host === true;
   const avail = new Map<Value, number>();
   const at = (v: Value | null): number => (v === null || v.node === null ? 0 : avail.get(v)!);
   const stageOf = new Map<Node, number>();
-  let last = 0;
+  // Per stage, in graph order: its ordinary nodes and the host nodes at its boundary.
+  const stageNodes: { nodes: Node[]; host: Node[] }[] = [];
   for (const n of order) {
     const ready = Math.max(0, ...n.inputs.map(at));
-    const isHost = opDef(n.op).host === true;
-    if (isHost && !KERNELS.has(n.op)) throw new Error(`compileSchedule: host op ${n.op} has no kernel registered (import the layer that provides it, e.g. comm/kernels.js)`);
+    const host = isHost(n);
+    if (host && !KERNELS.has(n.op)) throw new Error(`compileSchedule: host op ${n.op} has no kernel registered (import the layer that provides it, e.g. comm/kernels.js)`);
     stageOf.set(n, ready);
-    for (const o of n.outputs) avail.set(o, isHost ? ready + 1 : ready);
-    last = Math.max(last, isHost ? ready + 1 : ready);
+    for (const o of n.outputs) avail.set(o, host ? ready + 1 : ready);
+    while (stageNodes.length <= ready) stageNodes.push({ nodes: [], host: [] });
+    (host ? stageNodes[ready]!.host : stageNodes[ready]!.nodes).push(n);
   }
-  const isHost = (n: Node): boolean => opDef(n.op).host === true;
   // Each stage splits in two programs: A computes what the boundary's host ops read, B the rest,
   // run while those host ops are in flight (B reads nothing they produce).
   const partOf = new Map<Node, 'a' | 'b'>();
-  for (let k = 0; k <= last; k++) {
-    const hostInputs = order.filter((n) => isHost(n) && stageOf.get(n) === k).flatMap((n) => n.inputs.filter((v): v is Value => v !== null));
+  stageNodes.forEach(({ host }, k) => {
+    const hostInputs = host.flatMap((n) => n.inputs.filter((v): v is Value => v !== null));
     const inStage = (v: Value): boolean => v.node !== null && !isHost(v.node) && stageOf.get(v.node) === k;
     for (const n of topoNodes(hostInputs, (v) => !inStage(v))) partOf.set(n, 'a');
-  }
+  });
   const programOf = (n: Node): string => `${stageOf.get(n)}${partOf.get(n) ?? 'b'}${groupOf.get(n)}`;
   // Values consumed across a cut: by another program, by a host node, or as a final output.
   const crossing = new Set<Value>();
@@ -173,11 +175,10 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     for (let g = 0; g < groups.length; g++) out.push(await build(nodes.filter((n) => groupOf.get(n) === g)));
     return out;
   };
-  for (let k = 0; k <= last; k++) {
-    const nodes = order.filter((n) => !isHost(n) && stageOf.get(n) === k);
+  for (const { nodes, host } of stageNodes) {
     stages.push({
       before: await byGroup(nodes.filter((n) => partOf.get(n) === 'a')),
-      host: order.filter((n) => isHost(n) && stageOf.get(n) === k),
+      host,
       during: await byGroup(nodes.filter((n) => partOf.get(n) !== 'a')),
     });
   }

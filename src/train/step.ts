@@ -31,20 +31,22 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
   if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
   const slots = params.flat.layout.slots;
   const wrt = slots.map((s) => params.tensors[s.name]!);
-  const updated = new Map<string, string[]>();
-  const sigOf = (feeds: readonly Feed[]): string => feeds.map((f) => `${f.dtype}[${f.shape.join(',')}]`).join(';');
-  let tracing = '';
+  // The buffers a traced forward updates (BatchNorm's statistics) are a property of the model: every
+  // input signature's trace must update the same ones, so one list serves every program.
+  let updated: string[] | null = null;
   const program = compile((...inputs: Tensor[]) => {
     const l = loss(...inputs);
     const upd = takeBufferUpdates(params);
-    updated.set(tracing, upd.names);
+    if (updated !== null && updated.join() !== upd.names.join()) {
+      throw new Error(`gradStep: this trace updates buffers [${upd.names.join(', ')}], an earlier one [${updated.join(', ')}]`);
+    }
+    updated = upd.names;
     return [l, ...grad(l, wrt), ...upd.values];
   }, name, opts);
   const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
-    tracing = sigOf(feeds);
     const out = await program(...feeds);
     slots.forEach((s, k) => grads.write(s, out[k + 1] as A, opts?.accumulate));
-    applyBufferUpdates(params, updated.get(tracing) ?? [], out.slice(slots.length + 1) as A[]);
+    applyBufferUpdates(params, updated ?? [], out.slice(slots.length + 1) as A[]);
     return Number(out[0]![0]);
   };
   Object.defineProperty(run, 'schedule', { get: () => program.schedule });

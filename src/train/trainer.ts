@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os';
 import { createLoader, SyncLoader } from '../data/loader.js';
 import { reshardSamplerState } from '../data/sampler.js';
 import type { Batch, Loader, LoaderState } from '../data/loader.js';
-import { bindParameters, loadStateDict, stateDict } from '../nn/module.js';
+import { bindParameters, loadStateDict } from '../nn/module.js';
 import { BatchNorm2d } from '../nn/vision.js';
 import type { BoundParameters } from '../nn/module.js';
 import { AdamW } from '../optim/adamw.js';
@@ -327,7 +327,7 @@ export class Trainer {
       : o.buf ? await this.wholeTensors(o.buf, 'momentum.') : new Map();
     const params = await this.wholeTensors(this.params.flat);
     if (this.pg.rank !== 0) return null;
-    const weights = new Map([...params, ...[...stateDict(this.params)].filter(([k]) => !params.has(k))]);
+    const weights = new Map([...params, ...byName(this.params.buffers)]);
     const state = {
       step, config: this.cfg, ranks: this.pg.size, parallel: { dp: this.dp.size, tp: this.tp.size }, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
