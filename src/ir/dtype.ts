@@ -43,15 +43,74 @@ export function allocate(dtype: DType, n: number): TypedArray {
   }
 }
 
-/** Builds a typed array of `dtype` from plain numbers. */
+/** Builds a typed array of `dtype` from plain numbers (float16 and bfloat16 as their bits, rounded to nearest even). */
 export function fromNumbers(dtype: DType, xs: ArrayLike<number>): TypedArray {
   const out = allocate(dtype, xs.length);
+  const enc = dtype === 'float16' ? toHalf : dtype === 'bfloat16' ? toBfloat16 : null;
   if (out instanceof BigInt64Array) for (let i = 0; i < xs.length; i++) out[i] = BigInt(Math.trunc(xs[i]!));
+  else if (enc !== null) for (let i = 0; i < xs.length; i++) out[i] = enc(xs[i]!);
   else for (let i = 0; i < xs.length; i++) out[i] = xs[i]!;
   return out;
 }
 
-/** Reads any typed array as plain numbers. */
-export function toNumbers(a: TypedArray): number[] {
+/** Reads a typed array of `dtype` as plain numbers (float16 and bfloat16 bits decoded). */
+export function toNumbers(a: TypedArray, dtype?: DType): number[] {
+  const dec = dtype === 'float16' ? fromHalf : dtype === 'bfloat16' ? fromBfloat16 : null;
+  if (dec !== null) return Array.from(a as Uint16Array, dec);
   return Array.from(a as ArrayLike<number | bigint>, Number);
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 -> IEEE half bits, round to nearest even (overflow to inf, NaN kept). */
+export function toHalf(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  // A carry out of the mantissa rounds up into the exponent, as IEEE rounding does.
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** IEEE half bits -> number. */
+export function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 0x1f) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+
+/** float32 -> bfloat16 bits (the top half of the float32), round to nearest even; NaN kept quiet. */
+export function toBfloat16(x: number): number {
+  f32[0] = x;
+  const bits = u32[0]!;
+  if ((bits & 0x7fffffff) > 0x7f800000) return (bits >>> 16) | 0x40;
+  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** bfloat16 bits -> number. */
+export function fromBfloat16(h: number): number {
+  u32[0] = h << 16;
+  return f32[0]!;
 }

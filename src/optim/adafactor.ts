@@ -26,7 +26,8 @@ import { compileProgram, runProgram } from '../runtime/executor.js';
 import type { Program } from '../runtime/executor.js';
 import type { FlatBuffer, FloatArray, Slot } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
-import { beginStep, clipScale } from './clip.js';
+import { beginStep } from './clip.js';
+import type { StepScaling } from './clip.js';
 import type { StepInfo } from './adamw.js';
 import { checkGrads, dtypeOf, input, scalarData, zerosLike } from './common.js';
 
@@ -110,11 +111,11 @@ export class Adafactor<A extends FloatArray = FloatArray> {
   }
 
   /** One step from `grads`; `lr` overrides the relative step's cap for this step (schedules). */
-  async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
-    const { s, norm } = await beginStep('Adafactor', this.params, grads, lr, this.gradNorm);
+  async step(grads: FlatBuffer<A>, lr = this.lr, scaling: StepScaling = {}): Promise<StepInfo> {
+    const { s, norm, gradMult } = await beginStep('Adafactor', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling);
     const t = this.t + 1;
     const scalars = [
-      s(this.clipNorm === null ? 1 : clipScale(norm, this.clipNorm)), s(t ** this.decay), s(Math.min(lr, 1 / Math.sqrt(t))),
+      s(gradMult), s(t ** this.decay), s(Math.min(lr, 1 / Math.sqrt(t))),
       s(this.eps2), s(this.eps1), s(this.eps1 * this.eps1), s(1 - lr * this.weightDecay), s(this.d), s(this.beta1), s(1 - this.beta1),
     ];
     for (const slot of this.params.layout.slots) {

@@ -26,7 +26,8 @@ import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { FlatBuffer as Flat } from '../runtime/flat.js';
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
-import { beginStep, clipScale } from './clip.js';
+import { beginStep } from './clip.js';
+import type { StepScaling } from './clip.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
 
 export interface AdamWConfig {
@@ -50,6 +51,8 @@ export interface AdamWConfig {
    * norm of the flat buffer.
    */
   gradNorm?: (grads: FloatArray) => Promise<number>;
+  /** Gradients arrive multiplied by a loss scale, which `step(grads, lr, { lossScale })` divides out in the update. */
+  lossScaled?: boolean;
 }
 
 export interface StepInfo {
@@ -78,6 +81,8 @@ export class AdamW<A extends FloatArray = FloatArray> {
   readonly clipNorm: number | null;
   private readonly gradNorm: ((g: FloatArray) => Promise<number>) | null;
   private readonly program: FlatProgram;
+  /** The update graph multiplies the gradients by a fed scale (clipping, loss scaling). */
+  private readonly scaled: boolean;
 
   constructor(readonly params: FlatBuffer<A>, cfg: AdamWConfig) {
     this.lr = cfg.lr;
@@ -92,15 +97,20 @@ export class AdamW<A extends FloatArray = FloatArray> {
     this.m = new Flat(layout, zerosLike(data), 'adamw.m');
     this.v = new Flat(layout, zerosLike(data), 'adamw.v');
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'adamw.mask') : null;
-    this.program = new FlatProgram('adamw', (n) => adamwGraph(dtypeOf(data), n, this.clipNorm !== null, this.mask !== null));
+    this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
+    this.program = new FlatProgram('adamw', (n) => adamwGraph(dtypeOf(data), n, this.scaled, this.mask !== null));
   }
 
   /** Times the update graph was traced and compiled by this optimizer (1 after any number of steps). */
   get compiles(): number { return this.program.compiles; }
 
-  /** One AdamW step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
-  async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
-    const { s, norm } = await beginStep('AdamW', this.params, grads, lr, this.gradNorm);
+  /**
+   * One AdamW step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr;
+   * `scaling.lossScale` is divided out of the gradients (needs `lossScaled`).
+   */
+  async step(grads: FlatBuffer<A>, lr = this.lr, scaling: StepScaling = {}): Promise<StepInfo> {
+    if ((scaling.lossScale ?? 1) !== 1 && !this.scaled) throw new Error('AdamW.step: a lossScale needs the optimizer built with lossScaled: true');
+    const { s, norm, gradMult } = await beginStep('AdamW', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling);
     const t = this.t + 1;
     const vectors: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
     if (this.mask) vectors.push(this.mask.data);
@@ -109,7 +119,7 @@ export class AdamW<A extends FloatArray = FloatArray> {
       s(this.beta1), s(1 - this.beta1), s(this.beta2), s(1 - this.beta2),
       s(lr / (1 - this.beta1 ** t)), s(Math.sqrt(1 - this.beta2 ** t)), s(this.eps),
     ];
-    if (this.clipNorm !== null) scalars.push(s(clipScale(norm, this.clipNorm)));
+    if (this.scaled) scalars.push(s(gradMult));
     await this.program.run(vectors, scalars, [this.params.data, this.m.data, this.v.data]);
     this.t = t;
     return { gradNorm: norm };
@@ -142,7 +152,7 @@ function checkConfig(cfg: AdamWConfig, o: AdamW<FloatArray>): void {
 /**
  * The AdamW update over flat vectors of length n (one chunk). Inputs, in feed order: p, g, m, v,
  * [mask], decay = 1 - lr wd, beta1, 1 - beta1, beta2, 1 - beta2, stepSize = lr / (1 - beta1^t),
- * bc2Sqrt = sqrt(1 - beta2^t), eps, [gradScale = the clip scale]. Outputs: new p, m, v.
+ * bc2Sqrt = sqrt(1 - beta2^t), eps, [gradScale = the clip scale / the loss scale]. Outputs: new p, m, v.
  */
 function adamwGraph(dtype: 'float32' | 'float64', n: number, scaled: boolean, masked: boolean): { inputs: Value[]; outputs: Value[] } {
   const vec = (name: string): Value => input(dtype, n, name);

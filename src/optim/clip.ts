@@ -80,14 +80,29 @@ export async function clipGradNorm(grads: FlatBuffer<FloatArray>, maxNorm: numbe
 }
 
 /**
+ * How the gradients handed to a step are scaled: by a loss scale (mixed precision: the backward
+ * ran on loss x scale, so every gradient is `lossScale` times too large), and the global norm when
+ * the caller already computed it (of the gradients as handed in, scaled).
+ */
+export interface StepScaling {
+  lossScale?: number;
+  norm?: number;
+}
+
+/**
  * What every optimizer step starts with: the gradients checked against the parameters, lr
- * checked, a scalar-feed maker in the parameters' dtype, and the global gradient norm (the
- * caller's `gradNorm` where the buffer is not the whole model).
+ * checked, a scalar-feed maker in the parameters' dtype, the global gradient norm of the unscaled
+ * gradients (the caller's `gradNorm` where the buffer is not the whole model), and the factor the
+ * update multiplies the gradients by: the clip scale over the loss scale.
  */
 export async function beginStep(who: string, params: FlatBuffer<FloatArray>, grads: FlatBuffer<FloatArray>, lr: number,
-  gradNorm: ((g: FloatArray) => Promise<number>) | null): Promise<{ s: (x: number) => FloatArray; norm: number }> {
+  gradNorm: ((g: FloatArray) => Promise<number>) | null, clipNorm: number | null, scaling: StepScaling = {},
+): Promise<{ s: (x: number) => FloatArray; norm: number; gradMult: number }> {
   checkGrads(`${who}.step`, params, grads);
   if (!(lr >= 0)) throw new Error(`${who}.step: lr must be a non-negative number, got ${lr}`);
+  const S = scaling.lossScale ?? 1;
+  if (!(S > 0) || !Number.isFinite(S)) throw new Error(`${who}.step: lossScale must be a positive finite number, got ${S}`);
   const dt = dtypeOf(params.data);
-  return { s: (x) => scalarData(dt, x), norm: await (gradNorm ?? globalNorm)(grads.data) };
+  const norm = (scaling.norm ?? await (gradNorm ?? globalNorm)(grads.data)) / S;
+  return { s: (x) => scalarData(dt, x), norm, gradMult: (clipNorm === null ? 1 : clipScale(norm, clipNorm)) / S };
 }

@@ -21,7 +21,8 @@ import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { FlatBuffer as Flat } from '../runtime/flat.js';
-import { beginStep, clipScale } from './clip.js';
+import { beginStep } from './clip.js';
+import type { StepScaling } from './clip.js';
 import type { StepInfo } from './adamw.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
 
@@ -46,6 +47,8 @@ export interface SGDConfig {
    * norm of the flat buffer.
    */
   gradNorm?: (grads: FloatArray) => Promise<number>;
+  /** Gradients arrive multiplied by a loss scale, which `step(grads, lr, { lossScale })` divides out in the update. */
+  lossScaled?: boolean;
 }
 
 /** Everything needed to resume SGD: the step count and the momentum buffer (a copy; null without momentum). */
@@ -65,6 +68,8 @@ export class SGD<A extends FloatArray = FloatArray> {
   readonly weightDecay: number;
   readonly nesterov: boolean;
   readonly clipNorm: number | null;
+  /** The update graph multiplies the gradients by a fed scale (clipping, loss scaling). */
+  private readonly scaled: boolean;
   private readonly gradNorm: ((g: FloatArray) => Promise<number>) | null;
   private readonly program: FlatProgram;
 
@@ -87,9 +92,10 @@ export class SGD<A extends FloatArray = FloatArray> {
     const { layout, data } = params;
     this.buf = this.momentum > 0 ? new Flat(layout, zerosLike(data), 'sgd.momentum') : null;
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'sgd.mask') : null;
+    this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
     const shape: SGDShape = {
       dtype: dtypeOf(data), n: layout.size, momentum: this.buf !== null, nesterov: this.nesterov,
-      decay: this.weightDecay !== 0 || this.mask !== null, masked: this.mask !== null, clip: this.clipNorm !== null,
+      decay: this.weightDecay !== 0 || this.mask !== null, masked: this.mask !== null, clip: this.scaled,
     };
     this.program = new FlatProgram('sgd', (n) => sgdGraph({ ...shape, n }));
   }
@@ -98,8 +104,9 @@ export class SGD<A extends FloatArray = FloatArray> {
   get compiles(): number { return this.program.compiles; }
 
   /** One SGD step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
-  async step(grads: FlatBuffer<A>, lr = this.lr): Promise<StepInfo> {
-    const { s, norm } = await beginStep('SGD', this.params, grads, lr, this.gradNorm);
+  async step(grads: FlatBuffer<A>, lr = this.lr, scaling: StepScaling = {}): Promise<StepInfo> {
+    if ((scaling.lossScale ?? 1) !== 1 && !this.scaled) throw new Error('SGD.step: a lossScale needs the optimizer built with lossScaled: true');
+    const { s, norm, gradMult } = await beginStep('SGD', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling);
     const t = this.t + 1;
     const vectors: FloatArray[] = [this.params.data, grads.data];
     if (this.buf) vectors.push(this.buf.data);
@@ -107,7 +114,7 @@ export class SGD<A extends FloatArray = FloatArray> {
     const scalars = [s(lr)];
     if (this.weightDecay !== 0 || this.mask) scalars.push(s(this.weightDecay));
     if (this.buf) scalars.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
-    if (this.clipNorm !== null) scalars.push(s(clipScale(norm, this.clipNorm)));
+    if (this.scaled) scalars.push(s(gradMult));
     await this.program.run(vectors, scalars, this.buf ? [this.params.data, this.buf.data] : [this.params.data]);
     this.t = t;
     return { gradNorm: norm };

@@ -12,14 +12,17 @@
  * - `noSync` micro-steps accumulate locally and communicate nothing; the step after them
  *   all-reduces the accumulated gradients once.
  */
+import { fromBfloat16, fromHalf, toBfloat16, toHalf } from '../ir/dtype.js';
 import type { FlatBuffer, Slot } from '../runtime/flat.js';
 import { compileSchedule } from '../runtime/schedule.js';
 import type { Schedule } from '../runtime/schedule.js';
 import { profiler } from '../runtime/profiler.js';
-import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
+import { applyBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
+import { traceStepGraph } from '../nn/step_graph.js';
+import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { Feed } from '../tensor/compile.js';
-import { grad, placeholder } from '../tensor/tensor.js';
+import { placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Value } from '../ir/graph.js';
 import type { ProcessGroup, Work } from '../comm/process_group.js';
@@ -47,6 +50,8 @@ export interface DDPOptions {
    * default 'dp'. The step's schedule runs them on this group.
    */
   axis?: string;
+  /** Mixed precision and loss scaling of the traced step (nn/step_graph.ts). */
+  step?: StepGraphOptions;
 }
 
 /** Packs tensors into buckets from the end of the layout backwards (gradients arrive in that order). */
@@ -100,6 +105,7 @@ export class DistributedDataParallel {
   private readonly hook: CommHook;
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
   private programs = new Map<string, Compiled>();
+  private readonly stepOptions: StepGraphOptions;
 
   constructor(
     readonly pg: ProcessGroup,
@@ -111,6 +117,7 @@ export class DistributedDataParallel {
     if (grads.layout !== params.flat.layout) throw new Error('DistributedDataParallel: grads must share the parameters\' layout');
     this.buckets = makeBuckets(params.flat.layout.slots, opts.bucketBytes ?? 25 * 2 ** 20);
     this.hook = opts.hook ?? allReduceHook;
+    this.stepOptions = opts.step ?? {};
     this.context = { groups: { [opts.axis ?? 'dp']: pg } };
   }
 
@@ -137,17 +144,16 @@ export class DistributedDataParallel {
     let p = this.programs.get(sig);
     if (p === undefined) {
       const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
-      const l = this.loss(...inputs);
-      const upd = takeBufferUpdates(this.params);
-      const updates = upd.values.map((t) => t.value);
       const slots = this.params.flat.layout.slots;
-      const g = grad(l, slots.map((s) => this.params.tensors[s.name]!));
-      const gradOf = new Map(slots.map((s, i) => [s.name, g[i]!.value]));
+      const { outputs, updated } = traceStepGraph(this.params, this.loss, inputs, this.stepOptions);
+      const [l, ...rest] = outputs as [Value, ...Value[]];
+      const updates = rest.slice(slots.length);
+      const gradOf = new Map(slots.map((s, i) => [s.name, rest[i]!]));
       // Group 0 also returns the loss and the buffer updates (forward values); group k the
       // gradients of bucket k.
-      const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
+      const groups = this.buckets.map((b, k) => [...(k === 0 ? [l, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
       const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: vals, updated: upd.names };
+      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs, inputs: vals, updated };
       this.programs.set(sig, p);
     }
     return p;
@@ -158,7 +164,9 @@ export class DistributedDataParallel {
    * buffer when `accumulate`); otherwise every bucket is averaged across ranks, its all-reduce
    * overlapping the rest of the backward. Returns this rank's loss.
    */
-  async step(feeds: Feed[], o: { accumulate?: boolean; noSync?: boolean } = {}): Promise<number> {
+  async step(batch: Feed[], o: { accumulate?: boolean; noSync?: boolean; lossScale?: number } = {}): Promise<number> {
+    if (this.stepOptions.lossScale && o.lossScale === undefined) throw new Error('DistributedDataParallel: built with a loss scale; pass { lossScale } to every step');
+    const feeds = this.stepOptions.lossScale ? [...batch, { data: Float32Array.of(o.lossScale!), shape: [], dtype: 'float32' as const }] : batch;
     const p = await this.compiled(feeds);
     const g = this.grads.data;
     const write = (slot: Slot, src: Float32Array): void => this.grads.write(slot, src, o.accumulate);
@@ -200,72 +208,41 @@ export class DistributedDataParallel {
   }
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** float32 -> IEEE half bits, round to nearest even (overflow to inf, NaN kept). */
-export function toHalf(x: number): number {
-  f32[0] = x;
-  const b = u32[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // A carry out of the mantissa rounds up into the exponent, as IEEE rounding does.
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-
-/** IEEE half bits -> number. */
-export function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 0x1f) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
-
 /**
- * fp16 compression (DDP's fp16_compress_hook, by all-gather): each rank sends its bucket as half
- * floats packed two to an int32 and averages every rank's copy in float32. On two ranks this sends
- * half the bytes of a float32 ring all-reduce; past four ranks the gather sends more than a ring
- * would, so prefer `allReduceHook` there. Gradients lose precision to fp16 (~3 decimal digits).
+ * Half-precision compression by all-gather (DDP's fp16_compress_hook; `bf16Hook` is its
+ * bf16_compress_hook): each rank sends its bucket as 16-bit floats packed two to an int32 and
+ * averages every rank's copy in float32. On two ranks this sends half the bytes of a float32 ring
+ * all-reduce; past four ranks the gather sends more than a ring would, so prefer `allReduceHook`
+ * there. Gradients lose precision to the 16-bit format (fp16 ~3 decimal digits, bf16 ~2).
  */
-export const fp16Hook: CommHook = (pg, bucket) => {
-  const n = bucket.length;
-  const words = Math.ceil(n / 2);
-  const packed = new Int32Array(words);
-  const halves = new Uint16Array(packed.buffer);
-  for (let i = 0; i < n; i++) halves[i] = toHalf(bucket[i]!);
-  const all = new Int32Array(words * pg.size);
-  const gather = pg.allGather(packed, all);
-  return {
-    label: `fp16(${gather.label})`,
-    async wait() {
-      await gather.wait();
-      const h = new Uint16Array(all.buffer);
-      bucket.fill(0);
-      for (let r = 0; r < pg.size; r++) {
-        const base = r * words * 2;
-        for (let i = 0; i < n; i++) bucket[i]! += fromHalf(h[base + i]!);
-      }
-      const inv = 1 / pg.size;
-      for (let i = 0; i < n; i++) bucket[i]! *= inv;
-    },
+function halfHook(name: string, enc: (x: number) => number, dec: (h: number) => number): CommHook {
+  return (pg, bucket) => {
+    const n = bucket.length;
+    const words = Math.ceil(n / 2);
+    const packed = new Int32Array(words);
+    const halves = new Uint16Array(packed.buffer);
+    for (let i = 0; i < n; i++) halves[i] = enc(bucket[i]!);
+    const all = new Int32Array(words * pg.size);
+    const gather = pg.allGather(packed, all);
+    return {
+      label: `${name}(${gather.label})`,
+      async wait() {
+        await gather.wait();
+        const h = new Uint16Array(all.buffer);
+        bucket.fill(0);
+        for (let r = 0; r < pg.size; r++) {
+          const base = r * words * 2;
+          for (let i = 0; i < n; i++) bucket[i]! += dec(h[base + i]!);
+        }
+        const inv = 1 / pg.size;
+        for (let i = 0; i < n; i++) bucket[i]! *= inv;
+      },
+    };
   };
-};
+}
+
+export const fp16Hook: CommHook = halfHook('fp16', toHalf, fromHalf);
+export const bf16Hook: CommHook = halfHook('bf16', toBfloat16, fromBfloat16);
+
+/** Re-exported for callers that compress gradients (kept where it was first exported). */
+export { fromHalf, toHalf };

@@ -12,7 +12,7 @@ import type { Dim } from '../ir/shape.js';
 import { fmt, isStatic } from '../ir/shape.js';
 import { toModelProto } from '../ir/onnx/export.js';
 import { lowerComposites } from '../ir/rewrite.js';
-import { fillKernelGaps } from './kernel_gaps.js';
+import { disabledOptimizers, fillKernelGaps } from './kernel_gaps.js';
 import { createSession } from './ort.js';
 import type { Session } from './ort.js';
 import { profiler } from './profiler.js';
@@ -96,8 +96,9 @@ export async function compileProgram(outputs: readonly Value[], inputs: readonly
   const { key, leaves } = structureKey(outputs, inputs);
   let s = programs.get(key);
   if (s === undefined) {
-    const model = toModelProto({ inputs: leaves, outputs: fillKernelGaps(lowerComposites(outputs)), inputNames: leaves.map((_, i) => `in${i}`) });
-    s = createSession(model, { threads: settings.threads });
+    const lowered = fillKernelGaps(lowerComposites(outputs));
+    const model = toModelProto({ inputs: leaves, outputs: lowered, inputNames: leaves.map((_, i) => `in${i}`) });
+    s = createSession(model, { threads: settings.threads, disabledOptimizers: disabledOptimizers(lowered) });
     programs.set(key, s);
     s.catch(() => programs.delete(key));
   }

@@ -14,11 +14,23 @@
  *   strided Slice, Concat, MatMul), ConvTranspose a stride-1 Conv over zero-inserted input with
  *   flipped weights, GlobalAveragePool a ReduceMean. test/vision_ops.test.ts checks each lowering
  *   against onnxruntime's float32 kernels on random geometries.
+ * - Half precision runs as float32 between casts. bfloat16 has almost no CPU kernels: of the ops
+ *   mixed precision emits, only data movement and Cast run in bfloat16 (probed on
+ *   onnxruntime-node 1.30; Conv and the pools are not even valid bfloat16 ONNX at opset 17).
+ *   float16 has more, but onnxruntime's own float16 handling on CPU (InsertCastTransformer) wraps
+ *   each op lacking a kernel in casts and then drops every cast pair as "precision-free",
+ *   including weft's casts of float32 inputs down to float16: the whole graph silently computes
+ *   and stores float32 (measured: outputs bit-identical to float32, no memory saved). So both
+ *   dtypes get weft's casts, which onnxruntime keeps: half inputs widened (exact), the op in
+ *   float32, outputs rounded to the half dtype, which is what a half-precision device stores,
+ *   with float32 accumulation. Only `HALF_KERNELS` run in the half dtype itself; a device with
+ *   half kernels lists more there and gains speed as well as memory.
  */
 import * as b from '../ir/build.js';
+import { topoNodes } from '../ir/graph.js';
 import type { Node, Value } from '../ir/graph.js';
 import { averagePoolIm2col, convIm2col, convTransposeIm2col } from '../ir/im2col.js';
-import { makeCtx, opDef } from '../ir/registry.js';
+import { apply, makeCtx, opDef } from '../ir/registry.js';
 import type { InferCtx } from '../ir/registry.js';
 import { rewrite } from '../ir/rewrite.js';
 import { convGeometry, convTransposeGeometry, poolGeometry, poolInverseCounts } from '../ir/ops/vision.js';
@@ -80,9 +92,40 @@ const FLOAT64: Record<string, (c: InferCtx) => Value> = {
 /** onnxruntime graph optimizers that would undo these rewrites (a session config entry). */
 export const DISABLED_OPTIMIZERS = ['GemmTransposeFusion'];
 
+/**
+ * The optimizers to disable for one lowered graph: `DISABLED_OPTIMIZERS`, and for a graph holding
+ * half-precision values also CommonSubexpressionElimination. It would merge the forward's and the
+ * backward's float32 casts of one saved half activation into one float32 tensor alive from the
+ * forward to the backward, undoing the memory half precision saves (measured on the small GPT at
+ * batch 64: fp16 peak RSS 1,744 MB with it, 1,481 MB without, fp32 2,000 MB).
+ */
+export function disabledOptimizers(outputs: readonly Value[]): string[] {
+  for (const n of topoNodes(outputs)) {
+    if (n.outputs.some((v) => v.dtype === 'float16' || v.dtype === 'bfloat16')) return [...DISABLED_OPTIMIZERS, 'CommonSubexpressionElimination'];
+  }
+  return [...DISABLED_OPTIMIZERS];
+}
+
+/** Ops run in the half dtype itself on onnxruntime's CPU provider: data movement (probed for bfloat16). */
+const HALF_KERNELS = new Set(['Cast', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Concat', 'Slice', 'Split', 'Gather', 'GatherElements', 'Identity', 'Flatten', 'Shape']);
+
+/** Whether node `n` (inputs already rewritten) must run in float32 between casts. */
+function halfGap(n: Node, inputs: readonly (Value | null)[]): boolean {
+  const half = (v: Value | null): boolean => v !== null && (v.dtype === 'bfloat16' || v.dtype === 'float16');
+  return !HALF_KERNELS.has(n.op) && (inputs.some(half) || n.outputs.some(half));
+}
+
+/** `n` computed in float32: half inputs widened, outputs cast back to their half dtype. */
+function widened(n: Node, inputs: readonly (Value | null)[]): Value[] {
+  const ins = inputs.map((v) => (v !== null && (v.dtype === 'bfloat16' || v.dtype === 'float16') ? b.cast(v, 'float32') : v));
+  const outs = apply(n.op, ins, n.attrs, n.outputs.length);
+  return outs.map((v, i) => b.cast(v, n.outputs[i]!.dtype));
+}
+
 export function fillKernelGaps(outputs: readonly Value[]): Value[] {
   return rewrite(outputs, (n, inputs) => {
     const x = inputs[0]!;
+    if (halfGap(n, inputs)) return widened(n, inputs);
     if (n.op === 'Erf' && x.dtype === 'float64') return [erf64(x)];
     const lower64 = FLOAT64[n.op];
     if (lower64 !== undefined && x.dtype === 'float64') return [lower64(makeCtx(opDef(n.op), inputs, n.attrs, n.outputs.length))];

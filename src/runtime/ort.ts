@@ -5,9 +5,12 @@
  */
 import ort from 'onnxruntime-node';
 import type { DType, TypedArray } from '../ir/dtype.js';
-import { DISABLED_OPTIMIZERS } from './kernel_gaps.js';
 
-export interface SessionOptions { threads: number }
+export interface SessionOptions {
+  threads: number;
+  /** onnxruntime graph optimizers to turn off (runtime/kernel_gaps.ts decides which). */
+  disabledOptimizers: readonly string[];
+}
 
 export interface Session {
   readonly inputNames: readonly string[];
@@ -24,7 +27,7 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
-    extra: { optimization: { disable_specified_optimizers: DISABLED_OPTIMIZERS.join(';') } },
+    extra: { optimization: { disable_specified_optimizers: opts.disabledOptimizers.join(';') } },
     // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON).
     ...(process.env['WEFT_ORT_PROFILE'] ? { enableProfiling: true, profileFilePrefix: process.env['WEFT_ORT_PROFILE'] } : {}),
   });

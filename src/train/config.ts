@@ -54,6 +54,12 @@ export const SCHEMA = {
     seed: f('integer', 0, 'Seed of the parameter init.'),
     dataSeed: f('integer', 1, 'Seed of the batch sampler.'),
     threads: f('integer', 0, 'Intra-op threads per rank (0: the cores divided among the ranks).', { min: 0 }),
+    precision: f('string', 'fp32', "'fp32', or mixed precision 'fp16' / 'bf16': matrix products in half precision from casts of the float32 master weights; norms, softmax and the loss in float32; the optimizer in float32.", { oneOf: ['fp32', 'fp16', 'bf16'] }),
+    lossScale: f('number', 65536, 'fp16: the first dynamic loss scale (halved on an overflow, which skips its step).', { min: 1 }),
+    lossScaleWindow: f('integer', 2000, 'fp16: clean steps in a row before the loss scale doubles (GradScaler growth_interval).', { min: 1 }),
+    lossScaleHysteresis: f('integer', 1, "fp16: overflows tolerated before the scale halves, each still skipped (DeepSpeed's hysteresis; 1: GradScaler).", { min: 1 }),
+    lossScaleMin: f('number', 1, 'fp16: the loss scale never falls below this.', { min: 0 }),
+    checkpointing: f('string', 'none', "Activation checkpointing: 'none', 'full' (keep each block's input, recompute the block in the backward) or 'selective' (recompute attention internals only).", { oneOf: ['none', 'full', 'selective'] }),
   },
   parallel: {
     tp: f('integer', 1, 'Tensor parallel degree (Megatron-LM layout; the GPT only). Data parallel takes the rest: dp = ranks / tp.', { min: 1 }),
@@ -61,7 +67,7 @@ export const SCHEMA = {
   },
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
-    hook: f('string', 'allreduce', "Data parallel: gradient communication, 'allreduce' (fp32 mean) or 'fp16' (half the bytes).", { oneOf: ['allreduce', 'fp16'] }),
+    hook: f('string', 'auto', "Data parallel: gradient communication, 'allreduce' (fp32 mean), 'fp16' or 'bf16' (half the bytes), or 'auto': train.precision's compute dtype (fp32 all-reduce for fp32).", { oneOf: ['auto', 'allreduce', 'fp16', 'bf16'] }),
     syncBatchNorm: f('boolean', false, "Data parallel: BatchNorm normalizes with the statistics of every rank's batch (PyTorch's SyncBatchNorm); off: each rank's own, as DDP without it."),
     timeoutS: f('number', 300, 'Every collective fails after this many seconds, naming the rank and the operation.', { min: 0 }),
   },
@@ -95,9 +101,11 @@ export interface RunConfig {
   train: {
     steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd' | 'adafactor'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
+    precision: 'fp32' | 'fp16' | 'bf16'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
+    checkpointing: 'none' | 'full' | 'selective';
   };
   parallel: { tp: number; sp: boolean };
-  dist: { bucketMB: number; hook: 'allreduce' | 'fp16'; syncBatchNorm: boolean; timeoutS: number };
+  dist: { bucketMB: number; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };
   log: { every: number };

@@ -5,47 +5,55 @@
  * forward records (BatchNorm's running statistics) are further outputs of the same program,
  * written into the model's buffers after each run.
  */
-import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
+import { applyBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
+import { traceStepGraph } from '../nn/step_graph.js';
+import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { CompileOptions, Feed } from '../tensor/compile.js';
 import type { ScheduleStats } from '../runtime/schedule.js';
-import { grad } from '../tensor/tensor.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
+import { scalarData } from '../optim/common.js';
 
 /** The loss of one step from its batch inputs; parameters are the bound tensors it closes over. */
 export type LossFn = (...inputs: Tensor[]) => Tensor;
 
 export interface GradStep {
   /** Runs forward + backward; gradients land in `grads` (overwritten, or added when accumulate). */
-  (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number>;
+  (feeds: Feed[], opts?: { accumulate?: boolean; lossScale?: number }): Promise<number>;
   /** How many times the step was traced (1 per distinct input signature). */
   readonly traces: number;
   /** The last run's schedule when the step holds collectives (tensor parallel), else null. */
   readonly schedule: ScheduleStats | null;
 }
 
-/** `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`. */
-export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd', opts: CompileOptions = {}): GradStep {
+/**
+ * `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`;
+ * `opts.precision` and `opts.lossScale` shape the traced graph (nn/step_graph.ts). With
+ * `lossScale`, every run takes the scale (`run(feeds, { lossScale })`) and the gradients come out
+ * multiplied by it; the returned loss is unscaled.
+ */
+export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd',
+  opts: CompileOptions & StepGraphOptions = {}): GradStep {
   if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
   const slots = params.flat.layout.slots;
-  const wrt = slots.map((s) => params.tensors[s.name]!);
   // The buffers a traced forward updates (BatchNorm's statistics) are a property of the model: every
   // input signature's trace must update the same ones, so one list serves every program.
   let updated: string[] | null = null;
   const program = compile((...inputs: Tensor[]) => {
-    const l = loss(...inputs);
-    const upd = takeBufferUpdates(params);
-    if (updated !== null && updated.join() !== upd.names.join()) {
-      throw new Error(`gradStep: this trace updates buffers [${upd.names.join(', ')}], an earlier one [${updated.join(', ')}]`);
+    const g = traceStepGraph(params, loss, inputs, opts);
+    if (updated !== null && updated.join() !== g.updated.join()) {
+      throw new Error(`gradStep: this trace updates buffers [${g.updated.join(', ')}], an earlier one [${updated.join(', ')}]`);
     }
-    updated = upd.names;
-    return [l, ...grad(l, wrt), ...upd.values];
+    updated = g.updated;
+    return g.outputs.map((v) => new Tensor(v));
   }, name, opts);
-  const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
-    const out = await program(...feeds);
-    slots.forEach((s, k) => grads.write(s, out[k + 1] as A, opts?.accumulate));
+  const run = async (feeds: Feed[], o?: { accumulate?: boolean; lossScale?: number }): Promise<number> => {
+    if (opts.lossScale && o?.lossScale === undefined) throw new Error('gradStep: this step was built with lossScale; pass { lossScale } to every run');
+    const all = opts.lossScale ? [...feeds, { data: scalarData('float32', o!.lossScale!), shape: [], dtype: 'float32' as const }] : feeds;
+    const out = await program(...all);
+    slots.forEach((s, k) => grads.write(s, out[k + 1] as A, o?.accumulate));
     applyBufferUpdates(params, updated ?? [], out.slice(slots.length + 1) as A[]);
     return Number(out[0]![0]);
   };

@@ -27,7 +27,14 @@ import { FlatBuffer } from '../runtime/flat.js';
 import type { Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, Feed } from '../tensor/compile.js';
-import { allReduceHook, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
+import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
+import type { CommHook } from '../parallel/ddp.js';
+import { globalNorm } from '../optim/clip.js';
+import { LossScaler } from '../optim/loss_scale.js';
+import type { LossScalerState } from '../optim/loss_scale.js';
+import { autocast } from '../ir/autocast.js';
+import { computeDtype } from '../nn/step_graph.js';
+import type { StepGraphOptions } from '../nn/step_graph.js';
 import '../parallel/spmd.js';
 import { localPart, shardedNorm, wholeTensor } from '../parallel/tensor_parallel.js';
 import type { Placements } from '../parallel/tensor_parallel.js';
@@ -37,6 +44,7 @@ import type { CollectiveContext } from '../comm/kernels.js';
 import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
+import { Tensor as TensorOf } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { RunConfig } from './config.js';
@@ -150,6 +158,10 @@ export class Trainer {
   readonly tp: { size: number; index: number };
   /** Where each parameter lies (tensor parallel); null for none. */
   private readonly placements: Placements | null;
+  /** fp16's dynamic loss scale; null for fp32 and bf16 (unscaled). */
+  readonly scaler: LossScaler | null;
+  /** The global gradient norm of this rank's buffer (shards' squares summed over tp). */
+  private readonly gradNorm: (g: Float32Array | Float64Array) => Promise<number>;
   /** The groups collectives in the step run on; filled by `run` (making groups is async). */
   private readonly context: CollectiveContext & { groups: Record<string, ProcessGroup> } = { groups: {} };
 
@@ -178,11 +190,12 @@ export class Trainer {
     this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
     this.grads = FlatBuffer.zeros(this.params.flat.layout, 'grads');
     const t = cfg.train;
-    const clip = {
-      ...(t.clip > 0 ? { clipNorm: t.clip } : {}),
-      // The norm of the whole model: tensor-parallel shards' squares summed over the axis.
-      ...(this.placements ? { gradNorm: (g: Float32Array | Float64Array) => shardedNorm(this.params.flat.layout, this.placements!, this.context.groups['tp']!)(g) } : {}),
-    };
+    // The norm of the whole model: tensor-parallel shards' squares summed over the axis.
+    this.gradNorm = this.placements ? (g) => shardedNorm(this.params.flat.layout, this.placements!, this.context.groups['tp']!)(g) : globalNorm;
+    this.scaler = t.precision === 'fp16'
+      ? new LossScaler({ init: t.lossScale, growthInterval: t.lossScaleWindow, hysteresis: t.lossScaleHysteresis, minScale: Math.min(t.lossScaleMin, t.lossScale) })
+      : null;
+    const clip = { ...(t.clip > 0 ? { clipNorm: t.clip } : {}), gradNorm: this.gradNorm, lossScaled: this.scaler !== null };
     if (t.optimizer === 'adafactor' && tp > 1) throw new Error('train.optimizer adafactor: its factored moments are not sharded for tensor parallelism yet; use adamw or sgd with parallel.tp > 1');
     this.opt = t.optimizer === 'sgd'
       ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip })
@@ -197,21 +210,29 @@ export class Trainer {
       const l = task.loss(task.forward(...fields.slice(0, -1)), fields[fields.length - 1]!);
       return scale === 1 ? l : l.mul(scale);
     };
+    const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null };
     if (this.pg.size > 1 && tp === 1) {
       this.step = null;
+      const hooks: Record<string, CommHook> = { allreduce: allReduceHook, fp16: fp16Hook, bf16: bf16Hook };
+      const hook = cfg.dist.hook === 'auto' ? (t.precision === 'fp32' ? 'allreduce' : t.precision) : cfg.dist.hook;
       this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
-        bucketBytes: cfg.dist.bucketMB * 2 ** 20, hook: cfg.dist.hook === 'fp16' ? fp16Hook : allReduceHook,
+        bucketBytes: cfg.dist.bucketMB * 2 ** 20, hook: hooks[hook]!, step: stepOptions,
       });
     } else {
       this.ddp = null;
       // With tensor parallelism the step holds collectives: a schedule run on the mesh's groups.
-      this.step = gradStep(this.params, this.grads, loss, 'fwd_bwd', tp > 1 ? { context: this.context } : {});
+      this.step = gradStep(this.params, this.grads, loss, 'fwd_bwd', { ...stepOptions, ...(tp > 1 ? { context: this.context } : {}) });
     }
     const metricFns = Object.values(task.metrics);
+    const half = computeDtype(t.precision);
+    const weights = new Set(Object.values(this.params.tensors).map((x) => x.value));
+    // Evaluation computes as the step does: the same autocast of the forward.
     this.evalProgram = compile((...fields) => {
       const target = fields[fields.length - 1]!;
       const out = task.forward(...fields.slice(0, -1));
-      return [task.loss(out, target), ...metricFns.map((m) => m(out, target))];
+      const outs = [task.loss(out, target), ...metricFns.map((m) => m(out, target))];
+      if (half === null) return outs;
+      return autocast(outs.map((x) => x.value), { dtype: half, params: weights, who: `train.precision ${t.precision}` }).map((v) => new TensorOf(v));
     }, 'eval', tp > 1 ? { context: this.context } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
@@ -261,7 +282,9 @@ export class Trainer {
     try { loadStateDict(this.params, this.localize(ck.weights, '', file)); } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const layout = this.params.flat.layout;
     const ofile = join(ck.dir, 'optimizer.safetensors');
-    const st = ck.state as { step: number; optimizer: { name?: string; t: number }; loaders: LoaderState[] };
+    const st = ck.state as { step: number; optimizer: { name?: string; t: number }; loaders: LoaderState[]; lossScaler?: LossScalerState };
+    // A run that changes to fp16 at a resume starts its loss scale afresh.
+    if (this.scaler && st.lossScaler) this.scaler.loadState(st.lossScaler, `${join(ck.dir, 'state.json')}: lossScaler`);
     // Another data-parallel degree re-deals the global sample stream from where it stopped.
     let loaderState = st.loaders[this.dp.index];
     if (st.loaders.length !== this.dp.size) {
@@ -330,6 +353,7 @@ export class Trainer {
     const weights = new Map([...params, ...byName(this.params.buffers)]);
     const state = {
       step, config: this.cfg, ranks: this.pg.size, parallel: { dp: this.dp.size, tp: this.tp.size }, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
+      ...(this.scaler ? { lossScaler: this.scaler.state() } : {}),
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
     };
     return saveCheckpoint(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
@@ -338,8 +362,9 @@ export class Trainer {
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
   private async microStep(b: Batch, first: boolean, last: boolean): Promise<number> {
     const feeds = feedsOf(b);
-    if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync: !last });
-    return this.step!(feeds, { accumulate: !first });
+    const lossScale = this.scaler?.scale;
+    if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync: !last, ...(lossScale ? { lossScale } : {}) });
+    return this.step!(feeds, { accumulate: !first, ...(lossScale ? { lossScale } : {}) });
   }
 
   /** Keeps the metrics of steps up to `step` (a resumed run rewrites what came after its checkpoint). */
@@ -412,11 +437,12 @@ export class Trainer {
           await dpGroup.allReduce(l, 'mean').wait();
           loss = l[0]!;
         }
-        const { gradNorm } = await this.opt.step(this.grads, lr);
+        const { gradNorm, skipped } = await this.optimizerStep(lr);
         step++;
         losses.push(loss);
         const elapsed = (performance.now() - t0) / 1000;
         const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
+        if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism every rank evaluates (its programs hold collectives); rank 0 reports.
         if ((lead || this.tp.size > 1) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
@@ -456,6 +482,21 @@ export class Trainer {
     const result = { steps: step, losses, valLosses, evals, checkpoint, sample, tokensPerS };
     await call((c) => c.onTrainEnd?.(result, ctx(step)));
     return result;
+  }
+
+  /**
+   * The optimizer's step on the reduced gradients. Under fp16 the gradients are loss-scaled: an
+   * inf or NaN anywhere, on any rank, skips the step on every rank (parameters and moments
+   * untouched) and backs the scale off; otherwise the optimizer divides the scale out.
+   */
+  private async optimizerStep(lr: number): Promise<{ gradNorm: number; skipped: boolean }> {
+    if (this.scaler === null) return { gradNorm: (await this.opt.step(this.grads, lr)).gradNorm, skipped: false };
+    const lossScale = this.scaler.scale;
+    const norm = await this.gradNorm(this.grads.data);
+    const flag = Float32Array.of(Number.isFinite(norm) ? 0 : 1);
+    if (this.pg.size > 1) await this.pg.allReduce(flag, 'max').wait();
+    if (this.scaler.update(flag[0]! > 0)) return { gradNorm: norm / lossScale, skipped: true };
+    return { gradNorm: (await this.opt.step(this.grads, lr, { lossScale, norm })).gradNorm, skipped: false };
   }
 
   /** Rank 0's callbacks decide; every rank learns it, so all stop after the same step. */

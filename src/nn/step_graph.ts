@@ -1,0 +1,73 @@
+/**
+ * The traced graph of one training step of a bound model: forward, the transformations a run
+ * asks for (mixed precision), the loss scale, and the backward. `gradStep` (one process or tensor
+ * parallel) and data parallelism both trace through here, so every way of running a step computes
+ * the same graph.
+ *
+ * Outputs, in order: the loss (float32, unscaled), one gradient per parameter slot (the
+ * parameters' dtype: the float32 master's gradient, widened from the compute dtype at its cast),
+ * then the buffer updates the forward recorded (BatchNorm's running statistics), named in
+ * `updated`.
+ */
+import { autocast } from '../ir/autocast.js';
+import type { HalfDType } from '../ir/autocast.js';
+import * as b from '../ir/build.js';
+import type { Value } from '../ir/graph.js';
+import { grad } from '../autodiff/grad.js';
+import type { FloatArray } from '../runtime/flat.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { takeBufferUpdates } from './module.js';
+import type { BoundParameters } from './module.js';
+
+export type Precision = 'fp32' | 'fp16' | 'bf16';
+
+export const PRECISIONS: readonly Precision[] = ['fp32', 'fp16', 'bf16'];
+
+/** The compute dtype of a precision; null for fp32 (no rewrite). */
+export function computeDtype(p: Precision): HalfDType | null {
+  if (p === 'fp32') return null;
+  if (p === 'fp16') return 'float16';
+  if (p === 'bf16') return 'bfloat16';
+  throw new Error(`precision must be one of ${PRECISIONS.join(', ')}, got '${String(p)}'`);
+}
+
+export interface StepGraphOptions {
+  /** Mixed precision: the forward rewritten by `autocast` (ir/autocast.ts). Default fp32. */
+  precision?: Precision;
+  /**
+   * The step takes one more input after the batch, a float32 scalar the loss is multiplied by
+   * before the backward (dynamic loss scaling): gradients come out scaled by it.
+   */
+  lossScale?: boolean;
+}
+
+export interface StepGraph {
+  /** [loss, ...gradients in slot order, ...buffer updates]. */
+  outputs: Value[];
+  /** Names of the buffers whose updates follow the gradients. */
+  updated: string[];
+}
+
+/** The loss of one step from its batch inputs. */
+export type StepLoss = (...inputs: Tensor[]) => Tensor;
+
+/**
+ * Traces `loss` on `inputs` (placeholders; with `lossScale`, the last one is the scale) and
+ * appends its backward with respect to every parameter.
+ */
+export function traceStepGraph<A extends FloatArray>(params: BoundParameters<A>, loss: StepLoss, inputs: readonly Tensor[], o: StepGraphOptions = {}): StepGraph {
+  const batch = o.lossScale ? inputs.slice(0, -1) : inputs;
+  const slots = params.flat.layout.slots;
+  const wrt = slots.map((s) => params.tensors[s.name]!.value);
+  let l = loss(...batch).value;
+  const upd = takeBufferUpdates(params);
+  let updates = upd.values.map((t) => t.value);
+  const half = computeDtype(o.precision ?? 'fp32');
+  if (half !== null) {
+    const cast = autocast([l, ...updates], { dtype: half, params: new Set(wrt), who: `precision ${o.precision}` });
+    l = cast[0]!;
+    updates = cast.slice(1);
+  }
+  const scaled = o.lossScale ? b.mul(l, inputs[inputs.length - 1]!.value) : l;
+  return { outputs: [l, ...grad(scaled, wrt), ...updates], updated: upd.names };
+}
