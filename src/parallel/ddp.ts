@@ -12,6 +12,8 @@
  * - `noSync` micro-steps accumulate locally and communicate nothing; the step after them
  *   all-reduces the accumulated gradients once.
  */
+import { checkpoint } from '../autodiff/checkpoint.js';
+import type { CheckpointOptions, CheckpointStats } from '../autodiff/checkpoint.js';
 import type { FlatBuffer, Slot } from '../runtime/flat.js';
 import { compileSchedule } from '../runtime/schedule.js';
 import type { Schedule } from '../runtime/schedule.js';
@@ -47,6 +49,8 @@ export interface DDPOptions {
    * default 'dp'. The step's schedule runs them on this group.
    */
   axis?: string;
+  /** Activation checkpointing of the traced step (autodiff/checkpoint.ts), as `gradStep`'s. */
+  checkpointing?: CheckpointOptions;
 }
 
 /** Packs tensors into buckets from the end of the layout backwards (gradients arrive in that order). */
@@ -100,13 +104,15 @@ export class DistributedDataParallel {
   private readonly hook: CommHook;
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
   private programs = new Map<string, Compiled>();
+  /** What activation checkpointing did to the last trace (null without the option). */
+  checkpointStats: CheckpointStats | null = null;
 
   constructor(
     readonly pg: ProcessGroup,
     readonly params: BoundParameters,
     readonly grads: FlatBuffer<Float32Array>,
     private readonly loss: (...inputs: Tensor[]) => Tensor,
-    opts: DDPOptions = {},
+    private readonly opts: DDPOptions = {},
   ) {
     if (grads.layout !== params.flat.layout) throw new Error('DistributedDataParallel: grads must share the parameters\' layout');
     this.buckets = makeBuckets(params.flat.layout.slots, opts.bucketBytes ?? 25 * 2 ** 20);
@@ -139,15 +145,20 @@ export class DistributedDataParallel {
       const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
       const l = this.loss(...inputs);
       const upd = takeBufferUpdates(this.params);
-      const updates = upd.values.map((t) => t.value);
+      let updates = upd.values.map((t) => t.value);
       const slots = this.params.flat.layout.slots;
-      const g = grad(l, slots.map((s) => this.params.tensors[s.name]!));
-      const gradOf = new Map(slots.map((s, i) => [s.name, g[i]!.value]));
+      let g = grad(l, slots.map((s) => this.params.tensors[s.name]!)).map((t) => t.value);
+      if (this.opts.checkpointing !== undefined) {
+        const ck = checkpoint({ forward: [l.value, ...updates], outputs: [l.value, ...g, ...updates] }, this.opts.checkpointing);
+        [g, updates] = [ck.outputs.slice(1, 1 + g.length), ck.outputs.slice(1 + g.length)];
+        this.checkpointStats = ck.stats;
+      }
+      const gradOf = new Map(slots.map((s, i) => [s.name, g[i]!]));
       // Group 0 also returns the loss and the buffer updates (forward values); group k the
       // gradients of bucket k.
       const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
       const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: vals, updated: upd.names };
+      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs: [l.value, ...g, ...updates], inputs: vals, updated: upd.names };
       this.programs.set(sig, p);
     }
     return p;

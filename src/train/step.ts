@@ -3,16 +3,18 @@
  * it returns the loss and writes every parameter's gradient into a flat gradient buffer (same
  * layout as the parameters), ready for an optimizer, bucketing or all-reduce. Buffer updates the
  * forward records (BatchNorm's running statistics) are further outputs of the same program,
- * written into the model's buffers after each run.
+ * written into the model's buffers after each run. With `checkpointing`, the traced step is
+ * rewritten (autodiff/checkpoint.ts) so its backward recomputes each unit's forward.
  */
+import { checkpoint } from '../autodiff/checkpoint.js';
+import type { CheckpointOptions, CheckpointStats } from '../autodiff/checkpoint.js';
 import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { CompileOptions, Feed } from '../tensor/compile.js';
 import type { ScheduleStats } from '../runtime/schedule.js';
-import { grad } from '../tensor/tensor.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { grad, Tensor } from '../tensor/tensor.js';
 
 /** The loss of one step from its batch inputs; parameters are the bound tensors it closes over. */
 export type LossFn = (...inputs: Tensor[]) => Tensor;
@@ -24,16 +26,24 @@ export interface GradStep {
   readonly traces: number;
   /** The last run's schedule when the step holds collectives (tensor parallel), else null. */
   readonly schedule: ScheduleStats | null;
+  /** What activation checkpointing did to the last trace (null without the option). */
+  readonly checkpoint: CheckpointStats | null;
+}
+
+export interface GradStepOptions extends CompileOptions {
+  /** Recompute each unit's forward in the backward (units: module-path globs, scoped by nn `scopeModules`). */
+  checkpointing?: CheckpointOptions;
 }
 
 /** `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`. */
-export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd', opts: CompileOptions = {}): GradStep {
+export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd', opts: GradStepOptions = {}): GradStep {
   if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
   const slots = params.flat.layout.slots;
   const wrt = slots.map((s) => params.tensors[s.name]!);
   // The buffers a traced forward updates (BatchNorm's statistics) are a property of the model: every
   // input signature's trace must update the same ones, so one list serves every program.
   let updated: string[] | null = null;
+  let ckStats: CheckpointStats | null = null;
   const program = compile((...inputs: Tensor[]) => {
     const l = loss(...inputs);
     const upd = takeBufferUpdates(params);
@@ -41,7 +51,11 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
       throw new Error(`gradStep: this trace updates buffers [${upd.names.join(', ')}], an earlier one [${updated.join(', ')}]`);
     }
     updated = upd.names;
-    return [l, ...grad(l, wrt), ...upd.values];
+    const outs = [l, ...grad(l, wrt), ...upd.values];
+    if (opts.checkpointing === undefined) return outs;
+    const ck = checkpoint({ forward: [l.value, ...upd.values.map((t) => t.value)], outputs: outs.map((t) => t.value) }, opts.checkpointing);
+    ckStats = ck.stats;
+    return ck.outputs.map((v) => new Tensor(v));
   }, name, opts);
   const run = async (feeds: Feed[], opts?: { accumulate?: boolean }): Promise<number> => {
     const out = await program(...feeds);
@@ -50,5 +64,6 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
     return Number(out[0]![0]);
   };
   Object.defineProperty(run, 'schedule', { get: () => program.schedule });
+  Object.defineProperty(run, 'checkpoint', { get: () => ckStats });
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;
 }
