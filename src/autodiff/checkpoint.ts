@@ -26,13 +26,17 @@
  *   [tokens, 4d] per block.
  *
  * Ordering. onnxruntime picks its own topological order, so a clone that could run early would be
- * computed early and held, saving nothing. Every clone is therefore made data-dependent on the
- * backward reaching its unit: a value a clone starts from (and that no cloned input already
- * depends on) is read as `x + 0 * s`, with s the sum of one element of each gradient flowing into
- * the unit from outside it (the gradients of its outputs). That is one Gather per incoming
- * gradient, one Mul per unit and one Add per gated input; onnxruntime folds neither (s is not a
- * constant), and the Add makes the clone's inputs differ from the original's, so its common
- * subexpression elimination cannot merge the clone back. `x + 0 * s` is x exactly for finite s.
+ * computed early and held, saving nothing; and it runs weight gradients (which no node reads) at
+ * the very end, which would hold every unit's clones until then (measured: with only the first
+ * condition below, peak RSS did not fall at all). Every clone is therefore made data-dependent on
+ * the backward having reached its unit and finished the unit after it: a value a clone starts from
+ * (and that no cloned input already depends on) is read as `x + 0 * s`, with s the sum of one
+ * element of each gradient flowing into the unit from outside it (the gradients of its outputs)
+ * and of each result (passed-on and weight gradients) of the units those gradients come from. That
+ * is one Gather per such value, one Mul per unit and one Add per gated input; onnxruntime folds
+ * neither (s is not a constant), and the Add makes the clone's inputs differ from the original's,
+ * so its common subexpression elimination cannot merge the clone back. `x + 0 * s` is x exactly for
+ * finite s (a non-finite gradient makes the step's gradients NaN, still non-finite).
  */
 import * as b from '../ir/build.js';
 import { BYTES, isFloat } from '../ir/dtype.js';
@@ -102,18 +106,39 @@ export function checkpoint(step: TracedStep, opts: CheckpointOptions): { outputs
   /** Whether backward node n reads forward value v through a clone of its own unit. */
   const viaClone = (n: Node, v: Value | null): v is Value => v !== null && recompute(v) && unitAt(v.node!) === unitAt(n);
 
-  // The gradients flowing into each unit from outside it: backward values its backward nodes read
-  // that were made by backward nodes of another unit (or of none).
+  // What each unit's recomputation waits for: the gradients flowing into the unit from outside it
+  // (backward values its backward nodes read that another unit's backward, or none's, made), and
+  // every result of the units those come from (values their backward makes for anyone else: the
+  // gradients they pass on, and their weight gradients). onnxruntime orders weight gradients, which
+  // nothing reads, last: without the second part every unit's clones would live until the end.
   const incoming = new Map<string, Set<Value>>();
+  const results = new Map<string, Set<Value>>();
+  const add = (m: Map<string, Set<Value>>, u: string, v: Value): void => {
+    let set = m.get(u);
+    if (set === undefined) m.set(u, (set = new Set()));
+    set.add(v);
+  };
+  const outputSet = new Set(step.outputs);
   for (const n of order) {
+    if (fwd.has(n)) continue;
     const u = unitAt(n);
-    if (fwd.has(n) || u === null) continue;
     for (const v of n.inputs) {
-      if (v === null || v.node === null || fwd.has(v.node) || unitAt(v.node) === u) continue;
-      let s = incoming.get(u);
-      if (s === undefined) incoming.set(u, (s = new Set()));
-      s.add(v);
+      if (v === null || v.node === null || fwd.has(v.node)) continue;
+      const from = unitAt(v.node);
+      if (from === u) continue;
+      if (u !== null) add(incoming, u, v);
+      if (from !== null) add(results, from, v);
     }
+    if (u !== null) for (const o of n.outputs) if (outputSet.has(o)) add(results, u, o);
+  }
+  const waitsFor = new Map<string, Value[]>();
+  for (const [u, ins] of incoming) {
+    const all = new Set(ins);
+    for (const v of ins) {
+      const from = unitAt(v.node!);
+      if (from !== null) for (const r of results.get(from) ?? []) all.add(r);
+    }
+    waitsFor.set(u, [...all].filter((v) => isFloat(v.dtype)));
   }
 
   const rebuilt = new Map<Value, Value>();
@@ -126,7 +151,7 @@ export function checkpoint(step: TracedStep, opts: CheckpointOptions): { outputs
   /** 0 * s for unit u, in `dtype` (null when no gradient flows into u from outside). */
   const zeroOf = (u: string, dtype: DType): Value | null => {
     if (!zero.has(u)) {
-      const ins = [...(incoming.get(u) ?? [])].filter((v) => isFloat(v.dtype));
+      const ins = waitsFor.get(u) ?? [];
       zero.set(u, ins.length === 0 ? null : withScope(u, () => {
         const dt = ins[0]!.dtype;
         const one = ins.map((v) => b.cast(b.gather(b.reshape(get(v), [-1]), b.constant(BigInt64Array.of(0n), 'int64', [])), dt));
@@ -183,7 +208,7 @@ export function checkpoint(step: TracedStep, opts: CheckpointOptions): { outputs
     return done.get(v)!;
   };
 
-  for (const n of backwardOrder(order, fwd, (n) => (n.inputs.some((v) => viaClone(n, v)) ? [...(incoming.get(unitAt(n)!) ?? [])] : []))) {
+  for (const n of backwardOrder(order, fwd, (n) => (n.inputs.some((v) => viaClone(n, v)) ? waitsFor.get(unitAt(n)!) ?? [] : []))) {
     const u = unitAt(n);
     const ins = n.inputs.map((v) => (v === null ? null : viaClone(n, v) ? cloneOf(u!, v) : get(v)));
     if (ins.every((v, i) => v === n.inputs[i])) continue;
