@@ -19,6 +19,7 @@ import { defineOp } from '../src/ir/registry.js';
 import { unaryFloat } from '../src/ir/ops/common.js';
 import { bindParameters, GPT } from '../src/nn/index.js';
 import { traceStepGraph } from '../src/nn/step_graph.js';
+import { scopeModules } from '../src/nn/scope.js';
 import { LossScaler } from '../src/optim/loss_scale.js';
 import { FlatBuffer } from '../src/runtime/flat.js';
 import { launchThreads } from '../src/comm/threads/launch.js';
@@ -176,4 +177,19 @@ test('the loss scale grows after its window, and a resumed run restores it and i
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('mixed precision composes with activation checkpointing: bf16 gradients with full checkpointing equal bf16 without', async () => {
+  const run = async (checkpointing: boolean): Promise<Float32Array> => {
+    const model = new GPT(cfg);
+    const params = bindParameters(model, { seed: 0 });
+    if (checkpointing) scopeModules(model, ['h*']);
+    const grads = FlatBuffer.zeros(params.flat.layout);
+    const step = gradStep(params, grads, (i, t) => model.loss(i!, t!), 'fwd_bwd', { precision: 'bf16', ...(checkpointing ? { checkpointing: { mode: 'full' as const, units: ['h*'] } } : {}) });
+    await step(feeds);
+    if (checkpointing) assert.ok(step.checkpoint!.recomputed > 0, 'the autocast graph still knows its units');
+    return grads.data;
+  };
+  const [plain, ck] = [await run(false), await run(true)];
+  assert.ok(relErr(ck, plain) < 1e-6, `checkpointed bf16 gradients differ by ${relErr(ck, plain)}`);
 });

@@ -5,6 +5,9 @@
  * The engine, not the rules, owns: which inputs need gradients (only those on a path from `wrt`,
  * minus each op's declared non-differentiable inputs), summing fan-out contributions, and reducing
  * broadcast gradients back to each input's shape.
+ *
+ * Backward nodes carry the scope of the forward node they differentiate (ir/scope.ts), so a pass
+ * over the step (activation checkpointing) knows whose backward each one is.
  */
 import * as b from '../ir/build.js';
 import { isFloat } from '../ir/dtype.js';
@@ -12,6 +15,7 @@ import { topoNodes, Value } from '../ir/graph.js';
 import type { Node } from '../ir/graph.js';
 import { makeCtx, opDef } from '../ir/registry.js';
 import type { GradCtx } from '../ir/registry.js';
+import { withScope } from '../ir/scope.js';
 import { fmt, sameShape } from '../ir/shape.js';
 
 /**
@@ -42,7 +46,10 @@ export function grad(outputs: Value | readonly Value[], wrt: readonly Value[], s
     return s;
   };
 
-  for (let k = order.length - 1; k >= 0; k--) backwardNode(order[k]!, depends, total, contribute);
+  for (let k = order.length - 1; k >= 0; k--) {
+    const n = order[k]!;
+    withScope(n.scope, () => backwardNode(n, depends, total, contribute));
+  }
   return wrt.map((w) => total(w) ?? b.zerosLike(w));
 }
 

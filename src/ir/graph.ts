@@ -1,6 +1,7 @@
 import type { DType, TypedArray } from './dtype.js';
 import type { Dim } from './shape.js';
 import { fmt } from './shape.js';
+import { currentScope } from './scope.js';
 
 /** A constant tensor carried as an attribute (ONNX AttributeProto.t). */
 export interface TensorAttr { dtype: DType; shape: number[]; data: TypedArray }
@@ -33,9 +34,13 @@ export class Value {
   toString(): string { return `${this.dtype}${fmt(this.shape)}`; }
 }
 
-/** One ONNX op application. `inputs` may hold null for an omitted optional input. */
+/**
+ * One ONNX op application. `inputs` may hold null for an omitted optional input. `scope` is the
+ * module path current when the node was made (ir/scope.ts), or null.
+ */
 export class Node {
   outputs: Value[] = [];
+  readonly scope: string | null = currentScope();
   constructor(
     readonly op: string,
     readonly inputs: readonly (Value | null)[],

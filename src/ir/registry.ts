@@ -62,6 +62,11 @@ export interface OpDef {
    * programs before and after it (runtime/schedule.ts), and ONNX export refuses it.
    */
   readonly host?: boolean;
+  /**
+   * Draws random numbers (Dropout): a second evaluation would draw different ones, so activation
+   * checkpointing (autodiff/checkpoint.ts) keeps its outputs instead of recomputing them.
+   */
+  readonly random?: boolean;
 }
 
 const REGISTRY = new Map<string, OpDef>();

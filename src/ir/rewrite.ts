@@ -1,6 +1,7 @@
 import { topoNodes, Value } from './graph.js';
 import type { Node } from './graph.js';
 import { apply, makeCtx, opDef } from './registry.js';
+import { withScope } from './scope.js';
 
 /**
  * A rewrite rule sees a node whose inputs are already rewritten and returns replacement outputs,
@@ -8,14 +9,18 @@ import { apply, makeCtx, opDef } from './registry.js';
  */
 export type RewriteRule = (n: Node, inputs: readonly (Value | null)[]) => Value[] | null;
 
-/** Rebuilds the graph under `outputs`, applying `rule` to every node; leaves are kept as they are. */
+/**
+ * Rebuilds the graph under `outputs`, applying `rule` to every node; leaves are kept as they are.
+ * What replaces a node carries its scope (ir/scope.ts), so passes after a rewrite (activation
+ * checkpointing after mixed precision) still see which module each node came from.
+ */
 export function rewrite(outputs: readonly Value[], rule: RewriteRule): Value[] {
   const map = new Map<Value, Value>();
   const get = (v: Value | null): Value | null => (v === null ? null : map.get(v) ?? v);
   for (const n of topoNodes(outputs)) {
     const inputs = n.inputs.map(get);
     const same = inputs.every((v, i) => v === n.inputs[i]);
-    const out = rule(n, inputs) ?? (same ? n.outputs : apply(n.op, inputs, n.attrs, n.outputs.length));
+    const out = withScope(n.scope, () => rule(n, inputs) ?? (same ? n.outputs : apply(n.op, inputs, n.attrs, n.outputs.length)));
     n.outputs.forEach((o, i) => { if (out[i] !== o && out[i] !== undefined) map.set(o, out[i]!); });
   }
   return outputs.map((o) => get(o)!);

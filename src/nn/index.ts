@@ -5,3 +5,4 @@ export { GPT, Block, MLP, CausalSelfAttention, GPT_PRESETS, PRESET_BATCH } from 
 export type { GPTConfig } from './gpt.js';
 export { Conv2d, BatchNorm2d, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, ReLU, Sequential, convNet } from './vision.js';
 export type { Layer, Conv2dOptions, PoolOptions, ConvNetConfig } from './vision.js';
+export { scopeModules } from './scope.js';

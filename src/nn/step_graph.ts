@@ -1,6 +1,7 @@
 /**
  * The traced graph of one training step of a bound model: forward, the transformations a run
- * asks for (mixed precision), the loss scale, and the backward. `gradStep` (one process or tensor
+ * asks for (mixed precision on the forward, ir/autocast.ts), the loss scale, the backward, and
+ * activation checkpointing on the whole (autodiff/checkpoint.ts). `gradStep` (one process or tensor
  * parallel) and data parallelism both trace through here, so every way of running a step computes
  * the same graph.
  *
@@ -14,6 +15,8 @@ import type { HalfDType } from '../ir/autocast.js';
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import { grad } from '../autodiff/grad.js';
+import { checkpoint } from '../autodiff/checkpoint.js';
+import type { CheckpointOptions, CheckpointStats } from '../autodiff/checkpoint.js';
 import type { FloatArray } from '../runtime/flat.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { takeBufferUpdates } from './module.js';
@@ -39,6 +42,8 @@ export interface StepGraphOptions {
    * before the backward (dynamic loss scaling): gradients come out scaled by it.
    */
   lossScale?: boolean;
+  /** Recompute each unit's forward in the backward (units: module-path globs, scoped by nn `scopeModules`). */
+  checkpointing?: CheckpointOptions;
 }
 
 export interface StepGraph {
@@ -46,6 +51,8 @@ export interface StepGraph {
   outputs: Value[];
   /** Names of the buffers whose updates follow the gradients. */
   updated: string[];
+  /** What activation checkpointing did (null without it). */
+  checkpoint: CheckpointStats | null;
 }
 
 /** The loss of one step from its batch inputs. */
@@ -69,5 +76,8 @@ export function traceStepGraph<A extends FloatArray>(params: BoundParameters<A>,
     updates = cast.slice(1);
   }
   const scaled = o.lossScale ? b.mul(l, inputs[inputs.length - 1]!.value) : l;
-  return { outputs: [l, ...grad(scaled, wrt), ...updates], updated: upd.names };
+  const outputs = [l, ...grad(scaled, wrt), ...updates];
+  if (o.checkpointing === undefined) return { outputs, updated: upd.names, checkpoint: null };
+  const ck = checkpoint({ forward: [l, ...updates], outputs }, o.checkpointing);
+  return { outputs: ck.outputs, updated: upd.names, checkpoint: ck.stats };
 }

@@ -13,6 +13,7 @@
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import { allGather, allReduce, copyTo, reduceScatter, splitTo } from '../ir/ops/collective.js';
+import { globRegExp } from '../ir/scope.js';
 import { Tensor } from '../tensor/tensor.js';
 import { Embedding, LayerNorm, Linear } from './layers.js';
 import type { Module } from './module.js';
@@ -122,7 +123,6 @@ export type Style =
 /** Module paths (globs: `*` matches within a path segment) to styles, torchtitan's parallelize plan. */
 export type Plan = Readonly<Record<string, Style>>;
 
-const glob = (pattern: string): RegExp => new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^.]*')}$`);
 
 /**
  * Applies `plan` to the modules of `model` it names, for this rank of the axis. A pattern that
@@ -131,7 +131,7 @@ const glob = (pattern: string): RegExp => new RegExp(`^${pattern.split('*').map(
 export function applyPlan(model: Module, plan: Plan, tp: TpAxis, o: StyleOptions = {}): void {
   const modules = model.namedModules();
   for (const [pattern, style] of Object.entries(plan)) {
-    const re = glob(pattern);
+    const re = globRegExp(pattern);
     const hits = modules.filter(([path]) => re.test(path));
     if (hits.length === 0) throw new Error(`parallel plan: '${pattern}' matches no module of ${model.constructor.name} (modules: ${modules.map(([p]) => p).filter(Boolean).slice(0, 12).join(', ')}, ...)`);
     for (const [path, m] of hits) {

@@ -21,6 +21,7 @@ import { applyBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
 import { traceStepGraph } from '../nn/step_graph.js';
 import type { StepGraphOptions } from '../nn/step_graph.js';
+import type { CheckpointStats } from '../autodiff/checkpoint.js';
 import type { Feed } from '../tensor/compile.js';
 import { placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -50,7 +51,7 @@ export interface DDPOptions {
    * default 'dp'. The step's schedule runs them on this group.
    */
   axis?: string;
-  /** Mixed precision and loss scaling of the traced step (nn/step_graph.ts). */
+  /** Mixed precision, loss scaling and activation checkpointing of the traced step (nn/step_graph.ts), as `gradStep`'s. */
   step?: StepGraphOptions;
 }
 
@@ -106,6 +107,8 @@ export class DistributedDataParallel {
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
   private programs = new Map<string, Compiled>();
   private readonly stepOptions: StepGraphOptions;
+  /** What activation checkpointing did to the last trace (null without the option). */
+  checkpointStats: CheckpointStats | null = null;
 
   constructor(
     readonly pg: ProcessGroup,
@@ -145,7 +148,8 @@ export class DistributedDataParallel {
     if (p === undefined) {
       const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
       const slots = this.params.flat.layout.slots;
-      const { outputs, updated } = traceStepGraph(this.params, this.loss, inputs, this.stepOptions);
+      const { outputs, updated, checkpoint } = traceStepGraph(this.params, this.loss, inputs, this.stepOptions);
+      this.checkpointStats = checkpoint;
       const [l, ...rest] = outputs as [Value, ...Value[]];
       const updates = rest.slice(slots.length);
       const gradOf = new Map(slots.map((s, i) => [s.name, rest[i]!]));

@@ -3,7 +3,8 @@
  * it returns the loss and writes every parameter's gradient into a flat gradient buffer (same
  * layout as the parameters), ready for an optimizer, bucketing or all-reduce. Buffer updates the
  * forward records (BatchNorm's running statistics) are further outputs of the same program,
- * written into the model's buffers after each run.
+ * written into the model's buffers after each run. With `checkpointing`, the traced step is
+ * rewritten (autodiff/checkpoint.ts) so its backward recomputes each unit's forward.
  */
 import { applyBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
@@ -13,6 +14,7 @@ import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { CompileOptions, Feed } from '../tensor/compile.js';
 import type { ScheduleStats } from '../runtime/schedule.js';
+import type { CheckpointStats } from '../autodiff/checkpoint.js';
 import { Tensor } from '../tensor/tensor.js';
 import { scalarData } from '../optim/common.js';
 
@@ -26,27 +28,34 @@ export interface GradStep {
   readonly traces: number;
   /** The last run's schedule when the step holds collectives (tensor parallel), else null. */
   readonly schedule: ScheduleStats | null;
+  /** What activation checkpointing did to the last trace (null without the option). */
+  readonly checkpoint: CheckpointStats | null;
 }
+
+/** `compile`'s options (the collectives' context) and the traced graph's (nn/step_graph.ts). */
+export type GradStepOptions = CompileOptions & StepGraphOptions;
 
 /**
  * `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`;
- * `opts.precision` and `opts.lossScale` shape the traced graph (nn/step_graph.ts). With
+ * `opts.precision`, `opts.lossScale` and `opts.checkpointing` shape the traced graph (nn/step_graph.ts). With
  * `lossScale`, every run takes the scale (`run(feeds, { lossScale })`) and the gradients come out
  * multiplied by it; the returned loss is unscaled.
  */
 export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd',
-  opts: CompileOptions & StepGraphOptions = {}): GradStep {
+  opts: GradStepOptions = {}): GradStep {
   if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
   const slots = params.flat.layout.slots;
   // The buffers a traced forward updates (BatchNorm's statistics) are a property of the model: every
   // input signature's trace must update the same ones, so one list serves every program.
   let updated: string[] | null = null;
+  let ckStats: CheckpointStats | null = null;
   const program = compile((...inputs: Tensor[]) => {
     const g = traceStepGraph(params, loss, inputs, opts);
     if (updated !== null && updated.join() !== g.updated.join()) {
       throw new Error(`gradStep: this trace updates buffers [${g.updated.join(', ')}], an earlier one [${updated.join(', ')}]`);
     }
     updated = g.updated;
+    ckStats = g.checkpoint;
     return g.outputs.map((v) => new Tensor(v));
   }, name, opts);
   const run = async (feeds: Feed[], o?: { accumulate?: boolean; lossScale?: number }): Promise<number> => {
@@ -58,5 +67,6 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
     return Number(out[0]![0]);
   };
   Object.defineProperty(run, 'schedule', { get: () => program.schedule });
+  Object.defineProperty(run, 'checkpoint', { get: () => ckStats });
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;
 }

@@ -8,9 +8,11 @@
  * Batches feed the model by field: every field of a record but the last is an input of
  * `forward`, the last is the target of `loss` and the metrics (tokens: x -> y; images: x -> y).
  */
+import type { CheckpointMode, CheckpointOptions } from '../autodiff/checkpoint.js';
 import type { LoaderOptions } from '../data/loader.js';
 import type { SamplerSpec } from '../data/sampler.js';
 import type { Module } from '../nn/module.js';
+import { scopeModules } from '../nn/scope.js';
 import type { TpAxis } from '../nn/tensor_parallel.js';
 import type { CompileOptions } from '../tensor/compile.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -48,6 +50,11 @@ export interface Task {
   /** Metrics evaluated beside the loss (`val_loss`), by name. */
   readonly metrics: Readonly<Record<string, MetricFn>>;
   readonly derived?: DerivedMetrics;
+  /**
+   * The modules activation checkpointing recomputes, as module-path globs (`*` within a segment):
+   * the GPT's blocks. Absent: the task does not support `train.checkpointing`.
+   */
+  readonly checkpointUnits?: readonly string[];
   /** Applies the model's tensor-parallel plan for this rank (before its parameters are bound); absent: no plan. */
   parallelize?(tp: TpAxis, o: { sp: boolean }): void;
   /** JSON kept in each checkpoint's state (a tokenizer), or undefined. */
@@ -60,4 +67,24 @@ export interface Task {
   /** Throughput is counted in `unit`s (metrics key `<unit>_per_s`), `unitsPerExample` per record. */
   readonly unit: 'tokens' | 'examples';
   readonly unitsPerExample: number;
+}
+
+const MODES: readonly CheckpointMode[] = ['none', 'full', 'selective'];
+
+/**
+ * The step option for `train.checkpointing` = `mode` on `task` (undefined for 'none'): scopes the
+ * task's checkpoint units on its model (nn `scopeModules`, once per model) so the traced step knows
+ * them. Call it before the step is first traced, and hand the result to `gradStep` and
+ * `DistributedDataParallel` as `checkpointing`. A task without `checkpointUnits` is an error naming
+ * the setting.
+ */
+export function taskCheckpointing(task: Task, mode: CheckpointMode): CheckpointOptions | undefined {
+  if (!MODES.includes(mode)) throw new Error(`train.checkpointing: expected one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+  if (mode === 'none') return undefined;
+  const units = task.checkpointUnits;
+  if (units === undefined || units.length === 0) {
+    throw new Error(`train.checkpointing: '${mode}' needs the task's checkpoint units (Task.checkpointUnits), and ${task.constructor.name} (${task.model.constructor.name}) declares none; use 'none'`);
+  }
+  scopeModules(task.model, units);
+  return { mode, units };
 }

@@ -51,6 +51,7 @@ import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
 import type { GradStep } from './step.js';
 import type { Task } from './task.js';
+import { taskCheckpointing } from './task.js';
 import { taskFromConfig } from './tasks/index.js';
 
 export interface StepMetrics {
@@ -210,7 +211,8 @@ export class Trainer {
       const l = task.loss(task.forward(...fields.slice(0, -1)), fields[fields.length - 1]!);
       return scale === 1 ? l : l.mul(scale);
     };
-    const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null };
+    const checkpointing = taskCheckpointing(task, t.checkpointing);
+    const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null, ...(checkpointing ? { checkpointing } : {}) };
     if (this.pg.size > 1 && tp === 1) {
       this.step = null;
       const hooks: Record<string, CommHook> = { allreduce: allReduceHook, fp16: fp16Hook, bf16: bf16Hook };

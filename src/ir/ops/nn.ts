@@ -61,7 +61,7 @@ defineOp({
  * dy * mask / (1 - ratio) with the mask the forward pass drew.
  */
 defineOp({
-  name: 'Dropout', inputs: ['data', 'ratio?', 'training_mode?'], nondiff: [1, 2], attrs: { seed: { kind: 'int' } },
+  name: 'Dropout', inputs: ['data', 'ratio?', 'training_mode?'], nondiff: [1, 2], attrs: { seed: { kind: 'int' } }, random: true,
   infer: (c) => {
     requireFloat(c, 0);
     const x = c.input(0);

@@ -47,6 +47,8 @@ export class LanguageModelTask implements Task {
   readonly derived = perplexity;
   readonly unit = 'tokens' as const;
   readonly unitsPerExample: number;
+  /** Activation checkpointing recomputes each transformer block (`GPT.blocks`, paths h0, h1, ...). */
+  readonly checkpointUnits = ['h*'] as const;
   /** Windows drawn uniformly with replacement, the draws dealt round-robin to the ranks. */
   readonly sampling: TrainSampling;
 
