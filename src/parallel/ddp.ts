@@ -18,7 +18,7 @@ import type { Schedule } from '../runtime/schedule.js';
 import { profiler } from '../runtime/profiler.js';
 import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
-import type { Feed } from '../tensor/compile.js';
+import type { Feed, Signature, Traced } from '../tensor/compile.js';
 import { grad, placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Value } from '../ir/graph.js';
@@ -136,21 +136,28 @@ export class DistributedDataParallel {
     const sig = feeds.map((f) => `${f.dtype}[${f.shape.join(',')}]`).join(';');
     let p = this.programs.get(sig);
     if (p === undefined) {
-      const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
-      const l = this.loss(...inputs);
-      const upd = takeBufferUpdates(this.params);
-      const updates = upd.values.map((t) => t.value);
-      const slots = this.params.flat.layout.slots;
-      const g = grad(l, slots.map((s) => this.params.tensors[s.name]!));
-      const gradOf = new Map(slots.map((s, i) => [s.name, g[i]!.value]));
-      // Group 0 also returns the loss and the buffer updates (forward values); group k the
-      // gradients of bucket k.
-      const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
-      const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: vals, updated: upd.names };
+      const t = this.trace(...feeds);
+      p = { segmented: await compileSchedule(t.groups.flat(), t.inputs, { groups: t.groups }), whole: null, outputs: t.outputs, inputs: t.inputs, updated: t.updated };
       this.programs.set(sig, p);
     }
     return p;
+  }
+
+  /**
+   * The step's graph for one input signature, traced and not compiled: `outputs` the loss, the
+   * gradients (layout order) and the buffer updates; `groups` the per-bucket targets the schedule
+   * cuts it by (group 0 also holds the loss and the buffer updates).
+   */
+  trace(...feeds: Signature[]): Traced & { groups: Value[][]; updated: string[] } {
+    const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
+    const l = this.loss(...inputs);
+    const upd = takeBufferUpdates(this.params);
+    const updates = upd.values.map((t) => t.value);
+    const slots = this.params.flat.layout.slots;
+    const g = grad(l, slots.map((s) => this.params.tensors[s.name]!));
+    const gradOf = new Map(slots.map((s, i) => [s.name, g[i]!.value]));
+    const groups = this.buckets.map((b, k) => [...(k === 0 ? [l.value, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
+    return { outputs: [l.value, ...g.map((t) => t.value), ...updates], inputs: inputs.map((t) => t.value), groups, updated: upd.names };
   }
 
   /**

@@ -9,7 +9,7 @@ import { applyBufferUpdates, takeBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
-import type { CompileOptions, Feed } from '../tensor/compile.js';
+import type { CompileOptions, Feed, Signature, Traced } from '../tensor/compile.js';
 import type { ScheduleStats } from '../runtime/schedule.js';
 import { grad } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -24,6 +24,8 @@ export interface GradStep {
   readonly traces: number;
   /** The last run's schedule when the step holds collectives (tensor parallel), else null. */
   readonly schedule: ScheduleStats | null;
+  /** The step's graph for one input signature (loss, gradients, buffer updates), traced, not compiled. */
+  trace(...inputs: Signature[]): Traced;
 }
 
 /** `opts.context` (for steps holding collectives: the groups of each mesh axis) goes to `compile`. */
@@ -50,5 +52,6 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
     return Number(out[0]![0]);
   };
   Object.defineProperty(run, 'schedule', { get: () => program.schedule });
+  Object.defineProperty(run, 'trace', { value: program.trace });
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;
 }
