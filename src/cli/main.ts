@@ -4,6 +4,7 @@
  *   weft train <config.json> [--resume] [--set key.path=value ...]
  *   weft sample <checkpoint or run dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
  *   weft bench [--preset small|medium] [--threads N[,M]] [--steps S] [--repeat R] [--no-torch]
+ *   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
  */
 import { dirname } from 'node:path';
 import { tokenizerFromJSON } from '../data/tokenizer.js';
@@ -20,12 +21,15 @@ import { initMpi } from '../comm/mpi/group.js';
 import type { Preset } from './bench.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { existsSync, statSync } from 'node:fs';
+import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
+  weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
+                                                        (predicted memory per rank, without training; docs/memory.md)
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
@@ -158,11 +162,45 @@ async function bench(argv: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(report, null, 1)}\n`);
 }
 
+/**
+ * `weft memory`: the per-rank estimate (train/memory.ts) as a table, or one JSON object whose
+ * `peak_bytes` is the predicted peak RSS of a rank; with `--budget`, whether it fits (exit 0 either way).
+ */
+async function memory(argv: string[]): Promise<void> {
+  const { pos, sets, opt, on } = parse(argv, ['--nproc', '--budget'], ['--json']);
+  if (pos.length !== 1) throw new UsageError('weft memory takes one config file');
+  const nproc = num(opt, '--nproc', 1);
+  if (!Number.isInteger(nproc) || nproc < 1) throw new UsageError(`--nproc must be a positive integer, got ${opt.get('--nproc')}`);
+  let budget: number | null = null;
+  if (opt.has('--budget')) {
+    try { budget = parseSize(opt.get('--budget')!, '--budget'); } catch (e) { throw new UsageError((e as Error).message); }
+  }
+  const cfg = loadConfig(pos[0]!, sets);
+  const e = await estimateMemory(cfg, nproc);
+  const fits = budget === null ? null : e.peak_bytes <= budget;
+  if (on.has('--json')) {
+    process.stdout.write(`${JSON.stringify({ config: pos[0]!, sets, ...e, ...(budget === null ? {} : { budget_bytes: budget, fits }) })}\n`);
+    return;
+  }
+  const rows: [string, number][] = [
+    ['parameters', e.params_bytes + e.buffers_bytes], ['gradients', e.grads_bytes], [`optimizer state (${e.optimizer})`, e.optimizer_bytes],
+    ['activations', e.activations_bytes], ['workspace', e.workspace_bytes], ['runtime (Node, onnxruntime, data)', e.runtime_bytes],
+    ['peak RSS per rank', e.peak_bytes],
+  ];
+  if (nproc > 1) rows.push([`process peak, threads backend (${nproc} ranks)`, e.process_peak_bytes]);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  const lines = [`weft memory: ${pos[0]!}${sets.length ? ` ${sets.map((x) => `--set ${x}`).join(' ')}` : ''}; ${nproc} rank${nproc > 1 ? 's' : ''} (dp ${e.dp} x tp ${e.tp})`,
+    ...rows.map(([k, b]) => `  ${k.padEnd(w)}  ${fmtBytes(b).padStart(10)}`)];
+  if (budget !== null) lines.push(`  budget ${fmtBytes(budget)}: ${fits ? 'fits' : `does not fit (over by ${fmtBytes(e.peak_bytes - budget)})`}`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === 'train') await train(rest);
   else if (cmd === 'sample') await sample(rest);
   else if (cmd === 'bench') await bench(rest);
+  else if (cmd === 'memory') await memory(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 

@@ -24,6 +24,7 @@ import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { CheckpointStats } from '../autodiff/checkpoint.js';
 import type { Feed } from '../tensor/compile.js';
 import { placeholder } from '../tensor/tensor.js';
+import type { Signature, Traced } from '../tensor/compile.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { Value } from '../ir/graph.js';
 import type { ProcessGroup, Work } from '../comm/process_group.js';
@@ -146,22 +147,32 @@ export class DistributedDataParallel {
     const sig = feeds.map((f) => `${f.dtype}[${f.shape.join(',')}]`).join(';');
     let p = this.programs.get(sig);
     if (p === undefined) {
-      const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
-      const slots = this.params.flat.layout.slots;
-      const { outputs, updated, checkpoint } = traceStepGraph(this.params, this.loss, inputs, this.stepOptions);
-      this.checkpointStats = checkpoint;
-      const [l, ...rest] = outputs as [Value, ...Value[]];
-      const updates = rest.slice(slots.length);
-      const gradOf = new Map(slots.map((s, i) => [s.name, rest[i]!]));
-      // Group 0 also returns the loss and the buffer updates (forward values); group k the
-      // gradients of bucket k.
-      const groups = this.buckets.map((b, k) => [...(k === 0 ? [l, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
-      const vals = inputs.map((t) => t.value);
-      p = { segmented: await compileSchedule(groups.flat(), vals, { groups }), whole: null, outputs, inputs: vals, updated };
+      const t = this.trace(...feeds);
+      p = { segmented: await compileSchedule(t.groups.flat(), t.inputs, { groups: t.groups }), whole: null, outputs: t.outputs, inputs: t.inputs, updated: t.updated };
       this.programs.set(sig, p);
     }
     return p;
   }
+
+  /**
+   * The step's graph for one input signature, traced and not compiled: `outputs` the loss, the
+   * gradients (layout order) and the buffer updates; `groups` the per-bucket targets the schedule
+   * cuts it by (group 0 also holds the loss and the buffer updates).
+   */
+  trace(...feeds: Signature[]): Traced & { groups: Value[][]; updated: string[] } {
+    const inputs = feeds.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
+    const slots = this.params.flat.layout.slots;
+    const { outputs, updated, checkpoint } = traceStepGraph(this.params, this.loss, inputs, this.stepOptions);
+    this.checkpointStats = checkpoint;
+    const [l, ...rest] = outputs as [Value, ...Value[]];
+    const updates = rest.slice(slots.length);
+    const gradOf = new Map(slots.map((s, i) => [s.name, rest[i]!]));
+    // Group 0 also returns the loss and the buffer updates (forward values); group k the
+    // gradients of bucket k.
+    const groups = this.buckets.map((b, k) => [...(k === 0 ? [l, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
+    return { outputs, inputs: inputs.map((t) => t.value), groups, updated };
+  }
+
 
   /**
    * Forward + backward on this rank's batch. With `noSync` the gradients stay local (added to the

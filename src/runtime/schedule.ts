@@ -101,10 +101,20 @@ export interface ScheduleOptions {
 }
 
 /**
- * Compiles the graph computing `outputs` from the traced `inputs` into programs cut at its host
- * ops (and, given `opts.groups`, between target groups). This is weft's one way to cut a step.
+ * How a graph is cut (see compileSchedule), before anything is compiled: per stage, the nodes of
+ * each program (program a, then b; one list per target group) and the host nodes at its boundary;
+ * `crossing` the values that leave their program (read by another, by a host op, or an output).
  */
-export async function compileSchedule(outputs: readonly Value[], inputs: readonly Value[], opts: ScheduleOptions = {}): Promise<Schedule> {
+export interface Partition {
+  readonly outputs: readonly Value[];
+  readonly groups: readonly (readonly Value[])[];
+  readonly order: readonly Node[];
+  readonly stages: readonly { before: Node[][]; host: Node[]; during: Node[][] }[];
+  readonly crossing: ReadonlySet<Value>;
+}
+
+/** Cuts the graph computing `outputs` into programs (compileSchedule's plan; memory estimates read it too). */
+export function partition(outputs: readonly Value[], opts: ScheduleOptions = {}): Partition {
   const groups = opts.groups ?? [outputs];
   if (opts.groups) outputs = groups.flat();
   const order = topoNodes(outputs);
@@ -145,43 +155,65 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     }
   }
   for (const o of outputs) if (o.node !== null) crossing.add(o);
+  const byGroup = (nodes: readonly Node[]): Node[][] => groups.map((_, g) => nodes.filter((n) => groupOf.get(n) === g));
+  const stages = stageNodes.map(({ nodes, host }) => ({
+    before: byGroup(nodes.filter((n) => partOf.get(n) === 'a')),
+    host,
+    during: byGroup(nodes.filter((n) => partOf.get(n) !== 'a')),
+  }));
+  return { outputs, groups, order, stages, crossing };
+}
+
+/**
+ * One program's own graph over `nodes` (graph order): every value made outside them and read
+ * inside is a placeholder (`reads`, in feed order), and its outputs are the values of `nodes` in
+ * `crossing` (`writes`).
+ */
+export function programGraph(nodes: readonly Node[], crossing: ReadonlySet<Value>): { outputs: Value[]; placeholders: Value[]; reads: Value[]; writes: Value[] } {
+  const map = new Map<Value, Value>();
+  const reads: Value[] = [];
+  const placeholders: Value[] = [];
+  const get = (v: Value | null): Value | null => {
+    if (v === null || v.node === null) return v;
+    const m = map.get(v);
+    if (m) return m;
+    const p = new Value(v.dtype, v.shape);
+    p.name = `cut_${reads.length}`;
+    map.set(v, p);
+    reads.push(v);
+    placeholders.push(p);
+    return p;
+  };
+  for (const n of nodes) {
+    const outs = apply(n.op, n.inputs.map(get), n.attrs, n.outputs.length);
+    n.outputs.forEach((o, i) => map.set(o, outs[i]!));
+  }
+  const writes = nodes.flatMap((n) => n.outputs.filter((o) => crossing.has(o)));
+  return { outputs: writes.map((w) => map.get(w)!), placeholders, reads, writes };
+}
+
+/**
+ * Compiles the graph computing `outputs` from the traced `inputs` into programs cut at its host
+ * ops (and, given `opts.groups`, between target groups). This is weft's one way to cut a step.
+ */
+export async function compileSchedule(outputs: readonly Value[], inputs: readonly Value[], opts: ScheduleOptions = {}): Promise<Schedule> {
+  const plan = partition(outputs, opts);
+  const { groups, order, crossing } = plan;
+  outputs = plan.outputs;
+  const isHost = (n: Node): boolean => opDef(n.op).host === true;
 
   const build = async (nodes: readonly Node[]): Promise<Program_ | null> => {
     if (nodes.length === 0) return null;
-    const map = new Map<Value, Value>();
-    const reads: Value[] = [];
-    const placeholders: Value[] = [];
-    const get = (v: Value | null): Value | null => {
-      if (v === null || v.node === null) return v;
-      const m = map.get(v);
-      if (m) return m;
-      const p = new Value(v.dtype, v.shape);
-      p.name = `cut_${reads.length}`;
-      map.set(v, p);
-      reads.push(v);
-      placeholders.push(p);
-      return p;
-    };
-    for (const n of nodes) {
-      const outs = apply(n.op, n.inputs.map(get), n.attrs, n.outputs.length);
-      n.outputs.forEach((o, i) => map.set(o, outs[i]!));
-    }
-    const writes = nodes.flatMap((n) => n.outputs.filter((o) => crossing.has(o)));
-    return { program: await compileProgram(writes.map((w) => map.get(w)!), [...placeholders, ...inputs]), reads, writes };
+    const g = programGraph(nodes, crossing);
+    return { program: await compileProgram(g.outputs, [...g.placeholders, ...inputs]), reads: g.reads, writes: g.writes };
   };
   const stages: Stage[] = [];
-  const byGroup = async (nodes: readonly Node[]): Promise<(Program_ | null)[]> => {
+  const each = async (parts: readonly Node[][]): Promise<(Program_ | null)[]> => {
     const out: (Program_ | null)[] = [];
-    for (let g = 0; g < groups.length; g++) out.push(await build(nodes.filter((n) => groupOf.get(n) === g)));
+    for (const nodes of parts) out.push(await build(nodes));
     return out;
   };
-  for (const { nodes, host } of stageNodes) {
-    stages.push({
-      before: await byGroup(nodes.filter((n) => partOf.get(n) === 'a')),
-      host,
-      during: await byGroup(nodes.filter((n) => partOf.get(n) !== 'a')),
-    });
-  }
+  for (const { before, host, during } of plan.stages) stages.push({ before: await each(before), host, during: await each(during) });
 
   const hostOps: Record<string, number> = {};
   const wireBytes: Record<string, number> = {};

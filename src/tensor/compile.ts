@@ -10,12 +10,24 @@ import type { Program } from '../runtime/executor.js';
 import { compileSchedule, hasHostOps } from '../runtime/schedule.js';
 import type { Schedule, ScheduleStats } from '../runtime/schedule.js';
 import { fmt } from '../ir/shape.js';
+import type { Value } from '../ir/graph.js';
 import { placeholder, Tensor } from './tensor.js';
 
 export interface Feed { data: TypedArray; shape: readonly number[]; dtype: DType }
 
+/** An input signature: what a trace needs of a feed (no data). */
+export type Signature = Pick<Feed, 'shape' | 'dtype'>;
+
+/** A traced graph: its outputs, and the placeholders of its fed inputs, in feed order. */
+export interface Traced { outputs: Value[]; inputs: Value[] }
+
 export type Compiled = ((...inputs: Feed[]) => Promise<TypedArray[]>) & {
   readonly traces: number;
+  /**
+   * Traces the function for one input signature and returns its graph, compiling and caching
+   * nothing: what memory estimates analyse (the same graph a call would run).
+   */
+  trace(...inputs: Signature[]): Traced;
   /** The schedule of the last call, when its graph holds host ops (collectives); null otherwise. */
   readonly schedule: ScheduleStats | null;
 };
@@ -32,14 +44,16 @@ export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name ||
   const cache = new Map<string, { program: Program } | { schedule: Schedule }>();
   let traces = 0;
   let last: Schedule | null = null;
+  const trace = (...inputs: Signature[]): Traced => {
+    const ph = inputs.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
+    return { outputs: fn(...ph).map((t) => t.value), inputs: ph.map((t) => t.value) };
+  };
   const run = async (...inputs: Feed[]): Promise<TypedArray[]> => {
     const sig = inputs.map((f) => `${f.dtype}${fmt(f.shape)}`).join(';');
     let p = cache.get(sig);
     if (p === undefined) {
       traces++;
-      const ph = inputs.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
-      const outs = fn(...ph).map((t) => t.value);
-      const vals = ph.map((t) => t.value);
+      const { outputs: outs, inputs: vals } = trace(...inputs);
       p = hasHostOps(outs) ? { schedule: await compileSchedule(outs, vals) } : { program: await compileProgram(outs, vals) };
       cache.set(sig, p);
     }
@@ -48,6 +62,7 @@ export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name ||
     return p.schedule.run(inputs, opts.context, name);
   };
   Object.defineProperty(run, 'traces', { get: () => traces });
+  Object.defineProperty(run, 'trace', { value: trace });
   return Object.defineProperty(run, 'schedule', { get: () => last?.stats ?? null }) as Compiled;
 }
 

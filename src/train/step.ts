@@ -12,7 +12,7 @@ import { traceStepGraph } from '../nn/step_graph.js';
 import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
-import type { CompileOptions, Feed } from '../tensor/compile.js';
+import type { CompileOptions, Feed, Signature, Traced } from '../tensor/compile.js';
 import type { ScheduleStats } from '../runtime/schedule.js';
 import type { CheckpointStats } from '../autodiff/checkpoint.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -30,6 +30,8 @@ export interface GradStep {
   readonly schedule: ScheduleStats | null;
   /** What activation checkpointing did to the last trace (null without the option). */
   readonly checkpoint: CheckpointStats | null;
+  /** The step's graph for one input signature (loss, gradients, buffer updates), traced, not compiled. */
+  trace(...inputs: Signature[]): Traced;
 }
 
 /** `compile`'s options (the collectives' context) and the traced graph's (nn/step_graph.ts). */
@@ -68,5 +70,6 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
   };
   Object.defineProperty(run, 'schedule', { get: () => program.schedule });
   Object.defineProperty(run, 'checkpoint', { get: () => ckStats });
+  Object.defineProperty(run, 'trace', { value: program.trace });
   return Object.defineProperty(run, 'traces', { get: () => program.traces }) as GradStep;
 }

@@ -23,10 +23,14 @@ import { Adafactor } from '../optim/adafactor.js';
 import { warmupConstant, warmupCosine } from '../optim/schedule.js';
 import type { Schedule } from '../optim/schedule.js';
 import { setThreads } from '../runtime/executor.js';
+import { graphMemory } from '../runtime/memory.js';
+import { peakRssBytes, resetPeakRss } from '../runtime/rss.js';
+import { profiler } from '../runtime/profiler.js';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
-import type { Compiled, Feed } from '../tensor/compile.js';
+import type { Compiled, Feed, Traced } from '../tensor/compile.js';
+import type { Value } from '../ir/graph.js';
 import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
 import type { CommHook } from '../parallel/ddp.js';
 import { globalNorm } from '../optim/clip.js';
@@ -117,6 +121,20 @@ export interface TrainResult {
   sample: string | null;
   /** Throughput in the task's unit (tokens/s for text, examples/s for images). */
   tokensPerS: number;
+  /** This rank's memory: weft's accounting and the process's peak RSS (also in <out>/memory.json). */
+  memory: MemoryAccounting;
+}
+
+/** What a rank held: weft's own accounting (flat buffers by label, the step's liveness) and peak RSS. */
+export interface MemoryAccounting {
+  /** Long-lived buffers by label (`profiler.hold`: params, grads, adamw.m, ...), bytes. */
+  held: Record<string, number>;
+  held_bytes: number;
+  /** Forward values the step's backward reads, and the step graph's liveness peak (runtime/memory.ts). */
+  activations_bytes: number;
+  step_peak_bytes: number;
+  /** The process's peak RSS since the run began (VmHWM, reset at the start of `run`); null off Linux. */
+  peak_rss_bytes: number | null;
 }
 
 type Optimizer = AdamW<Float32Array> | SGD<Float32Array> | Adafactor<Float32Array>;
@@ -238,6 +256,38 @@ export class Trainer {
     }, 'eval', tp > 1 ? { context: this.context } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
+
+  /**
+   * The step's graph and the evaluation's for this config's batches, traced and neither compiled
+   * nor run (train/memory.ts analyses them): the step as `run` would execute it (one program,
+   * DDP's per-bucket cut in `groups`, or a tensor-parallel schedule), `forward` the indices of its
+   * outputs the forward computes (the loss and buffer updates; the rest are gradients).
+   */
+  async traceStep(): Promise<{ step: Traced; forward: number[]; groups: Value[][] | null; eval: Traced | null }> {
+    const loader = await SyncLoader.create({
+      ...this.task.trainLoader, dataset: this.task.train, batch: this.cfg.train.batch,
+      sampler: this.task.sampling({ seed: this.cfg.train.dataSeed, rank: this.dp.index, worldSize: this.dp.size }),
+    });
+    const b = loader.nextSync();
+    await loader.close();
+    if (b === null) throw new Error('traceStep: the training data gave no batch');
+    // A loss-scaled step takes the scale after the batch.
+    const sig = [...feedsOf(b), ...(this.scaler ? [{ shape: [], dtype: 'float32' as const }] : [])];
+    const dd = this.ddp ? this.ddp.trace(...sig) : null;
+    const traced = dd ?? this.step!.trace(...sig);
+    const nGrads = this.params.flat.layout.slots.length;
+    const forward = [0, ...traced.outputs.slice(1 + nGrads).map((_, i) => 1 + nGrads + i)];
+    const evalSig = this.task.eval !== null ? this.evalFeeds()[0]! : null;
+    let evalTrace: Traced | null = null;
+    if (evalSig !== null) {
+      this.task.model.eval();
+      try { evalTrace = this.evalProgram.trace(...evalSig); } finally { this.task.model.train(); }
+    }
+    return { step: traced, forward, groups: dd?.groups ?? null, eval: evalTrace };
+  }
+
+  /** How many batches one evaluation runs (memory estimates count the evaluation program's runs). */
+  evalFeedCount(): number { return this.task.eval === null ? 0 : this.evalFeeds().length; }
 
   /** The evaluation batches, read once (evaluation data has no random augmentation). */
   private evalFeeds(): Feed[][] {
@@ -381,6 +431,8 @@ export class Trainer {
     const lead = this.pg.rank === 0;
     const out = !lead ? null : o.out === undefined ? process.stdout : o.out;
     const say = (s: string): void => { out?.write(`${s}\n`); };
+    // The peak from here on is the run's (start-up transients before this are not).
+    resetPeakRss();
     if (this.tp.size > 1 && this.context.groups['tp'] === undefined) {
       // Every rank must shard the same way: compare the plans before any collective of the step.
       const plan = { tp: this.tp.size, sp: cfg.parallel.sp, placements: [...this.placements!].map(([n, p]) => (p ? `${n}:${p.dim}/${p.parts ?? 1}` : n)).join(' ') };
@@ -452,6 +504,8 @@ export class Trainer {
           Object.assign(m, evaluated);
           valLosses.push({ step, val_loss: evaluated['val_loss']! });
           evals.push({ step, metrics: evaluated });
+          const rss = peakRssBytes();
+          if (rss !== null) m['peak_rss_bytes'] = rss;
         }
         if (lead) appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
         await call((c) => c.onStepEnd?.(m, ctx(step)));
@@ -481,7 +535,12 @@ export class Trainer {
     say(`weft: ${step - first} steps in ${fmtTime((performance.now() - t0) / 1000)}, ${Math.round(tokensPerS).toLocaleString()} ${task.unit}/s; ` +
       `final loss ${losses.at(-1)?.toFixed(4) ?? '-'}${last ? `, ${Object.entries(last.metrics).map(([k, v]) => `${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join(', ')}` : ''}; checkpoint ${checkpoint ?? '-'}`);
     if (sample !== null) say(`\n${sample}`);
-    const result = { steps: step, losses, valLosses, evals, checkpoint, sample, tokensPerS };
+    const memory = await this.memoryAccounting();
+    const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    say(`weft: memory${this.pg.size > 1 ? ' (rank 0)' : ''}: ${Object.entries(memory.held).filter(([, b]) => b > 0).map(([k, b]) => `${k} ${mib(b)}`).join(', ')}; ` +
+      `activations ${mib(memory.activations_bytes)}, step peak ${mib(memory.step_peak_bytes)} (liveness); peak RSS ${memory.peak_rss_bytes === null ? '-' : mib(memory.peak_rss_bytes)}`);
+    if (lead) writeFileSync(join(cfg.out, 'memory.json'), `${JSON.stringify(memory)}\n`);
+    const result = { steps: step, losses, valLosses, evals, checkpoint, sample, tokensPerS, memory };
     await call((c) => c.onTrainEnd?.(result, ctx(step)));
     return result;
   }
@@ -499,6 +558,17 @@ export class Trainer {
     if (this.pg.size > 1) await this.pg.allReduce(flag, 'max').wait();
     if (this.scaler.update(flag[0]! > 0)) return { gradNorm: norm / lossScale, skipped: true };
     return { gradNorm: (await this.opt.step(this.grads, lr, { lossScale, norm })).gradNorm, skipped: false };
+  }
+
+  /**
+   * This rank's memory after a run: the buffers weft holds, the liveness of its step's graph
+   * (traced again, after the last step, so no step sees the extra trace), and the peak RSS.
+   */
+  private async memoryAccounting(): Promise<MemoryAccounting> {
+    const { heldBytes, totalHeldBytes } = profiler.report();
+    const t = await this.traceStep();
+    const g = graphMemory(t.step.outputs, t.forward);
+    return { held: heldBytes, held_bytes: totalHeldBytes, activations_bytes: g.savedBytes, step_peak_bytes: g.peakBytes, peak_rss_bytes: peakRssBytes() };
   }
 
   /** Rank 0's callbacks decide; every rank learns it, so all stop after the same step. */

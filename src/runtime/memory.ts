@@ -1,0 +1,114 @@
+/**
+ * Memory of a traced graph, from liveness over a topological order: what onnxruntime has to hold
+ * while it runs the graph, before anything is compiled.
+ *
+ * Each node's outputs are allocated when it runs, while its inputs are still alive, and a value is
+ * freed after its last reader; the graph's outputs stay until the run returns. Fed leaves
+ * (parameters, the batch) are the caller's memory and not counted; constants are counted apart
+ * (session initializers). The peak of the live bytes over the order is what the run needs at once.
+ *
+ * With `forward` (the indices of outputs that the forward computes: the loss, buffer updates),
+ * every node those outputs reach is forward and every other node backward; `savedBytes` is then
+ * the bytes of forward values a backward node reads: the activations kept for the backward. The
+ * rest of the peak is transient workspace. A rewrite that recomputes activations (checkpointing)
+ * or computes them in another dtype (mixed precision) changes the traced graph, so it changes
+ * these figures with no change here.
+ *
+ * The graph is analysed as the executor compiles it (composites lowered, kernel gaps filled);
+ * onnxruntime's own fusions and in-place reuse are not modelled (train/memory.ts calibrates that).
+ */
+import { BYTES } from '../ir/dtype.js';
+import { topoNodes } from '../ir/graph.js';
+import type { Node, Value } from '../ir/graph.js';
+import { numel } from '../ir/shape.js';
+import { lowerComposites } from '../ir/rewrite.js';
+import { fillKernelGaps } from './kernel_gaps.js';
+import { partition, programGraph } from './schedule.js';
+import type { ScheduleOptions } from './schedule.js';
+
+export interface GraphMemory {
+  /** Most bytes of node outputs alive at once (intermediates and outputs). */
+  peakBytes: number;
+  /** Bytes of forward values read by a backward node (0 without `forward`). */
+  savedBytes: number;
+  /** Bytes of the graph's outputs (copied out to JavaScript after the run). */
+  outputBytes: number;
+  /** Bytes of constants (initializers the session keeps). */
+  constantBytes: number;
+  nodes: number;
+}
+
+/** Bytes of a value with a static shape. */
+export const bytesOf = (v: Value): number => numel(v.shape) * BYTES[v.dtype];
+
+/**
+ * Liveness over `nodes` (inputs before users). Values made outside `nodes` are fed and not
+ * counted; `outputs` live to the end; `forward` marks the forward nodes.
+ */
+export function liveness(nodes: readonly Node[], outputs: readonly Value[], forward: ReadonlySet<Node> = new Set()): GraphMemory {
+  const mine = new Set(nodes);
+  const held = new Set(outputs);
+  const last = new Map<Value, number>();
+  const constants = new Set<Value>();
+  let saved = 0;
+  const savedSet = new Set<Value>();
+  nodes.forEach((n, i) => {
+    for (const v of n.inputs) {
+      if (v === null) continue;
+      if (v.node === null) { if (v.constant) constants.add(v); continue; }
+      last.set(v, i);
+      if (forward.has(v.node) && !forward.has(n) && mine.has(v.node) && !savedSet.has(v)) { savedSet.add(v); saved += bytesOf(v); }
+    }
+  });
+  let live = 0;
+  let peak = 0;
+  const dead: Value[][] = nodes.map(() => []);
+  nodes.forEach((n, i) => {
+    for (const o of n.outputs) {
+      if (o.node !== n) continue;
+      live += bytesOf(o);
+      // A value nobody reads (an unused optional output) is freed as soon as its node is done.
+      if (!held.has(o)) dead[last.get(o) ?? i]!.push(o);
+    }
+    peak = Math.max(peak, live);
+    for (const v of dead[i]!) live -= bytesOf(v);
+  });
+  const outputBytes = [...held].reduce((s, v) => s + (v.node !== null && mine.has(v.node) ? bytesOf(v) : 0), 0);
+  return { peakBytes: peak, savedBytes: saved, outputBytes, constantBytes: [...constants].reduce((s, v) => s + bytesOf(v), 0), nodes: nodes.length };
+}
+
+/** The graph as the executor hands it to onnxruntime: composites lowered, kernel gaps filled. */
+const lowered = (outputs: readonly Value[]): Value[] => fillKernelGaps(lowerComposites(outputs));
+
+/** Memory of one program computing `outputs`; `forward` indexes the outputs the forward computes. */
+export function graphMemory(outputs: readonly Value[], forward: readonly number[] = []): GraphMemory {
+  const outs = lowered(outputs);
+  const fwd = new Set(topoNodes(forward.map((i) => outs[i]!)));
+  return liveness(topoNodes(outs), outs, fwd);
+}
+
+export interface ScheduleMemory {
+  /** Each program's own peak (its intermediates and outputs), in run order. */
+  programs: GraphMemory[];
+  /** Bytes of values crossing cuts (program outputs held by the schedule until the run returns). */
+  crossingBytes: number;
+}
+
+/**
+ * Memory of the graph as a schedule cuts it (runtime/schedule.ts): one onnxruntime session per
+ * program, each analysed on its own with the values it reads from earlier cuts fed.
+ */
+export function scheduleMemory(outputs: readonly Value[], opts: ScheduleOptions = {}): ScheduleMemory {
+  const plan = partition(outputs, opts);
+  const programs: GraphMemory[] = [];
+  for (const st of plan.stages) {
+    for (const nodes of [...st.before, ...st.during]) {
+      if (nodes.length === 0) continue;
+      const g = programGraph(nodes, plan.crossing);
+      const outs = lowered(g.outputs);
+      programs.push(liveness(topoNodes(outs), outs));
+    }
+  }
+  const crossingBytes = [...plan.crossing].reduce((s, v) => s + bytesOf(v), 0);
+  return { programs, crossingBytes };
+}

@@ -1,0 +1,191 @@
+/**
+ * Memory per rank of a training run, predicted without training: the run's `Trainer` is built
+ * (parameters, data, the optimizer's zeroed state) and its step and evaluation are traced, never
+ * compiled or run; the graphs are analysed by liveness (runtime/memory.ts).
+ *
+ *   params, buffers, grads   flat buffers: 4 bytes per element of the rank's layout (tensor
+ *                            parallelism shards the layout, so tp halves the sharded tensors)
+ *   optimizer                AdamW m and v: 8 bytes/param; SGD momentum: 4; Adafactor: for each
+ *                            matrix [.., n, m] (n + m) * prod(leading dims), else the tensor, and
+ *                            4 bytes/param more with a first moment
+ *   activations              forward values the traced backward reads (liveness)
+ *   workspace                the rest of what onnxruntime holds for the step and evaluation
+ *                            sessions, plus JavaScript's copies of their outputs and the
+ *                            optimizer's chunk-sized update programs
+ *   runtime                  measured here: RSS of this process before the trainer is built (Node,
+ *                            onnxruntime), and what building it added beyond the parameters (the
+ *                            task's data and tokenizer), plus the loader's worker thread (calibrated)
+ *
+ * onnxruntime's CPU allocator: every session has its own BFC arena, which keeps what it grows to.
+ * The first run of a session allocates each intermediate from the arena; from the second run on
+ * (same shapes) the memory-pattern planner allocates one block for all of them, which the
+ * fragmented first-run chunks cannot hold, so a session run twice holds its peak twice
+ * (`ARENA_COPIES`). Each program of a schedule (DDP's buckets, tensor-parallel cuts) is its own
+ * session, so their peaks add up. `ORT_OVER_LIVENESS` (calibrated, see docs/memory.md) covers
+ * what the liveness misses: onnxruntime's planner, kernel scratch, arena rounding and the
+ * session's own allocations.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { graphMemory, scheduleMemory } from '../runtime/memory.js';
+import type { GraphMemory } from '../runtime/memory.js';
+import { CHUNK_PER_THREAD } from '../optim/common.js';
+import { settings } from '../runtime/executor.js';
+import { rssBytes } from '../runtime/rss.js';
+import type { CommArray, ProcessGroup, Work } from '../comm/process_group.js';
+import type { Layout } from '../runtime/flat.js';
+import type { RunConfig } from './config.js';
+import { Trainer } from './trainer.js';
+
+/**
+ * Calibrated: bytes onnxruntime holds per byte of liveness peak, per copy (fit on three configs,
+ * checked on the others; docs/memory.md has the table and the command that reproduces it).
+ */
+export const ORT_OVER_LIVENESS = 1.2;
+/** Derived from the allocator (see above): first-run chunks plus the memory-pattern block. */
+export const ARENA_COPIES = 2;
+/**
+ * Calibrated: copies of the step's gradient outputs beyond the flat gradient buffer: onnxruntime's
+ * output tensors, their JavaScript copies, and the copies of the step before that V8 has not
+ * collected yet.
+ */
+export const GRAD_OUTPUT_COPIES = 3;
+/** Calibrated: the data loader's worker thread (its V8 isolate and the batches it has made). */
+export const LOADER_WORKER_BYTES = 48 * 2 ** 20;
+
+export interface MemoryEstimate {
+  ranks: number;
+  dp: number;
+  tp: number;
+  optimizer: RunConfig['train']['optimizer'];
+  /** Bytes per rank. */
+  params_bytes: number;
+  buffers_bytes: number;
+  grads_bytes: number;
+  optimizer_bytes: number;
+  activations_bytes: number;
+  workspace_bytes: number;
+  /** Measured at estimate time: Node and onnxruntime, and the task's data; plus the loader thread. */
+  runtime_bytes: number;
+  /** Predicted peak RSS of one rank's process (an MPI rank). */
+  peak_bytes: number;
+  /** With the threads backend every rank shares one process: its predicted peak RSS. */
+  process_peak_bytes: number;
+  /** What the figures come from: the step's programs (liveness peaks), the evaluation's. */
+  detail: { step_programs: GraphMemory[]; step_graph: GraphMemory; eval: GraphMemory | null; eval_runs: number; step_copies: number };
+}
+
+/** Optimizer state by formula (what the optimizers' `profiler.hold` reports; tested against it). */
+export function optimizerStateBytes(cfg: RunConfig['train'], layout: Layout): number {
+  if (cfg.optimizer === 'adamw') return 8 * layout.size;
+  if (cfg.optimizer === 'sgd') return cfg.momentum > 0 ? 4 * layout.size : 0;
+  let n = 0;
+  for (const s of layout.slots) {
+    const sh = s.shape;
+    n += sh.length >= 2 ? s.size / sh.at(-1)! + s.size / sh.at(-2)! : s.size;
+    if (cfg.adafactorBeta1 > 0) n += s.size;
+  }
+  return 4 * n;
+}
+
+/** A group of `size` ranks that only has a shape: building a trainer needs no communication. */
+class ShapeGroup implements ProcessGroup {
+  readonly rank = 0;
+  readonly backend = 'estimate';
+  readonly timeoutMs = 0;
+  constructor(readonly size: number) {}
+  private no(op: string): never { throw new Error(`memory estimate: ${op} was called; estimating communicates nothing (this is a bug)`); }
+  allReduce(_b: CommArray): Work { return this.no('allReduce'); }
+  broadcast(_b: CommArray): Work { return this.no('broadcast'); }
+  reduce(_b: CommArray): Work { return this.no('reduce'); }
+  allGather(_i: CommArray): Work { return this.no('allGather'); }
+  reduceScatter(_i: CommArray): Work { return this.no('reduceScatter'); }
+  gather(_i: CommArray): Work { return this.no('gather'); }
+  scatter(_i: CommArray | null): Work { return this.no('scatter'); }
+  allToAll(_i: CommArray): Work { return this.no('allToAll'); }
+  allToAllV(_i: CommArray): Work { return this.no('allToAllV'); }
+  barrier(): Work { return this.no('barrier'); }
+  send(_b: CommArray): Work { return this.no('send'); }
+  recv(_b: CommArray): Work { return this.no('recv'); }
+  split(): Promise<ProcessGroup> { return this.no('split'); }
+  destroy(): Promise<void> { return Promise.resolve(); }
+}
+
+/**
+ * Predicts per-rank memory of `weft train cfg` on `nproc` ranks (dp = nproc / parallel.tp).
+ * Builds the run's trainer in this process (its parameters are allocated and initialized, into a
+ * temporary run directory) and traces its step; nothing is compiled.
+ */
+export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryEstimate> {
+  if (!Number.isInteger(nproc) || nproc < 1) throw new Error(`estimateMemory: nproc must be a positive integer, got ${nproc}`);
+  const out = mkdtempSync(join(tmpdir(), 'weft-memory-'));
+  try {
+    const before = rssBytes() ?? 0;
+    const t = new Trainer({ ...cfg, out }, { pg: new ShapeGroup(nproc) });
+    const built = rssBytes() ?? 0;
+    const layout = t.params.flat.layout;
+    const params = t.params.flat.data.byteLength;
+    const buffers = t.params.buffers.data.byteLength;
+    const traced = await t.traceStep();
+    const whole = graphMemory(traced.step.outputs, traced.forward);
+    const schedule = traced.groups !== null || t.tp.size > 1;
+    const programs = schedule ? scheduleMemory(traced.step.outputs, traced.groups ? { groups: traced.groups } : {}) : null;
+    const stepPrograms = programs?.programs ?? [whole];
+    const stepCopies = Math.min(ARENA_COPIES, cfg.train.steps * cfg.train.accumulate);
+    // Outputs are allocated apart from the memory-pattern block, so only intermediates are doubled.
+    const arena = (g: GraphMemory, copies: number): number => ORT_OVER_LIVENESS * (copies * (g.peakBytes - g.outputBytes) + g.outputBytes) + g.constantBytes;
+    const stepArena = stepPrograms.reduce((s, g) => s + arena(g, stepCopies), 0);
+    // JavaScript holds the step's gradients (and, in a schedule, the values crossing cuts) until the
+    // step returns; the gradients' arrays are garbage after that, collected some steps later.
+    const gradOut = 4 * layout.size;
+    const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, (programs?.crossingBytes ?? whole.outputBytes) - whole.outputBytes);
+    const evalGraph = traced.eval ? graphMemory(traced.eval.outputs) : null;
+    const evals = Math.floor(cfg.train.steps / cfg.eval.every) + (cfg.train.steps % cfg.eval.every === 0 ? 0 : 1);
+    // Only rank 0 evaluates under data parallelism; every rank does under tensor parallelism.
+    const evalRuns = evalGraph ? evals * (t.evalFeedCount()) : 0;
+    const evalArena = evalGraph && evalRuns > 0 ? arena(evalGraph, Math.min(ARENA_COPIES, evalRuns)) + evalGraph.outputBytes : 0;
+    // The update runs chunk by chunk: the fed views are the buffers' own, the outputs are copies.
+    const optWork = 2 * 3 * 4 * CHUNK_PER_THREAD * settings.threads;
+    const workspace = stepArena + stepJs + evalArena + optWork - whole.savedBytes;
+    const optimizer = optimizerStateBytes(cfg.train, layout);
+    const setup = Math.max(0, built - before - params - buffers);
+    const runtime = before + setup + LOADER_WORKER_BYTES;
+    const peak = runtime + params + buffers + 4 * layout.size + optimizer + whole.savedBytes + workspace;
+    return {
+      ranks: nproc, dp: t.dp.size, tp: t.tp.size, optimizer: cfg.train.optimizer,
+      params_bytes: params, buffers_bytes: buffers, grads_bytes: 4 * layout.size, optimizer_bytes: optimizer,
+      activations_bytes: whole.savedBytes, workspace_bytes: Math.round(workspace), runtime_bytes: runtime,
+      peak_bytes: Math.round(peak), process_peak_bytes: Math.round(before + nproc * (peak - before)),
+      detail: { step_programs: stepPrograms, step_graph: whole, eval: evalGraph, eval_runs: evalRuns, step_copies: stepCopies },
+    };
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
+const UNITS: Record<string, number> = {
+  b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/**
+ * A size such as `8GB`, `512MiB`, `1.5G` or `1000000` in bytes. Decimal units (kB, MB, GB, TB,
+ * and the bare K, M, G, T) are powers of 1000, binary ones (KiB, MiB, GiB, TiB) of 1024; case is
+ * ignored. `what` names the input in the error (e.g. `--budget`).
+ */
+export function parseSize(text: string, what = 'size'): number {
+  const m = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$/.exec(text);
+  const unit = m ? UNITS[m[2]!.toLowerCase() || 'b'] : undefined;
+  if (!m || unit === undefined) throw new Error(`${what} must be a size such as 8GB, 512MiB or 1.5G, got '${text}'`);
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** Bytes as a short human figure in binary units (1.5 GiB). */
+export function fmtBytes(n: number): string {
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let x = n;
+  while (Math.abs(x) >= 1024 && i < u.length - 1) { x /= 1024; i++; }
+  return `${i === 0 ? x : x.toFixed(1)} ${u[i]}`;
+}
