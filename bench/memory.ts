@@ -32,6 +32,13 @@ export const CONFIGS: readonly BenchConfig[] = [
   { name: 'small-b32-adamw-dp2', config: 'recipes/brown-small.json', ranks: 2, sets: ['train.batch=32'] },
   { name: 'small-b32-sgd-tp2', config: 'recipes/brown-small.json', ranks: 2, sets: ['train.batch=32', 'train.optimizer=sgd', 'parallel.tp=2'] },
   { name: 'medium-b8-adafactor-dp2', config: 'recipes/brown-small.json', ranks: 2, sets: [...MEDIUM, 'train.optimizer=adafactor'] },
+  { name: 'small-b64-adamw-fp16', config: 'recipes/brown-small.json', ranks: 1, sets: [...SMALL_B64, 'train.precision=fp16'] },
+  { name: 'small-b64-adamw-bf16', config: 'recipes/brown-small.json', ranks: 1, sets: [...SMALL_B64, 'train.precision=bf16'] },
+  { name: 'small-b64-adamw-full', config: 'recipes/brown-small.json', ranks: 1, sets: [...SMALL_B64, 'train.checkpointing=full'] },
+  { name: 'small-b64-sgd-selective', config: 'recipes/brown-small.json', ranks: 1, sets: [...SMALL_B64, 'train.optimizer=sgd', 'train.checkpointing=selective'] },
+  { name: 'small-b64-adafactor-bf16-full', config: 'recipes/brown-small.json', ranks: 1, sets: [...SMALL_B64, 'train.optimizer=adafactor', 'train.precision=bf16', 'train.checkpointing=full'] },
+  { name: 'small-b32-adamw-dp2-fp16-selective', config: 'recipes/brown-small.json', ranks: 2, sets: ['train.batch=32', 'train.precision=fp16', 'train.checkpointing=selective'] },
+  { name: 'medium-b8-adamw-dp2-bf16-full', config: 'recipes/brown-small.json', ranks: 2, sets: [...MEDIUM, 'train.precision=bf16', 'train.checkpointing=full'] },
 ];
 
 /** Few steps, one evaluation at the end, no sample: the run's peak is its steady state. */

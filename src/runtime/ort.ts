@@ -26,6 +26,12 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     intraOpNumThreads: opts.threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
+    // onnxruntime's memory pattern (one planned block for every intermediate, allocated from the
+    // second run on) cannot reuse the first run's arena chunks, so every session held its
+    // intermediates twice: the small GPT's step at batch 64 peaked at 2,001 MB RSS with it and
+    // 1,092 MB without, at the same step time (batch 16: 620 and 391 MB). Without it each tensor
+    // comes from the arena as it is made, and the first run's chunks serve every later run.
+    enableMemPattern: false,
     graphOptimizationLevel: 'all',
     extra: { optimization: { disable_specified_optimizers: opts.disabledOptimizers.join(';') } },
     // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON).

@@ -19,7 +19,8 @@
  * so this layer knows no process group: a run's `context` is handed to every kernel unread.
  */
 import { BYTES } from '../ir/dtype.js';
-import type { TypedArray } from '../ir/dtype.js';
+import type { DType, TypedArray } from '../ir/dtype.js';
+import * as b from '../ir/build.js';
 import { numel } from '../ir/shape.js';
 import { topoNodes, Value } from '../ir/graph.js';
 import type { Node } from '../ir/graph.js';
@@ -173,23 +174,26 @@ export function programGraph(nodes: readonly Node[], crossing: ReadonlySet<Value
   const map = new Map<Value, Value>();
   const reads: Value[] = [];
   const placeholders: Value[] = [];
+  // onnxruntime-node has no bfloat16 tensors: a bfloat16 value crosses a cut as float32 (exact).
+  const wire = (v: Value): DType => (v.dtype === 'bfloat16' ? 'float32' : v.dtype);
   const get = (v: Value | null): Value | null => {
     if (v === null || v.node === null) return v;
     const m = map.get(v);
     if (m) return m;
-    const p = new Value(v.dtype, v.shape);
+    const p = new Value(wire(v), v.shape);
     p.name = `cut_${reads.length}`;
-    map.set(v, p);
+    const q = b.cast(p, v.dtype);
+    map.set(v, q);
     reads.push(v);
     placeholders.push(p);
-    return p;
+    return q;
   };
   for (const n of nodes) {
     const outs = apply(n.op, n.inputs.map(get), n.attrs, n.outputs.length);
     n.outputs.forEach((o, i) => map.set(o, outs[i]!));
   }
   const writes = nodes.flatMap((n) => n.outputs.filter((o) => crossing.has(o)));
-  return { outputs: writes.map((w) => map.get(w)!), placeholders, reads, writes };
+  return { outputs: writes.map((w) => b.cast(map.get(w)!, wire(w))), placeholders, reads, writes };
 }
 
 /**

@@ -17,10 +17,9 @@
  *                            task's data and tokenizer), plus the loader's worker thread (calibrated)
  *
  * onnxruntime's CPU allocator: every session has its own BFC arena, which keeps what it grows to.
- * The first run of a session allocates each intermediate from the arena; from the second run on
- * (same shapes) the memory-pattern planner allocates one block for all of them, which the
- * fragmented first-run chunks cannot hold, so a session run twice holds its peak twice
- * (`ARENA_COPIES`). Each program of a schedule (DDP's buckets, tensor-parallel cuts) is its own
+ * Sessions run without the memory pattern (runtime/ort.ts), so each intermediate is allocated
+ * from the arena as it is made and later runs reuse the first run's chunks: a session holds its
+ * liveness peak once (`ARENA_COPIES`; with the pattern it held it twice). Each program of a schedule (DDP's buckets, tensor-parallel cuts) is its own
  * session, so their peaks add up. `ORT_OVER_LIVENESS` (calibrated, see docs/memory.md) covers
  * what the liveness misses: onnxruntime's planner, kernel scratch, arena rounding and the
  * session's own allocations.
@@ -43,8 +42,8 @@ import { Trainer } from './trainer.js';
  * checked on the others; docs/memory.md has the table and the command that reproduces it).
  */
 export const ORT_OVER_LIVENESS = 1.2;
-/** Derived from the allocator (see above): first-run chunks plus the memory-pattern block. */
-export const ARENA_COPIES = 2;
+/** Derived from the allocator (see above): the first run's chunks serve every run. */
+export const ARENA_COPIES = 1;
 /**
  * Calibrated: copies of the step's gradient outputs beyond the flat gradient buffer: onnxruntime's
  * output tensors, their JavaScript copies, and the copies of the step before that V8 has not
