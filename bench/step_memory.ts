@@ -20,6 +20,7 @@ import type { CheckpointMode } from '../src/autodiff/checkpoint.js';
 import { bindParameters, GPT, GPT_PRESETS, scopeModules } from '../src/nn/index.js';
 import { traceStepGraph } from '../src/nn/step_graph.js';
 import type { Precision } from '../src/nn/step_graph.js';
+import '../src/ir/ops/index.js';
 import { cpuInfo } from '../src/runtime/cpu.js';
 import { compileProgram, runProgram } from '../src/runtime/executor.js';
 import type { Program } from '../src/runtime/executor.js';

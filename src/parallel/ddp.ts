@@ -12,7 +12,7 @@
  * - `noSync` micro-steps accumulate locally and communicate nothing; the step after them
  *   all-reduces the accumulated gradients once.
  */
-import { fromBfloat16, fromHalf, toBfloat16, toHalf } from '../ir/dtype.js';
+import { addDecoded16, encode16, fromHalf, toHalf } from '../ir/dtype.js';
 import type { FlatBuffer, Slot } from '../runtime/flat.js';
 import { compileSchedule } from '../runtime/schedule.js';
 import type { Schedule } from '../runtime/schedule.js';
@@ -230,25 +230,20 @@ export class DistributedDataParallel {
  * all-reduce; past four ranks the gather sends more than a ring would, so prefer `allReduceHook`
  * there. Gradients lose precision to the 16-bit format (fp16 ~3 decimal digits, bf16 ~2).
  */
-function halfHook(name: string, enc: (x: number) => number, dec: (h: number) => number): CommHook {
+function halfHook(dtype: 'float16' | 'bfloat16', name: string): CommHook {
   return (pg, bucket) => {
     const n = bucket.length;
     const words = Math.ceil(n / 2);
     const packed = new Int32Array(words);
-    const halves = new Uint16Array(packed.buffer);
-    for (let i = 0; i < n; i++) halves[i] = enc(bucket[i]!);
+    encode16(dtype, bucket, new Uint16Array(packed.buffer, 0, n));
     const all = new Int32Array(words * pg.size);
     const gather = pg.allGather(packed, all);
     return {
       label: `${name}(${gather.label})`,
       async wait() {
         await gather.wait();
-        const h = new Uint16Array(all.buffer);
         bucket.fill(0);
-        for (let r = 0; r < pg.size; r++) {
-          const base = r * words * 2;
-          for (let i = 0; i < n; i++) bucket[i]! += dec(h[base + i]!);
-        }
+        for (let r = 0; r < pg.size; r++) addDecoded16(dtype, new Uint16Array(all.buffer, r * words * 4, n), bucket);
         const inv = 1 / pg.size;
         for (let i = 0; i < n; i++) bucket[i]! *= inv;
       },
@@ -256,8 +251,8 @@ function halfHook(name: string, enc: (x: number) => number, dec: (h: number) => 
   };
 }
 
-export const fp16Hook: CommHook = halfHook('fp16', toHalf, fromHalf);
-export const bf16Hook: CommHook = halfHook('bf16', toBfloat16, fromBfloat16);
+export const fp16Hook: CommHook = halfHook('float16', 'fp16');
+export const bf16Hook: CommHook = halfHook('bfloat16', 'bf16');
 
 /** Re-exported for callers that compress gradients (kept where it was first exported). */
 export { fromHalf, toHalf };

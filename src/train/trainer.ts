@@ -48,8 +48,7 @@ import type { CollectiveContext } from '../comm/kernels.js';
 import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
-import { Tensor as TensorOf } from '../tensor/tensor.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
@@ -252,7 +251,7 @@ export class Trainer {
       const out = task.forward(...fields.slice(0, -1));
       const outs = [task.loss(out, target), ...metricFns.map((m) => m(out, target))];
       if (half === null) return outs;
-      return autocast(outs.map((x) => x.value), { dtype: half, params: weights, who: `train.precision ${t.precision}` }).map((v) => new TensorOf(v));
+      return autocast(outs.map((x) => x.value), { dtype: half, params: weights, who: `train.precision ${t.precision}` }).map((v) => new Tensor(v));
     }, 'eval', tp > 1 ? { context: this.context } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
@@ -513,7 +512,8 @@ export class Trainer {
         if (this.pg.size > 1 && this.callbacks.length > 0) stopRequested = await this.agreeToStop(stopRequested);
         const eta = ((stop - step) * elapsed) / (step - first);
         const extra = evaluated === null ? '' : Object.entries(evaluated).map(([k, v]) => `  ${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join('');
-        const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${extra}  ` +
+        const scale = this.scaler ? `  scale ${this.scaler.scale}${this.scaler.skipped > 0 ? ` (${this.scaler.skipped} skipped)` : ''}` : '';
+        const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${extra}${scale}  ` +
           `${Math.round(m[unitKey]!).toLocaleString()} ${task.unit === 'tokens' ? 'tok' : 'ex'}/s  ETA ${fmtTime(eta)}`;
         if (tty) out!.write(`\r${line}\x1b[K${evaluated !== null ? '\n' : ''}`);
         else if (step % cfg.log.every === 0 || evaluated !== null) say(line);
