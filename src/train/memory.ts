@@ -27,8 +27,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { graphMemory, scheduleMemory } from '../runtime/memory.js';
-import type { GraphMemory } from '../runtime/memory.js';
+import { graphMemory, ortGraphMemory, ortScheduleMemory } from '../runtime/memory.js';
+import type { GraphMemory, OrtProgramMemory } from '../runtime/memory.js';
 import { CHUNK_PER_THREAD } from '../optim/common.js';
 import { settings } from '../runtime/executor.js';
 import { rssBytes } from '../runtime/rss.js';
@@ -72,7 +72,7 @@ export interface MemoryEstimate {
   /** With the threads backend every rank shares one process: its predicted peak RSS. */
   process_peak_bytes: number;
   /** What the figures come from: the step's programs (liveness peaks), the evaluation's. */
-  detail: { step_programs: GraphMemory[]; step_graph: GraphMemory; eval: GraphMemory | null; eval_runs: number; step_copies: number };
+  detail: { step_programs: OrtProgramMemory[]; step_graph: GraphMemory; eval: OrtProgramMemory | null; eval_runs: number; step_copies: number };
 }
 
 /** Optimizer state by formula (what the optimizers' `profiler.hold` reports; tested against it). */
@@ -129,8 +129,9 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const traced = await t.traceStep();
     const whole = graphMemory(traced.step.outputs, traced.forward);
     const schedule = traced.groups !== null || t.tp.size > 1;
-    const programs = schedule ? scheduleMemory(traced.step.outputs, traced.groups ? { groups: traced.groups } : {}) : null;
-    const stepPrograms = programs?.programs ?? [whole];
+    // Each program's peak is taken in onnxruntime's own execution order, over the graph it runs.
+    const programs = schedule ? await ortScheduleMemory(traced.step.outputs, traced.groups ? { groups: traced.groups } : {}) : null;
+    const stepPrograms = programs?.programs ?? [await ortGraphMemory(traced.step.outputs, traced.forward)];
     const stepCopies = Math.min(ARENA_COPIES, cfg.train.steps * cfg.train.accumulate);
     // Outputs are allocated apart from the memory-pattern block, so only intermediates are doubled.
     const arena = (g: GraphMemory, copies: number): number => ORT_OVER_LIVENESS * (copies * (g.peakBytes - g.outputBytes) + g.outputBytes) + g.constantBytes;
@@ -139,7 +140,7 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     // step returns; the gradients' arrays are garbage after that, collected some steps later.
     const gradOut = 4 * layout.size;
     const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, (programs?.crossingBytes ?? whole.outputBytes) - whole.outputBytes);
-    const evalGraph = traced.eval ? graphMemory(traced.eval.outputs) : null;
+    const evalGraph = traced.eval ? await ortGraphMemory(traced.eval.outputs) : null;
     const evals = Math.floor(cfg.train.steps / cfg.eval.every) + (cfg.train.steps % cfg.eval.every === 0 ? 0 : 1);
     // Only rank 0 evaluates under data parallelism; every rank does under tensor parallelism.
     const evalRuns = evalGraph ? evals * (t.evalFeedCount()) : 0;
