@@ -8,8 +8,10 @@
  *
  *   node dist/bench/memory.js [--only name,...] [--set key=value ...]   (--set applies to every config)
  *
- * Add a configuration by adding a line to CONFIGS; precision or checkpointing are `--set`
- * overrides like any other key (e.g. 'train.precision=fp16' once that key exists).
+ * Add a configuration by adding a line to CONFIGS; precision and checkpointing are `--set`
+ * overrides like any other key. The estimate takes each program's liveness in onnxruntime's own
+ * execution order (docs/memory.md); `detail.step_programs[].weftPeakBytes` keeps weft's order for
+ * comparison. Results of the last full run: docs/memory.md, "Measured".
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

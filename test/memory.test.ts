@@ -14,7 +14,10 @@ import { Adafactor } from '../src/optim/adafactor.js';
 import { AdamW } from '../src/optim/adamw.js';
 import { SGD } from '../src/optim/sgd.js';
 import { FlatBuffer, Layout } from '../src/runtime/flat.js';
-import { liveness } from '../src/runtime/memory.js';
+import { liveness, ortGraphMemory } from '../src/runtime/memory.js';
+import { ortLiveness, readOrtGraph } from '../src/runtime/ort_graph.js';
+import type { TensorMeta } from '../src/runtime/ort_graph.js';
+import { Writer } from '../src/ir/onnx/wire.js';
 import { profiler } from '../src/runtime/profiler.js';
 import { parseConfig } from '../src/train/config.js';
 import { optimizerStateBytes, parseSize } from '../src/train/memory.js';
@@ -85,6 +88,95 @@ test('liveness: a hand-built forward + backward has the peak and the saved bytes
   const c2 = node('Relu', [c1], [100]);
   const c3 = node('Relu', [c2], [1]);
   assert.equal(liveness([c1.node!, c2.node!, c3.node!], [c3]).peakBytes, 800);
+});
+
+interface HandNode { op: string; inputs: string[]; outputs: string[]; domain?: string; ints?: Record<string, number[]> }
+
+/** A saved (optimized) model as onnxruntime writes it: nodes in order, no value_info. */
+function handModel(nodes: HandNode[], inputs: Record<string, number[]>, outputs: string[], int64s: Record<string, number[]> = {}): Uint8Array {
+  const info = (w: Writer, name: string, shape: number[]): void => {
+    w.string(1, name);
+    w.message(2, (t) => t.message(1, (tt) => { tt.int(1, 1); tt.message(2, (sh) => { for (const d of shape) sh.message(1, (dw) => dw.int(1, d)); }); }));
+  };
+  const w = new Writer();
+  w.int(1, 8);
+  w.message(7, (g) => {
+    for (const n of nodes) {
+      g.message(1, (nw) => {
+        for (const i of n.inputs) nw.string(1, i);
+        for (const o of n.outputs) nw.string(2, o);
+        nw.string(4, n.op);
+        if (n.domain) nw.string(7, n.domain);
+        for (const [k, v] of Object.entries(n.ints ?? {})) nw.message(5, (a) => { a.string(1, k); a.packedInts(8, v); a.int(20, 7); });
+      });
+    }
+    for (const [name, vals] of Object.entries(int64s)) {
+      g.message(5, (t) => { t.packedInts(1, [vals.length]); t.int(2, 7); t.string(8, name); t.packedInts(7, vals); });
+    }
+    for (const [name, shape] of Object.entries(inputs)) g.message(11, (vw) => info(vw, name, shape));
+    for (const name of outputs) g.message(12, (vw) => info(vw, name, [1]));
+  });
+  return w.finish();
+}
+
+const f32 = (...shape: number[]): TensorMeta => ({ dtype: 'float32', shape });
+
+test('ort graph: the saved model is read in its node order, with contrib domains, attributes and int64 initializers', () => {
+  const g = readOrtGraph(handModel([
+    { op: 'Transpose', inputs: ['x'], outputs: ['_token_0'], ints: { perm: [1, 0] } },
+    { op: 'FusedMatMul', domain: 'com.microsoft', inputs: ['_token_0', 'x'], outputs: ['y'] },
+  ], { x: [4, 8] }, ['y'], { shape: [2, -1] }));
+  assert.deepEqual(g.nodes.map((n) => `${n.domain}:${n.op}`), [':Transpose', 'com.microsoft:FusedMatMul']);
+  assert.deepEqual(g.nodes[0]!.ints.get('perm'), [1, 0]);
+  assert.deepEqual(g.initializers.get('shape')?.values, [2, -1]);
+  assert.deepEqual(g.inputs.get('x'), f32(4, 8));
+  assert.deepEqual(g.outputs, ['y']);
+});
+
+test('ort liveness: aliases share their root buffer, optimizer-made outputs get inferred shapes, unknown ones are reported', () => {
+  const g = readOrtGraph(handModel([
+    { op: 'Relu', inputs: ['x'], outputs: ['a'] }, // 1 KiB
+    { op: 'Reshape', inputs: ['a', 'shape'], outputs: ['_token_r'] }, // alias of a: no bytes; [4, 64] from the initializer
+    { op: 'FusedMatMul', domain: 'com.microsoft', inputs: ['_token_r', '_token_r'], outputs: ['_token_f'] }, // no rule: guessed as its input, 1 KiB
+    { op: 'Neg', inputs: ['_token_f'], outputs: ['b'] }, // 1 KiB; f dies here
+    { op: 'Add', inputs: ['a', 'b'], outputs: ['c'] }, // a (through its alias' root) and b die here
+  ], { x: [256] }, ['c'], { shape: [4, -1] }));
+  const m = ortLiveness(g, new Map([['a', f32(256)], ['b', f32(256)], ['c', f32(256)]]));
+  assert.equal(m.guessed, 1);
+  // Live when each node has run: a; a (the alias adds nothing); a, f; a, f, b; a, b, c.
+  assert.deepEqual(m.trace, [1024, 1024, 2048, 3072, 3072]);
+  assert.equal(m.peakBytes, 3072);
+  assert.equal(m.outputBytes, 1024);
+  assert.equal(m.constantBytes, 16);
+});
+
+test("ort liveness: the planner's reuse of a dead same-shape buffer keeps it in the arena until its reuser dies", () => {
+  const g = readOrtGraph(handModel([
+    { op: 'Neg', inputs: ['x'], outputs: ['p'] }, // [64]: 256 B, dies at node 1
+    { op: 'Neg', inputs: ['p'], outputs: ['q'] }, // [256]: 1 KiB, dies at node 2
+    { op: 'Neg', inputs: ['q'], outputs: ['r'] }, // [256]: allocated while q is alive, dies at node 3
+    { op: 'Neg', inputs: ['r'], outputs: ['s'] }, // [64]: takes p's buffer, idle since node 1
+  ], { x: [64] }, ['s']));
+  const known = new Map([['p', f32(64)], ['q', f32(256)], ['r', f32(256)], ['s', f32(64)]]);
+  const m = ortLiveness(g, known);
+  assert.deepEqual(m.trace, [256, 1280, 2304, 1280]);
+  // Pure liveness (no reuse) frees p at node 1: its 256 B are missing from the peak.
+  assert.deepEqual(ortLiveness(g, known, false).trace, [256, 1280, 2048, 1280]);
+});
+
+test("ort graph memory: a program is analysed as onnxruntime optimizes it (MatMul, Add and Relu fused into one node), every shape known", async () => {
+  const x = new Value('float32', [8, 16]);
+  const w = new Value('float32', [16, 4]);
+  const b = new Value('float32', [4]);
+  const y = node('Relu', [node('Add', [node('MatMul', [x, w], [8, 4]), b], [8, 4])], [8, 4]);
+  const m = await ortGraphMemory([y]);
+  assert.equal(m.nodes, 3);
+  assert.equal(m.ortNodes, 1); // FusedGemm (MatMul + Add -> Gemm, then its activation folded in)
+  assert.equal(m.guessed, 0);
+  // weft's order holds the MatMul's and the Add's outputs at once; onnxruntime makes only the output.
+  assert.equal(m.weftPeakBytes, 2 * 8 * 4 * 4);
+  assert.equal(m.peakBytes, 8 * 4 * 4);
+  assert.equal(m.outputBytes, 8 * 4 * 4);
 });
 
 test('parseSize: decimal and binary units, fractions, bare bytes', () => {

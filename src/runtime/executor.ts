@@ -14,7 +14,7 @@ import { toModelProto } from '../ir/onnx/export.js';
 import { lowerComposites } from '../ir/rewrite.js';
 import { disabledOptimizers, fillKernelGaps } from './kernel_gaps.js';
 import { createSession } from './ort.js';
-import type { Session } from './ort.js';
+import type { Session, SessionOptions } from './ort.js';
 import { profiler } from './profiler.js';
 import { availableParallelism } from 'node:os';
 
@@ -89,6 +89,17 @@ export function structureKey(outputs: readonly Value[], inputs: readonly Value[]
 }
 
 /**
+ * The ONNX model a program is compiled from, and its session options: composites lowered, kernel
+ * gaps filled, leaves named `in<i>`, outputs `output_<i>`, every other value `v<id>` (the memory
+ * estimate maps onnxruntime's optimized graph back to these values by those names).
+ */
+export function programModel(outputs: readonly Value[], leaves: readonly Value[]): { model: Uint8Array; lowered: Value[]; options: SessionOptions } {
+  const lowered = fillKernelGaps(lowerComposites(outputs));
+  const model = toModelProto({ inputs: leaves, outputs: lowered, inputNames: leaves.map((_, i) => `in${i}`) });
+  return { model, lowered, options: { threads: settings.threads, disabledOptimizers: disabledOptimizers(lowered) } };
+}
+
+/**
  * The program computing `outputs` from its leaves: the session comes from the cache when a graph
  * of the same structure was compiled before; the leaves are always this graph's own.
  */
@@ -96,9 +107,8 @@ export async function compileProgram(outputs: readonly Value[], inputs: readonly
   const { key, leaves } = structureKey(outputs, inputs);
   let s = programs.get(key);
   if (s === undefined) {
-    const lowered = fillKernelGaps(lowerComposites(outputs));
-    const model = toModelProto({ inputs: leaves, outputs: lowered, inputNames: leaves.map((_, i) => `in${i}`) });
-    s = createSession(model, { threads: settings.threads, disabledOptimizers: disabledOptimizers(lowered) });
+    const m = programModel(outputs, leaves);
+    s = createSession(m.model, m.options);
     programs.set(key, s);
     s.catch(() => programs.delete(key));
   }

@@ -20,11 +20,15 @@
 import { BYTES } from '../ir/dtype.js';
 import { topoNodes } from '../ir/graph.js';
 import type { Node, Value } from '../ir/graph.js';
-import { numel } from '../ir/shape.js';
+import { isStatic, numel } from '../ir/shape.js';
 import { lowerComposites } from '../ir/rewrite.js';
 import { fillKernelGaps } from './kernel_gaps.js';
 import { partition, programGraph } from './schedule.js';
 import type { ScheduleOptions } from './schedule.js';
+import { programModel, structureKey } from './executor.js';
+import { optimizedModel } from './ort.js';
+import { ortLiveness, readOrtGraph } from './ort_graph.js';
+import type { TensorMeta } from './ort_graph.js';
 
 export interface GraphMemory {
   /** Most bytes of node outputs alive at once (intermediates and outputs). */
@@ -111,4 +115,51 @@ export function scheduleMemory(outputs: readonly Value[], opts: ScheduleOptions 
   }
   const crossingBytes = [...plan.crossing].reduce((s, v) => s + bytesOf(v), 0);
   return { programs, crossingBytes };
+}
+
+/** A program's memory in onnxruntime's own execution order (runtime/ort_graph.ts). */
+export interface OrtProgramMemory extends GraphMemory {
+  /** Liveness peak of the same program in weft's topological order, for comparison. */
+  weftPeakBytes: number;
+  /** Nodes onnxruntime runs after its fusions (`nodes` is weft's lowered count). */
+  ortNodes: number;
+  /** Outputs of optimizer-made nodes whose shape no rule gave (counted as their input's size). */
+  guessed: number;
+}
+
+/**
+ * Memory of one program as onnxruntime runs it: the program's model is optimized by onnxruntime
+ * (one session created and released, nothing run; runtime/ort.ts) and the liveness is taken over
+ * the saved graph's node order, with the shapes of weft's values (by the names the export gives
+ * them). `savedBytes` still comes from weft's graph: which forward values the backward reads is a
+ * property of the traced graph, not of the order.
+ */
+export async function ortGraphMemory(outputs: readonly Value[], forward: readonly number[] = []): Promise<OrtProgramMemory> {
+  const mine = graphMemory(outputs, forward);
+  const { leaves } = structureKey(outputs);
+  const m = programModel(outputs, leaves);
+  const known = new Map<string, TensorMeta>();
+  const meta = (v: Value): TensorMeta | null => (isStatic(v.shape) ? { dtype: v.dtype, shape: v.shape as number[] } : null);
+  for (const n of topoNodes(m.lowered)) {
+    for (const o of n.outputs) { const t = meta(o); if (o.node === n && t) known.set(`v${o.id}`, t); }
+  }
+  m.lowered.forEach((v, i) => { const t = meta(v); if (t) known.set(`output_${i}`, t); });
+  const g = readOrtGraph(await optimizedModel(m.model, m.options));
+  const o = ortLiveness(g, known);
+  return {
+    peakBytes: o.peakBytes, savedBytes: mine.savedBytes, outputBytes: o.outputBytes, constantBytes: o.constantBytes,
+    nodes: mine.nodes, weftPeakBytes: mine.peakBytes, ortNodes: o.nodes, guessed: o.guessed,
+  };
+}
+
+/** `scheduleMemory` with each program analysed as onnxruntime runs it (`ortGraphMemory`). */
+export async function ortScheduleMemory(outputs: readonly Value[], opts: ScheduleOptions = {}): Promise<{ programs: OrtProgramMemory[]; crossingBytes: number }> {
+  const plan = partition(outputs, opts);
+  const programs: OrtProgramMemory[] = [];
+  for (const st of plan.stages) {
+    for (const nodes of [...st.before, ...st.during]) {
+      if (nodes.length > 0) programs.push(await ortGraphMemory(programGraph(nodes, plan.crossing).outputs));
+    }
+  }
+  return { programs, crossingBytes: [...plan.crossing].reduce((s, v) => s + bytesOf(v), 0) };
 }

@@ -3,6 +3,9 @@
  * Facts that shape it (onnxruntime-node 1.30): inputs are zero-copy (a subarray view works), a
  * SharedArrayBuffer is rejected, outputs are fresh buffers, and `run` blocks its thread.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import type { DType, TypedArray } from '../ir/dtype.js';
 
@@ -21,8 +24,9 @@ export interface Session {
 
 export interface Feed { dtype: DType; shape: readonly number[]; data: TypedArray }
 
-export async function createSession(model: Uint8Array, opts: SessionOptions): Promise<Session> {
-  const s = await ort.InferenceSession.create(model, {
+/** The options every session is created with (the estimate's optimized models use the same). */
+function ortOptions(opts: SessionOptions): ort.InferenceSession.SessionOptions {
+  return {
     intraOpNumThreads: opts.threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
@@ -34,7 +38,14 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     enableMemPattern: false,
     graphOptimizationLevel: 'all',
     extra: { optimization: { disable_specified_optimizers: opts.disabledOptimizers.join(';') } },
-    // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON).
+  };
+}
+
+export async function createSession(model: Uint8Array, opts: SessionOptions): Promise<Session> {
+  const s = await ort.InferenceSession.create(model, {
+    ...ortOptions(opts),
+    // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON; 1.30's
+    // node events carry the arena's bytes in use and its peak after each node).
     ...(process.env['WEFT_ORT_PROFILE'] ? { enableProfiling: true, profileFilePrefix: process.env['WEFT_ORT_PROFILE'] } : {}),
   });
   if (process.env['WEFT_ORT_PROFILE']) profiled(s);
@@ -49,6 +60,25 @@ export async function createSession(model: Uint8Array, opts: SessionOptions): Pr
     },
     release: () => s.release(),
   };
+}
+
+/**
+ * The model as onnxruntime will run it: a session is created with the same options as
+ * `createSession` and `optimizedModelFilePath`, released without running, and the saved ONNX
+ * returned (nodes in execution order, after fusions and constant folding; runtime/ort_graph.ts
+ * reads it). Costs one session creation: the small GPT's step, about 0.3 s.
+ */
+export async function optimizedModel(model: Uint8Array, opts: SessionOptions): Promise<Uint8Array> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-ort-'));
+  try {
+    const path = join(dir, 'optimized.onnx');
+    // onnxruntime warns that an 'all'-level model may hold hardware-specific ops; that is the point.
+    const s = await ort.InferenceSession.create(model, { ...ortOptions(opts), optimizedModelFilePath: path, logSeverityLevel: 3 });
+    await s.release();
+    return new Uint8Array(readFileSync(path));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const toFlush: ort.InferenceSession[] = [];

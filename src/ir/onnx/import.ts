@@ -139,9 +139,9 @@ function constantValue(attrs: Record<string, AttrValue>, label: string): TensorA
   return bad(`${label}: Constant attribute '${keys[0]}' has the wrong type`);
 }
 
-interface ParsedTensor { name: string; dtype: DType; shape: number[]; data: TypedArray }
+export interface ParsedTensor { name: string; dtype: DType; shape: number[]; data: TypedArray }
 
-function parseTensor(bytes: Uint8Array, where: string): ParsedTensor {
+export function parseTensor(bytes: Uint8Array, where: string): ParsedTensor {
   const dims: number[] = [];
   let code = 0;
   let name = '';
@@ -187,7 +187,7 @@ function doubles(f: Field, where: string): number[] {
   return Array.from(new Float64Array(c.buffer, 0, c.length >> 3));
 }
 
-function parseValueInfo(bytes: Uint8Array, where: string): { name: string; dtype: DType; shape: Dim[] } {
+export function parseValueInfo(bytes: Uint8Array, where: string): { name: string; dtype: DType; shape: Dim[] } {
   let name = '';
   let type: Uint8Array | null = null;
   for (const f of readFields(bytes, where)) {
