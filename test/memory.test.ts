@@ -20,7 +20,8 @@ import type { TensorMeta } from '../src/runtime/ort_graph.js';
 import { Writer } from '../src/ir/onnx/wire.js';
 import { profiler } from '../src/runtime/profiler.js';
 import { parseConfig } from '../src/train/config.js';
-import { optimizerStateBytes, parseSize } from '../src/train/memory.js';
+import { estimateMemory, optimizerStateBytes, parseSize } from '../src/train/memory.js';
+import type { RunConfig } from '../src/train/config.js';
 
 const layout = new Layout([{ name: 'w', shape: [3, 5, 7] }, { name: 'b', shape: [7] }, { name: 'e', shape: [32, 16] }]);
 const held = (label: string): number => profiler.report().heldBytes[label]!;
@@ -193,4 +194,17 @@ test('parseSize: a budget that is not a size is an error naming the flag and the
   const r = spawnSync(process.execPath, [fileURLToPath(new URL('../src/cli/main.js', import.meta.url)), 'memory', 'recipes/brown-small.json', '--budget', 'lots'], { encoding: 'utf8' });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--budget must be a size .* got 'lots'/);
+});
+
+test('estimate: ZeRO shards the optimizer state (stage 1) and the gradients (stage 2) by the data-parallel ranks', async () => {
+  const cfg = (zero: number): RunConfig => parseConfig({ model: { ctx: 16, d: 32, layers: 2, heads: 2 }, train: { batch: 2, steps: 1 }, parallel: { zero }, eval: { windows: 2 }, sample: { tokens: 0 } }, 'zero estimate');
+  const [z0, z1, z2] = [await estimateMemory(cfg(0), 2), await estimateMemory(cfg(1), 2), await estimateMemory(cfg(2), 2)];
+  const P = z0.params_bytes / 4;
+  assert.equal(z0.optimizer_bytes, 8 * P);
+  assert.equal(z1.grads_bytes, 4 * P);
+  // The shard: each segment's half, slots aligned to 16 elements (within a few dozen of P / 2).
+  const S = z1.optimizer_bytes / 8;
+  assert.ok(S >= P / 2 && S - P / 2 < 16 * 8, `shard ${S} elements vs P/2 = ${P / 2}`);
+  assert.equal(z2.optimizer_bytes, z1.optimizer_bytes);
+  assert.equal(z2.grads_bytes, 4 * S);
 });

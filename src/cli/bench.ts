@@ -15,7 +15,9 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
-import { DistributedDataParallel } from '../parallel/ddp.js';
+import { DistributedDataParallel, makeBuckets } from '../parallel/ddp.js';
+import { ZeroShard } from '../parallel/zero.js';
+import { globalNorm } from '../optim/clip.js';
 import { parallelizeGPT } from '../nn/gpt_plan.js';
 import '../parallel/spmd.js';
 import { launchThreads } from '../comm/threads/launch.js';
@@ -36,7 +38,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
  * its own batch of the preset's size, tokens/s counts every rank's tokens).
  */
-export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25, tp = 1): Promise<WeftMeasurement> {
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25, tp = 1, zero = 0): Promise<WeftMeasurement> {
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
   const cfg = GPT_PRESETS[preset];
@@ -48,11 +50,23 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     parallelizeGPT(model, { axis: 'tp', size: tp, index: pg.rank });
   }
   const params = bindParameters(model, { seed: 0 });
-  const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
-  const opt = new AdamW(params.flat, { lr: 3e-4, weightDecay: 0.1 });
-  const ddp = pg && pg.size > 1 && tp === 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), { bucketBytes: bucketMB * 2 ** 20 }) : null;
-  const tpStep = tp > 1 ? gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } }) : null;
-  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads, (idx, tgt) => model.loss(idx!, tgt!));
+  if (zero > 0 && (!pg || pg.size < 2 || tp > 1)) throw new Error('bench: --zero needs --nproc >= 2 and no --tp');
+  // ZeRO as the trainer runs it: DDP's buckets are the segments; stage 2 keeps only a gradient shard.
+  const shard = zero > 0 ? new ZeroShard(params.flat.layout, makeBuckets(params.flat.layout.slots, bucketMB * 2 ** 20), { rank: pg!.rank, size: pg!.size }) : null;
+  const shardGrads = zero === 2 ? shard!.zeros('zero.grads') : null;
+  const grads = zero === 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
+  const opt = new AdamW(params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}) });
+  const ddp = pg && pg.size > 1 && tp === 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), {
+    bucketBytes: bucketMB * 2 ** 20, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
+  }) : null;
+  const optStep = async (): Promise<void> => {
+    if (shard === null) { await opt.step(grads!); return; }
+    const norm = shardGrads ? Math.sqrt(Object.values(await shard.sumSquares(pg!, shardGrads.data)).reduce((a, x) => a + x, 0)) : await globalNorm(grads!.data);
+    await opt.step(shardGrads ?? grads!, 3e-4, { norm });
+    await shard.allGatherInPlace(pg!, params.flat.data);
+  };
+  const tpStep = tp > 1 ? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } }) : null;
+  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!));
   if (ddp) await ddp.broadcastParameters();
   const rng = new Rng(tp > 1 ? 0 : pg?.rank ?? 0);
   const tpExposed: number[] = [];
@@ -71,7 +85,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     const t0 = performance.now();
     loss = await step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }]);
     const t1 = performance.now();
-    await opt.step(grads);
+    await optStep();
     total.push((performance.now() - t0) / 1000);
     fb.push((t1 - t0) / 1000);
     if (tpStep) tpExposed.push(tpStep.schedule!.hostMs);
@@ -80,7 +94,8 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
       peerWait.push(ddp.stats.peerWaitMs);
       // The same all-reduces with nothing to hide behind: what communication costs on its own.
       const c0 = performance.now();
-      await Promise.all(ddp.buckets.map((b) => pg!.allReduce(grads.data.subarray(b.lo, b.hi), 'mean').wait()));
+      const scratch = grads?.data ?? new Float32Array(params.flat.layout.size);
+      await Promise.all(ddp.buckets.map((b) => pg!.allReduce(scratch.subarray(b.lo, b.hi), 'mean').wait()));
       commAlone.push(performance.now() - c0);
     }
   }
@@ -106,7 +121,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     comm_hidden_fraction: Math.max(0, 1 - exp / alone),
   } : {};
   return {
-    system: 'weft', preset, threads, ranks, ...comm, ...tpComm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
+    system: 'weft', preset, threads, ranks, ...(zero > 0 ? { zero } : {}), ...comm, ...tpComm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
     tokens_per_s: (replicas * B * T) / stepS, model_gflops_per_s: (flopsPerToken * tp * replicas * B * T) / stepS / 1e9, loss,
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20),
     segments_ms: Object.fromEntries(Object.entries(rep.segments).map(([k, s]) => [k, +s.meanMs.toFixed(2)])),
@@ -187,9 +202,9 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1, zero = 0): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
-    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp }, timeoutMs: 600_000,
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp, zero }, timeoutMs: 600_000,
   });
   return results[0]!;
 }

@@ -1,8 +1,8 @@
-/** One rank of `weft bench --nproc N [--tp N]`: the data-parallel (or tensor-parallel) training step, measured. */
+/** One rank of `weft bench --nproc N [--tp N | --zero S]`: the data-parallel (or tensor-parallel) training step, measured. */
 import type { ProcessGroup } from '../comm/process_group.js';
 import { measureWeft } from './bench.js';
 import type { Preset, WeftMeasurement } from './bench.js';
 
-export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number; bucketMB: number; tp?: number }): Promise<WeftMeasurement> {
-  return measureWeft(a.preset, a.threads, a.steps, pg, a.bucketMB, a.tp ?? 1);
+export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number; bucketMB: number; tp?: number; zero?: number }): Promise<WeftMeasurement> {
+  return measureWeft(a.preset, a.threads, a.steps, pg, a.bucketMB, a.tp ?? 1, a.zero ?? 0);
 }

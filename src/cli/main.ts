@@ -28,6 +28,7 @@ const USAGE = `usage:
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
+  weft bench --preset medium --nproc 2 --zero 1|2       (ZeRO beside data parallel)
   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
                                                         (predicted memory per rank, without training; docs/memory.md)
 
@@ -124,9 +125,25 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp'], ['--worker', '--no-torch']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp', '--zero'], ['--worker', '--no-torch']);
   const nproc = num(opt, '--nproc', 1);
   const tp = num(opt, '--tp', 1);
+  const zero = num(opt, '--zero', 0);
+  if (zero > 0) {
+    // ZeRO beside DDP on the same ranks, alternating (--repeat pairs), as the trainer runs them.
+    if (nproc < 2) throw new UsageError(`--zero ${zero} needs --nproc 2 or more`);
+    if (zero > 2) throw new UsageError(`--zero ${zero}: stages 1 and 2 are built`);
+    const steps = num(opt, '--steps', 8);
+    const cpu = cpuInfo();
+    for (const p of (opt.get('--preset') ?? 'medium').split(',') as Preset[]) {
+      for (let r = 0; r < num(opt, '--repeat', 2); r++) {
+        const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
+        const z = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25), 1, zero);
+        process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, zero: z, data_parallel: data, zero_over_dp_tokens_per_s: +(z.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
+      }
+    }
+    return;
+  }
   if (tp > 1) {
     // Tensor parallel beside data parallel on the same ranks (PyTorch's anchors have no TP run).
     if (tp !== nproc) throw new UsageError(`--tp ${tp} needs --nproc ${tp} (tensor parallel over every rank)`);

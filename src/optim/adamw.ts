@@ -28,7 +28,8 @@ import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import { beginStep } from './clip.js';
 import type { StepScaling } from './clip.js';
-import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
+import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, updatePieces, zerosLike } from './common.js';
+import type { ShardSpec } from './common.js';
 
 export interface AdamWConfig {
   /** Learning rate; `step(grads, lr)` overrides it for one step (schedules). */
@@ -53,6 +54,11 @@ export interface AdamWConfig {
   gradNorm?: (grads: FloatArray) => Promise<number>;
   /** Gradients arrive multiplied by a loss scale, which `step(grads, lr, { lossScale })` divides out in the update. */
   lossScaled?: boolean;
+  /**
+   * ZeRO: update only these ranges of the parameters, with moments over the shard's layout. The
+   * global norm must come with each step (`scaling.norm`): no rank holds every gradient.
+   */
+  shard?: ShardSpec;
 }
 
 export interface StepInfo {
@@ -83,6 +89,8 @@ export class AdamW<A extends FloatArray = FloatArray> {
   private readonly program: FlatProgram;
   /** The update graph multiplies the gradients by a fed scale (clipping, loss scaling). */
   private readonly scaled: boolean;
+  /** ZeRO: the ranges this optimizer updates (null: all of `params`). */
+  readonly shard: ShardSpec | null;
 
   constructor(readonly params: FlatBuffer<A>, cfg: AdamWConfig) {
     this.lr = cfg.lr;
@@ -93,9 +101,12 @@ export class AdamW<A extends FloatArray = FloatArray> {
     this.clipNorm = cfg.clipNorm ?? null;
     this.gradNorm = cfg.gradNorm ?? null;
     checkConfig(cfg, this);
-    const { layout, data } = params;
-    this.m = new Flat(layout, zerosLike(data), 'adamw.m');
-    this.v = new Flat(layout, zerosLike(data), 'adamw.v');
+    const { data } = params;
+    this.shard = cfg.shard ?? null;
+    if (this.shard && cfg.noDecay) throw new Error('AdamW: noDecay with a ZeRO shard is not supported (the mask would be the full vector\'s)');
+    const layout = this.shard?.layout ?? params.layout;
+    this.m = new Flat(layout, zerosLike(data, layout.size), 'adamw.m');
+    this.v = new Flat(layout, zerosLike(data, layout.size), 'adamw.v');
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'adamw.mask') : null;
     this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
     this.program = new FlatProgram('adamw', (n) => adamwGraph(dtypeOf(data), n, this.scaled, this.mask !== null));
@@ -110,17 +121,19 @@ export class AdamW<A extends FloatArray = FloatArray> {
    */
   async step(grads: FlatBuffer<A>, lr = this.lr, scaling: StepScaling = {}): Promise<StepInfo> {
     if ((scaling.lossScale ?? 1) !== 1 && !this.scaled) throw new Error('AdamW.step: a lossScale needs the optimizer built with lossScaled: true');
-    const { s, norm, gradMult } = await beginStep('AdamW', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling);
+    const { s, norm, gradMult } = await beginStep('AdamW', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling, this.shard);
     const t = this.t + 1;
-    const vectors: FloatArray[] = [this.params.data, grads.data, this.m.data, this.v.data];
-    if (this.mask) vectors.push(this.mask.data);
     const scalars = [
       s(1 - lr * this.weightDecay),
       s(this.beta1), s(1 - this.beta1), s(this.beta2), s(1 - this.beta2),
       s(lr / (1 - this.beta1 ** t)), s(Math.sqrt(1 - this.beta2 ** t)), s(this.eps),
     ];
     if (this.scaled) scalars.push(s(gradMult));
-    await this.program.run(vectors, scalars, [this.params.data, this.m.data, this.v.data]);
+    const state = [this.m.data, this.v.data, ...(this.mask ? [this.mask.data] : [])];
+    for (const x of updatePieces('AdamW', this.params.data, grads, this.params.layout, state, this.shard)) {
+      const [m, v, mask] = x.state as [FloatArray, FloatArray, FloatArray | undefined];
+      await this.program.run([x.p, x.g, m, v, ...(mask ? [mask] : [])], scalars, [x.p, m, v]);
+    }
     this.t = t;
     return { gradNorm: norm };
   }

@@ -16,6 +16,7 @@ import * as b from '../ir/build.js';
 import { settings } from '../runtime/executor.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { CHUNK_PER_THREAD, checkGrads, dtypeOf, FlatProgram, input, scalarData } from './common.js';
+import type { ShardSpec } from './common.js';
 
 /** Added to the norm before dividing, as torch does. */
 export const CLIP_EPS = 1e-6;
@@ -96,9 +97,11 @@ export interface StepScaling {
  * update multiplies the gradients by: the clip scale over the loss scale.
  */
 export async function beginStep(who: string, params: FlatBuffer<FloatArray>, grads: FlatBuffer<FloatArray>, lr: number,
-  gradNorm: ((g: FloatArray) => Promise<number>) | null, clipNorm: number | null, scaling: StepScaling = {},
+  gradNorm: ((g: FloatArray) => Promise<number>) | null, clipNorm: number | null, scaling: StepScaling = {}, shard: ShardSpec | null = null,
 ): Promise<{ s: (x: number) => FloatArray; norm: number; gradMult: number }> {
-  checkGrads(`${who}.step`, params, grads);
+  // A shard's gradients are checked piece by piece (updatePieces); its norm is the caller's.
+  if (shard === null) checkGrads(`${who}.step`, params, grads);
+  else if (scaling.norm === undefined && gradNorm === null) throw new Error(`${who}.step: a ZeRO shard's step needs the global norm (scaling.norm or gradNorm): no rank holds every gradient`);
   if (!(lr >= 0)) throw new Error(`${who}.step: lr must be a non-negative number, got ${lr}`);
   const S = scaling.lossScale ?? 1;
   if (!(S > 0) || !Number.isFinite(S)) throw new Error(`${who}.step: lossScale must be a positive finite number, got ${S}`);

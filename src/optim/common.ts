@@ -132,3 +132,34 @@ export function restore(who: string, what: string, dst: FloatArray, src: ArrayLi
   if (src.length !== dst.length) throw new Error(`${who}.loadState: '${what}' has ${src.length} elements, expected ${dst.length}`);
   dst.set(src);
 }
+
+/**
+ * A ZeRO shard of a flat vector (parallel/zero.ts): the ranges [lo, hi) of the full vector this
+ * rank updates, and where each starts (`at`) in the shard's own layout, over which the optimizer's
+ * state is allocated. Gradients come either full (laid out like the parameters: stage 1) or as
+ * the shard (stage 2).
+ */
+export interface ShardSpec {
+  readonly layout: Layout;
+  readonly ranges: readonly { readonly lo: number; readonly hi: number; readonly at: number }[];
+}
+
+/**
+ * The pieces one update runs over: the whole vectors without a shard; with one, per range, views
+ * of the full parameters, of the gradients (full or shard-indexed) and of the shard's state.
+ */
+export function updatePieces(who: string, params: FloatArray, grads: FlatBuffer<FloatArray>, paramLayout: Layout, state: readonly FloatArray[], shard: ShardSpec | null): { p: FloatArray; g: FloatArray; state: FloatArray[] }[] {
+  if (shard === null) return [{ p: params, g: grads.data, state: [...state] }];
+  const full = grads.layout === paramLayout || grads.layout.size === paramLayout.size;
+  if (!full && grads.layout !== shard.layout && grads.layout.size !== shard.layout.size) {
+    throw new Error(`${who}.step: gradients hold ${grads.layout.size} elements; this shard's optimizer takes the full ${paramLayout.size} or the shard's ${shard.layout.size}`);
+  }
+  return shard.ranges.filter((r) => r.hi > r.lo).map((r) => {
+    const n = r.hi - r.lo;
+    return {
+      p: params.subarray(r.lo, r.hi),
+      g: full ? grads.data.subarray(r.lo, r.hi) : grads.data.subarray(r.at, r.at + n),
+      state: state.map((a) => a.subarray(r.at, r.at + n)),
+    };
+  });
+}

@@ -25,6 +25,8 @@ import { beginStep } from './clip.js';
 import type { StepScaling } from './clip.js';
 import type { StepInfo } from './adamw.js';
 import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
+import { updatePieces } from './common.js';
+import type { ShardSpec } from './common.js';
 
 export interface SGDConfig {
   /** Learning rate; `step(grads, lr)` overrides it for one step (schedules). */
@@ -49,6 +51,8 @@ export interface SGDConfig {
   gradNorm?: (grads: FloatArray) => Promise<number>;
   /** Gradients arrive multiplied by a loss scale, which `step(grads, lr, { lossScale })` divides out in the update. */
   lossScaled?: boolean;
+  /** ZeRO: update only these ranges, the momentum over the shard's layout (see AdamWConfig.shard). */
+  shard?: ShardSpec;
 }
 
 /** Everything needed to resume SGD: the step count and the momentum buffer (a copy; null without momentum). */
@@ -70,6 +74,8 @@ export class SGD<A extends FloatArray = FloatArray> {
   readonly clipNorm: number | null;
   /** The update graph multiplies the gradients by a fed scale (clipping, loss scaling). */
   private readonly scaled: boolean;
+  /** ZeRO: the ranges this optimizer updates (null: all of `params`). */
+  readonly shard: ShardSpec | null;
   private readonly gradNorm: ((g: FloatArray) => Promise<number>) | null;
   private readonly program: FlatProgram;
 
@@ -89,8 +95,11 @@ export class SGD<A extends FloatArray = FloatArray> {
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) {
       throw new Error(`SGD: nesterov needs momentum > 0 and dampening 0, got momentum ${this.momentum}, dampening ${this.dampening}`);
     }
-    const { layout, data } = params;
-    this.buf = this.momentum > 0 ? new Flat(layout, zerosLike(data), 'sgd.momentum') : null;
+    const { data } = params;
+    this.shard = cfg.shard ?? null;
+    if (this.shard && cfg.noDecay) throw new Error('SGD: noDecay with a ZeRO shard is not supported (the mask would be the full vector\'s)');
+    const layout = this.shard?.layout ?? params.layout;
+    this.buf = this.momentum > 0 ? new Flat(layout, zerosLike(data, layout.size), 'sgd.momentum') : null;
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'sgd.mask') : null;
     this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
     const shape: SGDShape = {
@@ -106,16 +115,18 @@ export class SGD<A extends FloatArray = FloatArray> {
   /** One SGD step from `grads` (same layout and dtype as the parameters); `lr` overrides cfg.lr. */
   async step(grads: FlatBuffer<A>, lr = this.lr, scaling: StepScaling = {}): Promise<StepInfo> {
     if ((scaling.lossScale ?? 1) !== 1 && !this.scaled) throw new Error('SGD.step: a lossScale needs the optimizer built with lossScaled: true');
-    const { s, norm, gradMult } = await beginStep('SGD', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling);
+    const { s, norm, gradMult } = await beginStep('SGD', this.params, grads, lr, this.gradNorm, this.clipNorm, scaling, this.shard);
     const t = this.t + 1;
-    const vectors: FloatArray[] = [this.params.data, grads.data];
-    if (this.buf) vectors.push(this.buf.data);
-    if (this.mask) vectors.push(this.mask.data);
     const scalars = [s(lr)];
     if (this.weightDecay !== 0 || this.mask) scalars.push(s(this.weightDecay));
     if (this.buf) scalars.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
     if (this.scaled) scalars.push(s(gradMult));
-    await this.program.run(vectors, scalars, this.buf ? [this.params.data, this.buf.data] : [this.params.data]);
+    const state = [...(this.buf ? [this.buf.data] : []), ...(this.mask ? [this.mask.data] : [])];
+    for (const x of updatePieces('SGD', this.params.data, grads, this.params.layout, state, this.shard)) {
+      const buf = this.buf ? x.state[0]! : null;
+      const mask = this.mask ? x.state[this.buf ? 1 : 0]! : null;
+      await this.program.run([x.p, x.g, ...(buf ? [buf] : []), ...(mask ? [mask] : [])], scalars, buf ? [x.p, buf] : [x.p]);
+    }
     this.t = t;
     return { gradNorm: norm };
   }

@@ -22,6 +22,7 @@ import type { BoundParameters } from '../nn/module.js';
 import { traceStepGraph } from '../nn/step_graph.js';
 import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { CheckpointStats } from '../autodiff/checkpoint.js';
+import type { ZeroShard } from './zero.js';
 import type { Feed } from '../tensor/compile.js';
 import { placeholder } from '../tensor/tensor.js';
 import type { Signature, Traced } from '../tensor/compile.js';
@@ -52,6 +53,14 @@ export interface DDPOptions {
    * default 'dp'. The step's schedule runs them on this group.
    */
   axis?: string;
+  /**
+   * ZeRO stage 2: each bucket is reduce-scattered into this rank's slice of the shard gradients
+   * (`grads`, over `shard.layout`; overwritten on a step, added to with `accumulate`), and no full
+   * gradient buffer is kept (pass null as the constructor's `grads`). The segments of `shard` must
+   * be this DDP's buckets. Every micro-step communicates (`noSync` is refused), as DeepSpeed's
+   * stage 2 reduces each micro-batch into the partitioned gradients.
+   */
+  zero?: { shard: ZeroShard; grads: FlatBuffer<Float32Array> };
   /** Mixed precision, loss scaling and activation checkpointing of the traced step (nn/step_graph.ts), as `gradStep`'s. */
   step?: StepGraphOptions;
 }
@@ -108,18 +117,31 @@ export class DistributedDataParallel {
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
   private programs = new Map<string, Compiled>();
   private readonly stepOptions: StepGraphOptions;
+  private readonly zero: { shard: ZeroShard; grads: FlatBuffer<Float32Array> } | null;
+  /** Bucket k's segment in the zero shard's ranges. */
+  private zeroRange: number[] = [];
   /** What activation checkpointing did to the last trace (null without the option). */
   checkpointStats: CheckpointStats | null = null;
 
   constructor(
     readonly pg: ProcessGroup,
     readonly params: BoundParameters,
-    readonly grads: FlatBuffer<Float32Array>,
+    readonly grads: FlatBuffer<Float32Array> | null,
     private readonly loss: (...inputs: Tensor[]) => Tensor,
     opts: DDPOptions = {},
   ) {
-    if (grads.layout !== params.flat.layout) throw new Error('DistributedDataParallel: grads must share the parameters\' layout');
+    if (grads !== null && grads.layout !== params.flat.layout) throw new Error('DistributedDataParallel: grads must share the parameters\' layout');
+    if (grads === null && !opts.zero) throw new Error('DistributedDataParallel: grads may be null only with zero (stage 2 keeps the shard\'s gradients instead)');
     this.buckets = makeBuckets(params.flat.layout.slots, opts.bucketBytes ?? 25 * 2 ** 20);
+    this.zero = opts.zero ?? null;
+    if (this.zero) {
+      const starts = new Map(this.zero.shard.ranges.map((r, i) => [r.segLo, i]));
+      this.zeroRange = this.buckets.map((b) => {
+        const i = starts.get(b.lo);
+        if (i === undefined || this.zero!.shard.ranges[i]!.segHi !== b.hi) throw new Error(`DistributedDataParallel: zero's segments are not this DDP's buckets (bucket [${b.lo}, ${b.hi}))`);
+        return i;
+      });
+    }
     this.hook = opts.hook ?? allReduceHook;
     this.stepOptions = opts.step ?? {};
     this.context = { groups: { [opts.axis ?? 'dp']: pg } };
@@ -183,8 +205,10 @@ export class DistributedDataParallel {
     if (this.stepOptions.lossScale && o.lossScale === undefined) throw new Error('DistributedDataParallel: built with a loss scale; pass { lossScale } to every step');
     const feeds = this.stepOptions.lossScale ? [...batch, { data: Float32Array.of(o.lossScale!), shape: [], dtype: 'float32' as const }] : batch;
     const p = await this.compiled(feeds);
-    const g = this.grads.data;
-    const write = (slot: Slot, src: Float32Array): void => this.grads.write(slot, src, o.accumulate);
+    if (this.zero) return this.zeroStep(p, feeds, o.accumulate === true, o.noSync === true);
+    const grads = this.grads!;
+    const g = grads.data;
+    const write = (slot: Slot, src: Float32Array): void => grads.write(slot, src, o.accumulate);
     if (o.noSync) {
       p.whole ??= await compileSchedule(p.outputs, p.inputs);
       const out = await p.whole.run(feeds, this.context, 'fwd_bwd');
@@ -219,6 +243,37 @@ export class DistributedDataParallel {
     this.stats.crossingBytes = p.segmented.stats.crossingBytes;
     profiler.record('ddp_peer_wait', this.stats.peerWaitMs, 0, 0);
     profiler.record('ddp_exposed_comm', this.stats.commExposedMs, 0, this.stats.bytes);
+    return loss;
+  }
+
+  /** ZeRO stage 2's step: every bucket's gradients reduce-scattered into this rank's shard as the backward produces them. */
+  private async zeroStep(p: Compiled, feeds: Feed[], accumulate: boolean, noSync: boolean): Promise<number> {
+    if (noSync) throw new Error('DistributedDataParallel: ZeRO stage 2 reduces every micro-step; noSync is not supported');
+    const { shard, grads } = this.zero!;
+    const works: Work[] = [];
+    let loss = 0;
+    await p.segmented.run(feeds, this.context, 'ddp_bwd', (k, targets) => {
+      const b = this.buckets[k]!;
+      const off = k === 0 ? 1 + p.updated.length : 0;
+      if (k === 0) {
+        loss = Number(targets[0]![0]);
+        applyBufferUpdates(this.params, p.updated, targets.slice(1, off) as Float32Array[]);
+      }
+      const seg = new Float32Array(b.hi - b.lo);
+      b.slots.forEach((s, i) => seg.set(targets[i + off] as Float32Array, s.offset - b.lo));
+      const r = shard.ranges[this.zeroRange[k]!]!;
+      const dest = grads.data.subarray(r.at, r.at + r.c);
+      const out = accumulate ? new Float32Array(r.c) : dest;
+      const w = shard.reduceScatter(this.pg, this.zeroRange[k]!, seg, out);
+      works.push(accumulate ? { label: w.label, wait: async () => { await w.wait(); for (let i = 0; i < r.c; i++) dest[i]! += out[i]!; } } : w);
+    });
+    const t0 = performance.now();
+    for (const w of works) await w.wait();
+    // What the reduce-scatters left after the backward (slower ranks' time included: not split here).
+    this.stats.exposedMs = this.stats.commExposedMs = performance.now() - t0;
+    this.stats.peerWaitMs = 0;
+    this.stats.bytes = this.buckets.reduce((s, b) => s + (b.hi - b.lo) * 4, 0);
+    this.stats.crossingBytes = p.segmented.stats.crossingBytes;
     return loss;
   }
 }

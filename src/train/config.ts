@@ -64,6 +64,7 @@ export const SCHEMA = {
   parallel: {
     tp: f('integer', 1, 'Tensor parallel degree (Megatron-LM layout; the GPT only). Data parallel takes the rest: dp = ranks / tp.', { min: 1 }),
     sp: f('boolean', false, 'Sequence parallelism inside tensor parallelism: activations between the regions split by tokens.'),
+    zero: f('integer', 0, 'ZeRO stage over the data-parallel ranks: 0 off; 1 optimizer state and fp32 master weights sharded, parameters all-gathered after the update; 2 also gradients, reduce-scattered per bucket as the backward makes them.', { min: 0 }),
   },
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
@@ -104,7 +105,7 @@ export interface RunConfig {
     precision: 'fp32' | 'fp16' | 'bf16'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     checkpointing: 'none' | 'full' | 'selective';
   };
-  parallel: { tp: number; sp: boolean };
+  parallel: { tp: number; sp: boolean; zero: number };
   dist: { bucketMB: number; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };

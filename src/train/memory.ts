@@ -160,13 +160,16 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     // The update runs chunk by chunk: the fed views are the buffers' own, the outputs are copies.
     const optWork = 2 * 3 * 4 * CHUNK_PER_THREAD * settings.threads;
     const workspace = stepArena + stepJs + evalArena + optWork - whole.savedBytes;
-    const optimizer = optimizerStateBytes(cfg.train, layout);
+    // ZeRO: the optimizer's state covers only this rank's shard; at stage 2 so do the held gradients.
+    const shard = t.zero?.shard.layout ?? null;
+    const optimizer = optimizerStateBytes(cfg.train, shard ?? layout);
+    const gradsHeld = t.grads === null ? 4 * (shard?.size ?? 0) : 4 * layout.size + (t.zero?.grads ? 4 * shard!.size : 0);
     const setup = Math.max(0, built - before - params - buffers);
     const runtime = before + setup + LOADER_WORKER_BYTES;
-    const peak = runtime + params + buffers + 4 * layout.size + optimizer + whole.savedBytes + workspace;
+    const peak = runtime + params + buffers + gradsHeld + optimizer + whole.savedBytes + workspace;
     return {
       ranks: nproc, dp: t.dp.size, tp: t.tp.size, optimizer: cfg.train.optimizer,
-      params_bytes: params, buffers_bytes: buffers, grads_bytes: 4 * layout.size, optimizer_bytes: optimizer,
+      params_bytes: params, buffers_bytes: buffers, grads_bytes: gradsHeld, optimizer_bytes: optimizer,
       activations_bytes: whole.savedBytes, workspace_bytes: Math.round(workspace), runtime_bytes: runtime,
       peak_bytes: Math.round(peak), process_peak_bytes: Math.round(before + nproc * (peak - before)),
       detail: { step_programs: stepPrograms, step_graph: whole, eval: evalGraph, eval_runs: evalRuns, step_copies: stepCopies },

@@ -31,7 +31,8 @@ import type { Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, Feed, Traced } from '../tensor/compile.js';
 import type { Value } from '../ir/graph.js';
-import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
+import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook, makeBuckets } from '../parallel/ddp.js';
+import { ZeroShard } from '../parallel/zero.js';
 import type { CommHook } from '../parallel/ddp.js';
 import { globalNorm } from '../optim/clip.js';
 import { LossScaler } from '../optim/loss_scale.js';
@@ -161,7 +162,13 @@ const feedsOf = (b: Batch): Feed[] => b.fields.map((f) => ({ data: f.data, shape
 export class Trainer {
   readonly task: Task;
   readonly params: BoundParameters;
-  readonly grads: FlatBuffer<Float32Array>;
+  /** The full gradient buffer; null under ZeRO stage 2 with data parallelism (the shard's gradients are `zero.grads`). */
+  readonly grads: FlatBuffer<Float32Array> | null;
+  /**
+   * ZeRO over the data-parallel axis (parallel/zero.ts): the partition (the optimizer updates this
+   * rank's slices, its state shard-sized), and at stage 2 the reduced gradient shard; null without ZeRO.
+   */
+  readonly zero: { stage: 1 | 2; shard: ZeroShard; grads: FlatBuffer<Float32Array> | null } | null;
   readonly opt: Optimizer;
   readonly pg: ProcessGroup;
   private readonly schedule: Schedule;
@@ -206,20 +213,39 @@ export class Trainer {
     }
     this.params = bindParameters(task.model, { seed: cfg.train.seed });
     this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
-    this.grads = FlatBuffer.zeros(this.params.flat.layout, 'grads');
     const t = cfg.train;
-    // The norm of the whole model: tensor-parallel shards' squares summed over the axis.
-    this.gradNorm = this.placements ? (g) => shardedNorm(this.params.flat.layout, this.placements!, this.context.groups['tp']!)(g) : globalNorm;
+    const layout = this.params.flat.layout;
+    const Z = cfg.parallel.zero;
+    if (Z > 2) throw new Error(`parallel.zero ${Z}: stage 3 (parameters sharded, gathered per layer) is not built yet; use 0, 1 or 2`);
+    if (Z > 0 && t.optimizer === 'adafactor') throw new Error('parallel.zero with train.optimizer adafactor: its factored moments follow whole tensors, which a ZeRO shard cuts; use adamw or sgd');
+    const ddpPath = this.pg.size > 1 && tp === 1;
+    const bucketBytes = cfg.dist.bucketMB * 2 ** 20;
+    if (Z > 0) {
+      // DDP's buckets are the segments (stage 2 reduce-scatters each as the backward makes it);
+      // under tensor parallelism the gradients are reduced after the step: one segment.
+      const segments = ddpPath ? makeBuckets(layout.slots, bucketBytes) : [{ lo: 0, hi: layout.size }];
+      const shard = new ZeroShard(layout, segments, { rank: this.dp.index, size: this.dp.size });
+      // Stage 1's gradient shard is a copy of this rank's slices of the full reduced gradients, made
+      // for each update and dropped; stage 2's is held: the reduce-scatter lands there.
+      this.zero = { stage: Z as 1 | 2, shard, grads: Z === 2 ? shard.zeros('zero.grads') : null };
+    } else this.zero = null;
+    this.grads = Z === 2 && ddpPath ? null : FlatBuffer.zeros(layout, 'grads');
+    // The norm of the whole model: tensor-parallel shards' squares summed over the axis; at ZeRO
+    // stage 2 (a gradient shard per rank) the owned squares summed over the data-parallel axis too.
+    this.gradNorm = this.zero?.stage === 2 ? (g) => this.zeroNorm(g as Float32Array)
+      : this.placements ? (g) => shardedNorm(layout, this.placements!, this.context.groups['tp']!)(g) : globalNorm;
     this.scaler = t.precision === 'fp16'
       ? new LossScaler({ init: t.lossScale, growthInterval: t.lossScaleWindow, hysteresis: t.lossScaleHysteresis, minScale: Math.min(t.lossScaleMin, t.lossScale) })
       : null;
     const clip = { ...(t.clip > 0 ? { clipNorm: t.clip } : {}), gradNorm: this.gradNorm, lossScaled: this.scaler !== null };
     if (t.optimizer === 'adafactor' && tp > 1) throw new Error('train.optimizer adafactor: its factored moments are not sharded for tensor parallelism yet; use adamw or sgd with parallel.tp > 1');
+    // Under ZeRO the optimizer updates this rank's slices, its state shard-sized.
+    const shard = this.zero ? { shard: this.zero.shard } : {};
     this.opt = t.optimizer === 'sgd'
-      ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip })
+      ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip, ...shard })
       : t.optimizer === 'adafactor'
       ? new Adafactor(this.params.flat, { lr: t.lr, beta1: t.adafactorBeta1, weightDecay: t.weightDecay, ...clip })
-      : new AdamW(this.params.flat, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip });
+      : new AdamW(this.params.flat, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip, ...shard });
     this.schedule = t.schedule === 'cosine' && t.steps > t.warmup
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
       : warmupConstant({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1' });
@@ -230,17 +256,18 @@ export class Trainer {
     };
     const checkpointing = taskCheckpointing(task, t.checkpointing);
     const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null, ...(checkpointing ? { checkpointing } : {}) };
-    if (this.pg.size > 1 && tp === 1) {
+    if (ddpPath) {
       this.step = null;
       const hooks: Record<string, CommHook> = { allreduce: allReduceHook, fp16: fp16Hook, bf16: bf16Hook };
       const hook = cfg.dist.hook === 'auto' ? (t.precision === 'fp32' ? 'allreduce' : t.precision) : cfg.dist.hook;
       this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
-        bucketBytes: cfg.dist.bucketMB * 2 ** 20, hook: hooks[hook]!, step: stepOptions,
+        bucketBytes, hook: hooks[hook]!, step: stepOptions,
+        ...(this.zero?.grads ? { zero: { shard: this.zero.shard, grads: this.zero.grads } } : {}),
       });
     } else {
       this.ddp = null;
       // With tensor parallelism the step holds collectives: a schedule run on the mesh's groups.
-      this.step = gradStep(this.params, this.grads, loss, 'fwd_bwd', { ...stepOptions, ...(tp > 1 ? { context: this.context } : {}) });
+      this.step = gradStep(this.params, this.grads!, loss, 'fwd_bwd', { ...stepOptions, ...(tp > 1 ? { context: this.context } : {}) });
     }
     const metricFns = Object.values(task.metrics);
     const half = computeDtype(t.precision);
@@ -350,11 +377,11 @@ export class Trainer {
     const saved = st.optimizer.name ?? 'adamw';
     if (saved !== this.cfg.train.optimizer) throw new Error(`${join(ck.dir, 'state.json')}: optimizer state is ${saved}, the config's train.optimizer is ${this.cfg.train.optimizer}`);
     if (this.opt instanceof AdamW) {
-      this.opt.loadState({ t: st.optimizer.t, m: flatFrom(layout, ck.optimizer, 'm.', ofile), v: flatFrom(layout, ck.optimizer, 'v.', ofile) });
+      this.opt.loadState({ t: st.optimizer.t, m: this.shardOf(flatFrom(layout, ck.optimizer, 'm.', ofile)), v: this.shardOf(flatFrom(layout, ck.optimizer, 'v.', ofile)) });
     } else if (this.opt instanceof Adafactor) {
       this.opt.loadState(st.optimizer.t, ck.optimizer, ofile);
     } else {
-      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? flatFrom(layout, ck.optimizer, 'momentum.', ofile) : null });
+      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
     }
     return { step: st.step, loader: loaderState! };
   }
@@ -396,9 +423,9 @@ export class Trainer {
     // One loader state per data-parallel rank (the tensor-parallel ranks of one share its data).
     const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0);
     const o = this.opt;
-    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(o.m, 'm.'), ...await this.wholeTensors(o.v, 'v.')])
+    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(await this.unshard(o.m), 'm.'), ...await this.wholeTensors(await this.unshard(o.v), 'v.')])
       : o instanceof Adafactor ? o.namedTensors()
-      : o.buf ? await this.wholeTensors(o.buf, 'momentum.') : new Map();
+      : o.buf ? await this.wholeTensors(await this.unshard(o.buf), 'momentum.') : new Map();
     const params = await this.wholeTensors(this.params.flat);
     if (this.pg.rank !== 0) return null;
     const weights = new Map([...params, ...byName(this.params.buffers)]);
@@ -414,7 +441,9 @@ export class Trainer {
   private async microStep(b: Batch, first: boolean, last: boolean): Promise<number> {
     const feeds = feedsOf(b);
     const lossScale = this.scaler?.scale;
-    if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync: !last, ...(lossScale ? { lossScale } : {}) });
+    // ZeRO stage 2 reduce-scatters every micro-step into the shard (DeepSpeed's stage 2 does too).
+    const noSync = !last && this.zero?.stage !== 2;
+    if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync, ...(lossScale ? { lossScale } : {}) });
     return this.step!(feeds, { accumulate: !first, ...(lossScale ? { lossScale } : {}) });
   }
 
@@ -483,8 +512,12 @@ export class Trainer {
           loss += await this.microStep(b, a === 0, a === A - 1);
         }
         const dpGroup = this.tp.size > 1 ? this.context.groups['dp']! : this.pg;
-        // Tensor parallel x data parallel: the replicas average their gradients after the step.
-        if (this.tp.size > 1 && this.dp.size > 1) await dpGroup.allReduce(this.grads.data, 'mean').wait();
+        // Tensor parallel x data parallel: the replicas average their gradients after the step
+        // (reduce-scattered into the shards at ZeRO stage 2).
+        if (this.tp.size > 1 && this.dp.size > 1) {
+          if (this.zero?.grads) await this.zero.shard.reduceScatter(dpGroup, 0, this.grads!.data, this.zero.grads.data.subarray(0, this.zero.shard.ranges[0]!.c)).wait();
+          else await dpGroup.allReduce(this.grads!.data, 'mean').wait();
+        } else if (this.zero?.grads && this.dp.size === 1) this.zero.shard.take(this.grads!.data, this.zero.grads.data);
         if (this.dp.size > 1) {
           const l = Float32Array.of(loss);
           await dpGroup.allReduce(l, 'mean').wait();
@@ -551,13 +584,50 @@ export class Trainer {
    * untouched) and backs the scale off; otherwise the optimizer divides the scale out.
    */
   private async optimizerStep(lr: number): Promise<{ gradNorm: number; skipped: boolean }> {
-    if (this.scaler === null) return { gradNorm: (await this.opt.step(this.grads, lr)).gradNorm, skipped: false };
-    const lossScale = this.scaler.scale;
-    const norm = await this.gradNorm(this.grads.data);
-    const flag = Float32Array.of(Number.isFinite(norm) ? 0 : 1);
-    if (this.pg.size > 1) await this.pg.allReduce(flag, 'max').wait();
-    if (this.scaler.update(flag[0]! > 0)) return { gradNorm: norm / lossScale, skipped: true };
-    return { gradNorm: (await this.opt.step(this.grads, lr, { lossScale, norm })).gradNorm, skipped: false };
+    const z = this.zero;
+    // Under ZeRO the optimizer updates this rank's slices: from the full reduced gradients at
+    // stage 1, from the gradient shard at stage 2.
+    const grads = z?.grads ?? this.grads!;
+    const norm = await this.gradNorm(z?.grads ? z.grads.data : this.grads!.data);
+    let lossScale = 1;
+    if (this.scaler !== null) {
+      lossScale = this.scaler.scale;
+      const flag = Float32Array.of(Number.isFinite(norm) ? 0 : 1);
+      if (this.pg.size > 1) await this.pg.allReduce(flag, 'max').wait();
+      if (this.scaler.update(flag[0]! > 0)) return { gradNorm: norm / lossScale, skipped: true };
+    }
+    const { gradNorm } = await this.opt.step(grads, lr, { norm, ...(this.scaler ? { lossScale } : {}) });
+    if (z !== null) await z.shard.allGatherInPlace(this.dpGroup(), this.params.flat.data);
+    return { gradNorm, skipped: false };
+  }
+
+  /** This rank's shard of a full flat vector laid out like the parameters (the vector itself without ZeRO). */
+  private shardOf(full: Float32Array): Float32Array {
+    if (this.zero === null) return full;
+    const out = new Float32Array(this.zero.shard.layout.size);
+    this.zero.shard.take(full, out);
+    return out;
+  }
+
+  /** A flat buffer laid out like the parameters from a ZeRO shard buffer (gathered over dp; every rank calls it). */
+  private async unshard(buf: FlatBuffer<Float32Array>): Promise<FlatBuffer<Float32Array>> {
+    if (this.zero === null) return buf;
+    const full = FlatBuffer.zeros(this.params.flat.layout);
+    await this.zero.shard.allGather(this.dpGroup(), buf.data, full.data);
+    return full;
+  }
+
+  /** The data-parallel group: the world without tensor parallelism, the mesh's 'dp' axis with it. */
+  private dpGroup(): ProcessGroup { return this.tp.size > 1 ? this.context.groups['dp']! : this.pg; }
+
+  /** The global gradient norm at ZeRO stage 2: owned squares summed over dp (and tp-sharded ones over tp). */
+  private async zeroNorm(g: Float32Array): Promise<number> {
+    const dp = this.tp.size > 1 ? this.context.groups['dp'] ?? null : this.pg;
+    const { sharded, replicated } = await this.zero!.shard.sumSquares(dp ?? new LocalProcessGroup(), g, (n) => this.placements?.get(n) != null);
+    if (this.tp.size === 1) return Math.sqrt(sharded + replicated);
+    const s = Float64Array.of(sharded);
+    await this.context.groups['tp']!.allReduce(s, 'sum').wait();
+    return Math.sqrt(s[0]! + replicated);
   }
 
   /**

@@ -1,0 +1,152 @@
+/**
+ * ZeRO's partition of the flat parameter vector over the data-parallel ranks (Rajbhandari et al.,
+ * "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models"; DeepSpeed's stage 1/2
+ * layout). The vector is cut into segments (DDP's gradient buckets, or the whole vector); each
+ * segment [lo, hi) is split into N equal slices of c = ceil((hi - lo) / N) elements, and rank r
+ * owns slice r of every segment (the last ranks' slices are shorter or empty where c does not
+ * divide the segment). Per-bucket slices are what makes stage 2 work: a bucket's reduce-scatter
+ * hands every rank exactly its slice as soon as the backward has produced the bucket.
+ *
+ * A rank's shard is its slices laid end to end, each at a stride of c (`ranges[k].at`): one
+ * contiguous vector (the `layout` of one 1-D slot per segment) holds its optimizer moments and, at
+ * stage 2, its reduced gradients. The optimizer updates the rank's slices of the parameters in
+ * place (weft's parameters are float32, so they are the master weights; `ShardSpec` in
+ * optim/common.ts), and the slices are then all-gathered back into every rank's parameters.
+ *
+ * @example
+ *   const z = new ZeroShard(layout, makeBuckets(layout.slots, 25 * 2 ** 20), { rank: dp.rank, size: dp.size });
+ *   const opt = new AdamW(params, { lr, shard: z });   // moments over the shard
+ *   await opt.step(shardGrads, lr, { norm });          // this rank's slices updated in place
+ *   await z.allGatherInPlace(dp, params.data);         // every rank's slices -> full parameters
+ */
+import type { CommArray, ProcessGroup, Work } from '../comm/process_group.js';
+import { FlatBuffer, Layout } from '../runtime/flat.js';
+
+/** One segment of the flat vector, from this rank's point of view. */
+export interface ZeroRange {
+  /** The segment [segLo, segHi) of the flat vector and its slice length c. */
+  readonly segLo: number;
+  readonly segHi: number;
+  readonly c: number;
+  /** This rank's slice of it, [lo, hi) in the flat vector (empty when lo = hi). */
+  readonly lo: number;
+  readonly hi: number;
+  /** Where the slice starts in the shard (a stride of c per segment). */
+  readonly at: number;
+}
+
+export class ZeroShard {
+  readonly ranges: readonly ZeroRange[];
+  /** The shard's layout: one 1-D slot of c elements per segment. */
+  readonly layout: Layout;
+
+  /** `axis`: this rank's index and the size of the data-parallel axis the shard is over. */
+  constructor(readonly full: Layout, segments: readonly { lo: number; hi: number }[], readonly axis: { rank: number; size: number }) {
+    const N = axis.size;
+    let at = 0;
+    let covered = 0;
+    this.ranges = [...segments].sort((a, b) => a.lo - b.lo).map((s) => {
+      if (s.lo !== covered) throw new Error(`ZeroShard: segments must tile the flat vector; a gap or overlap at ${covered}, next segment starts at ${s.lo}`);
+      covered = s.hi;
+      // Slices are whole multiples of 16 elements, as every flat-buffer slot is, so a rank's slice
+      // of the parameters is a range the optimizer can update in place.
+      const c = Math.ceil((s.hi - s.lo) / N / 16) * 16;
+      const lo = Math.min(s.lo + axis.rank * c, s.hi);
+      const r = { segLo: s.lo, segHi: s.hi, c, lo, hi: Math.min(lo + c, s.hi), at };
+      at += c;
+      return r;
+    });
+    if (covered !== full.size) throw new Error(`ZeroShard: segments cover ${covered} of the layout's ${full.size} elements`);
+    this.layout = new Layout(this.ranges.map((r, k) => ({ name: `zero.segment${k}`, shape: [r.c] })));
+  }
+
+  /** Elements of the flat vector this rank owns. */
+  get owned(): number { return this.ranges.reduce((s, r) => s + r.hi - r.lo, 0); }
+
+  /** A zeroed buffer over the shard layout, held under `label`. */
+  zeros(label: string): FlatBuffer<Float32Array> { return FlatBuffer.zeros(this.layout, label); }
+
+  /** Copies this rank's slices of a full flat vector into a shard vector. */
+  take(full: Float32Array, shard: Float32Array): void {
+    for (const r of this.ranges) shard.set(full.subarray(r.lo, r.hi), r.at);
+  }
+
+  /**
+   * Every rank's shard into `out`, the full flat vector (an all-gather per segment; each rank's
+   * slice is sent at the stride c, and the padding past a segment's end is dropped).
+   */
+  async allGather(group: ProcessGroup, shard: Float32Array, out: Float32Array): Promise<void> {
+    this.check(group);
+    const N = group.size;
+    const works: { w: Work; r: ZeroRange; buf: Float32Array }[] = [];
+    for (const r of this.ranges) {
+      const buf = new Float32Array(N * r.c);
+      works.push({ w: group.allGather(shard.subarray(r.at, r.at + r.c) as CommArray, buf as CommArray), r, buf });
+    }
+    for (const { w, r, buf } of works) {
+      await w.wait();
+      out.set(buf.subarray(0, r.segHi - r.segLo), r.segLo);
+    }
+  }
+
+  /**
+   * Every rank's slices of `full` gathered into `full` itself (the parameters after each rank
+   * updated its own slices in place). A slice shorter than c (a segment's tail) is sent from a copy.
+   */
+  async allGatherInPlace(group: ProcessGroup, full: Float32Array): Promise<void> {
+    this.check(group);
+    const N = group.size;
+    const works: { w: Work; r: ZeroRange; buf: Float32Array }[] = [];
+    for (const r of this.ranges) {
+      const mine = r.hi - r.lo === r.c ? full.slice(r.lo, r.hi) : (() => { const t = new Float32Array(r.c); t.set(full.subarray(r.lo, r.hi)); return t; })();
+      const buf = new Float32Array(N * r.c);
+      works.push({ w: group.allGather(mine as CommArray, buf as CommArray), r, buf });
+    }
+    for (const { w, r, buf } of works) {
+      await w.wait();
+      full.set(buf.subarray(0, r.segHi - r.segLo), r.segLo);
+    }
+  }
+
+  /**
+   * The mean over ranks of segment k's values (`segment`, its hi - lo elements, every rank's own),
+   * this rank's slice written into `out` (c elements; past the segment's end, zeros). Returns the
+   * reduce-scatter's work: `out` is final when it completes.
+   */
+  reduceScatter(group: ProcessGroup, k: number, segment: Float32Array, out: Float32Array): Work {
+    this.check(group);
+    const r = this.ranges[k]!;
+    const padded = new Float32Array(group.size * r.c);
+    padded.set(segment);
+    return group.reduceScatter(padded as CommArray, out as CommArray, 'mean');
+  }
+
+  /**
+   * The squares of this rank's owned gradients, summed over the data-parallel ranks (what the
+   * global norm needs at stage 2, where no rank holds every gradient), in two parts: elements of
+   * slots `sharded` says are split over another axis (tensor parallel: to be summed over it too)
+   * and the rest.
+   */
+  async sumSquares(group: ProcessGroup, grads: Float32Array, sharded: (slot: string) => boolean = () => false): Promise<{ sharded: number; replicated: number }> {
+    this.check(group);
+    const sums = new Float64Array(2);
+    for (const r of this.ranges) {
+      for (const s of this.full.slots) {
+        const lo = Math.max(r.lo, s.offset);
+        const hi = Math.min(r.hi, s.offset + s.size);
+        if (lo >= hi) continue;
+        let ss = 0;
+        for (let i = lo; i < hi; i++) { const g = grads[r.at + i - r.lo]!; ss += g * g; }
+        sums[sharded(s.name) ? 0 : 1]! += ss;
+      }
+    }
+    await group.allReduce(sums, 'sum').wait();
+    return { sharded: sums[0]!, replicated: sums[1]! };
+  }
+
+  private check(group: ProcessGroup): void {
+    if (group.size !== this.axis.size || group.rank !== this.axis.rank) {
+      throw new Error(`ZeroShard: built for rank ${this.axis.rank} of ${this.axis.size}, called on rank ${group.rank} of ${group.size}`);
+    }
+  }
+}

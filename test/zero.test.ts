@@ -1,0 +1,146 @@
+/**
+ * ZeRO stages 1 and 2 (parallel/zero.ts) over the data-parallel ranks: per-step losses and the
+ * parameters after 5 AdamW steps equal plain data parallelism (1e-5), on 2 and 4 thread ranks,
+ * with accumulation, inside a dp 2 x tp 2 mesh, and under mpirun; a checkpoint written at one stage
+ * resumes at another; the bytes each rank holds are the ZeRO paper's formulas with weft's dtypes
+ * (parameters and gradients fp32, and the parameters are the fp32 master: K = 8 for AdamW's m and
+ * v, 4 for SGD's momentum), exactly, on weft's accounting.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchThreads } from '../src/comm/threads/launch.js';
+import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { mpirunTrain, skipMpi } from './helpers/mpi.js';
+import type { ZeroRankArgs, ZeroRankResult } from './zero_rank.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function config(dir: string): string {
+  const path = join(dir, 'tiny.json');
+  writeFileSync(path, JSON.stringify({
+    model: { ctx: 32, d: 32, layers: 2, heads: 4 },
+    // Small buckets: several segments per shard, and the last ranks' slices shorter than the rest.
+    train: { steps: 5, batch: 4, lr: 3e-3, warmup: 2, threads: 1, clip: 1 }, dist: { bucketMB: 0.02 },
+    eval: { every: 5, windows: 4 }, checkpoint: { every: 5 }, sample: { tokens: 0 },
+  }));
+  return path;
+}
+const train = (args: string[]): string => execFileSync(process.execPath, [CLI, 'train', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const curve = (run: string): number[] => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+
+/** max |a - b| / max |b| over every parameter and AdamW moment of two runs' last checkpoints. */
+function relDiff(a: string, b: string, step = 5): number {
+  const name = `step-${String(step).padStart(6, '0')}`;
+  const [ca, cb] = [loadCheckpoint(join(a, name)), loadCheckpoint(join(b, name))];
+  let err = 0, max = 0;
+  for (const [m, mb] of [[ca.weights, cb.weights], [ca.optimizer, cb.optimizer]] as const) {
+    for (const [k, t] of mb) {
+      const u = m.get(k);
+      assert.ok(u, `tensor ${k} is in both checkpoints`);
+      for (let i = 0; i < t.data.length; i++) { err = Math.max(err, Math.abs(u.data[i]! - t.data[i]!)); max = Math.max(max, Math.abs(t.data[i]!)); }
+    }
+  }
+  return err / max;
+}
+
+/**
+ * The run's closing memory line shows the stage's buffers: at stage 2 a gradient shard, and no full
+ * gradient buffer on the DDP path (`tp`: the tensor-parallel step still writes the full one).
+ */
+function sharded(zero: number, out: string, tp = false): void {
+  const line = out.split('\n').find((l) => l.includes('weft: memory')) ?? '';
+  assert.equal(/zero\.grads/.test(line), zero === 2, `stage ${zero}: ${line}`);
+  assert.equal(/[:,] grads /.test(line), zero < 2 || tp, `stage ${zero}: ${line}`);
+}
+
+function assertSame(dir: string, run: string, ref: string, what: string): void {
+  const [a, b] = [curve(join(dir, run)), curve(join(dir, ref))];
+  a.forEach((l, i) => assert.ok(Math.abs(l - b[i]!) <= 1e-5 * Math.abs(b[i]!), `${what}: step ${i + 1} loss ${l} vs ${b[i]}`));
+  const d = relDiff(join(dir, run), join(dir, ref));
+  assert.ok(d < 1e-5, `${what}: parameters and moments differ by ${d} (relative)`);
+}
+
+for (const [ranks, extra] of [[2, []], [2, ['--set', 'train.accumulate=2']], [4, []]] as const) {
+  test(`threads: ZeRO 1 and 2 on ${ranks} ranks${extra.length ? ' with accumulation' : ''} equal data parallelism (losses, parameters and moments after 5 AdamW steps)`, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-zero-'));
+    try {
+      const cfg = config(dir);
+      for (const z of [0, 1, 2]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--nproc', String(ranks), ...extra]));
+      assertSame(dir, 'z1', 'z0', 'stage 1');
+      assertSame(dir, 'z2', 'z0', 'stage 2');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('threads: ZeRO 1 and 2 over dp inside a dp 2 x tp 2 mesh equal the plain mesh', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-tp-'));
+  try {
+    const cfg = config(dir);
+    for (const z of [0, 1, 2]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--set', 'parallel.tp=2', '--nproc', '4']), true);
+    assertSame(dir, 'z1', 'z0', 'dp2 x tp2, stage 1');
+    assertSame(dir, 'z2', 'z0', 'dp2 x tp2, stage 2');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a checkpoint written at stage 2 on 2 ranks resumes at stage 1 and at stage 0, with the losses of an uninterrupted run', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-resume-'));
+  try {
+    const cfg = config(dir);
+    train([cfg, '--set', `out=${join(dir, 'whole')}`, '--nproc', '2']);
+    for (const z of [1, 0]) {
+      const run = join(dir, `from2to${z}`);
+      train([cfg, '--set', `out=${run}`, '--set', 'parallel.zero=2', '--set', 'checkpoint.every=2', '--set', 'train.steps=2', '--nproc', '2']);
+      train([cfg, '--set', `out=${run}`, '--set', `parallel.zero=${z}`, '--nproc', '2', '--resume']);
+      assertSame(dir, `from2to${z}`, 'whole', `stage 2 -> ${z}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('mpi: ZeRO 2 on 2 ranks equals data parallelism on threads', { skip: skipMpi }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-mpi-'));
+  try {
+    const cfg = config(dir);
+    train([cfg, '--set', `out=${join(dir, 'z0')}`, '--nproc', '2']);
+    mpirunTrain(2, [cfg, '--set', `out=${join(dir, 'mpi2')}`, '--set', 'parallel.zero=2']);
+    assertSame(dir, 'mpi2', 'z0', 'mpi stage 2');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P + (4 + K) P/N (weft dtypes; K = 8 AdamW, 4 SGD)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-bytes-'));
+  try {
+    const entry = new URL('./zero_rank.js', import.meta.url);
+    for (const optimizer of ['adamw', 'sgd'] as const) {
+      const K = optimizer === 'adamw' ? 8 : 4;
+      for (const [N, zero] of [[1, 0], [2, 1], [2, 2], [4, 2]] as const) {
+        const ranks = await launchThreads<ZeroRankResult>({ nproc: N, entry, args: { out: join(dir, `${optimizer}${N}${zero}`), zero, optimizer } satisfies ZeroRankArgs, timeoutMs: 60_000 });
+        for (const r of ranks) {
+          const P = r.full;
+          // A shard is each segment's len / N elements, rounded up to a multiple of 16 (every slice a whole slot range).
+          const S = r.segments.reduce((s, len) => s + Math.ceil(len / N / 16) * 16, 0);
+          if (zero > 0) assert.equal(r.shard, S, 'the shard layout');
+          const held = Object.entries(r.held).filter(([k]) => !k.startsWith('buffers')).reduce((s, [, v]) => s + v, 0);
+          const want = zero === 0 ? (4 + 4 + K) * P : zero === 1 ? 4 * P + 4 * P + K * S : 4 * P + (4 + K) * S;
+          assert.equal(held, want, `${optimizer}, ${N} ranks, stage ${zero}: held ${JSON.stringify(r.held)}`);
+          // The padding a shard adds is at most 16 elements per segment plus the split's rounding.
+          if (zero > 0) assert.ok(S * N - P < r.segments.length * 16 * N, `shard ${S} x ${N} ranks vs ${P}`);
+        }
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
