@@ -5,6 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Node, Value } from '../src/ir/graph.js';
@@ -207,4 +210,22 @@ test('estimate: ZeRO shards the optimizer state (stage 1) and the gradients (sta
   assert.ok(S >= P / 2 && S - P / 2 < 16 * 8, `shard ${S} elements vs P/2 = ${P / 2}`);
   assert.equal(z2.optimizer_bytes, z1.optimizer_bytes);
   assert.equal(z2.grads_bytes, 4 * S);
+});
+
+test('weft train --budget: a run whose estimate exceeds the budget stops before training, naming the budget and the estimate; under it, it trains', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-budget-'));
+  try {
+    const cfgPath = join(dir, 'tiny.json');
+    writeFileSync(cfgPath, JSON.stringify({ out: join(dir, 'run'), model: { ctx: 16, d: 32, layers: 2, heads: 2 }, train: { steps: 2, batch: 2, threads: 1 }, eval: { every: 2, windows: 2 }, sample: { tokens: 0 } }));
+    const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+    const over = spawnSync(process.execPath, [cli, 'train', cfgPath, '--budget', '20MB'], { encoding: 'utf8' });
+    assert.equal(over.status, 1, over.stderr);
+    assert.match(over.stderr, /--budget 19\.1 MiB: the estimated peak memory of each rank is [\d.]+ MiB \(weft memory: parameters .*\); nothing was trained/);
+    assert.ok(!existsSync(join(dir, 'run', 'metrics.jsonl')), 'no step ran');
+    const under = spawnSync(process.execPath, [cli, 'train', cfgPath, '--budget', '8GB'], { encoding: 'utf8' });
+    assert.equal(under.status, 0, under.stderr);
+    assert.equal(readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8').trim().split('\n').length, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,6 +6,8 @@
  *   weft bench [--preset small|medium] [--threads N[,M]] [--steps S] [--repeat R] [--no-torch]
  *   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
  */
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import { tokenizerFromJSON } from '../data/tokenizer.js';
 import type { TokenizerJSON } from '../data/tokenizer.js';
@@ -13,6 +15,7 @@ import { bindParameters, GPT, loadStateDict } from '../nn/index.js';
 import { setThreads } from '../runtime/executor.js';
 import { latestCheckpoint, loadCheckpoint } from '../train/checkpoint.js';
 import { loadConfig, parseConfig } from '../train/config.js';
+import type { RunConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
 import { measureWeft, measureWeftRanks, sideBySide } from './bench.js';
@@ -22,9 +25,10 @@ import type { Preset } from './bench.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { existsSync, statSync } from 'node:fs';
 import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
+import type { MemoryEstimate } from '../train/memory.js';
 
 const USAGE = `usage:
-  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi]
+  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
@@ -72,7 +76,7 @@ function num(opt: Map<string, string>, k: string, d: number): number {
  * under mpirun) makes this process one rank of the MPI job.
  */
 async function train(argv: string[]): Promise<void> {
-  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend'], ['--resume']);
+  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend', '--budget'], ['--resume']);
   if (pos.length !== 1) throw new UsageError('weft train takes one config file');
   const cfg = loadConfig(pos[0]!, sets);
   const underMpi = process.env['OMPI_COMM_WORLD_SIZE'] !== undefined;
@@ -89,6 +93,7 @@ async function train(argv: string[]): Promise<void> {
       + 'start the ranks with mpirun (mpirun -np N weft train <config> --backend mpi, one or many hosts), '
       + 'or as worker threads of one process with --nproc N');
   }
+  if (opt.has('--budget')) checkBudget(opt.get('--budget')!, pos[0]!, sets, cfg, backend === 'mpi' ? Number(process.env['OMPI_COMM_WORLD_SIZE'] ?? 1) : nproc, backend);
   if (backend === 'mpi') {
     if (opt.has('--nproc')) throw new UsageError('with --backend mpi the rank count comes from mpirun -np, not --nproc');
     const pg = initMpi({ timeoutMs: cfg.dist.timeoutS * 1000 });
@@ -183,6 +188,36 @@ async function bench(argv: string[]): Promise<void> {
  * `weft memory`: the per-rank estimate (train/memory.ts) as a table, or one JSON object whose
  * `peak_bytes` is the predicted peak RSS of a rank; with `--budget`, whether it fits (exit 0 either way).
  */
+/**
+ * `weft train --budget SIZE`: the run's memory estimated before anything trains (`weft memory`, in a
+ * child process, so the estimate's own allocations never count toward the run's peak), refused
+ * when it exceeds the budget: per rank under MPI (each rank a process), for the whole process with
+ * the threads backend (every rank a thread of it). The error names the budget, the estimate, and
+ * what ZeRO stage 2 would need where the run has data-parallel ranks to shard over.
+ */
+function checkBudget(text: string, config: string, sets: readonly string[], cfg: RunConfig, ranks: number, backend: string): void {
+  let budget: number;
+  try { budget = parseSize(text, '--budget'); } catch (e) { throw new UsageError((e as Error).message); }
+  const threads = backend === 'threads' && ranks > 1;
+  const estimate = (extra: readonly string[]): MemoryEstimate => {
+    const args = [fileURLToPath(import.meta.url), 'memory', config, '--json', '--nproc', String(ranks), ...[...sets, ...extra].flatMap((x) => ['--set', x])];
+    // Outside mpirun: the child must not take the launcher's MPI environment for its own.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OMPI_') && !k.startsWith('PMIX_')));
+    return JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8', env })) as MemoryEstimate;
+  };
+  const e = estimate([]);
+  const need = threads ? e.process_peak_bytes : e.peak_bytes;
+  if (need <= budget) return;
+  const what = threads ? `the process (${ranks} ranks as threads)` : 'each rank';
+  let hint = '';
+  if (e.dp > 1 && cfg.parallel.zero < 2) {
+    const z = estimate(['parallel.zero=2']);
+    hint = `; with --set parallel.zero=2 the estimate is ${fmtBytes(threads ? z.process_peak_bytes : z.peak_bytes)}`;
+  }
+  throw new Error(`--budget ${fmtBytes(budget)}: the estimated peak memory of ${what} is ${fmtBytes(need)} (weft memory: parameters ${fmtBytes(e.params_bytes)}, `
+    + `gradients ${fmtBytes(e.grads_bytes)}, optimizer ${fmtBytes(e.optimizer_bytes)}, activations ${fmtBytes(e.activations_bytes)}, workspace ${fmtBytes(e.workspace_bytes)})${hint}; nothing was trained`);
+}
+
 async function memory(argv: string[]): Promise<void> {
   const { pos, sets, opt, on } = parse(argv, ['--nproc', '--budget'], ['--json']);
   if (pos.length !== 1) throw new UsageError('weft memory takes one config file');

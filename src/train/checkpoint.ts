@@ -35,7 +35,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { TypedArray } from '../ir/dtype.js';
-import { CheckpointError, decodeSafetensors, encodeSafetensors } from './safetensors.js';
+import { CheckpointError, decodeSafetensors, safetensorsParts } from './safetensors.js';
 import type { SafeDType, SafeTensor } from './safetensors.js';
 
 export { CheckpointError };
@@ -107,7 +107,7 @@ export interface Checkpoint {
 export const stepDirName = (step: number): string => `step-${String(step).padStart(6, '0')}`;
 
 const count = (n: number): string => n.toLocaleString('en-US');
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+const sha256 = (...parts: Uint8Array[]): string => { const h = createHash('sha256'); for (const p of parts) h.update(p); return h.digest('hex'); };
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /**
@@ -127,8 +127,9 @@ export function saveCheckpoint(runDir: string, step: number, contents: Checkpoin
     }
   }
   const meta = { format: 'pt', 'weft.step': String(step) }; // 'pt' is what transformers' loaders look for
-  const model = encodeSafetensors(contents.weights, meta, at(MODEL));
-  const optimizer = encodeSafetensors(contents.optimizer, meta, at(OPTIMIZER));
+  // Streamed: the tensors' own memory is written piece by piece, never copied into one file-sized buffer.
+  const model = safetensorsParts(contents.weights, meta, at(MODEL));
+  const optimizer = safetensorsParts(contents.optimizer, meta, at(OPTIMIZER));
   let state: string | undefined;
   try {
     state = JSON.stringify(contents.state);
@@ -138,7 +139,7 @@ export function saveCheckpoint(runDir: string, step: number, contents: Checkpoin
   if (state === undefined) throw new CheckpointError(`${at(STATE)}: state must be a JSON value, got ${typeof contents.state}`);
   const doc = {
     format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, time: new Date().toISOString(),
-    files: { [MODEL]: { bytes: model.length, sha256: sha256(model) }, [OPTIMIZER]: { bytes: optimizer.length, sha256: sha256(optimizer) } },
+    files: { [MODEL]: { bytes: model.bytes, sha256: sha256(...model.parts) }, [OPTIMIZER]: { bytes: optimizer.bytes, sha256: sha256(...optimizer.parts) } },
   };
   // Spliced in as text so the envelope stays readable without re-serializing a large state.
   const stateJson = `${JSON.stringify(doc, null, 2).replace(/\n}$/, '')},\n  "state": ${state}\n}\n`;
@@ -151,9 +152,9 @@ export function saveCheckpoint(runDir: string, step: number, contents: Checkpoin
   };
   const tmp = mkdtempSync(join(runDir, `${TMP}${name}-${process.pid}-`));
   try {
-    writeDurable(join(tmp, MODEL), model); crash(MODEL);
-    writeDurable(join(tmp, OPTIMIZER), optimizer); crash(OPTIMIZER);
-    writeDurable(join(tmp, STATE), stateJson); crash(STATE);
+    writeDurable(join(tmp, MODEL), model.parts); crash(MODEL);
+    writeDurable(join(tmp, OPTIMIZER), optimizer.parts); crash(OPTIMIZER);
+    writeDurable(join(tmp, STATE), [stateJson]); crash(STATE);
     fsyncDir(tmp);
     if (existsSync(target)) {
       replaceStepDir(runDir, name, tmp, step, crash);
@@ -210,7 +211,7 @@ function removeStale(runDir: string, keep: string | null): void {
 
 function writeLatest(runDir: string, name: string, step: number): void {
   const tmp = join(runDir, `${TMP}${LATEST}-${process.pid}`);
-  writeDurable(tmp, `${JSON.stringify({ checkpoint: name, step })}\n`);
+  writeDurable(tmp, [`${JSON.stringify({ checkpoint: name, step })}\n`]);
   renameSync(tmp, join(runDir, LATEST));
   fsyncDir(runDir);
 }
@@ -327,11 +328,11 @@ function numberTensors(tensors: Map<string, SafeTensor>, file: string): Map<stri
   return tensors as Map<string, SafeTensor<NumberArray>>;
 }
 
-/** Writes a file and fsyncs it before returning. */
-function writeDurable(path: string, data: Uint8Array | string): void {
+/** Writes a file from its pieces, in order, and fsyncs it before returning. */
+function writeDurable(path: string, parts: readonly (Uint8Array | string)[]): void {
   const fd = openSync(path, 'wx');
   try {
-    writeFileSync(fd, data);
+    for (const p of parts) writeFileSync(fd, p);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -120,6 +120,18 @@ function checkShape(shape: unknown, what: string): number {
 
 /** Serializes named tensors (laid out in iteration order) and optional string metadata. */
 export function encodeSafetensors(tensors: TensorsIn, metadata?: Readonly<Record<string, string>>, source = 'encodeSafetensors'): Uint8Array {
+  const { parts, bytes } = safetensorsParts(tensors, metadata, source);
+  const out = new Uint8Array(bytes);
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+/**
+ * A safetensors file as the pieces to write in order (the header, then a zero-copy view of each
+ * tensor's data), so a large file is streamed to disk without one buffer holding all of it.
+ */
+export function safetensorsParts(tensors: TensorsIn, metadata?: Readonly<Record<string, string>>, source = 'encodeSafetensors'): { parts: Uint8Array[]; bytes: number } {
   if (!LITTLE_ENDIAN) throw new CheckpointError(`${source}: safetensors is little-endian and this host is big-endian`);
   const entries: [string, TensorIn][] = tensors instanceof Map ? [...tensors] : Object.entries(tensors as Record<string, TensorIn>);
   const header: Record<string, unknown> = {};
@@ -144,13 +156,11 @@ export function encodeSafetensors(tensors: TensorsIn, metadata?: Readonly<Record
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   const padded = Math.ceil(json.length / 8) * 8;
-  const out = new Uint8Array(8 + padded + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.length, 8 + padded);
-  let at = 8 + padded;
-  for (const p of parts) { out.set(p, at); at += p.length; }
-  return out;
+  const head = new Uint8Array(8 + padded);
+  new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
+  head.set(json, 8);
+  head.fill(0x20, 8 + json.length, 8 + padded);
+  return { parts: [head, ...parts], bytes: head.length + offset };
 }
 
 /**
