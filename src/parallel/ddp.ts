@@ -217,17 +217,9 @@ export class DistributedDataParallel {
       applyBufferUpdates(this.params, p.updated, out.slice(slots.length + 1) as Float32Array[]);
       return Number(out[0]![0]);
     }
-    const works: Work[] = [];
-    let loss = 0;
-    await p.segmented.run(feeds, this.context, 'ddp_bwd', (k, targets) => {
-      const b = this.buckets[k]!;
-      const off = k === 0 ? 1 + p.updated.length : 0;
-      if (k === 0) {
-        loss = Number(targets[0]![0]);
-        applyBufferUpdates(this.params, p.updated, targets.slice(1, off) as Float32Array[]);
-      }
-      b.slots.forEach((s, i) => write(s, targets[i + off] as Float32Array));
-      works.push(this.hook(this.pg, g.subarray(b.lo, b.hi), b));
+    const { loss, works } = await this.backward(p, feeds, (b, outs) => {
+      b.slots.forEach((s, i) => write(s, outs[i]!));
+      return this.hook(this.pg, g.subarray(b.lo, b.hi), b);
     });
     const t0 = performance.now();
     // Every rank's backward end time (wall clock) rides along on one inline-sized all-gather, to
@@ -246,10 +238,11 @@ export class DistributedDataParallel {
     return loss;
   }
 
-  /** ZeRO stage 2's step: every bucket's gradients reduce-scattered into this rank's shard as the backward produces them. */
-  private async zeroStep(p: Compiled, feeds: Feed[], accumulate: boolean, noSync: boolean): Promise<number> {
-    if (noSync) throw new Error('DistributedDataParallel: ZeRO stage 2 reduces every micro-step; noSync is not supported');
-    const { shard, grads } = this.zero!;
+  /**
+   * The bucketed backward: runs the segmented schedule, applies the buffer updates, and hands each
+   * bucket's gradients (in slot order) to `reduce` as soon as its program has made them.
+   */
+  private async backward(p: Compiled, feeds: Feed[], reduce: (b: Bucket, grads: Float32Array[]) => Work): Promise<{ loss: number; works: Work[] }> {
     const works: Work[] = [];
     let loss = 0;
     await p.segmented.run(feeds, this.context, 'ddp_bwd', (k, targets) => {
@@ -259,13 +252,23 @@ export class DistributedDataParallel {
         loss = Number(targets[0]![0]);
         applyBufferUpdates(this.params, p.updated, targets.slice(1, off) as Float32Array[]);
       }
+      works.push(reduce(b, targets.slice(off, off + b.slots.length) as Float32Array[]));
+    });
+    return { loss, works };
+  }
+
+  /** ZeRO stage 2's step: every bucket's gradients reduce-scattered into this rank's shard as the backward produces them. */
+  private async zeroStep(p: Compiled, feeds: Feed[], accumulate: boolean, noSync: boolean): Promise<number> {
+    if (noSync) throw new Error('DistributedDataParallel: ZeRO stage 2 reduces every micro-step; noSync is not supported');
+    const { shard, grads } = this.zero!;
+    const { loss, works } = await this.backward(p, feeds, (b, outs) => {
       const seg = new Float32Array(b.hi - b.lo);
-      b.slots.forEach((s, i) => seg.set(targets[i + off] as Float32Array, s.offset - b.lo));
-      const r = shard.ranges[this.zeroRange[k]!]!;
+      b.slots.forEach((s, i) => seg.set(outs[i]!, s.offset - b.lo));
+      const r = shard.ranges[this.zeroRange[b.index]!]!;
       const dest = grads.data.subarray(r.at, r.at + r.c);
       const out = accumulate ? new Float32Array(r.c) : dest;
-      const w = shard.reduceScatter(this.pg, this.zeroRange[k]!, seg, out);
-      works.push(accumulate ? { label: w.label, wait: async () => { await w.wait(); for (let i = 0; i < r.c; i++) dest[i]! += out[i]!; } } : w);
+      const w = shard.reduceScatter(this.pg, this.zeroRange[b.index]!, seg, out);
+      return accumulate ? { label: w.label, wait: async () => { await w.wait(); for (let i = 0; i < r.c; i++) dest[i]! += out[i]!; } } : w;
     });
     const t0 = performance.now();
     for (const w of works) await w.wait();
