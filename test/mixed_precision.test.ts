@@ -103,10 +103,18 @@ test('16-bit encodings round to nearest even and decode exactly', () => {
   // The bulk forms (the gradient wire) agree with the scalar ones, specials included.
   const x = Float32Array.from({ length: 4096 }, (_, i) => Math.sin(i * 1.7) * 10 ** ((i % 17) - 10));
   x.set([Infinity, -Infinity, NaN, 0, -0, 2 ** -149, 65519, 65520, 3.4e38], 0);
+  // And 2^16 random float32 bit patterns (every exponent, ties and carries included).
+  const bits = new Uint32Array(65536);
+  let seed = 12345;
+  for (let i = 0; i < bits.length; i++) { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; bits[i] = (seed ^ (seed << 7)) >>> 0; }
+  const random = new Float32Array(bits.buffer);
   for (const [dt, enc, dec] of [['float16', toHalf, fromHalf], ['bfloat16', toBfloat16, fromBfloat16]] as const) {
     const h = new Uint16Array(x.length);
     encode16(dt, x, h);
     assert.deepEqual(Array.from(h), Array.from(x, enc), `${dt} bulk encoding`);
+    const hr = new Uint16Array(random.length);
+    encode16(dt, random, hr);
+    random.forEach((v, i) => { if (hr[i] !== enc(v) && !Number.isNaN(v)) assert.equal(hr[i], enc(v), `${dt} bulk encoding of bits 0x${bits[i]!.toString(16)}`); });
     const acc = Float32Array.from(x, (v) => (Number.isFinite(v) ? 1 : 0));
     addDecoded16(dt, h, acc);
     acc.forEach((v, i) => { if (Number.isFinite(x[i]!)) assert.equal(v, Math.fround(Math.fround(dec(h[i]!)) + 1), `${dt} decode ${i}`); });

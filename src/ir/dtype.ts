@@ -117,13 +117,25 @@ export function fromBfloat16(h: number): number {
 
 /**
  * Bulk 16-bit encodings of float32 arrays (the data-parallel gradient wire): `out[i]` = the bits
- * of `x[i]` rounded to nearest even. bfloat16 works on the float32 bits directly (measured on the
- * small GPT's 3.3M gradients: 10 ms, against 29 ms element by element); float16 goes element by
- * element (its subnormals and exponent rebias need the branches of `toHalf`).
+ * of `x[i]` rounded to nearest even, from the float32 bits: bfloat16 directly, float16 directly for
+ * normal halves and through `toHalf` for subnormals, zeros and specials (measured on the small
+ * GPT's 3.3M gradients: bfloat16 10 ms against 29 ms element by element).
  */
 export function encode16(dtype: 'float16' | 'bfloat16', x: Float32Array, out: Uint16Array): void {
-  if (dtype === 'float16') { for (let i = 0; i < x.length; i++) out[i] = toHalf(x[i]!); return; }
   const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  if (dtype === 'float16') {
+    // Normal halves (float32 exponent 113..142) straight from the bits, rounded to nearest even
+    // (a carry into the exponent is the correct rounding, up to inf); the rest through toHalf.
+    for (let i = 0; i < u.length; i++) {
+      const b = u[i]!;
+      const e = (b >>> 23) & 0xff;
+      if (e > 112 && e < 143) {
+        const r = (b & 0x7fffffff) + 0xfff + ((b >>> 13) & 1);
+        out[i] = ((b >>> 16) & 0x8000) | ((r >>> 13) - (112 << 10));
+      } else out[i] = toHalf(x[i]!);
+    }
+    return;
+  }
   for (let i = 0; i < u.length; i++) {
     const b = u[i]!;
     out[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
