@@ -60,14 +60,12 @@ export interface AutocastOptions {
  */
 export function autocast(outputs: readonly Value[], o: AutocastOptions): Value[] {
   const casts = new Map<Value, Value>();
-  /** `v` in dtype `to`, parameters' casts shared. */
+  /** `v` in dtype `to`; a parameter (float32) is only ever cast to the half dtype, once. */
   const as = (v: Value, to: DType): Value => {
     if (v.dtype === to) return v;
     if (!o.params.has(v)) return b.cast(v, to);
-    const key = casts.get(v);
-    if (key && key.dtype === to) return key;
-    const c = b.cast(v, to);
-    casts.set(v, c);
+    let c = casts.get(v);
+    if (c === undefined) casts.set(v, (c = b.cast(v, to)));
     return c;
   };
   const weak = (v: Value): boolean => v.node === null && (v.constant || o.params.has(v));

@@ -18,6 +18,7 @@ import { grad } from '../autodiff/grad.js';
 import { checkpoint } from '../autodiff/checkpoint.js';
 import type { CheckpointOptions, CheckpointStats } from '../autodiff/checkpoint.js';
 import type { FloatArray } from '../runtime/flat.js';
+import type { Feed } from '../tensor/compile.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { takeBufferUpdates } from './module.js';
 import type { BoundParameters } from './module.js';
@@ -53,6 +54,16 @@ export interface StepGraph {
   updated: string[];
   /** What activation checkpointing did (null without it). */
   checkpoint: CheckpointStats | null;
+}
+
+/**
+ * The feeds of a traced step: the batch, and with `lossScale` the scale after it (a float32
+ * scalar). `who` names the caller when a loss-scaled step is run without a scale.
+ */
+export function stepFeeds(who: string, o: StepGraphOptions, batch: readonly Feed[], lossScale: number | undefined): Feed[] {
+  if (!o.lossScale) return [...batch];
+  if (lossScale === undefined) throw new Error(`${who}: the step was built with a loss scale; pass { lossScale } to every run`);
+  return [...batch, { data: Float32Array.of(lossScale), shape: [], dtype: 'float32' }];
 }
 
 /** The loss of one step from its batch inputs. */

@@ -19,7 +19,7 @@ import type { Schedule } from '../runtime/schedule.js';
 import { profiler } from '../runtime/profiler.js';
 import { applyBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
-import { traceStepGraph } from '../nn/step_graph.js';
+import { stepFeeds, traceStepGraph } from '../nn/step_graph.js';
 import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { CheckpointStats } from '../autodiff/checkpoint.js';
 import type { ZeroShard } from './zero.js';
@@ -202,8 +202,7 @@ export class DistributedDataParallel {
    * overlapping the rest of the backward. Returns this rank's loss.
    */
   async step(batch: Feed[], o: { accumulate?: boolean; noSync?: boolean; lossScale?: number } = {}): Promise<number> {
-    if (this.stepOptions.lossScale && o.lossScale === undefined) throw new Error('DistributedDataParallel: built with a loss scale; pass { lossScale } to every step');
-    const feeds = this.stepOptions.lossScale ? [...batch, { data: Float32Array.of(o.lossScale!), shape: [], dtype: 'float32' as const }] : batch;
+    const feeds = stepFeeds('DistributedDataParallel', this.stepOptions, batch, o.lossScale);
     const p = await this.compiled(feeds);
     if (this.zero) return this.zeroStep(p, feeds, o.accumulate === true, o.noSync === true);
     const grads = this.grads!;

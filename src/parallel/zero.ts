@@ -60,9 +60,6 @@ export class ZeroShard {
     this.layout = new Layout(this.ranges.map((r, k) => ({ name: `zero.segment${k}`, shape: [r.c] })));
   }
 
-  /** Elements of the flat vector this rank owns. */
-  get owned(): number { return this.ranges.reduce((s, r) => s + r.hi - r.lo, 0); }
-
   /** A zeroed buffer over the shard layout, held under `label`. */
   zeros(label: string): FlatBuffer<Float32Array> { return FlatBuffer.zeros(this.layout, label); }
 
@@ -91,21 +88,12 @@ export class ZeroShard {
 
   /**
    * Every rank's slices of `full` gathered into `full` itself (the parameters after each rank
-   * updated its own slices in place). A slice shorter than c (a segment's tail) is sent from a copy.
+   * updated its own slices in place): this rank's slices taken into a shard, then `allGather`.
    */
   async allGatherInPlace(group: ProcessGroup, full: Float32Array): Promise<void> {
-    this.check(group);
-    const N = group.size;
-    const works: { w: Work; r: ZeroRange; buf: Float32Array }[] = [];
-    for (const r of this.ranges) {
-      const mine = r.hi - r.lo === r.c ? full.slice(r.lo, r.hi) : (() => { const t = new Float32Array(r.c); t.set(full.subarray(r.lo, r.hi)); return t; })();
-      const buf = new Float32Array(N * r.c);
-      works.push({ w: group.allGather(mine as CommArray, buf as CommArray), r, buf });
-    }
-    for (const { w, r, buf } of works) {
-      await w.wait();
-      full.set(buf.subarray(0, r.segHi - r.segLo), r.segLo);
-    }
+    const mine = new Float32Array(this.layout.size);
+    this.take(full, mine);
+    await this.allGather(group, mine, full);
   }
 
   /**

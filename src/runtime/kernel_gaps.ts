@@ -109,15 +109,16 @@ export function disabledOptimizers(outputs: readonly Value[]): string[] {
 /** Ops run in the half dtype itself on onnxruntime's CPU provider: data movement (probed for bfloat16). */
 const HALF_KERNELS = new Set(['Cast', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Concat', 'Slice', 'Split', 'Gather', 'GatherElements', 'Identity', 'Flatten', 'Shape']);
 
+const isHalf = (v: Value | null): v is Value => v !== null && (v.dtype === 'bfloat16' || v.dtype === 'float16');
+
 /** Whether node `n` (inputs already rewritten) must run in float32 between casts. */
 function halfGap(n: Node, inputs: readonly (Value | null)[]): boolean {
-  const half = (v: Value | null): boolean => v !== null && (v.dtype === 'bfloat16' || v.dtype === 'float16');
-  return !HALF_KERNELS.has(n.op) && (inputs.some(half) || n.outputs.some(half));
+  return !HALF_KERNELS.has(n.op) && (inputs.some(isHalf) || n.outputs.some(isHalf));
 }
 
 /** `n` computed in float32: half inputs widened, outputs cast back to their half dtype. */
 function widened(n: Node, inputs: readonly (Value | null)[]): Value[] {
-  const ins = inputs.map((v) => (v !== null && (v.dtype === 'bfloat16' || v.dtype === 'float16') ? b.cast(v, 'float32') : v));
+  const ins = inputs.map((v) => (isHalf(v) ? b.cast(v, 'float32') : v));
   const outs = apply(n.op, ins, n.attrs, n.outputs.length);
   return outs.map((v, i) => b.cast(v, n.outputs[i]!.dtype));
 }

@@ -8,7 +8,7 @@
  */
 import { applyBufferUpdates } from '../nn/module.js';
 import type { BoundParameters } from '../nn/module.js';
-import { traceStepGraph } from '../nn/step_graph.js';
+import { stepFeeds, traceStepGraph } from '../nn/step_graph.js';
 import type { StepGraphOptions } from '../nn/step_graph.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
@@ -16,7 +16,6 @@ import type { CompileOptions, Feed, Signature, Traced } from '../tensor/compile.
 import type { ScheduleStats } from '../runtime/schedule.js';
 import type { CheckpointStats } from '../autodiff/checkpoint.js';
 import { Tensor } from '../tensor/tensor.js';
-import { scalarData } from '../optim/common.js';
 
 /** The loss of one step from its batch inputs; parameters are the bound tensors it closes over. */
 export type LossFn = (...inputs: Tensor[]) => Tensor;
@@ -61,9 +60,7 @@ export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads
     return g.outputs.map((v) => new Tensor(v));
   }, name, opts);
   const run = async (feeds: Feed[], o?: { accumulate?: boolean; lossScale?: number }): Promise<number> => {
-    if (opts.lossScale && o?.lossScale === undefined) throw new Error('gradStep: this step was built with lossScale; pass { lossScale } to every run');
-    const all = opts.lossScale ? [...feeds, { data: scalarData('float32', o!.lossScale!), shape: [], dtype: 'float32' as const }] : feeds;
-    const out = await program(...all);
+    const out = await program(...stepFeeds('gradStep', opts, feeds, o?.lossScale));
     slots.forEach((s, k) => grads.write(s, out[k + 1] as A, o?.accumulate));
     applyBufferUpdates(params, updated ?? [], out.slice(slots.length + 1) as A[]);
     return Number(out[0]![0]);

@@ -38,7 +38,7 @@ import { globalNorm } from '../optim/clip.js';
 import { LossScaler } from '../optim/loss_scale.js';
 import type { LossScalerState } from '../optim/loss_scale.js';
 import { autocast } from '../ir/autocast.js';
-import { computeDtype } from '../nn/step_graph.js';
+import { computeDtype, stepFeeds } from '../nn/step_graph.js';
 import type { StepGraphOptions } from '../nn/step_graph.js';
 import '../parallel/spmd.js';
 import { localPart, shardedNorm, wholeTensor } from '../parallel/tensor_parallel.js';
@@ -237,7 +237,8 @@ export class Trainer {
     this.scaler = t.precision === 'fp16'
       ? new LossScaler({ init: t.lossScale, growthInterval: t.lossScaleWindow, hysteresis: t.lossScaleHysteresis, minScale: Math.min(t.lossScaleMin, t.lossScale) })
       : null;
-    const clip = { ...(t.clip > 0 ? { clipNorm: t.clip } : {}), gradNorm: this.gradNorm, lossScaled: this.scaler !== null };
+    // The norm comes with every step (optimizerStep computes it, for clipping and overflow checks).
+    const clip = { ...(t.clip > 0 ? { clipNorm: t.clip } : {}), lossScaled: this.scaler !== null };
     if (t.optimizer === 'adafactor' && tp > 1) throw new Error('train.optimizer adafactor: its factored moments are not sharded for tensor parallelism yet; use adamw or sgd with parallel.tp > 1');
     // Under ZeRO the optimizer updates this rank's slices, its state shard-sized.
     const shard = this.zero ? { shard: this.zero.shard } : {};
@@ -297,8 +298,7 @@ export class Trainer {
     const b = loader.nextSync();
     await loader.close();
     if (b === null) throw new Error('traceStep: the training data gave no batch');
-    // A loss-scaled step takes the scale after the batch.
-    const sig = [...feedsOf(b), ...(this.scaler ? [{ shape: [], dtype: 'float32' as const }] : [])];
+    const sig = stepFeeds('traceStep', { lossScale: this.scaler !== null }, feedsOf(b), 1);
     const dd = this.ddp ? this.ddp.trace(...sig) : null;
     const traced = dd ?? this.step!.trace(...sig);
     const nGrads = this.params.flat.layout.slots.length;
@@ -511,7 +511,7 @@ export class Trainer {
           if (b === null) throw new Error('training data ran out (the training samplers are endless; this is a bug)');
           loss += await this.microStep(b, a === 0, a === A - 1);
         }
-        const dpGroup = this.tp.size > 1 ? this.context.groups['dp']! : this.pg;
+        const dpGroup = this.dpGroup();
         // Tensor parallel x data parallel: the replicas average their gradients after the step
         // (reduce-scattered into the shards at ZeRO stage 2).
         if (this.tp.size > 1 && this.dp.size > 1) {
@@ -622,8 +622,7 @@ export class Trainer {
 
   /** The global gradient norm at ZeRO stage 2: owned squares summed over dp (and tp-sharded ones over tp). */
   private async zeroNorm(g: Float32Array): Promise<number> {
-    const dp = this.tp.size > 1 ? this.context.groups['dp'] ?? null : this.pg;
-    const { sharded, replicated } = await this.zero!.shard.sumSquares(dp ?? new LocalProcessGroup(), g, (n) => this.placements?.get(n) != null);
+    const { sharded, replicated } = await this.zero!.shard.sumSquares(this.dpGroup(), g, (n) => this.placements?.get(n) != null);
     if (this.tp.size === 1) return Math.sqrt(sharded + replicated);
     const s = Float64Array.of(sharded);
     await this.context.groups['tp']!.allReduce(s, 'sum').wait();
