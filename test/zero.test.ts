@@ -1,5 +1,5 @@
 /**
- * ZeRO stages 1 and 2 (parallel/zero.ts) over the data-parallel ranks: per-step losses and the
+ * ZeRO stages 1, 2 and 3 (parallel/zero.ts, parallel/zero3.ts) over the data-parallel ranks: per-step losses and the
  * parameters after 5 AdamW steps equal plain data parallelism (1e-5), on 2 and 4 thread ranks,
  * with accumulation, inside a dp 2 x tp 2 mesh, and under mpirun; a checkpoint written at one stage
  * resumes at another; the bytes each rank holds are the ZeRO paper's formulas with weft's dtypes
@@ -49,83 +49,101 @@ function relDiff(a: string, b: string, step = 5): number {
 }
 
 /**
- * The run's closing memory line shows the stage's buffers: at stage 2 a gradient shard, and no full
- * gradient buffer on the DDP path (`tp`: the tensor-parallel step still writes the full one).
+ * The run's closing memory line shows the stage's buffers: from stage 2 a gradient shard, and no full
+ * gradient buffer on the DDP path (`tp`: the tensor-parallel step still writes the full one at
+ * stage 2); at stage 3 a parameter shard and no full parameters.
  */
 function sharded(zero: number, out: string, tp = false): void {
   const line = out.split('\n').find((l) => l.includes('weft: memory')) ?? '';
-  assert.equal(/zero\.grads/.test(line), zero === 2, `stage ${zero}: ${line}`);
-  assert.equal(/[:,] grads /.test(line), zero < 2 || tp, `stage ${zero}: ${line}`);
+  assert.equal(/zero\.grads/.test(line), zero >= 2, `stage ${zero}: ${line}`);
+  assert.equal(/[:,] grads /.test(line), zero < 2 || (tp && zero === 2), `stage ${zero}: ${line}`);
+  assert.equal(/zero\.params/.test(line), zero === 3, `stage ${zero}: ${line}`);
+  assert.equal(/[:,] params /.test(line), zero < 3, `stage ${zero}: ${line}`);
 }
 
-function assertSame(dir: string, run: string, ref: string, what: string, tol = 1e-5): void {
+/**
+ * Stage 3 runs the step as one program per layer (cut at its gathers), and onnxruntime fuses each
+ * program on its own: after one step its parameters differ from data parallelism's by float32
+ * rounding (3.7e-9 absolute, measured). AdamW divides by sqrt(v) + eps, so an element whose gradient
+ * is near eps turns that rounding into up to lr-sized differences over 5 steps: 1.3e-5 relative,
+ * at one element of h0.attn.proj.w (measured). Losses still agree to 1e-5.
+ */
+const STAGE3_TOL = 3e-5;
+
+function assertSame(dir: string, run: string, ref: string, what: string, tol = 1e-5, lossTol = tol): void {
   const [a, b] = [curve(join(dir, run)), curve(join(dir, ref))];
-  a.forEach((l, i) => assert.ok(Math.abs(l - b[i]!) <= tol * Math.abs(b[i]!), `${what}: step ${i + 1} loss ${l} vs ${b[i]}`));
+  a.forEach((l, i) => assert.ok(Math.abs(l - b[i]!) <= lossTol * Math.abs(b[i]!), `${what}: step ${i + 1} loss ${l} vs ${b[i]}`));
   const d = relDiff(join(dir, run), join(dir, ref));
   assert.ok(d < tol, `${what}: parameters and moments differ by ${d} (relative)`);
 }
 
 for (const [ranks, extra] of [[2, []], [2, ['--set', 'train.accumulate=2']], [4, []]] as const) {
-  test(`threads: ZeRO 1 and 2 on ${ranks} ranks${extra.length ? ' with accumulation' : ''} equal data parallelism (losses, parameters and moments after 5 AdamW steps)`, () => {
+  test(`threads: ZeRO 1, 2 and 3 on ${ranks} ranks${extra.length ? ' with accumulation' : ''} equal data parallelism (losses, parameters and moments after 5 AdamW steps)`, () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-zero-'));
     try {
       const cfg = config(dir);
-      for (const z of [0, 1, 2]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--nproc', String(ranks), ...extra]));
+      for (const z of [0, 1, 2, 3]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--nproc', String(ranks), ...extra]));
       assertSame(dir, 'z1', 'z0', 'stage 1');
       assertSame(dir, 'z2', 'z0', 'stage 2');
+      assertSame(dir, 'z3', 'z0', 'stage 3', STAGE3_TOL, 1e-5);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 }
 
-test('threads: ZeRO 1 and 2 over dp inside a dp 2 x tp 2 mesh equal the plain mesh', () => {
+test('threads: ZeRO 1, 2 and 3 over dp inside a dp 2 x tp 2 mesh equal the plain mesh', () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-tp-'));
   try {
     const cfg = config(dir);
-    for (const z of [0, 1, 2]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--set', 'parallel.tp=2', '--nproc', '4']), true);
+    for (const z of [0, 1, 2, 3]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--set', 'parallel.tp=2', '--nproc', '4']), true);
     assertSame(dir, 'z1', 'z0', 'dp2 x tp2, stage 1');
     assertSame(dir, 'z2', 'z0', 'dp2 x tp2, stage 2');
+    assertSame(dir, 'z3', 'z0', 'dp2 x tp2, stage 3', STAGE3_TOL, 1e-5);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('a checkpoint written at stage 2 on 2 ranks resumes at stage 1 and at stage 0, with the losses of an uninterrupted run', () => {
+test('checkpoints cross stages and rank counts: 2 -> 1, 2 -> 0, 3 on 2 ranks -> 0 on 1 and 2 on 4 ranks -> 3 on 2, with the losses of an uninterrupted run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-resume-'));
   try {
     const cfg = config(dir);
     train([cfg, '--set', `out=${join(dir, 'whole')}`, '--nproc', '2']);
-    for (const z of [1, 0]) {
-      const run = join(dir, `from2to${z}`);
-      train([cfg, '--set', `out=${run}`, '--set', 'parallel.zero=2', '--set', 'checkpoint.every=2', '--set', 'train.steps=2', '--nproc', '2']);
-      train([cfg, '--set', `out=${run}`, '--set', `parallel.zero=${z}`, '--nproc', '2', '--resume']);
-      assertSame(dir, `from2to${z}`, 'whole', `stage 2 -> ${z}`);
+    for (const [from, to, n0, n1] of [[2, 1, 2, 2], [2, 0, 2, 2], [3, 0, 2, 1], [2, 3, 4, 2]] as const) {
+      const run = join(dir, `from${from}to${to}`);
+      // Another rank count keeps the global batch: batch x ranks = 4 x 2.
+      const batch = (n: number): string[] => ['--set', `train.batch=${8 / n}`];
+      train([cfg, '--set', `out=${run}`, '--set', `parallel.zero=${from}`, '--set', 'checkpoint.every=2', '--set', 'train.steps=2', '--nproc', String(n0), ...batch(n0)]);
+      train([cfg, '--set', `out=${run}`, '--set', `parallel.zero=${to}`, '--nproc', String(n1), ...batch(n1), '--resume']);
+      assertSame(dir, `from${from}to${to}`, 'whole', `stage ${from} on ${n0} -> ${to} on ${n1}`, n0 === 2 && n1 === 2 ? 1e-5 : 1e-4);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('mpi: ZeRO 2 on 2 ranks equals data parallelism on threads', { skip: skipMpi }, () => {
+test('mpi: ZeRO 2 and 3 on 2 ranks equal data parallelism on threads', { skip: skipMpi }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-mpi-'));
   try {
     const cfg = config(dir);
     train([cfg, '--set', `out=${join(dir, 'z0')}`, '--nproc', '2']);
-    mpirunTrain(2, [cfg, '--set', `out=${join(dir, 'mpi2')}`, '--set', 'parallel.zero=2']);
-    assertSame(dir, 'mpi2', 'z0', 'mpi stage 2');
+    for (const z of [2, 3]) {
+      mpirunTrain(2, [cfg, '--set', `out=${join(dir, `mpi${z}`)}`, '--set', `parallel.zero=${z}`]);
+      assertSame(dir, `mpi${z}`, 'z0', `mpi stage ${z}`, z === 3 ? STAGE3_TOL : 1e-5, 1e-5);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P + (4 + K) P/N (weft dtypes; K = 8 AdamW, 4 SGD)', async () => {
+test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P + (4 + K) P/N, stage 3 (4 + 4 + K) P/N (weft dtypes; K = 8 AdamW, 4 SGD)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-bytes-'));
   try {
     const entry = new URL('./zero_rank.js', import.meta.url);
     for (const optimizer of ['adamw', 'sgd'] as const) {
       const K = optimizer === 'adamw' ? 8 : 4;
-      for (const [N, zero] of [[1, 0], [2, 1], [2, 2], [4, 2]] as const) {
+      for (const [N, zero] of [[1, 0], [2, 1], [2, 2], [4, 2], [2, 3], [4, 3]] as const) {
         const ranks = await launchThreads<ZeroRankResult>({ nproc: N, entry, args: { out: join(dir, `${optimizer}${N}${zero}`), zero, optimizer } satisfies ZeroRankArgs, timeoutMs: 60_000 });
         for (const r of ranks) {
           const P = r.full;
@@ -133,7 +151,7 @@ test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P 
           const S = r.segments.reduce((s, len) => s + Math.ceil(len / N / 16) * 16, 0);
           if (zero > 0) assert.equal(r.shard, S, 'the shard layout');
           const held = Object.entries(r.held).filter(([k]) => !k.startsWith('buffers')).reduce((s, [, v]) => s + v, 0);
-          const want = zero === 0 ? (4 + 4 + K) * P : zero === 1 ? 4 * P + 4 * P + K * S : 4 * P + (4 + K) * S;
+          const want = zero === 0 ? (4 + 4 + K) * P : zero === 1 ? 4 * P + 4 * P + K * S : zero === 2 ? 4 * P + (4 + K) * S : (4 + 4 + K) * S;
           assert.equal(held, want, `${optimizer}, ${N} ranks, stage ${zero}: held ${JSON.stringify(r.held)}`);
           // The padding a shard adds is at most 16 elements per segment plus the split's rounding.
           if (zero > 0) assert.ok(S * N - P < r.segments.length * 16 * N, `shard ${S} x ${N} ranks vs ${P}`);
@@ -145,17 +163,21 @@ test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P 
   }
 });
 
-test('threads: ZeRO 2 composes with fp16 loss scaling and full activation checkpointing (2 ranks, equal to plain data parallelism)', () => {
+test('threads: ZeRO 2 and 3 compose with fp16 loss scaling and full activation checkpointing (2 ranks, equal to plain data parallelism)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-fp16-'));
   try {
     const cfg = config(dir);
     // The fp32 wire on both: ZeRO-2's reduce-scatter moves float32 whatever dist.hook says.
     const common = ['--set', 'train.precision=fp16', '--set', 'train.checkpointing=full', '--set', 'dist.hook=allreduce', '--nproc', '2'];
-    for (const z of [0, 2]) train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, ...common]);
+    for (const z of [0, 2, 3]) train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, ...common]);
     // fp16 is not stable under reordering: the reduce-scatter's float32 sums differ from the
     // all-reduce's in the last bits, and a weight next to a half-ULP boundary then casts to the
     // neighbouring fp16 value (2^-11 relative).
     assertSame(dir, 'z2', 'z0', 'fp16 + checkpointing, stage 2', 2e-3);
+    // Stage 3's per-layer programs add float32 rounding (STAGE3_TOL) before the fp16 casts; the
+    // largest difference is in the attention's key bias, whose gradient is zero but for rounding
+    // (softmax ignores a shift of every score), so AdamW's updates of it are rounding over eps.
+    assertSame(dir, 'z3', 'z0', 'fp16 + checkpointing, stage 3', 1e-2, 1e-5);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

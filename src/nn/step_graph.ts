@@ -6,8 +6,8 @@
  * the same graph.
  *
  * Outputs, in order: the loss (float32, unscaled), one gradient per parameter slot (the
- * parameters' dtype: the float32 master's gradient, widened from the compute dtype at its cast),
- * then the buffer updates the forward recorded (BatchNorm's running statistics), named in
+ * parameters' dtype: the float32 master's gradient, widened from the compute dtype at its cast;
+ * with `shardParameters`, one per slot of the plan's gradient layout instead), then the buffer updates the forward recorded (BatchNorm's running statistics), named in
  * `updated`.
  */
 import { autocast } from '../ir/autocast.js';
@@ -45,6 +45,12 @@ export interface StepGraphOptions {
   lossScale?: boolean;
   /** Recompute each unit's forward in the backward (units: module-path globs, scoped by nn `scopeModules`). */
   checkpointing?: CheckpointOptions;
+  /**
+   * A parallel plan's rewrite of the whole traced step, applied last (ZeRO stage 3,
+   * parallel/zero3.ts: parameters gathered per layer, gradients reduce-scattered). It may return
+   * gradients in a layout of its own (one per slot of the plan's gradient buffer).
+   */
+  shardParameters?: (g: { forward: Value[]; grads: Value[] }) => { forward: Value[]; grads: Value[] };
 }
 
 export interface StepGraph {
@@ -87,8 +93,17 @@ export function traceStepGraph<A extends FloatArray>(params: BoundParameters<A>,
     updates = cast.slice(1);
   }
   const scaled = o.lossScale ? b.mul(l, inputs[inputs.length - 1]!.value) : l;
-  const outputs = [l, ...grad(scaled, wrt), ...updates];
-  if (o.checkpointing === undefined) return { outputs, updated: upd.names, checkpoint: null };
-  const ck = checkpoint({ forward: [l, ...updates], outputs }, o.checkpointing);
-  return { outputs: ck.outputs, updated: upd.names, checkpoint: ck.stats };
+  let outputs = [l, ...grad(scaled, wrt), ...updates];
+  let stats: CheckpointStats | null = null;
+  if (o.checkpointing !== undefined) {
+    const ck = checkpoint({ forward: [l, ...updates], outputs }, o.checkpointing);
+    outputs = ck.outputs;
+    stats = ck.stats;
+  }
+  if (o.shardParameters !== undefined) {
+    const nf = updates.length;
+    const g = o.shardParameters({ forward: [outputs[0]!, ...outputs.slice(outputs.length - nf)], grads: outputs.slice(1, outputs.length - nf) });
+    outputs = [g.forward[0]!, ...g.grads, ...g.forward.slice(1)];
+  }
+  return { outputs, updated: upd.names, checkpoint: stats };
 }

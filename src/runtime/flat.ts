@@ -42,9 +42,18 @@ export class Layout {
 export type FloatArray = Float32Array | Float64Array;
 
 export class FlatBuffer<A extends FloatArray = Float32Array> {
-  constructor(readonly layout: Layout, readonly data: A, label?: string) {
-    if (data.length !== layout.size) throw new Error(`FlatBuffer: data has ${data.length} elements, layout needs ${layout.size}`);
+  constructor(readonly layout: Layout, readonly data: A, label?: string, readonly detached = false) {
+    if (data.length !== (detached ? 0 : layout.size)) throw new Error(`FlatBuffer: data has ${data.length} elements, layout needs ${layout.size}`);
     if (label) profiler.hold(label, data.byteLength);
+  }
+
+  /**
+   * A layout whose data lives elsewhere (ZeRO stage 3's parameters: each rank holds a shard, and
+   * the whole vector exists only as per-layer gathers inside a step). It holds no elements, and
+   * reading a view of it is an error naming the reason.
+   */
+  static detached(layout: Layout, label?: string): FlatBuffer<Float32Array> {
+    return new FlatBuffer(layout, new Float32Array(0), label, true);
   }
 
   static zeros(layout: Layout, label?: string): FlatBuffer<Float32Array> {
@@ -56,6 +65,7 @@ export class FlatBuffer<A extends FloatArray = Float32Array> {
   }
 
   view(name: string): A {
+    if (this.detached) throw new Error(`FlatBuffer: '${name}' is not held here (the buffer is detached: parameters sharded by ZeRO stage 3); gather them first`);
     const s = this.layout.slot(name);
     return this.data.subarray(s.offset, s.offset + s.size) as A;
   }

@@ -23,7 +23,8 @@ import type { Node, Value } from '../ir/graph.js';
 import { isStatic, numel } from '../ir/shape.js';
 import { lowerComposites } from '../ir/rewrite.js';
 import { fillKernelGaps } from './kernel_gaps.js';
-import { partition, programGraph } from './schedule.js';
+import { lifetimes, partition, programGraph } from './schedule.js';
+import type { Partition } from './schedule.js';
 import type { ScheduleOptions } from './schedule.js';
 import { programModel, structureKey } from './executor.js';
 import { optimizedModel } from './ort.js';
@@ -153,7 +154,21 @@ export async function ortGraphMemory(outputs: readonly Value[], forward: readonl
 }
 
 /** `scheduleMemory` with each program analysed as onnxruntime runs it (`ortGraphMemory`). */
-export async function ortScheduleMemory(outputs: readonly Value[], opts: ScheduleOptions = {}): Promise<{ programs: OrtProgramMemory[]; crossingBytes: number }> {
+/**
+ * The most bytes of crossing values a run of the schedule holds at once: each made by its program
+ * (or host op) and dropped after its last reader, as `Schedule.run` does (runtime/schedule.ts).
+ */
+export function crossingPeakBytes(plan: Partition): number {
+  let live = 0, peak = 0;
+  for (const e of lifetimes(plan)) {
+    live += e.makes.reduce((s, v) => s + bytesOf(v), 0);
+    peak = Math.max(peak, live);
+    live -= e.drops.reduce((s, v) => s + bytesOf(v), 0);
+  }
+  return peak;
+}
+
+export async function ortScheduleMemory(outputs: readonly Value[], opts: ScheduleOptions = {}): Promise<{ programs: OrtProgramMemory[]; crossingBytes: number; crossingPeakBytes: number }> {
   const plan = partition(outputs, opts);
   const programs: OrtProgramMemory[] = [];
   for (const st of plan.stages) {
@@ -161,5 +176,5 @@ export async function ortScheduleMemory(outputs: readonly Value[], opts: Schedul
       if (nodes.length > 0) programs.push(await ortGraphMemory(programGraph(nodes, plan.crossing).outputs));
     }
   }
-  return { programs, crossingBytes: [...plan.crossing].reduce((s, v) => s + bytesOf(v), 0) };
+  return { programs, crossingBytes: [...plan.crossing].reduce((s, v) => s + bytesOf(v), 0), crossingPeakBytes: crossingPeakBytes(plan) };
 }

@@ -46,6 +46,15 @@ export function registerHostKernel(op: string, kernel: HostKernel, wireBytes?: W
   if (wireBytes) WIRE.set(op, wireBytes);
 }
 
+/**
+ * The inputs a host op's kernel reads: all but its `after...` tail (ordering-only inputs, such as
+ * ZeRO stage 3's chained gathers: the op waits for them and never reads them).
+ */
+export function dataInputs(n: Node): (Value | null)[] {
+  const spec = opDef(n.op).inputs;
+  return spec.at(-1) === 'after...' ? n.inputs.slice(0, spec.length - 1) : [...n.inputs];
+}
+
 /** Whether the graph computing `outputs` holds a host op. */
 export const hasHostOps = (outputs: readonly Value[]): boolean => topoNodes(outputs).some((n) => opDef(n.op).host === true);
 
@@ -166,6 +175,30 @@ export function partition(outputs: readonly Value[], opts: ScheduleOptions = {})
 }
 
 /**
+ * A schedule's events in run order (each non-empty program, then each boundary's host ops as one
+ * event: issued together), with the crossing values each makes and those whose last reader it is.
+ * A run drops each value after its last reader (outputs are kept to the end), so a schedule holds
+ * what a layer-by-layer run needs, not every value it ever made; memory estimates replay the same.
+ */
+export function lifetimes(plan: Partition): { makes: Value[]; drops: Value[] }[] {
+  const events: { makes: Value[]; drops: Value[] }[] = [];
+  const lastRead = new Map<Value, number>();
+  const event = (nodes: readonly Node[]): void => {
+    const inside = new Set(nodes);
+    for (const n of nodes) for (const v of n.inputs) if (v !== null && v.node !== null && !inside.has(v.node)) lastRead.set(v, events.length);
+    events.push({ makes: nodes.flatMap((n) => n.outputs.filter((o) => plan.crossing.has(o) || opDef(n.op).host === true)), drops: [] });
+  };
+  for (const st of plan.stages) {
+    for (const nodes of st.before) if (nodes.length > 0) event(nodes);
+    if (st.host.length > 0) event(st.host);
+    for (const nodes of st.during) if (nodes.length > 0) event(nodes);
+  }
+  for (const o of plan.outputs) lastRead.delete(o);
+  for (const [v, e] of lastRead) events[e]!.drops.push(v);
+  return events;
+}
+
+/**
  * One program's own graph over `nodes` (graph order): every value made outside them and read
  * inside is a placeholder (`reads`, in feed order), and its outputs are the values of `nodes` in
  * `crossing` (`writes`).
@@ -226,8 +259,9 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     if (!isHost(n)) continue;
     hostOps[n.op] = (hostOps[n.op] ?? 0) + 1;
     const w = WIRE.get(n.op);
-    if (w) wireBytes[n.op] = (wireBytes[n.op] ?? 0) + w(n, n.inputs.reduce((a, v) => a + bytesOf(v), 0), n.outputs.reduce((a, v) => a + bytesOf(v), 0));
+    if (w) wireBytes[n.op] = (wireBytes[n.op] ?? 0) + w(n, dataInputs(n).reduce((a, v) => a + bytesOf(v), 0), n.outputs.reduce((a, v) => a + bytesOf(v), 0));
   }
+  const dropAt = lifetimes(plan).map((e) => e.drops);
   const count = (ps: readonly (Program_ | null)[]): number => ps.filter((p) => p !== null).length;
   const programs = stages.reduce((c, st) => c + count(st.before) + count(st.during), 0);
   const overlapping = stages.reduce((c, st) => c + (st.host.length > 0 ? count(st.during) : 0), 0);
@@ -253,6 +287,8 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
           reported++;
         }
       };
+      let event = 0;
+      const done = (): void => { for (const v of dropAt[event++]!) env.delete(v); };
       const runPart = async (ps: readonly (Program_ | null)[], tag: string): Promise<void> => {
         for (const [g, p] of ps.entries()) {
           if (p === null) continue;
@@ -263,6 +299,7 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
           p.writes.forEach((w, i) => env.set(w, out[i]!));
           stats.programMs += performance.now() - t0;
           report();
+          done();
         }
       };
       for (let k = 0; k < stages.length; k++) {
@@ -270,10 +307,12 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
         await runPart(s.before, `${k}a`);
         // Issued in graph order (every rank the same); the stage's other program runs meanwhile.
         const pending = s.host.map((n) => {
-          const ins = n.inputs.map((v) => dataOf(v!));
+          const ins = dataInputs(n).map((v) => dataOf(v!));
           for (const d of ins) stats.crossingBytes += d.byteLength;
+          for (const v of n.inputs.slice(ins.length)) dataOf(v!);
           return KERNELS.get(n.op)!(n, ins, context).then((outs) => ({ n, outs }));
         });
+        if (s.host.length > 0) done();
         await runPart(s.during, `${k}b`);
         if (pending.length === 0) continue;
         const t1 = performance.now();

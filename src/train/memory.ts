@@ -132,11 +132,12 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const t = new Trainer({ ...cfg, out }, { pg: new ShapeGroup(nproc) });
     const built = rssBytes() ?? 0;
     const layout = t.params.flat.layout;
-    const params = t.params.flat.data.byteLength;
+    // At ZeRO stage 3 the rank holds its parameter shard; the whole vector exists only per layer.
+    const params = (t.zero3?.params ?? t.params.flat).data.byteLength;
     const buffers = t.params.buffers.data.byteLength;
     const traced = await t.traceStep();
     const whole = graphMemory(traced.step.outputs, traced.forward);
-    const schedule = traced.groups !== null || t.tp.size > 1;
+    const schedule = traced.groups !== null || t.tp.size > 1 || t.zero3 !== null;
     // Each program's peak is taken in onnxruntime's own execution order, over the graph it runs.
     const programs = schedule ? await ortScheduleMemory(traced.step.outputs, traced.groups ? { groups: traced.groups } : {}) : null;
     const stepPrograms = programs?.programs ?? [await ortGraphMemory(traced.step.outputs, traced.forward)];
@@ -149,10 +150,13 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
       ORT_OVER_LIVENESS * Math.max(...stepPrograms.map((g) => g.outputBytes));
     // JavaScript holds the step's gradients (and, in a schedule, the values crossing cuts) until the
     // step returns; the gradients' arrays are garbage after that, collected some steps later.
-    const gradOut = 4 * layout.size;
-    const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, (programs?.crossingBytes ?? whole.outputBytes) - whole.outputBytes);
+    // (At stage 3 the step's gradients are the shard's; the gathered parameters and each layer's
+    // whole gradients are values crossing cuts, held from their program to their last reader.)
+    const gradOut = 4 * (t.zero3?.grads ?? t.params.flat).layout.size;
+    const crossing = programs === null ? whole.outputBytes : programs.crossingPeakBytes;
+    const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, crossing - whole.outputBytes);
     // Under tensor parallelism the evaluation is a schedule too: its programs' sessions add up.
-    const evalGraph = traced.eval === null ? null : t.tp.size > 1 ? sumPrograms((await ortScheduleMemory(traced.eval.outputs)).programs) : await ortGraphMemory(traced.eval.outputs);
+    const evalGraph = traced.eval === null ? null : t.tp.size > 1 || t.zero3 ? sumPrograms((await ortScheduleMemory(traced.eval.outputs)).programs) : await ortGraphMemory(traced.eval.outputs);
     const evals = Math.floor(cfg.train.steps / cfg.eval.every) + (cfg.train.steps % cfg.eval.every === 0 ? 0 : 1);
     // Only rank 0 evaluates under data parallelism; every rank does under tensor parallelism.
     const evalRuns = evalGraph ? evals * (t.evalFeedCount()) : 0;

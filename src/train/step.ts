@@ -44,8 +44,9 @@ export type GradStepOptions = CompileOptions & StepGraphOptions;
  */
 export function gradStep<A extends FloatArray>(params: BoundParameters<A>, grads: FlatBuffer<A>, loss: LossFn, name = 'fwd_bwd',
   opts: GradStepOptions = {}): GradStep {
-  if (grads.layout !== params.flat.layout) throw new Error('gradStep: grads must share the parameters\' layout');
-  const slots = params.flat.layout.slots;
+  // A plan that shards the parameters (ZeRO stage 3) writes gradients in its own layout.
+  if (grads.layout !== params.flat.layout && !opts.shardParameters) throw new Error('gradStep: grads must share the parameters\' layout');
+  const slots = grads.layout.slots;
   // The buffers a traced forward updates (BatchNorm's statistics) are a property of the model: every
   // input signature's trace must update the same ones, so one list serves every program.
   let updated: string[] | null = null;

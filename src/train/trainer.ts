@@ -33,6 +33,7 @@ import type { Compiled, Feed, Traced } from '../tensor/compile.js';
 import type { Value } from '../ir/graph.js';
 import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook, makeBuckets } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
+import { ZeroStage3 } from '../parallel/zero3.js';
 import type { CommHook } from '../parallel/ddp.js';
 import { globalNorm } from '../optim/clip.js';
 import { LossScaler } from '../optim/loss_scale.js';
@@ -168,7 +169,9 @@ export class Trainer {
    * ZeRO over the data-parallel axis (parallel/zero.ts): the partition (the optimizer updates this
    * rank's slices, its state shard-sized), and at stage 2 the reduced gradient shard; null without ZeRO.
    */
-  readonly zero: { stage: 1 | 2; shard: ZeroShard; grads: FlatBuffer<Float32Array> | null } | null;
+  readonly zero: { stage: 1 | 2 | 3; shard: ZeroShard; grads: FlatBuffer<Float32Array> | null } | null;
+  /** ZeRO stage 3's plan: the parameter shard, and the rewrite that gathers parameters per layer; null below stage 3. */
+  readonly zero3: ZeroStage3 | null;
   readonly opt: Optimizer;
   readonly pg: ProcessGroup;
   private readonly schedule: Schedule;
@@ -211,16 +214,25 @@ export class Trainer {
       if (norms.length === 0) throw new Error('dist.syncBatchNorm: the model has no BatchNorm2d');
       for (const m of norms) m.sync = { axis: 'dp', size: this.dp.size };
     }
-    this.params = bindParameters(task.model, { seed: cfg.train.seed });
+    const bound = bindParameters(task.model, { seed: cfg.train.seed });
     this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
     const t = cfg.train;
-    const layout = this.params.flat.layout;
+    const layout = bound.flat.layout;
     const Z = cfg.parallel.zero;
-    if (Z > 2) throw new Error(`parallel.zero ${Z}: stage 3 (parameters sharded, gathered per layer) is not built yet; use 0, 1 or 2`);
+    if (Z > 3) throw new Error(`parallel.zero ${Z}: the stages are 0, 1, 2 and 3`);
     if (Z > 0 && t.optimizer === 'adafactor') throw new Error('parallel.zero with train.optimizer adafactor: its factored moments follow whole tensors, which a ZeRO shard cuts; use adamw or sgd');
-    const ddpPath = this.pg.size > 1 && tp === 1;
+    const ddpPath = this.pg.size > 1 && tp === 1 && Z < 3;
     const bucketBytes = cfg.dist.bucketMB * 2 ** 20;
-    if (Z > 0) {
+    this.zero3 = null;
+    if (Z === 3) {
+      // Segments are the task's units (the GPT's blocks) and the runs of parameters between them;
+      // every rank keeps its slices and the whole vector is dropped.
+      const z3 = this.zero3 = new ZeroStage3(bound, { units: task.checkpointUnits ?? [], rank: this.dp.index, size: this.dp.size });
+      this.params = { ...bound, flat: FlatBuffer.detached(layout, 'params') };
+      this.zero = { stage: 3, shard: z3.shard, grads: z3.grads };
+      this.context.groups['dp'] = this.pg;
+    } else if (Z > 0) {
+      this.params = bound;
       // DDP's buckets are the segments (stage 2 reduce-scatters each as the backward makes it);
       // under tensor parallelism the gradients are reduced after the step: one segment.
       const segments = ddpPath ? makeBuckets(layout.slots, bucketBytes) : [{ lo: 0, hi: layout.size }];
@@ -228,11 +240,14 @@ export class Trainer {
       // Stage 1's gradient shard is a copy of this rank's slices of the full reduced gradients, made
       // for each update and dropped; stage 2's is held: the reduce-scatter lands there.
       this.zero = { stage: Z as 1 | 2, shard, grads: Z === 2 ? shard.zeros('zero.grads') : null };
-    } else this.zero = null;
-    this.grads = Z === 2 && ddpPath ? null : FlatBuffer.zeros(layout, 'grads');
+    } else {
+      this.params = bound;
+      this.zero = null;
+    }
+    this.grads = (Z === 2 && ddpPath) || Z === 3 ? null : FlatBuffer.zeros(layout, 'grads');
     // The norm of the whole model: tensor-parallel shards' squares summed over the axis; at ZeRO
-    // stage 2 (a gradient shard per rank) the owned squares summed over the data-parallel axis too.
-    this.gradNorm = this.zero?.stage === 2 ? (g) => this.zeroNorm(g as Float32Array)
+    // stages 2 and 3 (a gradient shard per rank) the owned squares summed over the data-parallel axis too.
+    this.gradNorm = (this.zero?.stage ?? 0) >= 2 ? (g) => this.zeroNorm(g as Float32Array)
       : this.placements ? (g) => shardedNorm(layout, this.placements!, this.context.groups['tp']!)(g) : globalNorm;
     this.scaler = t.precision === 'fp16'
       ? new LossScaler({ init: t.lossScale, growthInterval: t.lossScaleWindow, hysteresis: t.lossScaleHysteresis, minScale: Math.min(t.lossScaleMin, t.lossScale) })
@@ -240,13 +255,15 @@ export class Trainer {
     // The norm comes with every step (optimizerStep computes it, for clipping and overflow checks).
     const clip = { ...(t.clip > 0 ? { clipNorm: t.clip } : {}), lossScaled: this.scaler !== null };
     if (t.optimizer === 'adafactor' && tp > 1) throw new Error('train.optimizer adafactor: its factored moments are not sharded for tensor parallelism yet; use adamw or sgd with parallel.tp > 1');
-    // Under ZeRO the optimizer updates this rank's slices, its state shard-sized.
-    const shard = this.zero ? { shard: this.zero.shard } : {};
+    // Under ZeRO stages 1 and 2 the optimizer updates this rank's slices of the full parameters, its
+    // state shard-sized; at stage 3 the parameter shard is the whole vector it updates.
+    const shard = this.zero && !this.zero3 ? { shard: this.zero.shard } : {};
+    const masters = this.zero3?.params ?? this.params.flat;
     this.opt = t.optimizer === 'sgd'
-      ? new SGD(this.params.flat, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip, ...shard })
+      ? new SGD(masters, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip, ...shard })
       : t.optimizer === 'adafactor'
-      ? new Adafactor(this.params.flat, { lr: t.lr, beta1: t.adafactorBeta1, weightDecay: t.weightDecay, ...clip })
-      : new AdamW(this.params.flat, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip, ...shard });
+      ? new Adafactor(masters, { lr: t.lr, beta1: t.adafactorBeta1, weightDecay: t.weightDecay, ...clip })
+      : new AdamW(masters, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip, ...shard });
     this.schedule = t.schedule === 'cosine' && t.steps > t.warmup
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
       : warmupConstant({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1' });
@@ -267,8 +284,11 @@ export class Trainer {
       });
     } else {
       this.ddp = null;
-      // With tensor parallelism the step holds collectives: a schedule run on the mesh's groups.
-      this.step = gradStep(this.params, this.grads!, loss, 'fwd_bwd', { ...stepOptions, ...(tp > 1 ? { context: this.context } : {}) });
+      // With tensor parallelism or ZeRO stage 3 the step holds collectives: a schedule run on the mesh's groups.
+      const z3 = this.zero3;
+      this.step = gradStep(this.params, z3?.grads ?? this.grads!, loss, 'fwd_bwd', {
+        ...stepOptions, ...(tp > 1 || z3 ? { context: this.context } : {}), ...(z3 ? { shardParameters: z3.rewrite } : {}),
+      });
     }
     const metricFns = Object.values(task.metrics);
     const half = computeDtype(t.precision);
@@ -277,10 +297,10 @@ export class Trainer {
     this.evalProgram = compile((...fields) => {
       const target = fields[fields.length - 1]!;
       const out = task.forward(...fields.slice(0, -1));
-      const outs = [task.loss(out, target), ...metricFns.map((m) => m(out, target))];
-      if (half === null) return outs;
-      return autocast(outs.map((x) => x.value), { dtype: half, params: weights, who: `train.precision ${t.precision}` }).map((v) => new Tensor(v));
-    }, 'eval', tp > 1 ? { context: this.context } : {});
+      const outs = [task.loss(out, target), ...metricFns.map((m) => m(out, target))].map((x) => x.value);
+      const cast = half === null ? outs : autocast(outs, { dtype: half, params: weights, who: `train.precision ${t.precision}` });
+      return (this.zero3 ? this.zero3.forward(cast) : cast).map((v) => new Tensor(v));
+    }, 'eval', tp > 1 || this.zero3 ? { context: this.context } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
 
@@ -301,7 +321,7 @@ export class Trainer {
     const sig = stepFeeds('traceStep', { lossScale: this.scaler !== null }, feedsOf(b), 1);
     const dd = this.ddp ? this.ddp.trace(...sig) : null;
     const traced = dd ?? this.step!.trace(...sig);
-    const nGrads = this.params.flat.layout.slots.length;
+    const nGrads = (this.zero3?.grads ?? this.params.flat).layout.slots.length;
     const forward = [0, ...traced.outputs.slice(1 + nGrads).map((_, i) => 1 + nGrads + i)];
     const evalSig = this.task.eval !== null ? this.evalFeeds()[0]! : null;
     let evalTrace: Traced | null = null;
@@ -357,8 +377,17 @@ export class Trainer {
     const ck = loadCheckpoint(path);
     const file = join(ck.dir, 'model.safetensors');
     // Checkpoints hold whole tensors: a sharded rank takes its part, whatever layout wrote them.
-    try { loadStateDict(this.params, this.localize(ck.weights, '', file)); } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const layout = this.params.flat.layout;
+    try {
+      const weights = this.localize(ck.weights, '', file);
+      if (this.zero3 === null) loadStateDict(this.params, weights);
+      else {
+        // Stage 3 keeps only its slices: checked and loaded through a transient whole vector.
+        const whole = FlatBuffer.zeros(layout);
+        loadStateDict({ ...this.params, flat: whole }, weights);
+        this.zero3.shard.take(whole.data, this.zero3.params.data);
+      }
+    } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const ofile = join(ck.dir, 'optimizer.safetensors');
     const st = ck.state as { step: number; optimizer: { name?: string; t: number }; loaders: LoaderState[]; lossScaler?: LossScalerState };
     // A run that changes to fp16 at a resume starts its loss scale afresh.
@@ -426,7 +455,7 @@ export class Trainer {
     const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(await this.unshard(o.m), 'm.'), ...await this.wholeTensors(await this.unshard(o.v), 'v.')])
       : o instanceof Adafactor ? o.namedTensors()
       : o.buf ? await this.wholeTensors(await this.unshard(o.buf), 'momentum.') : new Map();
-    const params = await this.wholeTensors(this.params.flat);
+    const params = await this.wholeTensors(await this.wholeParameters());
     if (this.pg.rank !== 0) return null;
     const weights = new Map([...params, ...byName(this.params.buffers)]);
     const state = {
@@ -513,8 +542,8 @@ export class Trainer {
         }
         const dpGroup = this.dpGroup();
         // Tensor parallel x data parallel: the replicas average their gradients after the step
-        // (reduce-scattered into the shards at ZeRO stage 2).
-        if (this.tp.size > 1 && this.dp.size > 1) {
+        // (reduce-scattered into the shards at ZeRO stage 2; inside the step at stage 3).
+        if (this.zero3) { /* the step's reduce-scatters left the averaged shard */ } else if (this.tp.size > 1 && this.dp.size > 1) {
           if (this.zero?.grads) await this.zero.shard.reduceScatter(dpGroup, 0, this.grads!.data, this.zero.grads.data.subarray(0, this.zero.shard.ranges[0]!.c)).wait();
           else await dpGroup.allReduce(this.grads!.data, 'mean').wait();
         } else if (this.zero?.grads && this.dp.size === 1) this.zero.shard.take(this.grads!.data, this.zero.grads.data);
@@ -530,8 +559,8 @@ export class Trainer {
         const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         let evaluated: Record<string, number> | null = null;
-        // Under tensor parallelism every rank evaluates (its programs hold collectives); rank 0 reports.
-        if ((lead || this.tp.size > 1) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
+        // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
+        if ((lead || this.tp.size > 1 || this.zero3) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
           evaluated = await this.evaluate();
           Object.assign(m, evaluated);
           valLosses.push({ step, val_loss: evaluated['val_loss']! });
@@ -562,6 +591,8 @@ export class Trainer {
       await loader.close();
     }
     const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
+    // Generation runs the whole model: at stage 3 every rank gathers the parameters back first.
+    if (this.zero3 && step === steps && task.finish !== undefined) this.attachParameters(await this.wholeParameters());
     const finishing = step === steps && task.finish !== undefined && (lead || (this.tp.size > 1 && this.dp.index === 0));
     const sample = finishing ? await task.finish!(this.tp.size > 1 ? { context: { groups: { tp: this.context.groups['tp']! } } } : {}) : null;
     const last = evals.at(-1);
@@ -597,7 +628,8 @@ export class Trainer {
       if (this.scaler.update(flag[0]! > 0)) return { gradNorm: norm / lossScale, skipped: true };
     }
     const { gradNorm } = await this.opt.step(grads, lr, { norm, ...(this.scaler ? { lossScale } : {}) });
-    if (z !== null) await z.shard.allGatherInPlace(this.dpGroup(), this.params.flat.data);
+    // Stages 1 and 2 gather the updated slices into every rank's parameters; stage 3 keeps its shard.
+    if (z !== null && z.stage < 3) await z.shard.allGatherInPlace(this.dpGroup(), this.params.flat.data);
     return { gradNorm, skipped: false };
   }
 
@@ -617,10 +649,23 @@ export class Trainer {
     return full;
   }
 
+  /** The parameters as one flat vector: gathered from every rank's shard at stage 3 (every rank calls it). */
+  private async wholeParameters(): Promise<FlatBuffer<Float32Array>> {
+    if (this.zero3 === null) return this.params.flat;
+    const whole = FlatBuffer.zeros(this.params.flat.layout);
+    await this.zero3.gatherParameters(this.dpGroup(), whole.data);
+    return whole;
+  }
+
+  /** Binds the model's parameter tensors to views of `whole` (stage 3, once training is over: generation runs the model itself). */
+  private attachParameters(whole: FlatBuffer<Float32Array>): void {
+    for (const s of whole.layout.slots) this.params.tensors[s.name]!.value.data = whole.view(s.name);
+  }
+
   /** The data-parallel group: the world without tensor parallelism, the mesh's 'dp' axis with it. */
   private dpGroup(): ProcessGroup { return this.tp.size > 1 ? this.context.groups['dp']! : this.pg; }
 
-  /** The global gradient norm at ZeRO stage 2: owned squares summed over dp (and tp-sharded ones over tp). */
+  /** The global gradient norm at ZeRO stages 2 and 3: owned squares summed over dp (and tp-sharded ones over tp). */
   private async zeroNorm(g: Float32Array): Promise<number> {
     const { sharded, replicated } = await this.zero!.shard.sumSquares(this.dpGroup(), g, (n) => this.placements?.get(n) != null);
     if (this.tp.size === 1) return Math.sqrt(sharded + replicated);

@@ -27,6 +27,11 @@
  *                      (replicated out)                (weft.RootOnly, its own adjoint)
  *
  * Everything else in a traced step is ordinary single-device code on local shapes.
+ *
+ * All-gather and reduce-scatter take optional `after` inputs past X: values they only wait for
+ * (the schedule issues the collective no earlier than the boundary where those exist; the kernel
+ * never reads them, and no gradient flows into them). ZeRO stage 3 (parallel/zero3.ts) chains its
+ * parameter gathers with them, so each is issued one layer ahead of its use, not all at once.
  */
 import * as b from '../build.js';
 import type { Value } from '../graph.js';
@@ -63,15 +68,19 @@ function resized(c: InferCtx, dimAttr: string, grow: boolean): OutputType[] {
   return [{ dtype: x.dtype, shape }];
 }
 
+/** No gradient flows into a collective's `after` inputs (ordering only). */
+const afterNone = (g: GradCtx): null[] => g.inputs.slice(1).map(() => null);
+
 const attrsOf = (g: GradCtx): { axis: string; size: number } => ({ axis: g.attr<string>('axis'), size: g.attr<number>('size') });
 
 /** Builders: one per op (also what gradient rules use). */
 export const copyTo = (x: Value, axis: string, size: number): Value => b.apply1('weft.Copy', [x], { axis, size });
 export const allReduce = (x: Value, axis: string, size: number, op: 'sum' | 'max' = 'sum'): Value =>
   b.apply1('weft.AllReduce', [x], { axis, size, ...(op === 'max' ? { op } : {}) });
-export const allGather = (x: Value, axis: string, size: number, dim: number, backward: 'reduce_scatter' | 'split' = 'reduce_scatter'): Value =>
-  b.apply1('weft.AllGather', [x], { axis, size, dim, ...(backward === 'split' ? { backward } : {}) });
-export const reduceScatter = (x: Value, axis: string, size: number, dim: number): Value => b.apply1('weft.ReduceScatter', [x], { axis, size, dim });
+export const allGather = (x: Value, axis: string, size: number, dim: number, backward: 'reduce_scatter' | 'split' = 'reduce_scatter', after: readonly Value[] = []): Value =>
+  b.apply1('weft.AllGather', [x, ...after], { axis, size, dim, ...(backward === 'split' ? { backward } : {}) });
+export const reduceScatter = (x: Value, axis: string, size: number, dim: number, after: readonly Value[] = []): Value =>
+  b.apply1('weft.ReduceScatter', [x, ...after], { axis, size, dim });
 export const splitTo = (x: Value, axis: string, size: number, dim: number): Value => b.apply1('weft.Split', [x], { axis, size, dim });
 export const allToAll = (x: Value, axis: string, size: number, splitDim: number, concatDim: number): Value =>
   b.apply1('weft.AllToAll', [x], { axis, size, split_dim: splitDim, concat_dim: concatDim });
@@ -124,7 +133,7 @@ defineOp({
 });
 
 defineOp({
-  name: 'weft.AllGather', inputs: ['X'], host: true,
+  name: 'weft.AllGather', inputs: ['X', 'after...'], host: true,
   attrs: { ...axisAttrs, dim: { kind: 'int', default: 0 }, backward: { kind: 'string', default: 'reduce_scatter' } },
   infer: (c) => {
     const back = c.attr<string>('backward');
@@ -134,14 +143,14 @@ defineOp({
   grad: (g) => {
     const a = attrsOf(g);
     const dim = g.attr<number>('dim');
-    return [g.attr<string>('backward') === 'split' ? splitTo(g.dy[0]!, a.axis, a.size, dim) : reduceScatter(g.dy[0]!, a.axis, a.size, dim)];
+    return [g.attr<string>('backward') === 'split' ? splitTo(g.dy[0]!, a.axis, a.size, dim) : reduceScatter(g.dy[0]!, a.axis, a.size, dim), ...afterNone(g)];
   },
 });
 
 defineOp({
-  name: 'weft.ReduceScatter', inputs: ['X'], host: true, attrs: { ...axisAttrs, dim: { kind: 'int', default: 0 } },
+  name: 'weft.ReduceScatter', inputs: ['X', 'after...'], host: true, attrs: { ...axisAttrs, dim: { kind: 'int', default: 0 } },
   infer: (c) => resized(c, 'dim', false),
-  grad: (g) => { const a = attrsOf(g); return [allGather(g.dy[0]!, a.axis, a.size, g.attr<number>('dim'))]; },
+  grad: (g) => { const a = attrsOf(g); return [allGather(g.dy[0]!, a.axis, a.size, g.attr<number>('dim')), ...afterNone(g)]; },
 });
 
 defineOp({
