@@ -381,7 +381,7 @@ export class Trainer {
     } else if (this.opt instanceof Adafactor) {
       this.opt.loadState(st.optimizer.t, ck.optimizer, ofile);
     } else {
-      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
+      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.momentum > 0 ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
     }
     return { step: st.step, loader: loaderState! };
   }
@@ -423,9 +423,11 @@ export class Trainer {
     // One loader state per data-parallel rank (the tensor-parallel ranks of one share its data).
     const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0);
     const o = this.opt;
-    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(await this.unshard(o.m), 'm.'), ...await this.wholeTensors(await this.unshard(o.v), 'v.')])
-      : o instanceof Adafactor ? o.namedTensors()
-      : o.buf ? await this.wholeTensors(await this.unshard(o.buf), 'momentum.') : new Map();
+    // AdamW's m and v, SGD's momentum (read whole, from disk when offloaded), each saved as 'm.<name>', ...
+    const optimizer = o instanceof Adafactor ? o.namedTensors() : new Map<string, { shape: readonly number[]; data: Float32Array }>();
+    if (!(o instanceof Adafactor)) {
+      for (const [key, buf] of Object.entries(await o.stateVectors())) for (const [k, t] of await this.wholeTensors(await this.unshard(buf), `${key}.`)) optimizer.set(k, t);
+    }
     const params = await this.wholeTensors(this.params.flat);
     if (this.pg.rank !== 0) return null;
     const weights = new Map([...params, ...byName(this.params.buffers)]);
