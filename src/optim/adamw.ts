@@ -18,6 +18,10 @@
  * New p, m and v are copied back into their flat buffers with set(), so views and graph leaves
  * over them stay valid. The gradient buffer is read, never written (torch clips it in place).
  *
+ * With `offload`, m and v live in files (offload.ts: read ahead and written behind, chunk by
+ * chunk, in the same chunks, so the numbers are the same bit for bit); `stateVectors()` reads
+ * them whole either way, and `step()` resolves before its last writes land (the next read waits).
+ *
  * @example
  *   const opt = new AdamW(params, { lr: 3e-4, weightDecay: 0.1, clipNorm: 1, noDecay: (n) => n.endsWith('.bias') });
  *   const { gradNorm } = await opt.step(grads, schedule(step));
@@ -28,8 +32,11 @@ import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
 import { beginStep } from './clip.js';
 import type { StepScaling } from './clip.js';
-import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, updatePieces, zerosLike } from './common.js';
+import { decayMask, dtypeOf, FlatProgram, input, restore, updatePieces, zerosLike } from './common.js';
 import type { ShardSpec } from './common.js';
+import { OffloadedState } from './offload.js';
+import type { OffloadConfig } from './offload.js';
+import type { Layout } from '../runtime/flat.js';
 
 export interface AdamWConfig {
   /** Learning rate; `step(grads, lr)` overrides it for one step (schedules). */
@@ -59,6 +66,11 @@ export interface AdamWConfig {
    * global norm must come with each step (`scaling.norm`): no rank holds every gradient.
    */
   shard?: ShardSpec;
+  /**
+   * Keep m and v on disk, `<dir>/adamw.m.f32` and `adamw.v.f32` (float32 only), streamed through
+   * a few chunk buffers each step instead of held in memory (offload.ts).
+   */
+  offload?: OffloadConfig;
 }
 
 export interface StepInfo {
@@ -74,8 +86,12 @@ export interface AdamWState<A extends FloatArray = FloatArray> {
 }
 
 export class AdamW<A extends FloatArray = FloatArray> {
-  readonly m: FlatBuffer<A>;
-  readonly v: FlatBuffer<A>;
+  /** The moments in memory; null when offloaded. */
+  private readonly moments: { m: FlatBuffer<A>; v: FlatBuffer<A> } | null;
+  /** The moments on disk (`offload`); null in memory. */
+  readonly offloaded: OffloadedState | null;
+  /** The moments' layout: the parameters', or the shard's. */
+  private readonly stateLayout: Layout;
   readonly mask: FlatBuffer<A> | null;
   /** Completed steps; the next step uses t + 1 in the bias corrections. */
   t = 0;
@@ -104,9 +120,13 @@ export class AdamW<A extends FloatArray = FloatArray> {
     const { data } = params;
     this.shard = cfg.shard ?? null;
     if (this.shard && cfg.noDecay) throw new Error('AdamW: noDecay with a ZeRO shard is not supported (the mask would be the full vector\'s)');
-    const layout = this.shard?.layout ?? params.layout;
-    this.m = new Flat(layout, zerosLike(data, layout.size), 'adamw.m');
-    this.v = new Flat(layout, zerosLike(data, layout.size), 'adamw.v');
+    const layout = this.stateLayout = this.shard?.layout ?? params.layout;
+    if (cfg.offload && !(data instanceof Float32Array)) throw new Error('AdamW: offload keeps float32 moments; the parameters are float64');
+    this.offloaded = cfg.offload ? new OffloadedState('AdamW', cfg.offload, 'adamw', ['m', 'v'], layout.size) : null;
+    this.moments = cfg.offload ? null : {
+      m: new Flat(layout, zerosLike(data, layout.size), 'adamw.m'),
+      v: new Flat(layout, zerosLike(data, layout.size), 'adamw.v'),
+    };
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'adamw.mask') : null;
     this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
     this.program = new FlatProgram('adamw', (n) => adamwGraph(dtypeOf(data), n, this.scaled, this.mask !== null));
@@ -129,27 +149,57 @@ export class AdamW<A extends FloatArray = FloatArray> {
       s(lr / (1 - this.beta1 ** t)), s(Math.sqrt(1 - this.beta2 ** t)), s(this.eps),
     ];
     if (this.scaled) scalars.push(s(gradMult));
-    const state = [this.m.data, this.v.data, ...(this.mask ? [this.mask.data] : [])];
-    for (const x of updatePieces('AdamW', this.params.data, grads, this.params.layout, state, this.shard)) {
-      const [m, v, mask] = x.state as [FloatArray, FloatArray, FloatArray | undefined];
-      await this.program.run([x.p, x.g, m, v, ...(mask ? [mask] : [])], scalars, [x.p, m, v]);
+    const mask = this.mask ? [this.mask.data] : [];
+    if (this.offloaded) {
+      await this.offloaded.run(this.program, updatePieces('AdamW', this.params.data, grads, this.params.layout, mask, this.shard), scalars);
+    } else {
+      const state = [this.moments!.m.data, this.moments!.v.data, ...mask];
+      for (const x of updatePieces('AdamW', this.params.data, grads, this.params.layout, state, this.shard)) {
+        const [m, v, k] = x.state as [FloatArray, FloatArray, FloatArray | undefined];
+        await this.program.run([x.p, x.g, m, v, ...(k ? [k] : [])], scalars, [x.p, m, v]);
+      }
     }
     this.t = t;
     return { gradNorm: norm };
   }
 
-  /** A snapshot (copies) of the step count and moments, for checkpoints. */
-  state(): AdamWState<A> {
-    return { t: this.t, m: this.m.data.slice() as A, v: this.v.data.slice() as A };
+  /**
+   * The moments whole, over the parameters' layout (the shard's under ZeRO): in memory the
+   * optimizer's own buffers (read them; loadState writes), offloaded fresh buffers read from the
+   * files after every write issued before.
+   */
+  async stateVectors(): Promise<{ m: FlatBuffer<A>; v: FlatBuffer<A> }> {
+    if (this.moments) return this.moments;
+    const [m, v] = await this.offloaded!.read();
+    return { m: new Flat(this.stateLayout, m as A), v: new Flat(this.stateLayout, v as A) };
   }
 
-  /** Restores a snapshot from state(); float32 and float64 snapshots load into either dtype. */
+  /** A snapshot (copies) of the step count and moments, for checkpoints. */
+  async state(): Promise<AdamWState<A>> {
+    const t = this.t;
+    const { m, v } = await this.stateVectors();
+    return { t, m: m.data.slice() as A, v: v.data.slice() as A };
+  }
+
+  /**
+   * Restores a snapshot from state(); float32 and float64 snapshots load into either dtype.
+   * Offloaded, the moments are written behind: later steps and reads wait for the writes.
+   */
   loadState(s: { t: number; m: ArrayLike<number>; v: ArrayLike<number> }): void {
     if (!Number.isInteger(s.t) || s.t < 0) throw new Error(`AdamW.loadState: t must be a non-negative integer, got ${s.t}`);
-    restore('AdamW', 'm', this.m.data, s.m);
-    restore('AdamW', 'v', this.v.data, s.v);
+    if (this.offloaded) this.offloaded.load('AdamW', [{ name: 'm', data: s.m }, { name: 'v', data: s.v }]);
+    else {
+      restore('AdamW', 'm', this.moments!.m.data, s.m);
+      restore('AdamW', 'v', this.moments!.v.data, s.v);
+    }
     this.t = s.t;
   }
+
+  /** Waits until every write of the offloaded moments has landed (nothing to wait for in memory). */
+  async flush(): Promise<void> { await this.offloaded?.flush(); }
+
+  /** Flushes and closes the offloaded moments' files (they stay on disk); the optimizer is done. */
+  async close(): Promise<void> { await this.offloaded?.close(); }
 }
 
 function checkConfig(cfg: AdamWConfig, o: AdamW<FloatArray>): void {

@@ -13,9 +13,8 @@
  * so callers that want to skip such steps should check the returned norm.
  */
 import * as b from '../ir/build.js';
-import { settings } from '../runtime/executor.js';
 import type { FlatBuffer, FloatArray } from '../runtime/flat.js';
-import { CHUNK_PER_THREAD, checkGrads, dtypeOf, FlatProgram, input, scalarData } from './common.js';
+import { checkGrads, chunkLength, dtypeOf, FlatProgram, input, scalarData } from './common.js';
 import type { ShardSpec } from './common.js';
 
 /** Added to the norm before dividing, as torch does. */
@@ -43,7 +42,7 @@ export async function globalNorm(g: FloatArray): Promise<number> {
     norms.set(dtype, p);
   }
   let total = 0;
-  const chunk = CHUNK_PER_THREAD * settings.threads;
+  const chunk = chunkLength();
   for (let off = 0; off < g.length; off += chunk) {
     const [partial] = await p.runOnce([g.subarray(off, Math.min(off + chunk, g.length))], []);
     total += partial![0]!;

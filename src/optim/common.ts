@@ -44,6 +44,9 @@ export function scalarData(dtype: FloatDType, x: number): FloatArray {
  */
 export const CHUNK_PER_THREAD = 1 << 18;
 
+/** Elements per chunk of an update at the current thread count (every chunked loop uses it). */
+export const chunkLength = (): number => CHUNK_PER_THREAD * settings.threads;
+
 /**
  * An update program over flat vectors, run chunk by chunk. `build(n)` makes the graph for chunks
  * of n elements: its first `vectors` inputs are flat vectors (fed as zero-copy views of each
@@ -87,7 +90,7 @@ export class FlatProgram {
     for (const v of [...vectors, ...dest]) {
       if (v.length !== n) throw new Error(`${this.segment}: flat vectors differ in length (${v.length} vs ${n})`);
     }
-    const chunk = CHUNK_PER_THREAD * settings.threads;
+    const chunk = chunkLength();
     for (let off = 0; off < n; off += chunk) {
       const end = Math.min(off + chunk, n);
       const out = await this.runOnce(vectors.map((v) => v.subarray(off, end)), scalars);
@@ -144,12 +147,16 @@ export interface ShardSpec {
   readonly ranges: readonly { readonly lo: number; readonly hi: number; readonly at: number }[];
 }
 
+/** One piece of an update: views of the parameters and gradients, and where its state starts. */
+export interface UpdatePiece { p: FloatArray; g: FloatArray; state: FloatArray[]; at: number }
+
 /**
  * The pieces one update runs over: the whole vectors without a shard; with one, per range, views
- * of the full parameters, of the gradients (full or shard-indexed) and of the shard's state.
+ * of the full parameters, of the gradients (full or shard-indexed) and of the shard's state, and
+ * the range's offset `at` in the state's layout (what state kept in files is read at).
  */
-export function updatePieces(who: string, params: FloatArray, grads: FlatBuffer<FloatArray>, paramLayout: Layout, state: readonly FloatArray[], shard: ShardSpec | null): { p: FloatArray; g: FloatArray; state: FloatArray[] }[] {
-  if (shard === null) return [{ p: params, g: grads.data, state: [...state] }];
+export function updatePieces(who: string, params: FloatArray, grads: FlatBuffer<FloatArray>, paramLayout: Layout, state: readonly FloatArray[], shard: ShardSpec | null): UpdatePiece[] {
+  if (shard === null) return [{ p: params, g: grads.data, state: [...state], at: 0 }];
   const full = grads.layout === paramLayout || grads.layout.size === paramLayout.size;
   if (!full && grads.layout !== shard.layout && grads.layout.size !== shard.layout.size) {
     throw new Error(`${who}.step: gradients hold ${grads.layout.size} elements; this shard's optimizer takes the full ${paramLayout.size} or the shard's ${shard.layout.size}`);
@@ -160,6 +167,7 @@ export function updatePieces(who: string, params: FloatArray, grads: FlatBuffer<
       p: params.subarray(r.lo, r.hi),
       g: full ? grads.data.subarray(r.lo, r.hi) : grads.data.subarray(r.at, r.at + n),
       state: state.map((a) => a.subarray(r.at, r.at + n)),
+      at: r.at,
     };
   });
 }

@@ -8,3 +8,5 @@ export { constantLr, warmupConstant, warmupCosine, warmupFactor } from './schedu
 export type { Schedule, WarmupConvention, WarmupConfig, WarmupCosineConfig } from './schedule.js';
 export { Adafactor } from './adafactor.js';
 export type { AdafactorConfig } from './adafactor.js';
+export { FileVector, OffloadedState, RING } from './offload.js';
+export type { IoStats, OffloadConfig } from './offload.js';

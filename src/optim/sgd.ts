@@ -13,6 +13,8 @@
  * exactly) fed as scalar inputs. Momentum on or off, decay on or off, nesterov, a mask and
  * clipping are structural: they decide which nodes the graph has.
  *
+ * With `offload` the momentum buffer lives in a file (offload.ts), as AdamW's moments do.
+ *
  * @example
  *   const opt = new SGD(params, { lr: 0.1, momentum: 0.9, nesterov: true });
  *   await opt.step(grads);
@@ -24,9 +26,12 @@ import { FlatBuffer as Flat } from '../runtime/flat.js';
 import { beginStep } from './clip.js';
 import type { StepScaling } from './clip.js';
 import type { StepInfo } from './adamw.js';
-import { checkGrads, decayMask, dtypeOf, FlatProgram, input, restore, scalarData, zerosLike } from './common.js';
+import { decayMask, dtypeOf, FlatProgram, input, restore, zerosLike } from './common.js';
 import { updatePieces } from './common.js';
 import type { ShardSpec } from './common.js';
+import { OffloadedState } from './offload.js';
+import type { OffloadConfig } from './offload.js';
+import type { Layout } from '../runtime/flat.js';
 
 export interface SGDConfig {
   /** Learning rate; `step(grads, lr)` overrides it for one step (schedules). */
@@ -53,6 +58,8 @@ export interface SGDConfig {
   lossScaled?: boolean;
   /** ZeRO: update only these ranges, the momentum over the shard's layout (see AdamWConfig.shard). */
   shard?: ShardSpec;
+  /** Keep the momentum buffer on disk, `<dir>/sgd.momentum.f32` (float32 only; see AdamWConfig.offload). */
+  offload?: OffloadConfig;
 }
 
 /** Everything needed to resume SGD: the step count and the momentum buffer (a copy; null without momentum). */
@@ -62,8 +69,12 @@ export interface SGDState<A extends FloatArray = FloatArray> {
 }
 
 export class SGD<A extends FloatArray = FloatArray> {
-  /** The momentum buffer, when momentum > 0. */
-  readonly buf: FlatBuffer<A> | null;
+  /** The momentum buffer in memory, when momentum > 0 and not offloaded. */
+  private readonly buf: FlatBuffer<A> | null;
+  /** The momentum buffer on disk (`offload`, momentum > 0); null otherwise. */
+  readonly offloaded: OffloadedState | null;
+  /** The buffer's layout: the parameters', or the shard's. */
+  private readonly stateLayout: Layout;
   readonly mask: FlatBuffer<A> | null;
   t = 0;
   lr: number;
@@ -98,12 +109,15 @@ export class SGD<A extends FloatArray = FloatArray> {
     const { data } = params;
     this.shard = cfg.shard ?? null;
     if (this.shard && cfg.noDecay) throw new Error('SGD: noDecay with a ZeRO shard is not supported (the mask would be the full vector\'s)');
-    const layout = this.shard?.layout ?? params.layout;
-    this.buf = this.momentum > 0 ? new Flat(layout, zerosLike(data, layout.size), 'sgd.momentum') : null;
+    const layout = this.stateLayout = this.shard?.layout ?? params.layout;
+    if (cfg.offload && !(data instanceof Float32Array)) throw new Error('SGD: offload keeps a float32 momentum buffer; the parameters are float64');
+    const disk = cfg.offload && this.momentum > 0 ? cfg.offload : null;
+    this.offloaded = disk ? new OffloadedState('SGD', disk, 'sgd', ['momentum'], layout.size) : null;
+    this.buf = this.momentum > 0 && !disk ? new Flat(layout, zerosLike(data, layout.size), 'sgd.momentum') : null;
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'sgd.mask') : null;
     this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
     const shape: SGDShape = {
-      dtype: dtypeOf(data), n: layout.size, momentum: this.buf !== null, nesterov: this.nesterov,
+      dtype: dtypeOf(data), n: layout.size, momentum: this.momentum > 0, nesterov: this.nesterov,
       decay: this.weightDecay !== 0 || this.mask !== null, masked: this.mask !== null, clip: this.scaled,
     };
     this.program = new FlatProgram('sgd', (n) => sgdGraph({ ...shape, n }));
@@ -119,32 +133,58 @@ export class SGD<A extends FloatArray = FloatArray> {
     const t = this.t + 1;
     const scalars = [s(lr)];
     if (this.weightDecay !== 0 || this.mask) scalars.push(s(this.weightDecay));
-    if (this.buf) scalars.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
+    if (this.momentum > 0) scalars.push(s(this.momentum), s(t === 1 ? 1 : 1 - this.dampening));
     if (this.scaled) scalars.push(s(gradMult));
-    const state = [...(this.buf ? [this.buf.data] : []), ...(this.mask ? [this.mask.data] : [])];
-    for (const x of updatePieces('SGD', this.params.data, grads, this.params.layout, state, this.shard)) {
-      const buf = this.buf ? x.state[0]! : null;
-      const mask = this.mask ? x.state[this.buf ? 1 : 0]! : null;
-      await this.program.run([x.p, x.g, ...(buf ? [buf] : []), ...(mask ? [mask] : [])], scalars, buf ? [x.p, buf] : [x.p]);
+    const mask = this.mask ? [this.mask.data] : [];
+    if (this.offloaded) {
+      await this.offloaded.run(this.program, updatePieces('SGD', this.params.data, grads, this.params.layout, mask, this.shard), scalars);
+    } else {
+      for (const x of updatePieces('SGD', this.params.data, grads, this.params.layout, [...(this.buf ? [this.buf.data] : []), ...mask], this.shard)) {
+        const buf = this.buf ? x.state[0]! : null;
+        const k = this.mask ? x.state[this.buf ? 1 : 0]! : null;
+        await this.program.run([x.p, x.g, ...(buf ? [buf] : []), ...(k ? [k] : [])], scalars, buf ? [x.p, buf] : [x.p]);
+      }
     }
     this.t = t;
     return { gradNorm: norm };
   }
 
-  /** A snapshot (copy) of the step count and momentum buffer, for checkpoints. */
-  state(): SGDState<A> {
-    return { t: this.t, momentum: this.buf ? (this.buf.data.slice() as A) : null };
+  /**
+   * The momentum buffer whole (none without momentum), over the parameters' layout (the shard's
+   * under ZeRO): in memory the optimizer's own buffer (read it; loadState writes), offloaded a
+   * fresh buffer read from the file after every write issued before.
+   */
+  async stateVectors(): Promise<{ momentum?: FlatBuffer<A> }> {
+    if (this.buf) return { momentum: this.buf };
+    if (!this.offloaded) return {};
+    const [momentum] = await this.offloaded.read();
+    return { momentum: new Flat(this.stateLayout, momentum as A) };
   }
 
-  /** Restores a snapshot from state(). */
+  /** A snapshot (copy) of the step count and momentum buffer, for checkpoints. */
+  async state(): Promise<SGDState<A>> {
+    const t = this.t;
+    const { momentum } = await this.stateVectors();
+    return { t, momentum: momentum ? (momentum.data.slice() as A) : null };
+  }
+
+  /** Restores a snapshot from state(); offloaded, the buffer is written behind (later reads wait). */
   loadState(s: { t: number; momentum: ArrayLike<number> | null }): void {
     if (!Number.isInteger(s.t) || s.t < 0) throw new Error(`SGD.loadState: t must be a non-negative integer, got ${s.t}`);
-    if ((s.momentum === null) !== (this.buf === null)) {
-      throw new Error(`SGD.loadState: the snapshot ${s.momentum ? 'has' : 'has no'} momentum buffer, this optimizer ${this.buf ? 'has' : 'has none'}`);
+    const has = this.momentum > 0;
+    if ((s.momentum === null) === has) {
+      throw new Error(`SGD.loadState: the snapshot ${s.momentum ? 'has' : 'has no'} momentum buffer, this optimizer ${has ? 'has' : 'has none'}`);
     }
-    if (this.buf && s.momentum) restore('SGD', 'momentum', this.buf.data, s.momentum);
+    if (s.momentum && this.offloaded) this.offloaded.load('SGD', [{ name: 'momentum', data: s.momentum }]);
+    else if (s.momentum) restore('SGD', 'momentum', this.buf!.data, s.momentum);
     this.t = s.t;
   }
+
+  /** Waits until every write of the offloaded buffer has landed (nothing to wait for in memory). */
+  async flush(): Promise<void> { await this.offloaded?.flush(); }
+
+  /** Flushes and closes the offloaded buffer's file (it stays on disk); the optimizer is done. */
+  async close(): Promise<void> { await this.offloaded?.close(); }
 }
 
 interface SGDShape { dtype: 'float32' | 'float64'; n: number; momentum: boolean; nesterov: boolean; decay: boolean; masked: boolean; clip: boolean }

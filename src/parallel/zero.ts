@@ -74,16 +74,22 @@ export class ZeroShard {
    */
   async allGather(group: ProcessGroup, shard: Float32Array, out: Float32Array): Promise<void> {
     this.check(group);
-    const N = group.size;
-    const works: { w: Work; r: ZeroRange; buf: Float32Array }[] = [];
-    for (const r of this.ranges) {
-      const buf = new Float32Array(N * r.c);
-      works.push({ w: group.allGather(shard.subarray(r.at, r.at + r.c) as CommArray, buf as CommArray), r, buf });
-    }
-    for (const { w, r, buf } of works) {
-      await w.wait();
-      out.set(buf.subarray(0, r.segHi - r.segLo), r.segLo);
-    }
+    const works = this.ranges.map((r, k) => ({ r, segment: this.gatherSegment(group, k, shard) }));
+    for (const { r, segment } of works) out.set(await segment, r.segLo);
+  }
+
+  /** Segment k of the full vector (its segHi - segLo elements), all-gathered from every rank's shard. */
+  allGatherSegment(group: ProcessGroup, k: number, shard: Float32Array): Promise<Float32Array> {
+    this.check(group);
+    return this.gatherSegment(group, k, shard);
+  }
+
+  /** Issues segment k's all-gather now (so several issued in order stay in order on every rank); resolves with the segment. */
+  private gatherSegment(group: ProcessGroup, k: number, shard: Float32Array): Promise<Float32Array> {
+    const r = this.ranges[k]!;
+    const buf = new Float32Array(group.size * r.c);
+    const w: Work = group.allGather(shard.subarray(r.at, r.at + r.c) as CommArray, buf as CommArray);
+    return w.wait().then(() => buf.subarray(0, r.segHi - r.segLo));
   }
 
   /**

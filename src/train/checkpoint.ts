@@ -35,7 +35,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { TypedArray } from '../ir/dtype.js';
-import { CheckpointError, decodeSafetensors, safetensorsParts } from './safetensors.js';
+import { CheckpointError, decodeSafetensors, safetensorsHeader, safetensorsParts } from './safetensors.js';
 import type { SafeDType, SafeTensor } from './safetensors.js';
 
 export { CheckpointError };
@@ -115,21 +115,80 @@ const errorText = (e: unknown): string => (e instanceof Error ? e.message : Stri
  * returns the step directory. See the module comment for the crash-safety argument.
  */
 export function saveCheckpoint(runDir: string, step: number, contents: CheckpointContents, opts: SaveOptions = {}): string {
+  const s = beginSave(runDir, step, contents);
+  for (const [file, tensors] of [[MODEL, contents.weights], [OPTIMIZER, contents.optimizer]] as const) {
+    for (const [k, t] of tensors instanceof Map ? tensors : Object.entries(tensors)) {
+      if ((t as { data: unknown }).data instanceof BigInt64Array) throw new CheckpointError(`${s.at(file)}: tensor '${k}' is int64; checkpoint tensors hold numbers (put counters in state)`);
+    }
+  }
+  // Streamed: the tensors' own memory is written piece by piece, never copied into one file-sized buffer.
+  const model = safetensorsParts(contents.weights, s.meta, s.at(MODEL));
+  const optimizer = safetensorsParts(contents.optimizer, s.meta, s.at(OPTIMIZER));
+  const files = { [MODEL]: { bytes: model.bytes, sha256: sha256(...model.parts) }, [OPTIMIZER]: { bytes: optimizer.bytes, sha256: sha256(...optimizer.parts) } };
+  const tmp = s.tmp();
+  return s.commit(tmp, files, opts, () => {
+    writeDurable(join(tmp, MODEL), model.parts); s.crash(opts, MODEL);
+    writeDurable(join(tmp, OPTIMIZER), optimizer.parts); s.crash(opts, OPTIMIZER);
+  });
+}
+
+/** A tensor whose data is produced when its turn to be written comes (a sharded state gathered piece by piece). */
+export interface LazyTensor {
+  readonly shape: readonly number[];
+  readonly dtype: 'F32';
+  read(): Promise<Float32Array>;
+}
+
+/** `saveCheckpoint`'s contents with lazy tensors, in the order they are written (and read). */
+export interface StreamedContents { weights: readonly (readonly [string, LazyTensor])[]; optimizer: readonly (readonly [string, LazyTensor])[]; state: unknown; keep?: number }
+
+/**
+ * `saveCheckpoint` for state no one process holds whole (ZeRO's shards): each tensor is read when
+ * the file reaches it, hashed and written, and dropped, so a save holds one tensor (or one gathered
+ * segment) at a time instead of the whole model and optimizer. The same files, the same crash
+ * safety: everything goes to a temp directory that is renamed into place only when complete.
+ */
+export async function saveCheckpointStreamed(runDir: string, step: number, contents: StreamedContents, opts: SaveOptions = {}): Promise<string> {
+  const s = beginSave(runDir, step, contents);
+  const tmp = s.tmp();
+  const files: Record<string, { bytes: number; sha256: string }> = {};
+  try {
+    for (const [file, tensors] of [[MODEL, contents.weights], [OPTIMIZER, contents.optimizer]] as const) {
+      const head = safetensorsHeader(tensors.map(([k, t]) => [k, t.shape, t.dtype] as const), s.meta, s.at(file));
+      const h = createHash('sha256').update(head.head);
+      const fd = openSync(join(tmp, file), 'wx');
+      try {
+        writeFileSync(fd, head.head);
+        for (const [k, t] of tensors) {
+          const data = await t.read();
+          if (data.length !== head.sizes.get(k)) throw new CheckpointError(`${s.at(file)}: tensor '${k}' read ${count(data.length)} values for shape ${JSON.stringify(t.shape)}`);
+          const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          h.update(bytes);
+          writeFileSync(fd, bytes);
+        }
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      files[file] = { bytes: head.bytes, sha256: h.digest('hex') };
+      s.crash(opts, file);
+    }
+  } catch (e) {
+    if (!(e instanceof SimulatedCrash)) rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return s.commit(tmp, files, opts, () => undefined);
+}
+
+/** What both savers share: the checks, the temp directory, and the commit (state.json, rename, latest, pruning). */
+function beginSave(runDir: string, step: number, contents: { state: unknown; keep?: number }) {
   if (!Number.isSafeInteger(step) || step < 0) throw new CheckpointError(`saveCheckpoint(${runDir}): step must be a non-negative integer, got ${step}`);
   const { keep } = contents;
   if (keep !== undefined && !(Number.isSafeInteger(keep) && keep >= 1)) throw new CheckpointError(`saveCheckpoint(${runDir}): keep must be an integer >= 1, got ${keep}`);
   const name = stepDirName(step);
   const target = join(runDir, name);
   const at = (file: string): string => join(target, file);
-  for (const [file, tensors] of [[MODEL, contents.weights], [OPTIMIZER, contents.optimizer]] as const) {
-    for (const [k, t] of tensors instanceof Map ? tensors : Object.entries(tensors)) {
-      if ((t as { data: unknown }).data instanceof BigInt64Array) throw new CheckpointError(`${at(file)}: tensor '${k}' is int64; checkpoint tensors hold numbers (put counters in state)`);
-    }
-  }
   const meta = { format: 'pt', 'weft.step': String(step) }; // 'pt' is what transformers' loaders look for
-  // Streamed: the tensors' own memory is written piece by piece, never copied into one file-sized buffer.
-  const model = safetensorsParts(contents.weights, meta, at(MODEL));
-  const optimizer = safetensorsParts(contents.optimizer, meta, at(OPTIMIZER));
   let state: string | undefined;
   try {
     state = JSON.stringify(contents.state);
@@ -137,40 +196,44 @@ export function saveCheckpoint(runDir: string, step: number, contents: Checkpoin
     throw new CheckpointError(`${at(STATE)}: state is not JSON-serializable: ${errorText(e)}`);
   }
   if (state === undefined) throw new CheckpointError(`${at(STATE)}: state must be a JSON value, got ${typeof contents.state}`);
-  const doc = {
-    format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, time: new Date().toISOString(),
-    files: { [MODEL]: { bytes: model.bytes, sha256: sha256(...model.parts) }, [OPTIMIZER]: { bytes: optimizer.bytes, sha256: sha256(...optimizer.parts) } },
-  };
-  // Spliced in as text so the envelope stays readable without re-serializing a large state.
-  const stateJson = `${JSON.stringify(doc, null, 2).replace(/\n}$/, '')},\n  "state": ${state}\n}\n`;
-
-  const created = mkdirSync(runDir, { recursive: true });
-  if (created !== undefined) fsyncDir(dirname(created));
-  removeStale(runDir, readLatestName(runDir, false));
-  const crash = (stage: SaveStage): void => {
+  const crash = (opts: SaveOptions, stage: SaveStage): void => {
     if (opts.crashAfter === stage) throw new SimulatedCrash(`saveCheckpoint(${runDir}, ${step}): simulated crash after '${stage}'`);
   };
-  const tmp = mkdtempSync(join(runDir, `${TMP}${name}-${process.pid}-`));
-  try {
-    writeDurable(join(tmp, MODEL), model.parts); crash(MODEL);
-    writeDurable(join(tmp, OPTIMIZER), optimizer.parts); crash(OPTIMIZER);
-    writeDurable(join(tmp, STATE), [stateJson]); crash(STATE);
-    fsyncDir(tmp);
-    if (existsSync(target)) {
-      replaceStepDir(runDir, name, tmp, step, crash);
-    } else {
-      renameSync(tmp, target);
-      fsyncDir(runDir); crash('step-dir');
-    }
-    writeLatest(runDir, name, step); crash('latest');
-  } catch (e) {
-    // A real failure (disk full, permissions) cleans up unless `latest` already names the temp dir.
-    if (!(e instanceof SimulatedCrash) && readLatestName(runDir, false) !== basename(tmp)) rmSync(tmp, { recursive: true, force: true });
-    throw e instanceof SimulatedCrash || e instanceof CheckpointError ? e : new CheckpointError(`saveCheckpoint(${target}): ${errorText(e)}`);
-  }
-  if (keep !== undefined) prune(runDir, keep, name);
-  removeStale(runDir, name);
-  return target;
+  return {
+    at, meta, crash,
+    tmp(): string {
+      const created = mkdirSync(runDir, { recursive: true });
+      if (created !== undefined) fsyncDir(dirname(created));
+      removeStale(runDir, readLatestName(runDir, false));
+      return mkdtempSync(join(runDir, `${TMP}${name}-${process.pid}-`));
+    },
+    /** Writes the tensor files (`writeFiles`), then state.json with their sizes and hashes, and moves the checkpoint into place. */
+    commit(tmp: string, files: Record<string, { bytes: number; sha256: string }>, opts: SaveOptions, writeFiles: () => void): string {
+      const doc = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, time: new Date().toISOString(), files };
+      // Spliced in as text so the envelope stays readable without re-serializing a large state.
+      const stateJson = `${JSON.stringify(doc, null, 2).replace(/\n}$/, '')},\n  "state": ${state}\n}\n`;
+      const stage = (st: SaveStage): void => crash(opts, st);
+      try {
+        writeFiles();
+        writeDurable(join(tmp, STATE), [stateJson]); stage(STATE);
+        fsyncDir(tmp);
+        if (existsSync(target)) {
+          replaceStepDir(runDir, name, tmp, step, stage);
+        } else {
+          renameSync(tmp, target);
+          fsyncDir(runDir); stage('step-dir');
+        }
+        writeLatest(runDir, name, step); stage('latest');
+      } catch (e) {
+        // A real failure (disk full, permissions) cleans up unless `latest` already names the temp dir.
+        if (!(e instanceof SimulatedCrash) && readLatestName(runDir, false) !== basename(tmp)) rmSync(tmp, { recursive: true, force: true });
+        throw e instanceof SimulatedCrash || e instanceof CheckpointError ? e : new CheckpointError(`saveCheckpoint(${target}): ${errorText(e)}`);
+      }
+      if (keep !== undefined) prune(runDir, keep, name);
+      removeStale(runDir, name);
+      return target;
+    },
+  };
 }
 
 /** Replaces an existing `runDir/name` by the complete temp dir `tmp`, `latest` valid throughout. */

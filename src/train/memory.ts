@@ -34,7 +34,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { graphMemory, ortGraphMemory, ortScheduleMemory } from '../runtime/memory.js';
 import type { GraphMemory, OrtProgramMemory } from '../runtime/memory.js';
-import { CHUNK_PER_THREAD } from '../optim/common.js';
+import { CHUNK_PER_THREAD, chunkLength } from '../optim/common.js';
+import { RING } from '../optim/offload.js';
 import { settings } from '../runtime/executor.js';
 import { rssBytes } from '../runtime/rss.js';
 import type { CommArray, ProcessGroup, Work } from '../comm/process_group.js';
@@ -84,9 +85,11 @@ export interface MemoryEstimate {
 }
 
 /** Optimizer state by formula (what the optimizers' `profiler.hold` reports; tested against it). */
-export function optimizerStateBytes(cfg: RunConfig['train'], layout: Layout): number {
-  if (cfg.optimizer === 'adamw') return 8 * layout.size;
-  if (cfg.optimizer === 'sgd') return cfg.momentum > 0 ? 4 * layout.size : 0;
+export function optimizerStateBytes(cfg: RunConfig['train'], layout: Layout, offload: RunConfig['parallel']['offload'] = 'none'): number {
+  const vectors = cfg.optimizer === 'adamw' ? 2 : cfg.optimizer === 'sgd' && cfg.momentum > 0 ? 1 : 0;
+  // Offloaded, the state is in files; memory holds the ring of chunk buffers (optim/offload.ts).
+  if (offload === 'disk' && vectors > 0) return 4 * vectors * RING * Math.min(chunkLength(), layout.size);
+  if (cfg.optimizer !== 'adafactor') return 4 * vectors * layout.size;
   let n = 0;
   for (const s of layout.slots) {
     const sh = s.shape;
@@ -166,7 +169,7 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const workspace = stepArena + stepJs + evalArena + optWork - whole.savedBytes;
     // ZeRO: the optimizer's state covers only this rank's shard; at stage 2 so do the held gradients.
     const shard = t.zero?.shard.layout ?? null;
-    const optimizer = optimizerStateBytes(cfg.train, shard ?? layout);
+    const optimizer = optimizerStateBytes(cfg.train, shard ?? layout, cfg.parallel.offload);
     const gradsHeld = t.grads === null ? 4 * (shard?.size ?? 0) : 4 * layout.size + (t.zero?.grads ? 4 * shard!.size : 0);
     const setup = Math.max(0, built - before - params - buffers);
     const runtime = before + setup + LOADER_WORKER_BYTES;

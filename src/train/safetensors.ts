@@ -132,8 +132,27 @@ export function encodeSafetensors(tensors: TensorsIn, metadata?: Readonly<Record
  * tensor's data), so a large file is streamed to disk without one buffer holding all of it.
  */
 export function safetensorsParts(tensors: TensorsIn, metadata?: Readonly<Record<string, string>>, source = 'encodeSafetensors'): { parts: Uint8Array[]; bytes: number } {
-  if (!LITTLE_ENDIAN) throw new CheckpointError(`${source}: safetensors is little-endian and this host is big-endian`);
   const entries: [string, TensorIn][] = tensors instanceof Map ? [...tensors] : Object.entries(tensors as Record<string, TensorIn>);
+  const parts: Uint8Array[] = [];
+  const typed = entries.map(([name, t]) => {
+    const dtype = dtypeOfArray(name, t, source);
+    checkArray(name, dtype, t.data, source);
+    const n = checkShape(t.shape, `${source}: tensor '${name}'`);
+    if (t.data.length !== n) throw new CheckpointError(`${source}: tensor '${name}' has shape ${fmt(t.shape)} (${count(n)} elements) but ${count(t.data.length)} values`);
+    parts.push(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    return [name, t.shape, dtype] as const;
+  });
+  const { head, bytes } = safetensorsHeader(typed, metadata, source);
+  return { parts: [head, ...parts], bytes };
+}
+
+/**
+ * The header of a safetensors file holding `entries` (name, shape, dtype) in that order, each
+ * tensor's data following the last's; `bytes` the whole file's length and `sizes` each tensor's
+ * element count. Data can then be written without being held all at once.
+ */
+export function safetensorsHeader(entries: readonly (readonly [string, readonly number[], SafeDType])[], metadata?: Readonly<Record<string, string>>, source = 'encodeSafetensors'): { head: Uint8Array; bytes: number; sizes: Map<string, number> } {
+  if (!LITTLE_ENDIAN) throw new CheckpointError(`${source}: safetensors is little-endian and this host is big-endian`);
   const header: Record<string, unknown> = {};
   if (metadata !== undefined) {
     for (const [k, v] of Object.entries(metadata)) {
@@ -142,17 +161,15 @@ export function safetensorsParts(tensors: TensorsIn, metadata?: Readonly<Record<
     header['__metadata__'] = { ...metadata };
   }
   let offset = 0;
-  const parts: Uint8Array[] = [];
-  for (const [name, t] of entries) {
+  const sizes = new Map<string, number>();
+  for (const [name, shape, dtype] of entries) {
     if (name === '' || name === '__metadata__') throw new CheckpointError(`${source}: '${name}' cannot be a tensor name`);
-    const dtype = dtypeOfArray(name, t, source);
-    checkArray(name, dtype, t.data, source);
-    const n = checkShape(t.shape, `${source}: tensor '${name}'`);
-    if (t.data.length !== n) throw new CheckpointError(`${source}: tensor '${name}' has shape ${fmt(t.shape)} (${count(n)} elements) but ${count(t.data.length)} values`);
-    const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    header[name] = { dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
-    parts.push(bytes);
-    offset += bytes.length;
+    if (sizes.has(name)) throw new CheckpointError(`${source}: tensor '${name}' appears twice`);
+    const n = checkShape(shape, `${source}: tensor '${name}'`);
+    const len = n * DTYPES[dtype].bytes;
+    header[name] = { dtype, shape: [...shape], data_offsets: [offset, offset + len] };
+    sizes.set(name, n);
+    offset += len;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   const padded = Math.ceil(json.length / 8) * 8;
@@ -160,7 +177,7 @@ export function safetensorsParts(tensors: TensorsIn, metadata?: Readonly<Record<
   new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
   head.set(json, 8);
   head.fill(0x20, 8 + json.length, 8 + padded);
-  return { parts: [head, ...parts], bytes: head.length + offset };
+  return { head, bytes: head.length + offset, sizes };
 }
 
 /**

@@ -51,7 +51,8 @@ import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { Tensor } from '../tensor/tensor.js';
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, saveCheckpointStreamed } from './checkpoint.js';
+import type { LazyTensor } from './checkpoint.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
 import type { GradStep } from './step.js';
@@ -259,11 +260,14 @@ export class Trainer {
     // state shard-sized; at stage 3 the parameter shard is the whole vector it updates.
     const shard = this.zero && !this.zero3 ? { shard: this.zero.shard } : {};
     const masters = this.zero3?.params ?? this.params.flat;
+    // Disk offload: the optimizer's state in files, one directory per rank (parallel.offloadDir).
+    if (cfg.parallel.offload === 'disk' && t.optimizer === 'adafactor') throw new Error("parallel.offload 'disk' with train.optimizer adafactor: its factored moments are not offloaded; use adamw or sgd");
+    const offload = cfg.parallel.offload === 'disk' ? { offload: { dir: join(cfg.parallel.offloadDir || join(cfg.out, 'offload'), `rank${this.pg.rank}`) } } : {};
     this.opt = t.optimizer === 'sgd'
-      ? new SGD(masters, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip, ...shard })
+      ? new SGD(masters, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip, ...shard, ...offload })
       : t.optimizer === 'adafactor'
       ? new Adafactor(masters, { lr: t.lr, beta1: t.adafactorBeta1, weightDecay: t.weightDecay, ...clip })
-      : new AdamW(masters, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip, ...shard });
+      : new AdamW(masters, { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay, ...clip, ...shard, ...offload });
     this.schedule = t.schedule === 'cosine' && t.steps > t.warmup
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
       : warmupConstant({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1' });
@@ -410,7 +414,7 @@ export class Trainer {
     } else if (this.opt instanceof Adafactor) {
       this.opt.loadState(st.optimizer.t, ck.optimizer, ofile);
     } else {
-      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.buf ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
+      this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.momentum > 0 ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
     }
     return { step: st.step, loader: loaderState! };
   }
@@ -447,22 +451,61 @@ export class Trainer {
     return out;
   }
 
+  /**
+   * Whole tensors, read lazily in slot order, of a vector laid out like the parameters: `data` this
+   * rank's ZeRO shard (`sharded`: each segment all-gathered over dp when its first tensor is read)
+   * or its full local vector; tensor-parallel shards gathered over tp. Every rank must read them
+   * all, in order (the reads are collectives).
+   */
+  private lazyTensors(data: Float32Array, sharded: boolean, prefix: string): (readonly [string, LazyTensor])[] {
+    const shapes = new Map(this.task.model.namedParameters().map(([n, p]) => [n, p.shape]));
+    const z = sharded ? this.zero!.shard : null;
+    let held: { k: number; segment: Float32Array } | null = null;
+    return this.params.flat.layout.slots.map((s) => [prefix + s.name, {
+      shape: shapes.get(s.name)!, dtype: 'F32',
+      read: async () => {
+        let local = data.subarray(s.offset, s.offset + s.size);
+        if (z !== null) {
+          const k = z.ranges.findIndex((r) => s.offset >= r.segLo && s.offset < r.segHi);
+          if (held?.k !== k) held = { k, segment: await z.allGatherSegment(this.dpGroup(), k, data) };
+          const at = s.offset - z.ranges[k]!.segLo;
+          local = held.segment.subarray(at, at + s.size);
+        }
+        return this.placements === null ? local : wholeTensor(local, shapes.get(s.name)!, this.placements.get(s.name) ?? null, this.context.groups['tp']!);
+      },
+    }] as const);
+  }
+
   /** Every rank hands in its loader state; rank 0 writes the checkpoint. Returns its path (rank 0) or null. */
   private async save(step: number, loader: Loader): Promise<string | null> {
     // One loader state per data-parallel rank (the tensor-parallel ranks of one share its data).
     const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0);
     const o = this.opt;
-    const optimizer = o instanceof AdamW ? new Map([...await this.wholeTensors(await this.unshard(o.m), 'm.'), ...await this.wholeTensors(await this.unshard(o.v), 'v.')])
-      : o instanceof Adafactor ? o.namedTensors()
-      : o.buf ? await this.wholeTensors(await this.unshard(o.buf), 'momentum.') : new Map();
-    const params = await this.wholeTensors(await this.wholeParameters());
-    if (this.pg.rank !== 0) return null;
-    const weights = new Map([...params, ...byName(this.params.buffers)]);
     const state = {
       step, config: this.cfg, ranks: this.pg.size, parallel: { dp: this.dp.size, tp: this.tp.size }, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
       ...(this.scaler ? { lossScaler: this.scaler.state() } : {}),
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
     };
+    if (this.zero !== null && !(o instanceof Adafactor)) {
+      // Sharded state is streamed: one segment gathered at a time, every rank reading in the same order.
+      const z3 = this.zero3;
+      const weights = [...this.lazyTensors(z3 ? z3.params.data : this.params.flat.data, z3 !== null, ''),
+        ...[...byName(this.params.buffers)].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data }] as const)];
+      const optimizer = Object.entries(await o.stateVectors()).flatMap(([key, buf]) => this.lazyTensors(buf.data, true, `${key}.`));
+      if (this.pg.rank !== 0) {
+        for (const [, t] of [...weights, ...optimizer]) await t.read();
+        return null;
+      }
+      return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
+    }
+    // AdamW's m and v, SGD's momentum (read whole, from disk when offloaded), each saved as 'm.<name>', ...
+    const optimizer = o instanceof Adafactor ? o.namedTensors() : new Map<string, { shape: readonly number[]; data: Float32Array }>();
+    if (!(o instanceof Adafactor)) {
+      for (const [key, buf] of Object.entries(await o.stateVectors())) for (const [k, t] of await this.wholeTensors(await this.unshard(buf), `${key}.`)) optimizer.set(k, t);
+    }
+    const params = await this.wholeTensors(await this.wholeParameters());
+    if (this.pg.rank !== 0) return null;
+    const weights = new Map([...params, ...byName(this.params.buffers)]);
     return saveCheckpoint(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
   }
 
@@ -589,6 +632,8 @@ export class Trainer {
       if (tty) out!.write('\n');
     } finally {
       await loader.close();
+      // Offloaded optimizer state: pending writes land and the files close (a trainer runs once).
+      if (!(this.opt instanceof Adafactor)) await this.opt.close();
     }
     const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
     // Generation runs the whole model: at stage 3 every rank gathers the parameters back first.
