@@ -5,8 +5,9 @@
  * Each measurement runs in its own process so thread settings are clean.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bindParameters, GPT, GPT_PRESETS, PRESET_BATCH } from '../nn/index.js';
 import { AdamW } from '../optim/adamw.js';
@@ -17,6 +18,7 @@ import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
 import { DistributedDataParallel, makeBuckets } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
+import { ZeroStage3 } from '../parallel/zero3.js';
 import { globalNorm } from '../optim/clip.js';
 import { parallelizeGPT } from '../nn/gpt_plan.js';
 import '../parallel/spmd.js';
@@ -38,7 +40,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
  * its own batch of the preset's size, tokens/s counts every rank's tokens).
  */
-export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25, tp = 1, zero = 0): Promise<WeftMeasurement> {
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
   const cfg = GPT_PRESETS[preset];
@@ -51,21 +53,26 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   }
   const params = bindParameters(model, { seed: 0 });
   if (zero > 0 && (!pg || pg.size < 2 || tp > 1)) throw new Error('bench: --zero needs --nproc >= 2 and no --tp');
-  // ZeRO as the trainer runs it: DDP's buckets are the segments; stage 2 keeps only a gradient shard.
-  const shard = zero > 0 ? new ZeroShard(params.flat.layout, makeBuckets(params.flat.layout.slots, bucketMB * 2 ** 20), { rank: pg!.rank, size: pg!.size }) : null;
-  const shardGrads = zero === 2 ? shard!.zeros('zero.grads') : null;
-  const grads = zero === 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
-  const opt = new AdamW(params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}) });
-  const ddp = pg && pg.size > 1 && tp === 1 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), {
+  // ZeRO as the trainer runs it: DDP's buckets are the segments; stage 2 keeps only a gradient shard;
+  // stage 3 shards the parameters per block and gathers them inside the step (parallel/zero3.ts).
+  const z3 = zero === 3 ? new ZeroStage3(params, { units: ['h*'], rank: pg!.rank, size: pg!.size }) : null;
+  const shard = zero > 0 && zero < 3 ? new ZeroShard(params.flat.layout, makeBuckets(params.flat.layout.slots, bucketMB * 2 ** 20), { rank: pg!.rank, size: pg!.size }) : null;
+  const shardGrads = zero === 2 ? shard!.zeros('zero.grads') : z3?.grads ?? null;
+  const grads = zero >= 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
+  const offloadDir = offload ? mkdtempSync(join(tmpdir(), `weft-bench-offload-${pg?.rank ?? 0}-`)) : null;
+  const opt = new AdamW(z3?.params ?? params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}), ...(offloadDir ? { offload: { dir: offloadDir } } : {}) });
+  const ddp = pg && pg.size > 1 && tp === 1 && !z3 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), {
     bucketBytes: bucketMB * 2 ** 20, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
   }) : null;
   const optStep = async (): Promise<void> => {
-    if (shard === null) { await opt.step(grads!); return; }
-    const norm = shardGrads ? Math.sqrt(Object.values(await shard.sumSquares(pg!, shardGrads.data)).reduce((a, x) => a + x, 0)) : await globalNorm(grads!.data);
+    const part = shard ?? z3?.shard ?? null;
+    if (part === null) { await opt.step(grads!); return; }
+    const norm = shardGrads ? Math.sqrt(Object.values(await part.sumSquares(pg!, shardGrads.data)).reduce((a, x) => a + x, 0)) : await globalNorm(grads!.data);
     await opt.step(shardGrads ?? grads!, 3e-4, { norm });
-    await shard.allGatherInPlace(pg!, params.flat.data);
+    if (shard) await shard.allGatherInPlace(pg!, params.flat.data);
   };
-  const tpStep = tp > 1 ? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } }) : null;
+  const tpStep = tp > 1 ? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } })
+    : z3 ? gradStep(params, z3.grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { dp: pg! } }, shardParameters: z3.rewrite, arena: false }) : null;
   const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!));
   if (ddp) await ddp.broadcastParameters();
   const rng = new Rng(tp > 1 ? 0 : pg?.rank ?? 0);
@@ -89,6 +96,13 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     total.push((performance.now() - t0) / 1000);
     fb.push((t1 - t0) / 1000);
     if (tpStep) tpExposed.push(tpStep.schedule!.hostMs);
+    if (z3) {
+      // Stage 3's gathers and reduce-scatters with nothing to hide behind, in the step's order.
+      const c0 = performance.now();
+      for (let k = 0; k < z3.shard.ranges.length; k++) for (let j = 0; j < 2; j++) await z3.shard.allGatherSegment(pg!, k, z3.params.data);
+      for (const [k, r] of z3.shard.ranges.entries()) await z3.shard.reduceScatter(pg!, k, new Float32Array(r.segHi - r.segLo), new Float32Array(r.c)).wait();
+      commAlone.push(performance.now() - c0);
+    }
     if (ddp) {
       exposed.push(ddp.stats.commExposedMs);
       peerWait.push(ddp.stats.peerWaitMs);
@@ -109,7 +123,8 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const replicas = tp > 1 ? 1 : ranks;
   const tpStats = tpStep?.schedule ?? null;
   const tpComm = tpStats ? {
-    tp, exposed_comm_ms: median(tpExposed.slice(3)), collectives: tpStats.hostOps,
+    ...(z3 ? { comm_alone_ms: median(commAlone.slice(3)), comm_hidden_fraction: Math.max(0, 1 - median(tpExposed.slice(3)) / median(commAlone.slice(3))) } : { tp }),
+    ...(offload ? { offload: 'disk' } : {}), exposed_comm_ms: median(tpExposed.slice(3)), collectives: tpStats.hostOps,
     wire_mb_per_step: +(Object.values(tpStats.wireBytes).reduce((a, x) => a + x, 0) / 2 ** 20).toFixed(2), programs: tpStats.programs, overlapping_programs: tpStats.overlapping,
   } : {};
   // Communication hidden behind the backward: 1 - (what was still left once the slowest rank had
@@ -202,9 +217,9 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1, zero = 0): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
-    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp, zero }, timeoutMs: 600_000,
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp, zero, offload }, timeoutMs: 600_000,
   });
   return results[0]!;
 }

@@ -3,6 +3,6 @@ import type { ProcessGroup } from '../comm/process_group.js';
 import { measureWeft } from './bench.js';
 import type { Preset, WeftMeasurement } from './bench.js';
 
-export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number; bucketMB: number; tp?: number; zero?: number }): Promise<WeftMeasurement> {
-  return measureWeft(a.preset, a.threads, a.steps, pg, a.bucketMB, a.tp ?? 1, a.zero ?? 0);
+export default async function rank(pg: ProcessGroup, a: { preset: Preset; threads: number; steps: number; bucketMB: number; tp?: number; zero?: number; offload?: boolean }): Promise<WeftMeasurement> {
+  return measureWeft(a.preset, a.threads, a.steps, pg, a.bucketMB, a.tp ?? 1, a.zero ?? 0, a.offload ?? false);
 }

@@ -32,7 +32,7 @@ const USAGE = `usage:
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
-  weft bench --preset medium --nproc 2 --zero 1|2       (ZeRO beside data parallel)
+  weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state on disk)
   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
                                                         (predicted memory per rank, without training; docs/memory.md)
 
@@ -130,20 +130,21 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp', '--zero'], ['--worker', '--no-torch']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp', '--zero'], ['--worker', '--no-torch', '--offload']);
   const nproc = num(opt, '--nproc', 1);
   const tp = num(opt, '--tp', 1);
   const zero = num(opt, '--zero', 0);
   if (zero > 0) {
     // ZeRO beside DDP on the same ranks, alternating (--repeat pairs), as the trainer runs them.
     if (nproc < 2) throw new UsageError(`--zero ${zero} needs --nproc 2 or more`);
-    if (zero > 2) throw new UsageError(`--zero ${zero}: stages 1 and 2 are built`);
+    if (zero > 3) throw new UsageError(`--zero ${zero}: the stages are 1, 2 and 3`);
+    const offload = on.has('--offload');
     const steps = num(opt, '--steps', 8);
     const cpu = cpuInfo();
     for (const p of (opt.get('--preset') ?? 'medium').split(',') as Preset[]) {
       for (let r = 0; r < num(opt, '--repeat', 2); r++) {
         const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
-        const z = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25), 1, zero);
+        const z = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25), 1, zero, offload);
         process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, zero: z, data_parallel: data, zero_over_dp_tokens_per_s: +(z.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
       }
     }
@@ -210,9 +211,9 @@ function checkBudget(text: string, config: string, sets: readonly string[], cfg:
   if (need <= budget) return;
   const what = threads ? `the process (${ranks} ranks as threads)` : 'each rank';
   let hint = '';
-  if (e.dp > 1 && cfg.parallel.zero < 2) {
-    const z = estimate(['parallel.zero=2']);
-    hint = `; with --set parallel.zero=2 the estimate is ${fmtBytes(threads ? z.process_peak_bytes : z.peak_bytes)}`;
+  if (e.dp > 1 && cfg.parallel.zero < 3) {
+    const z = estimate(['parallel.zero=3']);
+    hint = `; with --set parallel.zero=3 the estimate is ${fmtBytes(threads ? z.process_peak_bytes : z.peak_bytes)}`;
   }
   throw new Error(`--budget ${fmtBytes(budget)}: the estimated peak memory of ${what} is ${fmtBytes(need)} (weft memory: parameters ${fmtBytes(e.params_bytes)}, `
     + `gradients ${fmtBytes(e.grads_bytes)}, optimizer ${fmtBytes(e.optimizer_bytes)}, activations ${fmtBytes(e.activations_bytes)}, workspace ${fmtBytes(e.workspace_bytes)})${hint}; nothing was trained`);

@@ -93,21 +93,23 @@ export function structureKey(outputs: readonly Value[], inputs: readonly Value[]
  * gaps filled, leaves named `in<i>`, outputs `output_<i>`, every other value `v<id>` (the memory
  * estimate maps onnxruntime's optimized graph back to these values by those names).
  */
-export function programModel(outputs: readonly Value[], leaves: readonly Value[]): { model: Uint8Array; lowered: Value[]; options: SessionOptions } {
+export function programModel(outputs: readonly Value[], leaves: readonly Value[], arena = true): { model: Uint8Array; lowered: Value[]; options: SessionOptions } {
   const lowered = fillKernelGaps(lowerComposites(outputs));
   const model = toModelProto({ inputs: leaves, outputs: lowered, inputNames: leaves.map((_, i) => `in${i}`) });
-  return { model, lowered, options: { threads: settings.threads, disabledOptimizers: disabledOptimizers(lowered) } };
+  return { model, lowered, options: { threads: settings.threads, disabledOptimizers: disabledOptimizers(lowered), ...(arena === false ? { arena } : {}) } };
 }
 
 /**
  * The program computing `outputs` from its leaves: the session comes from the cache when a graph
  * of the same structure was compiled before; the leaves are always this graph's own.
  */
-export async function compileProgram(outputs: readonly Value[], inputs: readonly Value[] = []): Promise<Program> {
-  const { key, leaves } = structureKey(outputs, inputs);
+export async function compileProgram(outputs: readonly Value[], inputs: readonly Value[] = [], o: { arena?: boolean } = {}): Promise<Program> {
+  const arena = o.arena ?? true;
+  const { key: structure, leaves } = structureKey(outputs, inputs);
+  const key = arena ? structure : `${structure};noarena`;
   let s = programs.get(key);
   if (s === undefined) {
-    const m = programModel(outputs, leaves);
+    const m = programModel(outputs, leaves, arena);
     s = createSession(m.model, m.options);
     programs.set(key, s);
     s.catch(() => programs.delete(key));

@@ -108,6 +108,8 @@ export interface ScheduleOptions {
    * each bucket while the rest computes). Without groups, one group holds every output.
    */
   groups?: readonly (readonly Value[])[];
+  /** onnxruntime's CPU arena for the programs (runtime/ort.ts `SessionOptions.arena`); default on. */
+  arena?: boolean;
 }
 
 /**
@@ -242,7 +244,7 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
   const build = async (nodes: readonly Node[]): Promise<Program_ | null> => {
     if (nodes.length === 0) return null;
     const g = programGraph(nodes, crossing);
-    return { program: await compileProgram(g.outputs, [...g.placeholders, ...inputs]), reads: g.reads, writes: g.writes };
+    return { program: await compileProgram(g.outputs, [...g.placeholders, ...inputs], { arena: opts.arena ?? true }), reads: g.reads, writes: g.writes };
   };
   const stages: Stage[] = [];
   const each = async (parts: readonly Node[][]): Promise<(Program_ | null)[]> => {

@@ -38,6 +38,8 @@ export interface CompileOptions {
    * mesh axis). A graph that holds host ops runs as a schedule of programs cut at each of them.
    */
   context?: unknown;
+  /** onnxruntime's CPU arena for the schedule's programs (runtime/ort.ts `SessionOptions.arena`); default on. */
+  arena?: boolean;
 }
 
 export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name || 'compiled', opts: CompileOptions = {}): Compiled {
@@ -54,7 +56,7 @@ export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name ||
     if (p === undefined) {
       traces++;
       const { outputs: outs, inputs: vals } = trace(...inputs);
-      p = hasHostOps(outs) ? { schedule: await compileSchedule(outs, vals) } : { program: await compileProgram(outs, vals) };
+      p = hasHostOps(outs) ? { schedule: await compileSchedule(outs, vals, { arena: opts.arena ?? true }) } : { program: await compileProgram(outs, vals) };
       cache.set(sig, p);
     }
     if ('program' in p) { last = null; return runProgram(p.program, name, inputs); }

@@ -149,8 +149,11 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     // released, so of a schedule's programs only one holds its outputs at a time (measured: four
     // sessions each with 128 MB of intermediates and a 64 MB output grew RSS by 4 x 133 + 125 MB).
     const arena = (g: GraphMemory, copies: number): number => ORT_OVER_LIVENESS * (copies * (g.peakBytes - g.outputBytes) + g.outputBytes) + g.constantBytes;
-    const stepArena = stepPrograms.reduce((s, g) => s + arena(g, stepCopies) - ORT_OVER_LIVENESS * g.outputBytes, 0) +
-      ORT_OVER_LIVENESS * Math.max(...stepPrograms.map((g) => g.outputBytes));
+    // Stage 3's programs run without arenas (runtime/ort.ts): one program's intermediates at a time.
+    const arenas = t.zero3 === null;
+    const stepArena = arenas
+      ? stepPrograms.reduce((s, g) => s + arena(g, stepCopies) - ORT_OVER_LIVENESS * g.outputBytes, 0) + ORT_OVER_LIVENESS * Math.max(...stepPrograms.map((g) => g.outputBytes))
+      : ORT_OVER_LIVENESS * Math.max(...stepPrograms.map((g) => g.peakBytes)) + stepPrograms.reduce((s, g) => s + g.constantBytes, 0);
     // JavaScript holds the step's gradients (and, in a schedule, the values crossing cuts) until the
     // step returns; the gradients' arrays are garbage after that, collected some steps later.
     // (At stage 3 the step's gradients are the shard's; the gathered parameters and each layer's
@@ -159,7 +162,9 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const crossing = programs === null ? whole.outputBytes : programs.crossingPeakBytes;
     const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, crossing - whole.outputBytes);
     // Under tensor parallelism the evaluation is a schedule too: its programs' sessions add up.
-    const evalGraph = traced.eval === null ? null : t.tp.size > 1 || t.zero3 ? sumPrograms((await ortScheduleMemory(traced.eval.outputs)).programs) : await ortGraphMemory(traced.eval.outputs);
+    const evalPrograms = traced.eval === null || (t.tp.size === 1 && t.zero3 === null) ? null : (await ortScheduleMemory(traced.eval.outputs)).programs;
+    const evalGraph = traced.eval === null ? null : evalPrograms === null ? await ortGraphMemory(traced.eval.outputs)
+      : arenas ? sumPrograms(evalPrograms) : evalPrograms.reduce((a, b) => (b.peakBytes > a.peakBytes ? b : a));
     const evals = Math.floor(cfg.train.steps / cfg.eval.every) + (cfg.train.steps % cfg.eval.every === 0 ? 0 : 1);
     // Only rank 0 evaluates under data parallelism; every rank does under tensor parallelism.
     const evalRuns = evalGraph ? evals * (t.evalFeedCount()) : 0;
@@ -171,7 +176,10 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const shard = t.zero?.shard.layout ?? null;
     const optimizer = optimizerStateBytes(cfg.train, shard ?? layout, cfg.parallel.offload);
     const gradsHeld = t.grads === null ? 4 * (shard?.size ?? 0) : 4 * layout.size + (t.zero?.grads ? 4 * shard!.size : 0);
-    const setup = Math.max(0, built - before - params - buffers);
+    // Stage 3 bound (and initialized) the whole vector before keeping its shard: that transient is
+    // not the run's, whether or not a collection has returned it yet.
+    const bound = t.zero3 ? params + 4 * layout.size : params;
+    const setup = Math.max(0, built - before - bound - buffers);
     const runtime = before + setup + LOADER_WORKER_BYTES;
     const peak = runtime + params + buffers + gradsHeld + optimizer + whole.savedBytes + workspace;
     return {

@@ -291,7 +291,8 @@ export class Trainer {
       // With tensor parallelism or ZeRO stage 3 the step holds collectives: a schedule run on the mesh's groups.
       const z3 = this.zero3;
       this.step = gradStep(this.params, z3?.grads ?? this.grads!, loss, 'fwd_bwd', {
-        ...stepOptions, ...(tp > 1 || z3 ? { context: this.context } : {}), ...(z3 ? { shardParameters: z3.rewrite } : {}),
+        // Stage 3's many per-layer programs run without onnxruntime's arenas (runtime/ort.ts).
+        ...stepOptions, ...(tp > 1 || z3 ? { context: this.context } : {}), ...(z3 ? { shardParameters: z3.rewrite, arena: false } : {}),
       });
     }
     const metricFns = Object.values(task.metrics);
@@ -304,7 +305,7 @@ export class Trainer {
       const outs = [task.loss(out, target), ...metricFns.map((m) => m(out, target))].map((x) => x.value);
       const cast = half === null ? outs : autocast(outs, { dtype: half, params: weights, who: `train.precision ${t.precision}` });
       return (this.zero3 ? this.zero3.forward(cast) : cast).map((v) => new Tensor(v));
-    }, 'eval', tp > 1 || this.zero3 ? { context: this.context } : {});
+    }, 'eval', tp > 1 || this.zero3 ? { context: this.context, ...(this.zero3 ? { arena: false } : {}) } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
 
