@@ -60,6 +60,13 @@ export class ZeroShard {
     this.layout = new Layout(this.ranges.map((r, k) => ({ name: `zero.segment${k}`, shape: [r.c] })));
   }
 
+  /** The index of the segment holding element `offset` of the full vector. */
+  segmentOf(offset: number): number {
+    const k = this.ranges.findIndex((r) => offset >= r.segLo && offset < r.segHi);
+    if (k < 0) throw new Error(`ZeroShard: element ${offset} is outside the ${this.full.size}-element vector`);
+    return k;
+  }
+
   /** A zeroed buffer over the shard layout, held under `label`. */
   zeros(label: string): FlatBuffer<Float32Array> { return FlatBuffer.zeros(this.layout, label); }
 

@@ -91,10 +91,9 @@ export class ZeroStage3 {
     this.leaves = this.shard.layout.slots.map((s) => this.params.leaf(s.name));
     this.slotOf = new Map();
     for (const s of this.layout.slots) {
-      const k = this.shard.ranges.findIndex((r) => s.offset >= r.segLo && s.offset < r.segHi);
       const v = bound.tensors[s.name]!.value;
       v.data = null;
-      this.slotOf.set(v, { k, slot: s });
+      this.slotOf.set(v, { k: this.shard.segmentOf(s.offset), slot: s });
     }
   }
 

@@ -311,7 +311,6 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
         const pending = s.host.map((n) => {
           const ins = dataInputs(n).map((v) => dataOf(v!));
           for (const d of ins) stats.crossingBytes += d.byteLength;
-          for (const v of n.inputs.slice(ins.length)) dataOf(v!);
           return KERNELS.get(n.op)!(n, ins, context).then((outs) => ({ n, outs }));
         });
         if (s.host.length > 0) done();

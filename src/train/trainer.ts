@@ -27,7 +27,7 @@ import { graphMemory } from '../runtime/memory.js';
 import { peakRssBytes, resetPeakRss } from '../runtime/rss.js';
 import { profiler } from '../runtime/profiler.js';
 import { FlatBuffer } from '../runtime/flat.js';
-import type { Layout } from '../runtime/flat.js';
+import type { FloatArray, Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, Feed, Traced } from '../tensor/compile.js';
 import type { Value } from '../ir/graph.js';
@@ -51,7 +51,7 @@ import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { Tensor } from '../tensor/tensor.js';
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, saveCheckpointStreamed } from './checkpoint.js';
+import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed } from './checkpoint.js';
 import type { LazyTensor } from './checkpoint.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
@@ -142,8 +142,8 @@ export interface MemoryAccounting {
 type Optimizer = AdamW<Float32Array> | SGD<Float32Array> | Adafactor<Float32Array>;
 
 /** Per-parameter tensors of a flat buffer (checkpoint form: names survive layout changes). */
-function byName(flat: FlatBuffer<Float32Array>, prefix = ''): Map<string, { shape: readonly number[]; data: Float32Array }> {
-  return new Map(flat.layout.slots.map((s) => [prefix + s.name, { shape: s.shape, data: flat.view(s.name) }]));
+function byName(flat: FlatBuffer<Float32Array>): Map<string, { shape: readonly number[]; data: Float32Array }> {
+  return new Map(flat.layout.slots.map((s) => [s.name, { shape: s.shape, data: flat.view(s.name) }]));
 }
 
 /** Gathers per-parameter tensors back into one flat array of `layout`, naming what is missing. */
@@ -440,18 +440,6 @@ export class Trainer {
     return out;
   }
 
-  /** Whole tensors of a flat buffer laid out like the parameters (shards gathered over 'tp'; every rank calls it). */
-  private async wholeTensors(flat: FlatBuffer<Float32Array>, prefix = ''): Promise<Map<string, { shape: readonly number[]; data: Float32Array }>> {
-    if (this.placements === null) return byName(flat, prefix);
-    const full = new Map(this.task.model.namedParameters().map(([n, p]) => [n, p.shape]));
-    const out = new Map<string, { shape: readonly number[]; data: Float32Array }>();
-    for (const s of flat.layout.slots) {
-      const shape = full.get(s.name)!;
-      out.set(prefix + s.name, { shape, data: await wholeTensor(flat.view(s.name), shape, this.placements.get(s.name) ?? null, this.context.groups['tp']!) });
-    }
-    return out;
-  }
-
   /**
    * Whole tensors, read lazily in slot order, of a vector laid out like the parameters: `data` this
    * rank's ZeRO shard (`sharded`: each segment all-gathered over dp when its first tensor is read)
@@ -467,7 +455,7 @@ export class Trainer {
       read: async () => {
         let local = data.subarray(s.offset, s.offset + s.size);
         if (z !== null) {
-          const k = z.ranges.findIndex((r) => s.offset >= r.segLo && s.offset < r.segHi);
+          const k = z.segmentOf(s.offset);
           if (held?.k !== k) held = { k, segment: await z.allGatherSegment(this.dpGroup(), k, data) };
           const at = s.offset - z.ranges[k]!.segLo;
           local = held.segment.subarray(at, at + s.size);
@@ -487,27 +475,20 @@ export class Trainer {
       ...(this.scaler ? { lossScaler: this.scaler.state() } : {}),
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
     };
-    if (this.zero !== null && !(o instanceof Adafactor)) {
-      // Sharded state is streamed: one segment gathered at a time, every rank reading in the same order.
-      const z3 = this.zero3;
-      const weights = [...this.lazyTensors(z3 ? z3.params.data : this.params.flat.data, z3 !== null, ''),
-        ...[...byName(this.params.buffers)].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data }] as const)];
-      const optimizer = Object.entries(await o.stateVectors()).flatMap(([key, buf]) => this.lazyTensors(buf.data, true, `${key}.`));
-      if (this.pg.rank !== 0) {
-        for (const [, t] of [...weights, ...optimizer]) await t.read();
-        return null;
-      }
-      return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
-    }
+    // Streamed: each tensor read when the file reaches it (a ZeRO segment gathered over dp, a
+    // tensor-parallel shard over tp), every rank reading in the same order, rank 0 writing.
+    const held = (m: Map<string, { shape: readonly number[]; data: FloatArray }>): (readonly [string, LazyTensor])[] =>
+      [...m].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data as Float32Array }] as const);
+    const z3 = this.zero3;
+    const weights = [...this.lazyTensors(z3 ? z3.params.data : this.params.flat.data, z3 !== null, ''), ...held(byName(this.params.buffers))];
     // AdamW's m and v, SGD's momentum (read whole, from disk when offloaded), each saved as 'm.<name>', ...
-    const optimizer = o instanceof Adafactor ? o.namedTensors() : new Map<string, { shape: readonly number[]; data: Float32Array }>();
-    if (!(o instanceof Adafactor)) {
-      for (const [key, buf] of Object.entries(await o.stateVectors())) for (const [k, t] of await this.wholeTensors(await this.unshard(buf), `${key}.`)) optimizer.set(k, t);
+    const optimizer = o instanceof Adafactor ? held(o.namedTensors())
+      : Object.entries(await o.stateVectors()).flatMap(([key, buf]) => this.lazyTensors(buf.data, this.zero !== null, `${key}.`));
+    if (this.pg.rank !== 0) {
+      for (const [, t] of [...weights, ...optimizer]) await t.read();
+      return null;
     }
-    const params = await this.wholeTensors(await this.wholeParameters());
-    if (this.pg.rank !== 0) return null;
-    const weights = new Map([...params, ...byName(this.params.buffers)]);
-    return saveCheckpoint(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
+    return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
   }
 
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
@@ -685,14 +666,6 @@ export class Trainer {
     const out = new Float32Array(this.zero.shard.layout.size);
     this.zero.shard.take(full, out);
     return out;
-  }
-
-  /** A flat buffer laid out like the parameters from a ZeRO shard buffer (gathered over dp; every rank calls it). */
-  private async unshard(buf: FlatBuffer<Float32Array>): Promise<FlatBuffer<Float32Array>> {
-    if (this.zero === null) return buf;
-    const full = FlatBuffer.zeros(this.params.flat.layout);
-    await this.zero.shard.allGather(this.dpGroup(), buf.data, full.data);
-    return full;
   }
 
   /** The parameters as one flat vector: gathered from every rank's shard at stage 3 (every rank calls it). */
