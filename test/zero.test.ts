@@ -77,32 +77,28 @@ function assertSame(dir: string, run: string, ref: string, what: string, tol = 1
   assert.ok(d < tol, `${what}: parameters and moments differ by ${d} (relative)`);
 }
 
+/** Trains stages 0 to 3 with `args` and checks each against stage 0 (`tp`: a tensor-parallel mesh). */
+function everyStage(args: readonly string[], what: string, tp = false): void {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-'));
+  try {
+    const cfg = config(dir);
+    for (const z of [0, 1, 2, 3]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, ...args]), tp);
+    assertSame(dir, 'z1', 'z0', `${what}stage 1`);
+    assertSame(dir, 'z2', 'z0', `${what}stage 2`);
+    assertSame(dir, 'z3', 'z0', `${what}stage 3`, STAGE3_TOL, 1e-5);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 for (const [ranks, extra] of [[2, []], [2, ['--set', 'train.accumulate=2']], [4, []]] as const) {
   test(`threads: ZeRO 1, 2 and 3 on ${ranks} ranks${extra.length ? ' with accumulation' : ''} equal data parallelism (losses, parameters and moments after 5 AdamW steps)`, () => {
-    const dir = mkdtempSync(join(tmpdir(), 'weft-zero-'));
-    try {
-      const cfg = config(dir);
-      for (const z of [0, 1, 2, 3]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--nproc', String(ranks), ...extra]));
-      assertSame(dir, 'z1', 'z0', 'stage 1');
-      assertSame(dir, 'z2', 'z0', 'stage 2');
-      assertSame(dir, 'z3', 'z0', 'stage 3', STAGE3_TOL, 1e-5);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    everyStage([...extra, '--nproc', String(ranks)], '');
   });
 }
 
 test('threads: ZeRO 1, 2 and 3 over dp inside a dp 2 x tp 2 mesh equal the plain mesh', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-tp-'));
-  try {
-    const cfg = config(dir);
-    for (const z of [0, 1, 2, 3]) sharded(z, train([cfg, '--set', `out=${join(dir, `z${z}`)}`, '--set', `parallel.zero=${z}`, '--set', 'parallel.tp=2', '--nproc', '4']), true);
-    assertSame(dir, 'z1', 'z0', 'dp2 x tp2, stage 1');
-    assertSame(dir, 'z2', 'z0', 'dp2 x tp2, stage 2');
-    assertSame(dir, 'z3', 'z0', 'dp2 x tp2, stage 3', STAGE3_TOL, 1e-5);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  everyStage(['--set', 'parallel.tp=2', '--nproc', '4'], 'dp2 x tp2, ', true);
 });
 
 test('checkpoints cross stages and rank counts: 2 -> 1, 2 -> 0, 3 on 2 ranks -> 0 on 1 and 2 on 4 ranks -> 3 on 2, with the losses of an uninterrupted run', () => {
