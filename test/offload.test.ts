@@ -1,7 +1,8 @@
 /**
  * Optimizer state on disk (optim/offload.ts) against the same optimizers in memory, bit for bit:
  * AdamW with clipping, weight decay and a no-decay mask, AdamW over a ZeRO shard, SGD with
- * nesterov momentum, and a resume through loadState. The layout has 2,100,032 elements: at one
+ * nesterov momentum, a resume through loadState, and the parameters themselves in a file (ZeRO
+ * stage 3 offloaded). The layout has 2,100,032 elements: at one
  * thread 9 chunks of 2^18 (the last one short), so read-ahead, write-behind and the ring's reuse of
  * its slots all happen within one step. No test flushes before reading back: a read must wait for
  * the writes a step left in flight.
@@ -134,6 +135,42 @@ test('offload: 5 SGD steps (nesterov momentum, weight decay, clipping) equal it 
   assert.equal(plain.offloaded, null);
   assert.deepEqual(await plain.stateVectors(), {});
   assert.throws(() => statSync(join(dir, 'sgd.momentum.f32')), /ENOENT/);
+});
+
+/** `make` over parameters held in a file (a detached buffer, `offload.params`) against `make` in memory: p read back from the file. */
+async function paramsInFile(make: (params: FlatBuffer<Float32Array>, offload: { offload?: { dir: string; params?: FileVector } }) => Opt, seed: number, names: readonly string[]): Promise<void> {
+  const p0 = randomBuffer(seed, 0.1).data;
+  const grads = gradSeq(seed + 1);
+  const mem = await run(make(new FlatBuffer(layout, p0.slice()), {}), grads);
+  const dir = freshDir();
+  const file = new FileVector(join(root, `params${seed}.f32`), layout.size);
+  void file.write(0, p0.slice());
+  const opt = make(FlatBuffer.detached(layout), { offload: { dir, params: file } });
+  const out = await run(opt, grads);
+  assert.equal(out['p']!.length, 0, 'the detached buffer holds nothing');
+  // One more ring than the state: the parameters' (the moments' files are still the only ones it made).
+  assert.equal(profiler.report().heldBytes[`${opt instanceof AdamW ? 'adamw' : 'sgd'}.offload`], (names.length) * RING * chunkLength() * 4);
+  out['p'] = new Float32Array(layout.size);
+  await file.read(0, out['p']);
+  assertSame(mem, out, p0, names);
+  await file.close();
+}
+
+test('offload: parameters in a file too (ZeRO stage 3 offloaded): 5 AdamW steps, and 5 SGD steps without momentum, equal them in memory bit for bit', async () => {
+  await paramsInFile((p, o) => new AdamW(p, { lr: 1e-2, weightDecay: 0.1, clipNorm: 1, ...o }), 50, ['p', 'm', 'v']);
+  await paramsInFile((p, o) => new SGD(p, { lr: 0.05, weightDecay: 1e-3, clipNorm: 1, ...o }), 60, ['p']);
+});
+
+test('offload: a detached parameter buffer without offload.params, or offload.params beside parameters in memory or with a ZeRO shard spec, are errors', async () => {
+  const file = new FileVector(join(root, 'params-bad.f32'), layout.size);
+  assert.throws(() => new AdamW(FlatBuffer.detached(layout), { lr: 1e-3 }), /AdamW: the parameter buffer is detached \(no data\); its values must come from a file, offload.params/);
+  assert.throws(() => new SGD(FlatBuffer.zeros(layout), { lr: 1e-3, offload: { dir: freshDir(), params: file } }), /SGD: offload.params '.*params-bad.f32' holds the parameters, but the parameter buffer holds data too/);
+  const shard = new ZeroShard(layout, [{ lo: 0, hi: layout.size }], { rank: 0, size: 2 });
+  assert.throws(() => new AdamW(FlatBuffer.detached(layout), { lr: 1e-3, shard, offload: { dir: freshDir(), params: file } }), /AdamW: offload.params with a ZeRO shard spec/);
+  const short = new FileVector(join(root, 'params-short.f32'), 16);
+  assert.throws(() => new AdamW(FlatBuffer.detached(layout), { lr: 1e-3, offload: { dir: freshDir(), params: short } }), /AdamW: offload.params '.*params-short.f32' holds 16 elements, the parameters 2100032/);
+  await file.close();
+  await short.close();
 });
 
 /** 3 steps in memory, then the last 2 resumed from its state() in memory and offloaded. */

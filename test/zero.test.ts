@@ -4,17 +4,20 @@
  * with accumulation, inside a dp 2 x tp 2 mesh, and under mpirun; a checkpoint written at one stage
  * resumes at another; the bytes each rank holds are the ZeRO paper's formulas with weft's dtypes
  * (parameters and gradients fp32, and the parameters are the fp32 master: K = 8 for AdamW's m and
- * v, 4 for SGD's momentum), exactly, on weft's accounting.
+ * v, 4 for SGD's momentum), exactly, on weft's accounting. Stage 3 with disk offload (the parameter
+ * shard and the optimizer's state in files) equals stage 3 in memory bit for bit, and resumes exactly.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchThreads } from '../src/comm/threads/launch.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { chunkLength } from '../src/optim/common.js';
+import { RING } from '../src/optim/offload.js';
 import { mpirunTrain, skipMpi } from './helpers/mpi.js';
 import type { ZeroRankArgs, ZeroRankResult } from './zero_rank.js';
 
@@ -119,7 +122,7 @@ test('checkpoints cross stages and rank counts: 2 -> 1, 2 -> 0, 3 on 2 ranks -> 
   }
 });
 
-test('mpi: ZeRO 2 and 3 on 2 ranks equal data parallelism on threads', { skip: skipMpi }, () => {
+test('mpi: ZeRO 2 and 3 on 2 ranks equal data parallelism on threads; stage 3 offloaded to disk equals it in memory bit for bit', { skip: skipMpi }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-mpi-'));
   try {
     const cfg = config(dir);
@@ -128,12 +131,50 @@ test('mpi: ZeRO 2 and 3 on 2 ranks equal data parallelism on threads', { skip: s
       mpirunTrain(2, [cfg, '--set', `out=${join(dir, `mpi${z}`)}`, '--set', `parallel.zero=${z}`]);
       assertSame(dir, `mpi${z}`, 'z0', `mpi stage ${z}`, z === 3 ? STAGE3_TOL : 1e-5, 1e-5);
     }
+    mpirunTrain(2, [cfg, '--set', `out=${join(dir, 'mpi3disk')}`, '--set', 'parallel.zero=3', '--set', 'parallel.offload=disk']);
+    bitEqual(join(dir, 'mpi3disk'), join(dir, 'mpi3'), 'mpi stage 3 offloaded');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P + (4 + K) P/N, stage 3 (4 + 4 + K) P/N (weft dtypes; K = 8 AdamW, 4 SGD)', async () => {
+/** Two runs' losses, and every tensor of their last checkpoints (weights and optimizer state), equal bit for bit. */
+function bitEqual(run: string, ref: string, what: string, step = 5): void {
+  assert.deepEqual(curve(run), curve(ref), `${what}: losses`);
+  const name = `step-${String(step).padStart(6, '0')}`;
+  const [a, b] = [loadCheckpoint(join(run, name)), loadCheckpoint(join(ref, name))];
+  for (const k of ['weights', 'optimizer'] as const) {
+    assert.deepEqual([...a[k].keys()], [...b[k].keys()], `${what}: the same ${k} tensors`);
+    for (const [n, t] of b[k]) assert.ok(Buffer.from(a[k].get(n)!.data.buffer).equals(Buffer.from(t.data.buffer)), `${what}: ${k} ${n} differs`);
+  }
+}
+
+test('threads: ZeRO 3 with its parameter shard and AdamW state on disk equals it in memory bit for bit (2 ranks, accumulation), and resumes from its step-2 checkpoint exactly', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-zero-disk-'));
+  try {
+    const cfg = config(dir);
+    const z3 = ['--set', 'parallel.zero=3', '--set', 'train.accumulate=2', '--nproc', '2'];
+    const disk = [...z3, '--set', 'parallel.offload=disk'];
+    train([cfg, '--set', `out=${join(dir, 'mem')}`, ...z3]);
+    const text = train([cfg, '--set', `out=${join(dir, 'disk')}`, ...disk]);
+    bitEqual(join(dir, 'disk'), join(dir, 'mem'), 'offloaded');
+    // Nothing of the parameters or moments is held: the gradient shard and the update's chunk rings.
+    const line = text.split('\n').find((l) => l.includes('weft: memory')) ?? '';
+    assert.match(line, /zero\.grads .*adamw\.offload/, line);
+    assert.doesNotMatch(line, /zero\.params|adamw\.[mv] /, line);
+    for (const r of [0, 1]) {
+      assert.equal(statSync(join(dir, 'disk', 'offload', `rank${r}`, 'zero.params.f32')).size, statSync(join(dir, 'disk', 'offload', `rank${r}`, 'adamw.m.f32')).size, 'the shard file is one float32 per shard element');
+    }
+    const resumed = join(dir, 'resumed');
+    train([cfg, '--set', `out=${resumed}`, ...disk, '--set', 'train.steps=2', '--set', 'checkpoint.every=2']);
+    train([cfg, '--set', `out=${resumed}`, ...disk, '--resume']);
+    bitEqual(resumed, join(dir, 'disk'), 'offloaded, resumed at step 2');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P + (4 + K) P/N, stage 3 (4 + 4 + K) P/N (weft dtypes; K = 8 AdamW, 4 SGD); offloaded, 4 P/N and the chunk rings', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero-bytes-'));
   try {
     const entry = new URL('./zero_rank.js', import.meta.url);
@@ -151,6 +192,16 @@ test('bytes per rank are the ZeRO formulas: stage 1 4P + 4P + K P/N, stage 2 4P 
           assert.equal(held, want, `${optimizer}, ${N} ranks, stage ${zero}: held ${JSON.stringify(r.held)}`);
           // The padding a shard adds is at most 16 elements per segment plus the split's rounding.
           if (zero > 0) assert.ok(S * N - P < r.segments.length * 16 * N, `shard ${S} x ${N} ranks vs ${P}`);
+        }
+      }
+      // Stage 3 offloaded: the gradient shard, and a ring of RING chunk buffers per vector the
+      // update streams (the parameter shard and the K / 4 state vectors; one chunk here is the shard).
+      for (const N of [2, 4]) {
+        const ranks = await launchThreads<ZeroRankResult>({ nproc: N, entry, args: { out: join(dir, `${optimizer}${N}disk`), zero: 3, optimizer, offload: 'disk' } satisfies ZeroRankArgs, timeoutMs: 60_000 });
+        for (const r of ranks) {
+          const S = r.shard;
+          const held = Object.entries(r.held).filter(([k]) => !k.startsWith('buffers')).reduce((s, [, v]) => s + v, 0);
+          assert.equal(held, 4 * S + 4 * RING * (K / 4 + 1) * Math.min(chunkLength(), S), `${optimizer}, ${N} ranks, stage 3 offloaded: held ${JSON.stringify(r.held)}`);
         }
       }
     }

@@ -4,6 +4,7 @@
  * forward gathers one segment per boundary in the order the forward uses them, its backward gathers
  * again, each block's gathered parameters live over at most two stages (one gather in use, one in
  * flight), and each gradient segment is reduce-scattered once, one boundary after its gradients.
+ * Offloaded, each gather reads its slice through a load issued at most two boundaries ahead.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,12 +23,12 @@ import '../src/comm/kernels.js';
 /** Rank 0 of 2 for tracing only: nothing here communicates. */
 const traceOnly = { rank: 0, size: 2, backend: 'trace-only' } as unknown as ProcessGroup;
 
-async function stage3Schedule(extra: Record<string, unknown> = {}) {
+async function stage3Schedule(extra: Record<string, unknown> = {}, parallel: Record<string, unknown> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'weft-zero3-'));
   try {
     const cfg = parseConfig({
       out: dir, model: { ctx: 16, d: 32, layers: 4, heads: 2 }, train: { steps: 1, batch: 2, threads: 1, ...extra },
-      parallel: { zero: 3 }, eval: { every: 100, windows: 2 }, sample: { tokens: 0 },
+      parallel: { zero: 3, ...parallel }, eval: { every: 100, windows: 2 }, sample: { tokens: 0 },
     }, 'zero3 test');
     const t = new Trainer(cfg, { pg: traceOnly });
     const { step } = await t.traceStep();
@@ -87,3 +88,30 @@ for (const extra of [{}, { precision: 'fp16', checkpointing: 'full' }]) {
     for (const l of live.filter((x) => x.block)) assert.equal(l.to, l.from, `a block gathered for stage ${l.from} is still read at ${l.to}`);
   });
 }
+
+test("stage 3 offloaded: each gather's input is a load of its segment's slice, read at most two boundaries ahead, and at most two slices read and not yet gathered at once", async () => {
+  const { t, plan } = await stage3Schedule({}, { offload: 'disk' });
+  const z3 = t.zero3!;
+  assert.ok(z3.file !== null && z3.params.detached, 'the shard is in a file, the buffer detached');
+  const stageOf = new Map<Node, number>();
+  plan.stages.forEach((st, k) => { for (const n of [...st.before.flat(), ...st.during.flat(), ...st.host]) stageOf.set(n, k); });
+  const gathers = plan.order.filter((n) => n.op === 'weft.AllGather');
+  const loads = plan.order.filter((n) => n.op === 'weft.Load');
+  assert.equal(loads.length, 2 * z3.shard.ranges.length, 'one load per gather');
+  gathers.forEach((g, i) => {
+    const l = g.inputs[0]!.node!;
+    assert.equal(l.op, 'weft.Load', `gather ${i} reads a load`);
+    // The load reads the slice the gather's segment has in the shard file.
+    const r = z3.shard.ranges.find((x) => x.at === l.attrs['offset'])!;
+    assert.ok(r, `load ${i} starts at a segment's slice`);
+    assert.equal(l.attrs['length'], r.c);
+    assert.equal(g.outputs[0]!.shape[0], 2 * r.c);
+    const ahead = stageOf.get(g)! - stageOf.get(l)!;
+    assert.ok(ahead >= 1 && ahead <= 2, `gather ${i}: its load is ${ahead} boundaries ahead`);
+  });
+  // Slices read and not yet gathered (a load's output lives from its boundary to its gather's).
+  for (let s = 0; s < plan.stages.length; s++) {
+    const held = gathers.filter((g) => stageOf.get(g.inputs[0]!.node!)! < s + 1 && s + 1 <= stageOf.get(g)!).length;
+    assert.ok(held <= 2, `boundary ${s}: ${held} slices waiting`);
+  }
+});

@@ -5,7 +5,7 @@
  * Each measurement runs in its own process so thread settings are clean.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,16 +51,19 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     if (!pg || pg.size !== tp) throw new Error(`bench: --tp ${tp} needs --nproc ${tp} (tensor parallel over every rank)`);
     parallelizeGPT(model, { axis: 'tp', size: tp, index: pg.rank });
   }
-  const params = bindParameters(model, { seed: 0 });
+  let params = bindParameters(model, { seed: 0 });
   if (zero > 0 && (!pg || pg.size < 2 || tp > 1)) throw new Error('bench: --zero needs --nproc >= 2 and no --tp');
   // ZeRO as the trainer runs it: DDP's buckets are the segments; stage 2 keeps only a gradient shard;
   // stage 3 shards the parameters per block and gathers them inside the step (parallel/zero3.ts).
-  const z3 = zero === 3 ? new ZeroStage3(params, { units: ['h*'], rank: pg!.rank, size: pg!.size }) : null;
+  // With offload, stage 3's parameter shard is in a file too (as the trainer runs parallel.offload 'disk').
+  const offloadDir = offload ? mkdtempSync(join(tmpdir(), `weft-bench-offload-${pg?.rank ?? 0}-`)) : null;
+  const z3 = zero === 3 ? new ZeroStage3(params, { units: ['h*'], rank: pg!.rank, size: pg!.size, ...(offloadDir ? { offload: { dir: offloadDir } } : {}) }) : null;
+  // The whole vector is dropped, as the trainer drops it: only the shard is held.
+  if (z3) params = { ...params, flat: FlatBuffer.detached(params.flat.layout, 'params') };
   const shard = zero > 0 && zero < 3 ? new ZeroShard(params.flat.layout, makeBuckets(params.flat.layout.slots, bucketMB * 2 ** 20), { rank: pg!.rank, size: pg!.size }) : null;
   const shardGrads = zero === 2 ? shard!.zeros('zero.grads') : z3?.grads ?? null;
   const grads = zero >= 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
-  const offloadDir = offload ? mkdtempSync(join(tmpdir(), `weft-bench-offload-${pg?.rank ?? 0}-`)) : null;
-  const opt = new AdamW(z3?.params ?? params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}), ...(offloadDir ? { offload: { dir: offloadDir } } : {}) });
+  const opt = new AdamW(z3?.params ?? params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}), ...(offloadDir ? { offload: { dir: offloadDir, ...(z3?.file ? { params: z3.file } : {}) } } : {}) });
   const ddp = pg && pg.size > 1 && tp === 1 && !z3 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), {
     bucketBytes: bucketMB * 2 ** 20, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
   }) : null;
@@ -72,7 +75,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     if (shard) await shard.allGatherInPlace(pg!, params.flat.data);
   };
   const tpStep = tp > 1 ? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } })
-    : z3 ? gradStep(params, z3.grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { dp: pg! } }, shardParameters: z3.rewrite, arena: false }) : null;
+    : z3 ? gradStep(params, z3.grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { dp: pg! }, stores: z3.stores }, shardParameters: z3.rewrite, arena: false }) : null;
   const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!));
   if (ddp) await ddp.broadcastParameters();
   const rng = new Rng(tp > 1 ? 0 : pg?.rank ?? 0);
@@ -99,7 +102,8 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     if (z3) {
       // Stage 3's gathers and reduce-scatters with nothing to hide behind, in the step's order.
       const c0 = performance.now();
-      for (let k = 0; k < z3.shard.ranges.length; k++) for (let j = 0; j < 2; j++) await z3.shard.allGatherSegment(pg!, k, z3.params.data);
+      const mine = new Float32Array(z3.shard.layout.size);
+      for (let k = 0; k < z3.shard.ranges.length; k++) for (let j = 0; j < 2; j++) await z3.shard.allGatherSegment(pg!, k, mine);
       for (const [k, r] of z3.shard.ranges.entries()) await z3.shard.reduceScatter(pg!, k, new Float32Array(r.segHi - r.segLo), new Float32Array(r.c)).wait();
       commAlone.push(performance.now() - c0);
     }
@@ -135,8 +139,19 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     bucket_mb: bucketMB, exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
     comm_hidden_fraction: Math.max(0, 1 - exp / alone),
   } : {};
+  // Offloaded: what the disk moved per step (the optimizer's streams and stage 3's loads), and how long the update waited on it.
+  let io = {};
+  if (opt.offloaded) {
+    await opt.flush();
+    const st = opt.offloaded.stats();
+    const per = (x: number): number => +(x / (steps + 3)).toFixed(1);
+    io = { offload_io: { read_mb_per_step: per(st.readBytes / 2 ** 20), written_mb_per_step: per(st.writeBytes / 2 ** 20), update_wait_ms_per_step: per(st.waitMs) } };
+    await opt.close();
+    await z3?.close();
+    rmSync(offloadDir!, { recursive: true, force: true });
+  }
   return {
-    system: 'weft', preset, threads, ranks, ...(zero > 0 ? { zero } : {}), ...comm, ...tpComm, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
+    system: 'weft', preset, threads, ranks, ...(zero > 0 ? { zero } : {}), ...comm, ...tpComm, ...io, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
     tokens_per_s: (replicas * B * T) / stepS, model_gflops_per_s: (flopsPerToken * tp * replicas * B * T) / stepS / 1e9, loss,
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20),
     segments_ms: Object.fromEntries(Object.entries(rep.segments).map(([k, s]) => [k, +s.meanMs.toFixed(2)])),

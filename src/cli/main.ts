@@ -32,7 +32,7 @@ const USAGE = `usage:
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
-  weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state on disk)
+  weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)
   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
                                                         (predicted memory per rank, without training; docs/memory.md)
 
@@ -194,7 +194,7 @@ async function bench(argv: string[]): Promise<void> {
  * child process, so the estimate's own allocations never count toward the run's peak), refused
  * when it exceeds the budget: per rank under MPI (each rank a process), for the whole process with
  * the threads backend (every rank a thread of it). The error names the budget, the estimate, and
- * what ZeRO stage 2 would need where the run has data-parallel ranks to shard over.
+ * what ZeRO stage 3 (then stage 3 offloaded to disk) would need where the run has data-parallel ranks to shard over.
  */
 function checkBudget(text: string, config: string, sets: readonly string[], cfg: RunConfig, ranks: number, backend: string): void {
   let budget: number;
@@ -210,11 +210,18 @@ function checkBudget(text: string, config: string, sets: readonly string[], cfg:
   const need = threads ? e.process_peak_bytes : e.peak_bytes;
   if (need <= budget) return;
   const what = threads ? `the process (${ranks} ranks as threads)` : 'each rank';
-  let hint = '';
-  if (e.dp > 1 && cfg.parallel.zero < 3) {
-    const z = estimate(['parallel.zero=3']);
-    hint = `; with --set parallel.zero=3 the estimate is ${fmtBytes(threads ? z.process_peak_bytes : z.peak_bytes)}`;
+  // What would fit: ZeRO stage 3, then stage 3 with its shards and the optimizer's state on disk (the first that fits ends the list).
+  const tries: string[][] = [];
+  if (e.dp > 1 && cfg.parallel.zero < 3) tries.push(['parallel.zero=3']);
+  if (e.dp > 1 && cfg.parallel.offload !== 'disk') tries.push(['parallel.zero=3', 'parallel.offload=disk']);
+  const hints: string[] = [];
+  for (const t of tries) {
+    const z = estimate(t);
+    const bytes = threads ? z.process_peak_bytes : z.peak_bytes;
+    hints.push(`with ${t.map((x) => `--set ${x}`).join(' ')} the estimate is ${fmtBytes(bytes)}`);
+    if (bytes <= budget) break;
   }
+  const hint = hints.length > 0 ? `; ${hints.join(', ')}` : '';
   throw new Error(`--budget ${fmtBytes(budget)}: the estimated peak memory of ${what} is ${fmtBytes(need)} (weft memory: parameters ${fmtBytes(e.params_bytes)}, `
     + `gradients ${fmtBytes(e.grads_bytes)}, optimizer ${fmtBytes(e.optimizer_bytes)}, activations ${fmtBytes(e.activations_bytes)}, workspace ${fmtBytes(e.workspace_bytes)})${hint}; nothing was trained`);
 }

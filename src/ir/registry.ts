@@ -127,7 +127,8 @@ function checkArity(def: OpDef, n: number): void {
   const variadic = def.inputs.some((s) => s.endsWith('...'));
   const required = def.inputs.filter((s) => !s.endsWith('?') && !s.endsWith('...')).length;
   const max = variadic ? Infinity : def.inputs.length;
-  const min = variadic ? Math.max(required, 1) : required;
+  // An ONNX variadic tail takes one input or more; weft's ordering-only `after...` may be empty.
+  const min = variadic && def.inputs.at(-1) !== 'after...' ? Math.max(required, 1) : required;
   if (n < min || n > max) {
     throw new Error(`${def.name}: expected ${min === max ? min : `${min}..${max}`} inputs (${def.inputs.join(', ')}), got ${n}`);
   }

@@ -34,7 +34,7 @@ import { beginStep } from './clip.js';
 import type { StepScaling } from './clip.js';
 import { decayMask, dtypeOf, FlatProgram, input, restore, updatePieces, zerosLike } from './common.js';
 import type { ShardSpec } from './common.js';
-import { OffloadedState } from './offload.js';
+import { checkOffloadedParams, OffloadedState } from './offload.js';
 import type { OffloadConfig } from './offload.js';
 import type { Layout } from '../runtime/flat.js';
 
@@ -68,7 +68,8 @@ export interface AdamWConfig {
   shard?: ShardSpec;
   /**
    * Keep m and v on disk, `<dir>/adamw.m.f32` and `adamw.v.f32` (float32 only), streamed through
-   * a few chunk buffers each step instead of held in memory (offload.ts).
+   * a few chunk buffers each step instead of held in memory (offload.ts); with `offload.params`
+   * the parameters too (a detached `params` buffer: ZeRO stage 3's shard on disk).
    */
   offload?: OffloadConfig;
 }
@@ -122,6 +123,7 @@ export class AdamW<A extends FloatArray = FloatArray> {
     if (this.shard && cfg.noDecay) throw new Error('AdamW: noDecay with a ZeRO shard is not supported (the mask would be the full vector\'s)');
     const layout = this.stateLayout = this.shard?.layout ?? params.layout;
     if (cfg.offload && !(data instanceof Float32Array)) throw new Error('AdamW: offload keeps float32 moments; the parameters are float64');
+    checkOffloadedParams('AdamW', params, cfg.offload, this.shard);
     this.offloaded = cfg.offload ? new OffloadedState('AdamW', cfg.offload, 'adamw', ['m', 'v'], layout.size) : null;
     this.moments = cfg.offload ? null : {
       m: new Flat(layout, zerosLike(data, layout.size), 'adamw.m'),

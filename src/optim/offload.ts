@@ -12,7 +12,9 @@
  *
  * `OffloadedState` runs one optimizer's update over its pieces (the whole vectors, or a ZeRO
  * shard's ranges) in the same chunks as the in-memory update (`FlatProgram.run`), so the results
- * are bit-identical. Per chunk j: its state was read ahead (issued before chunk j - 1's graph
+ * are bit-identical. The parameters may be in a file too (`OffloadConfig.params`: ZeRO stage 3's
+ * shard, whose step reads it through `weft.Load`, the host kernel at the end of this file); they are
+ * then streamed like one more state vector. Per chunk j: its state was read ahead (issued before chunk j - 1's graph
  * ran), the graph runs, the new state is copied into the buffer it was read into and written
  * behind (issued, not awaited). Each vector has a ring of RING chunk buffers, chunk j taking slot
  * j % RING; before a slot is read into again, its last write must have landed. So per vector at
@@ -31,6 +33,7 @@ import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { profiler } from '../runtime/profiler.js';
+import { registerHostKernel } from '../runtime/schedule.js';
 import { chunkLength } from './common.js';
 import type { FlatProgram, UpdatePiece } from './common.js';
 import type { FloatArray } from '../runtime/flat.js';
@@ -39,6 +42,12 @@ import type { FloatArray } from '../runtime/flat.js';
 export interface OffloadConfig {
   /** A directory (created if missing); one optimizer per directory (ranks: one each). */
   dir: string;
+  /**
+   * The parameters themselves are in this file, not in memory (ZeRO stage 3's shard on disk,
+   * parallel/zero3.ts, which owns the file): the update reads and writes them chunk by chunk as it
+   * does the state, and the optimizer's parameter buffer is a detached one (no data).
+   */
+  params?: FileVector;
 }
 
 /** Bytes and time of a vector's I/O; time is summed per operation (overlapping ones each count). */
@@ -130,6 +139,17 @@ export class FileVector {
   }
 }
 
+/**
+ * Checks an optimizer's parameters against its offload config: a detached parameter buffer (no
+ * data) exactly when the parameters are in a file (`offload.params`), over the whole buffer.
+ */
+export function checkOffloadedParams(who: string, params: { detached: boolean; layout: { size: number } }, cfg: OffloadConfig | undefined, shard: unknown): void {
+  const inFile = cfg?.params !== undefined;
+  if (params.detached && !inFile) throw new Error(`${who}: the parameter buffer is detached (no data); its values must come from a file, offload.params`);
+  if (inFile && !params.detached) throw new Error(`${who}: offload.params '${cfg!.params!.path}' holds the parameters, but the parameter buffer holds data too; pass a detached buffer (FlatBuffer.detached)`);
+  if (inFile && shard) throw new Error(`${who}: offload.params with a ZeRO shard spec: a file holds the whole vector the optimizer updates (ZeRO stage 3's shard), not ranges of it`);
+}
+
 /** Chunk buffers per state vector: two being read or computed on, two being written. */
 export const RING = 4;
 
@@ -138,27 +158,36 @@ interface Slot { data: Float32Array; written: Promise<void> }
 export class OffloadedState {
   /** The state vectors' files, in the update graph's order. */
   readonly files: readonly FileVector[];
+  /** The parameters' file (`OffloadConfig.params`, not this object's to close), or null: they are in memory. */
+  readonly params: FileVector | null;
   /** Time an update waited on the disk: a read ahead not landed, or a slot's last write. */
   waitMs = 0;
+  /** Every vector streamed by an update: the parameters' file (when there is one), then the state's. */
+  private readonly streamed: readonly FileVector[];
   private rings: Slot[][] = [];
 
   /** Files `<dir>/<label>.<name>.f32` of `length` zeros, one per name. `who` names the optimizer in errors. */
-  constructor(who: string, cfg: OffloadConfig, readonly label: string, names: readonly string[], length: number) {
+  constructor(who: string, cfg: OffloadConfig, readonly label: string, readonly names: readonly string[], length: number) {
     try { mkdirSync(cfg.dir, { recursive: true }); } catch (e) {
       throw new Error(`${who}: offload.dir '${cfg.dir}' cannot be made a directory: ${(e as Error).message}`);
     }
+    this.params = cfg.params ?? null;
+    if (this.params && this.params.length !== length) throw new Error(`${who}: offload.params '${this.params.path}' holds ${this.params.length} elements, the parameters ${length}`);
     this.files = names.map((n) => new FileVector(join(cfg.dir, `${label}.${n}.f32`), length));
+    this.streamed = this.params ? [this.params, ...this.files] : this.files;
   }
 
   /**
    * One update: for each piece and chunk, the graph on [p, g, ...state chunks, ...the piece's
-   * in-memory vectors] and `scalars`; output 0 is written into p, outputs 1.. into the files.
+   * in-memory vectors] and `scalars`; output 0 is written into p (in memory, or into the
+   * parameters' file, read and written like the state), outputs 1.. into the files.
    */
   async run(program: FlatProgram, pieces: readonly UpdatePiece[], scalars: readonly FloatArray[]): Promise<void> {
     const chunk = chunkLength();
+    // A piece's length is its gradient's: with the parameters in a file, p is an empty view.
     const jobs = pieces.flatMap((x) => {
       const out: { x: UpdatePiece; lo: number; hi: number }[] = [];
-      for (let lo = 0; lo < x.p.length; lo += chunk) out.push({ x, lo, hi: Math.min(lo + chunk, x.p.length) });
+      for (let lo = 0; lo < x.g.length; lo += chunk) out.push({ x, lo, hi: Math.min(lo + chunk, x.g.length) });
       return out;
     });
     this.ensureRings(Math.max(0, ...jobs.map((c) => c.hi - c.lo)));
@@ -171,16 +200,19 @@ export class OffloadedState {
       for (let j = 0; j < jobs.length; j++) {
         const { x, lo, hi } = jobs[j]!;
         const t0 = performance.now();
-        const state = await next!;
+        const got = await next!;
         this.waitMs += performance.now() - t0;
         next = fetch(j + 1);
         // Awaited at the next chunk; a read failing while this graph runs is not unhandled.
         next?.catch(() => undefined);
-        const out = await program.runOnce([x.p.subarray(lo, hi), x.g.subarray(lo, hi), ...state, ...x.state.map((a) => a.subarray(lo, hi))], scalars);
-        x.p.set(out[0]!, lo);
-        state.forEach((buf, v) => {
-          buf.set(out[v + 1]!);
-          this.rings[v]![j % RING]!.written = this.files[v]!.write(x.at + lo, buf);
+        const p = this.params ? got[0]! : x.p.subarray(lo, hi);
+        const state = this.params ? got.slice(1) : got;
+        const out = await program.runOnce([p, x.g.subarray(lo, hi), ...state, ...x.state.map((a) => a.subarray(lo, hi))], scalars);
+        if (!this.params) x.p.set(out[0]!, lo);
+        // Each streamed vector's new chunk into the slot it was read into, written behind.
+        got.forEach((buf, v) => {
+          buf.set(out[this.params ? v : v + 1]!);
+          this.rings[v]![j % RING]!.written = this.streamed[v]!.write(x.at + lo, buf);
         });
       }
     } finally {
@@ -211,22 +243,25 @@ export class OffloadedState {
     vectors.forEach(({ data }, k) => { void this.files[k]!.write(0, Float32Array.from(data)); });
   }
 
-  /** Waits for every write issued so far (throws a failed one's error). */
-  async flush(): Promise<void> { for (const f of this.files) await f.flush(); }
+  /** Waits for every write issued so far, the parameters' too (throws a failed one's error). */
+  async flush(): Promise<void> { for (const f of this.streamed) await f.flush(); }
 
-  /** Flushes and closes the files. */
-  async close(): Promise<void> { for (const f of this.files) await f.close(); }
+  /** Flushes every vector and closes the state's files (the parameters' file is its owner's to close). */
+  async close(): Promise<void> {
+    await this.params?.flush();
+    for (const f of this.files) await f.close();
+  }
 
-  /** Read and write totals over the files, and the update's wait. */
+  /** Read and write totals over the streamed files (the parameters' file counts every read of it, loads included), and the update's wait. */
   stats(): IoStats & { waitMs: number } {
     const t: IoStats & { waitMs: number } = { reads: 0, writes: 0, readBytes: 0, writeBytes: 0, readMs: 0, writeMs: 0, waitMs: this.waitMs };
-    for (const f of this.files) for (const k of Object.keys(f.stats) as (keyof IoStats)[]) t[k] += f.stats[k];
+    for (const f of this.streamed) for (const k of Object.keys(f.stats) as (keyof IoStats)[]) t[k] += f.stats[k];
     return t;
   }
 
-  /** Reads each vector's elements [at, at + n) into chunk j's slots, once their last writes landed. */
+  /** Reads each streamed vector's elements [at, at + n) into chunk j's slots, once their last writes landed. */
   private async fetch(j: number, at: number, n: number): Promise<Float32Array[]> {
-    return Promise.all(this.files.map(async (f, v) => {
+    return Promise.all(this.streamed.map(async (f, v) => {
       const slot = this.rings[v]![j % RING]!;
       await slot.written;
       const data = slot.data.subarray(0, n);
@@ -236,13 +271,28 @@ export class OffloadedState {
   }
 
   /**
-   * RING buffers per vector of `n` elements, the longest chunk (again when the thread count
+   * RING buffers per streamed vector of `n` elements, the longest chunk (again when the thread count
    * changed the chunk length): held under '<label>.offload', the only state memory offloading keeps.
    */
   private ensureRings(n: number): void {
     if (this.rings.length > 0 && this.rings[0]![0]!.data.length === n) return;
     // Old slots' writes stay ordered by the files; only their buffers are replaced.
-    this.rings = this.files.map(() => Array.from({ length: RING }, () => ({ data: new Float32Array(n), written: Promise.resolve() })));
-    profiler.hold(`${this.label}.offload`, this.files.length * RING * n * 4);
+    this.rings = this.streamed.map(() => Array.from({ length: RING }, () => ({ data: new Float32Array(n), written: Promise.resolve() })));
+    profiler.hold(`${this.label}.offload`, this.streamed.length * RING * n * 4);
   }
 }
+
+/**
+ * The kernel of `weft.Load` (ir/ops/storage.ts): its elements read from the store the run's context
+ * names (`context.stores[store]`, a FileVector or anything with its `read`), after the writes
+ * issued to that range before it.
+ */
+registerHostKernel('weft.Load', async (n, _inputs, context) => {
+  const name = n.attrs['store'] as string;
+  const stores = (context as { stores?: Readonly<Record<string, Pick<FileVector, 'read'>>> } | null)?.stores;
+  const store = stores?.[name];
+  if (store === undefined) throw new Error(`weft.Load: no store '${name}' in the run's context (it was given ${stores ? Object.keys(stores).map((k) => `'${k}'`).join(', ') || 'none' : 'no stores'})`);
+  const out = new Float32Array(n.attrs['length'] as number);
+  await store.read(n.attrs['offset'] as number, out);
+  return [out];
+});

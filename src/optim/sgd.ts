@@ -29,7 +29,7 @@ import type { StepInfo } from './adamw.js';
 import { decayMask, dtypeOf, FlatProgram, input, restore, zerosLike } from './common.js';
 import { updatePieces } from './common.js';
 import type { ShardSpec } from './common.js';
-import { OffloadedState } from './offload.js';
+import { checkOffloadedParams, OffloadedState } from './offload.js';
 import type { OffloadConfig } from './offload.js';
 import type { Layout } from '../runtime/flat.js';
 
@@ -111,8 +111,10 @@ export class SGD<A extends FloatArray = FloatArray> {
     if (this.shard && cfg.noDecay) throw new Error('SGD: noDecay with a ZeRO shard is not supported (the mask would be the full vector\'s)');
     const layout = this.stateLayout = this.shard?.layout ?? params.layout;
     if (cfg.offload && !(data instanceof Float32Array)) throw new Error('SGD: offload keeps a float32 momentum buffer; the parameters are float64');
-    const disk = cfg.offload && this.momentum > 0 ? cfg.offload : null;
-    this.offloaded = disk ? new OffloadedState('SGD', disk, 'sgd', ['momentum'], layout.size) : null;
+    checkOffloadedParams('SGD', params, cfg.offload, this.shard);
+    // Offloaded parameters are streamed by the update even without a momentum buffer.
+    const disk = cfg.offload && (this.momentum > 0 || cfg.offload.params) ? cfg.offload : null;
+    this.offloaded = disk ? new OffloadedState('SGD', disk, 'sgd', this.momentum > 0 ? ['momentum'] : [], layout.size) : null;
     this.buf = this.momentum > 0 && !disk ? new Flat(layout, zerosLike(data, layout.size), 'sgd.momentum') : null;
     this.mask = cfg.noDecay ? decayMask(layout, data, cfg.noDecay, 'sgd.mask') : null;
     this.scaled = this.clipNorm !== null || cfg.lossScaled === true;
@@ -156,7 +158,7 @@ export class SGD<A extends FloatArray = FloatArray> {
    */
   async stateVectors(): Promise<{ momentum?: FlatBuffer<A> }> {
     if (this.buf) return { momentum: this.buf };
-    if (!this.offloaded) return {};
+    if (!this.offloaded || this.momentum === 0) return {};
     const [momentum] = await this.offloaded.read();
     return { momentum: new Flat(this.stateLayout, momentum as A) };
   }

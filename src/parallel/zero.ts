@@ -91,11 +91,24 @@ export class ZeroShard {
     return this.gatherSegment(group, k, shard);
   }
 
+  /** The same from this rank's slice of segment k alone (its c elements: a shard kept in a file reads only that). */
+  allGatherSlice(group: ProcessGroup, k: number, slice: Float32Array): Promise<Float32Array> {
+    this.check(group);
+    const r = this.ranges[k]!;
+    if (slice.length !== r.c) throw new Error(`ZeroShard: segment ${k}'s slice has ${r.c} elements per rank, got ${slice.length}`);
+    return this.gatherSlice(group, k, slice);
+  }
+
   /** Issues segment k's all-gather now (so several issued in order stay in order on every rank); resolves with the segment. */
   private gatherSegment(group: ProcessGroup, k: number, shard: Float32Array): Promise<Float32Array> {
     const r = this.ranges[k]!;
+    return this.gatherSlice(group, k, shard.subarray(r.at, r.at + r.c));
+  }
+
+  private gatherSlice(group: ProcessGroup, k: number, slice: Float32Array): Promise<Float32Array> {
+    const r = this.ranges[k]!;
     const buf = new Float32Array(group.size * r.c);
-    const w: Work = group.allGather(shard.subarray(r.at, r.at + r.c) as CommArray, buf as CommArray);
+    const w: Work = group.allGather(slice as CommArray, buf as CommArray);
     return w.wait().then(() => buf.subarray(0, r.segHi - r.segLo));
   }
 

@@ -9,6 +9,12 @@
  *   backward  G'_k = AllGather(shard_k, after G'_{k+1})     (the backward reads G'_k, not G_k)
  *   gradient  dshard_k = ReduceScatter(dW_k, after G'_{k-1}) / N
  *
+ * With `offload` (ZeRO-Infinity's parameter offload, `parallel.offload: 'disk'` at stage 3) the shard
+ * is not in memory but in a file, `<dir>/zero.params.f32`: each gather's input is a `weft.Load` of
+ * the segment's slice (ir/ops/storage.ts), itself chained to the gather two before it, so the read
+ * of slice k + 1 flies with gather k, and the optimizer streams the file through its update
+ * (optim/offload.ts, `OffloadConfig.params`). A rank then holds no parameter at all between uses.
+ *
  * A segment is a unit of the model (the GPT task's blocks, `Task.checkpointUnits`) or a run of
  * parameters outside every unit (embeddings, the final LayerNorm). The gathers are IR collectives
  * (ir/ops/collective.ts) and the step is cut at them by the one schedule (runtime/schedule.ts),
@@ -34,13 +40,20 @@ import * as b from '../ir/build.js';
 import { topoNodes } from '../ir/graph.js';
 import type { Value } from '../ir/graph.js';
 import { allGather, reduceScatter } from '../ir/ops/collective.js';
+import { load } from '../ir/ops/storage.js';
 import { apply } from '../ir/registry.js';
 import { unitMatcher, withScope } from '../ir/scope.js';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { Layout, Slot } from '../runtime/flat.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { ProcessGroup } from '../comm/process_group.js';
+import { FileVector } from '../optim/offload.js';
 import { ZeroShard } from './zero.js';
+
+/** The store name of an offloaded parameter shard in a run's context (`context.stores`). */
+export const PARAMS_STORE = 'zero.params';
 
 /**
  * Stage 3's segments of a layout: each maximal run of consecutive slots that lie in the same unit
@@ -64,8 +77,12 @@ export interface StepParts { forward: Value[]; grads: Value[] }
 
 export class ZeroStage3 {
   readonly shard: ZeroShard;
-  /** This rank's parameter shard (float32 masters), over `shard.layout`. */
+  /** This rank's parameter shard (float32 masters), over `shard.layout`; detached (no data) when offloaded. */
   readonly params: FlatBuffer<Float32Array>;
+  /** With `offload`: the file holding the shard instead (what the optimizer streams, `OffloadConfig.params`); else null. */
+  readonly file: FileVector | null;
+  /** What a run's context must hold for this plan's loads (`context.stores`): empty without offload. */
+  readonly stores: Readonly<Record<string, FileVector>>;
   /** This rank's averaged gradient shard, over `shard.layout` (what a step writes). */
   readonly grads: FlatBuffer<Float32Array>;
   /** The segments' units (null for a run outside every unit), in segment order. */
@@ -79,16 +96,29 @@ export class ZeroStage3 {
    * and detaches them from the model: afterwards the model's parameter tensors have no data, and
    * only steps and programs rewritten by this plan can run it.
    */
-  constructor(bound: BoundParameters, o: { units: readonly string[]; rank: number; size: number; axis?: string }) {
+  constructor(bound: BoundParameters, o: { units: readonly string[]; rank: number; size: number; axis?: string; offload?: { dir: string } }) {
     this.layout = bound.flat.layout;
     this.axis = o.axis ?? 'dp';
     const segments = zero3Segments(this.layout, o.units);
     this.units = segments.map((s) => s.unit);
     this.shard = new ZeroShard(this.layout, segments, { rank: o.rank, size: o.size });
-    this.params = this.shard.zeros('zero.params');
     this.grads = this.shard.zeros('zero.grads');
-    this.shard.take(bound.flat.data, this.params.data);
-    this.leaves = this.shard.layout.slots.map((s) => this.params.leaf(s.name));
+    if (o.offload) {
+      this.params = FlatBuffer.detached(this.shard.layout, 'zero.params');
+      try { mkdirSync(o.offload.dir, { recursive: true }); } catch (e) {
+        throw new Error(`ZeroStage3: offload.dir '${o.offload.dir}' cannot be made a directory: ${(e as Error).message}`);
+      }
+      this.file = new FileVector(join(o.offload.dir, `${PARAMS_STORE}.f32`), this.shard.layout.size);
+      this.stores = { [PARAMS_STORE]: this.file };
+      this.load(bound.flat.data);
+      this.leaves = [];
+    } else {
+      this.params = this.shard.zeros('zero.params');
+      this.file = null;
+      this.stores = {};
+      this.shard.take(bound.flat.data, this.params.data);
+      this.leaves = this.shard.layout.slots.map((s) => this.params.leaf(s.name));
+    }
     this.slotOf = new Map();
     for (const s of this.layout.slots) {
       const v = bound.tensors[s.name]!.value;
@@ -134,12 +164,21 @@ export class ZeroStage3 {
         for (const k of e ?? []) if (!list.includes(k)) list.push(k);
       }
     }
-    const gather = (k: number, after: Value | undefined): Value => withScope(null, () => allGather(this.leaves[k]!, this.axis, N, 0, 'reduce_scatter', after ? [after] : []));
+    // Every gather waits for the one before it; an offloaded slice's load for the one before that.
+    const issued: Value[] = [];
+    const gather = (k: number): Value => withScope(null, () => {
+      const r = this.shard.ranges[k]!;
+      const before = issued.at(-2);
+      const src = this.file ? load(PARAMS_STORE, r.at, r.c, before ? [before] : []) : this.leaves[k]!;
+      const last = issued.at(-1);
+      const G = allGather(src, this.axis, N, 0, 'reduce_scatter', last ? [last] : []);
+      issued.push(G);
+      return G;
+    });
     const fwdGather = new Map<number, Value>();
     const bwdGather = new Map<number, Value>();
-    let last: Value | undefined;
-    for (const k of fwdOrder) { last = gather(k, last); fwdGather.set(k, last); }
-    for (const k of bwdOrder) { last = gather(k, last); bwdGather.set(k, last); }
+    for (const k of fwdOrder) fwdGather.set(k, gather(k));
+    for (const k of bwdOrder) bwdGather.set(k, gather(k));
     const views = new Map<Value, Map<Slot, Value>>();
     const view = (G: Value, k: number, s: Slot): Value => {
       let m = views.get(G);
@@ -206,8 +245,40 @@ export class ZeroStage3 {
     return { forward: forward.map(out), grads: shardGrads };
   }
 
-  /** Every rank's shards gathered into `out`, the full flat parameter vector (checkpoints, generation). */
-  gatherParameters(group: ProcessGroup, out: Float32Array): Promise<void> {
-    return this.shard.allGather(group, this.params.data, out);
+  /** Every rank's shards gathered into `out`, the full flat parameter vector (generation; every rank calls it). */
+  async gatherParameters(group: ProcessGroup, out: Float32Array): Promise<void> {
+    return this.shard.allGather(group, await this.shardData(), out);
+  }
+
+  /** Segment k of the full parameter vector, gathered from every rank's slice (checkpoints stream these; every rank calls it). */
+  async segment(group: ProcessGroup, k: number): Promise<Float32Array> {
+    if (this.file === null) return this.shard.allGatherSegment(group, k, this.params.data);
+    const r = this.shard.ranges[k]!;
+    const slice = new Float32Array(r.c);
+    await this.file.read(r.at, slice);
+    return this.shard.allGatherSlice(group, k, slice);
+  }
+
+  /**
+   * Sets this rank's shard from a full flat vector (its slices of it): in memory at once, offloaded
+   * written behind (every later read of the file, a step's loads included, comes after it).
+   */
+  load(full: Float32Array): void {
+    if (full.length !== this.layout.size) throw new Error(`ZeroStage3.load: the vector has ${full.length} elements, the parameters ${this.layout.size}`);
+    if (this.file === null) { this.shard.take(full, this.params.data); return; }
+    const mine = new Float32Array(this.shard.layout.size);
+    this.shard.take(full, mine);
+    void this.file.write(0, mine);
+  }
+
+  /** Flushes and closes the offloaded shard's file (it stays on disk); nothing to do in memory. */
+  async close(): Promise<void> { await this.file?.close(); }
+
+  /** This rank's whole shard: its own buffer, or read from the file (after the writes issued before). */
+  private async shardData(): Promise<Float32Array> {
+    if (this.file === null) return this.params.data;
+    const a = new Float32Array(this.shard.layout.size);
+    await this.file.read(0, a);
+    return a;
   }
 }

@@ -23,7 +23,7 @@ import type { Node, Value } from '../ir/graph.js';
 import { isStatic, numel } from '../ir/shape.js';
 import { lowerComposites } from '../ir/rewrite.js';
 import { fillKernelGaps } from './kernel_gaps.js';
-import { lifetimes, partition, programGraph } from './schedule.js';
+import { dataInputs, lifetimes, partition, programGraph } from './schedule.js';
 import type { Partition } from './schedule.js';
 import type { ScheduleOptions } from './schedule.js';
 import { programModel, structureKey } from './executor.js';
@@ -58,7 +58,8 @@ export function liveness(nodes: readonly Node[], outputs: readonly Value[], forw
   let saved = 0;
   const savedSet = new Set<Value>();
   nodes.forEach((n, i) => {
-    for (const v of n.inputs) {
+    // A host op's ordering-only inputs (`after...`) are waited for, not read: they keep nothing alive.
+    for (const v of dataInputs(n)) {
       if (v === null) continue;
       if (v.node === null) { if (v.constant) constants.add(v); continue; }
       last.set(v, i);

@@ -187,7 +187,8 @@ export function lifetimes(plan: Partition): { makes: Value[]; drops: Value[] }[]
   const lastRead = new Map<Value, number>();
   const event = (nodes: readonly Node[]): void => {
     const inside = new Set(nodes);
-    for (const n of nodes) for (const v of n.inputs) if (v !== null && v.node !== null && !inside.has(v.node)) lastRead.set(v, events.length);
+    // Ordering-only inputs are not read: a value only waited for is dropped after its last real reader.
+    for (const n of nodes) for (const v of dataInputs(n)) if (v !== null && v.node !== null && !inside.has(v.node)) lastRead.set(v, events.length);
     events.push({ makes: nodes.flatMap((n) => n.outputs.filter((o) => plan.crossing.has(o) || opDef(n.op).host === true)), drops: [] });
   };
   for (const st of plan.stages) {

@@ -65,7 +65,7 @@ export const SCHEMA = {
     tp: f('integer', 1, 'Tensor parallel degree (Megatron-LM layout; the GPT only). Data parallel takes the rest: dp = ranks / tp.', { min: 1 }),
     sp: f('boolean', false, 'Sequence parallelism inside tensor parallelism: activations between the regions split by tokens.'),
     zero: f('integer', 0, 'ZeRO stage over the data-parallel ranks (0 to 3): 0 off; 1 optimizer state and fp32 master weights sharded, parameters all-gathered after the update; 2 also gradients, reduce-scattered per bucket as the backward makes them; 3 also parameters, each block all-gathered just before its forward and again before its backward (one block ahead), gradients reduce-scattered inside the step.', { min: 0 }),
-    offload: f('string', 'none', "Optimizer state (AdamW's moments, SGD's momentum) in files under parallel.offloadDir instead of memory, read ahead and written behind the update (ZeRO-Infinity's disk tier): 'none' or 'disk'.", { oneOf: ['none', 'disk'] }),
+    offload: f('string', 'none', "Optimizer state (AdamW's moments, SGD's momentum) and, at parallel.zero 3, the parameter shard in files under parallel.offloadDir instead of memory, read ahead and written behind (ZeRO-Infinity's disk tier): 'none' or 'disk'.", { oneOf: ['none', 'disk'] }),
     offloadDir: f('string', '', "Directory for parallel.offload 'disk' (one subdirectory per rank); '' means <out>/offload."),
   },
   dist: {

@@ -84,9 +84,12 @@ export interface MemoryEstimate {
   detail: { step_programs: OrtProgramMemory[]; step_graph: GraphMemory; eval: OrtProgramMemory | null; eval_runs: number; step_copies: number };
 }
 
-/** Optimizer state by formula (what the optimizers' `profiler.hold` reports; tested against it). */
-export function optimizerStateBytes(cfg: RunConfig['train'], layout: Layout, offload: RunConfig['parallel']['offload'] = 'none'): number {
-  const vectors = cfg.optimizer === 'adamw' ? 2 : cfg.optimizer === 'sgd' && cfg.momentum > 0 ? 1 : 0;
+/**
+ * Optimizer state by formula (what the optimizers' `profiler.hold` reports; tested against it).
+ * `paramsOnDisk`: the parameters are streamed from a file too (ZeRO stage 3 offloaded), one more ring.
+ */
+export function optimizerStateBytes(cfg: RunConfig['train'], layout: Layout, offload: RunConfig['parallel']['offload'] = 'none', paramsOnDisk = false): number {
+  const vectors = (cfg.optimizer === 'adamw' ? 2 : cfg.optimizer === 'sgd' && cfg.momentum > 0 ? 1 : 0) + (paramsOnDisk ? 1 : 0);
   // Offloaded, the state is in files; memory holds the ring of chunk buffers (optim/offload.ts).
   if (offload === 'disk' && vectors > 0) return 4 * vectors * RING * Math.min(chunkLength(), layout.size);
   if (cfg.optimizer !== 'adafactor') return 4 * vectors * layout.size;
@@ -135,7 +138,7 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const t = new Trainer({ ...cfg, out }, { pg: new ShapeGroup(nproc) });
     const built = rssBytes() ?? 0;
     const layout = t.params.flat.layout;
-    // At ZeRO stage 3 the rank holds its parameter shard; the whole vector exists only per layer.
+    // At ZeRO stage 3 the rank holds its parameter shard (none when it is offloaded to a file); the whole vector exists only per layer.
     const params = (t.zero3?.params ?? t.params.flat).data.byteLength;
     const buffers = t.params.buffers.data.byteLength;
     const traced = await t.traceStep();
@@ -174,11 +177,12 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const workspace = stepArena + stepJs + evalArena + optWork - whole.savedBytes;
     // ZeRO: the optimizer's state covers only this rank's shard; at stage 2 so do the held gradients.
     const shard = t.zero?.shard.layout ?? null;
-    const optimizer = optimizerStateBytes(cfg.train, shard ?? layout, cfg.parallel.offload);
+    const optimizer = optimizerStateBytes(cfg.train, shard ?? layout, cfg.parallel.offload, t.zero3?.file != null);
     const gradsHeld = t.grads === null ? 4 * (shard?.size ?? 0) : 4 * layout.size + (t.zero?.grads ? 4 * shard!.size : 0);
-    // Stage 3 bound (and initialized) the whole vector before keeping its shard: that transient is
-    // not the run's, whether or not a collection has returned it yet.
-    const bound = t.zero3 ? params + 4 * layout.size : params;
+    // Stage 3 bound (and initialized) the whole vector before keeping its shard (offloaded: a
+    // shard-sized copy written to the file): those transients are not the run's, whether or not a
+    // collection has returned them yet.
+    const bound = t.zero3 ? 4 * t.zero3.shard.layout.size + 4 * layout.size : params;
     const setup = Math.max(0, built - before - bound - buffers);
     const runtime = before + setup + LOADER_WORKER_BYTES;
     const peak = runtime + params + buffers + gradsHeld + optimizer + whole.savedBytes + workspace;
@@ -220,11 +224,12 @@ export function parseSize(text: string, what = 'size'): number {
   return Math.round(Number(m[1]) * unit);
 }
 
-/** Bytes as a short human figure in binary units (1.5 GiB). */
+/** Bytes as a short human figure in binary units (1.5 GiB, 1.25 GiB, 325.4 MiB). */
 export function fmtBytes(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   let x = n;
   while (Math.abs(x) >= 1024 && i < u.length - 1) { x /= 1024; i++; }
-  return `${i === 0 ? x : x.toFixed(1)} ${u[i]}`;
+  // Two decimals below 10 (a 1.25 GiB budget reads as itself), trailing zeros dropped; one above.
+  return `${i === 0 ? x : Math.abs(x) < 10 ? String(+x.toFixed(2)) : x.toFixed(1)} ${u[i]}`;
 }

@@ -64,6 +64,11 @@ export interface Task {
    * rank of the axis calls it (its programs hold collectives), with `compileOptions` for them.
    */
   finish?(compileOptions?: CompileOptions): Promise<string | null>;
+  /**
+   * Whether `finish` will run the model (default: whenever there is a `finish`). Every rank asks:
+   * at ZeRO stage 3 the parameters are gathered back for it, which is a collective and a whole copy.
+   */
+  finishes?(): boolean;
   /** Throughput is counted in `unit`s (metrics key `<unit>_per_s`), `unitsPerExample` per record. */
   readonly unit: 'tokens' | 'examples';
   readonly unitsPerExample: number;

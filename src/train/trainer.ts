@@ -20,6 +20,7 @@ import type { BoundParameters } from '../nn/module.js';
 import { AdamW } from '../optim/adamw.js';
 import { SGD } from '../optim/sgd.js';
 import { Adafactor } from '../optim/adafactor.js';
+import type { FileVector } from '../optim/offload.js';
 import { warmupConstant, warmupCosine } from '../optim/schedule.js';
 import type { Schedule } from '../optim/schedule.js';
 import { setThreads } from '../runtime/executor.js';
@@ -192,7 +193,8 @@ export class Trainer {
   /** The global gradient norm of this rank's buffer (shards' squares summed over tp). */
   private readonly gradNorm: (g: Float32Array | Float64Array) => Promise<number>;
   /** The groups collectives in the step run on; filled by `run` (making groups is async). */
-  private readonly context: CollectiveContext & { groups: Record<string, ProcessGroup> } = { groups: {} };
+  /** What the step's host ops read: the mesh's groups (collectives), stage 3's offloaded shard (`weft.Load`). */
+  private readonly context: CollectiveContext & { groups: Record<string, ProcessGroup>; stores?: Readonly<Record<string, FileVector>> } = { groups: {} };
 
   constructor(readonly cfg: RunConfig, opts: TrainerOptions = {}) {
     this.pg = opts.pg ?? new LocalProcessGroup();
@@ -224,14 +226,18 @@ export class Trainer {
     if (Z > 0 && t.optimizer === 'adafactor') throw new Error('parallel.zero with train.optimizer adafactor: its factored moments follow whole tensors, which a ZeRO shard cuts; use adamw or sgd');
     const ddpPath = this.pg.size > 1 && tp === 1 && Z < 3;
     const bucketBytes = cfg.dist.bucketMB * 2 ** 20;
+    // Disk offload: the optimizer's state (and at stage 3 the parameter shard) in files, one directory per rank (parallel.offloadDir).
+    if (cfg.parallel.offload === 'disk' && t.optimizer === 'adafactor') throw new Error("parallel.offload 'disk' with train.optimizer adafactor: its factored moments are not offloaded; use adamw or sgd");
+    const offloadDir = cfg.parallel.offload === 'disk' ? join(cfg.parallel.offloadDir || join(cfg.out, 'offload'), `rank${this.pg.rank}`) : null;
     this.zero3 = null;
     if (Z === 3) {
       // Segments are the task's units (the GPT's blocks) and the runs of parameters between them;
-      // every rank keeps its slices and the whole vector is dropped.
-      const z3 = this.zero3 = new ZeroStage3(bound, { units: task.checkpointUnits ?? [], rank: this.dp.index, size: this.dp.size });
+      // every rank keeps its slices (in memory, or offloaded to a file) and the whole vector is dropped.
+      const z3 = this.zero3 = new ZeroStage3(bound, { units: task.checkpointUnits ?? [], rank: this.dp.index, size: this.dp.size, ...(offloadDir ? { offload: { dir: offloadDir } } : {}) });
       this.params = { ...bound, flat: FlatBuffer.detached(layout, 'params') };
       this.zero = { stage: 3, shard: z3.shard, grads: z3.grads };
       this.context.groups['dp'] = this.pg;
+      this.context.stores = z3.stores;
     } else if (Z > 0) {
       this.params = bound;
       // DDP's buckets are the segments (stage 2 reduce-scatters each as the backward makes it);
@@ -260,9 +266,7 @@ export class Trainer {
     // state shard-sized; at stage 3 the parameter shard is the whole vector it updates.
     const shard = this.zero && !this.zero3 ? { shard: this.zero.shard } : {};
     const masters = this.zero3?.params ?? this.params.flat;
-    // Disk offload: the optimizer's state in files, one directory per rank (parallel.offloadDir).
-    if (cfg.parallel.offload === 'disk' && t.optimizer === 'adafactor') throw new Error("parallel.offload 'disk' with train.optimizer adafactor: its factored moments are not offloaded; use adamw or sgd");
-    const offload = cfg.parallel.offload === 'disk' ? { offload: { dir: join(cfg.parallel.offloadDir || join(cfg.out, 'offload'), `rank${this.pg.rank}`) } } : {};
+    const offload = offloadDir ? { offload: { dir: offloadDir, ...(this.zero3?.file ? { params: this.zero3.file } : {}) } } : {};
     this.opt = t.optimizer === 'sgd'
       ? new SGD(masters, { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, ...clip, ...shard, ...offload })
       : t.optimizer === 'adafactor'
@@ -390,7 +394,7 @@ export class Trainer {
         // Stage 3 keeps only its slices: checked and loaded through a transient whole vector.
         const whole = FlatBuffer.zeros(layout);
         loadStateDict({ ...this.params, flat: whole }, weights);
-        this.zero3.shard.take(whole.data, this.zero3.params.data);
+        this.zero3.load(whole.data);
       }
     } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const ofile = join(ck.dir, 'optimizer.safetensors');
@@ -443,23 +447,31 @@ export class Trainer {
   /**
    * Whole tensors, read lazily in slot order, of a vector laid out like the parameters: `data` this
    * rank's ZeRO shard (`sharded`: each segment all-gathered over dp when its first tensor is read)
-   * or its full local vector; tensor-parallel shards gathered over tp. Every rank must read them
-   * all, in order (the reads are collectives).
+   * or its full local vector, in memory or in a file (offloaded: only what a tensor or segment
+   * needs is read); tensor-parallel shards gathered over tp. Every rank must read them all, in
+   * order (the reads are collectives).
    */
-  private lazyTensors(data: Float32Array, sharded: boolean, prefix: string): (readonly [string, LazyTensor])[] {
+  private lazyTensors(data: Float32Array | FileVector, sharded: boolean, prefix: string): (readonly [string, LazyTensor])[] {
     const shapes = new Map(this.task.model.namedParameters().map(([n, p]) => [n, p.shape]));
     const z = sharded ? this.zero!.shard : null;
+    const range = async (lo: number, n: number): Promise<Float32Array> => {
+      if (data instanceof Float32Array) return data.subarray(lo, lo + n);
+      const a = new Float32Array(n);
+      await data.read(lo, a);
+      return a;
+    };
     let held: { k: number; segment: Float32Array } | null = null;
     return this.params.flat.layout.slots.map((s) => [prefix + s.name, {
       shape: shapes.get(s.name)!, dtype: 'F32',
       read: async () => {
-        let local = data.subarray(s.offset, s.offset + s.size);
+        let local: Float32Array;
         if (z !== null) {
           const k = z.segmentOf(s.offset);
-          if (held?.k !== k) held = { k, segment: await z.allGatherSegment(this.dpGroup(), k, data) };
-          const at = s.offset - z.ranges[k]!.segLo;
+          const r = z.ranges[k]!;
+          if (held?.k !== k) held = { k, segment: await z.allGatherSlice(this.dpGroup(), k, await range(r.at, r.c)) };
+          const at = s.offset - r.segLo;
           local = held.segment.subarray(at, at + s.size);
-        }
+        } else local = await range(s.offset, s.size);
         return this.placements === null ? local : wholeTensor(local, shapes.get(s.name)!, this.placements.get(s.name) ?? null, this.context.groups['tp']!);
       },
     }] as const);
@@ -480,10 +492,11 @@ export class Trainer {
     const held = (m: Map<string, { shape: readonly number[]; data: FloatArray }>): (readonly [string, LazyTensor])[] =>
       [...m].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data as Float32Array }] as const);
     const z3 = this.zero3;
-    const weights = [...this.lazyTensors(z3 ? z3.params.data : this.params.flat.data, z3 !== null, ''), ...held(byName(this.params.buffers))];
-    // AdamW's m and v, SGD's momentum (read whole, from disk when offloaded), each saved as 'm.<name>', ...
-    const optimizer = o instanceof Adafactor ? held(o.namedTensors())
-      : Object.entries(await o.stateVectors()).flatMap(([key, buf]) => this.lazyTensors(buf.data, this.zero !== null, `${key}.`));
+    const weights = [...this.lazyTensors(z3 ? z3.file ?? z3.params.data : this.params.flat.data, z3 !== null, ''), ...held(byName(this.params.buffers))];
+    // AdamW's m and v, SGD's momentum (offloaded: read from their files as the save reaches them), each saved as 'm.<name>', ...
+    const vectors = o instanceof Adafactor ? null : o.offloaded ? o.offloaded.names.map((key, i) => [key, o.offloaded!.files[i]!] as const)
+      : Object.entries(await o.stateVectors()).map(([key, buf]) => [key, buf.data as Float32Array] as const);
+    const optimizer = o instanceof Adafactor ? held(o.namedTensors()) : vectors!.flatMap(([key, v]) => this.lazyTensors(v, this.zero !== null, `${key}.`));
     if (this.pg.rank !== 0) {
       for (const [, t] of [...weights, ...optimizer]) await t.read();
       return null;
@@ -616,11 +629,13 @@ export class Trainer {
       await loader.close();
       // Offloaded optimizer state: pending writes land and the files close (a trainer runs once).
       if (!(this.opt instanceof Adafactor)) await this.opt.close();
+      await this.zero3?.close();
     }
     const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
     // Generation runs the whole model: at stage 3 every rank gathers the parameters back first.
-    if (this.zero3 && step === steps && task.finish !== undefined) this.attachParameters(await this.wholeParameters());
-    const finishing = step === steps && task.finish !== undefined && (lead || (this.tp.size > 1 && this.dp.index === 0));
+    const finishes = step === steps && task.finish !== undefined && (task.finishes?.() ?? true);
+    if (this.zero3 && finishes) this.attachParameters(await this.wholeParameters());
+    const finishing = finishes && (lead || (this.tp.size > 1 && this.dp.index === 0));
     const sample = finishing ? await task.finish!(this.tp.size > 1 ? { context: { groups: { tp: this.context.groups['tp']! } } } : {}) : null;
     const last = evals.at(-1);
     say(`weft: ${step - first} steps in ${fmtTime((performance.now() - t0) / 1000)}, ${Math.round(tokensPerS).toLocaleString()} ${task.unit}/s; ` +

@@ -7,3 +7,4 @@ import './indexing.js';
 import './nn.js';
 import './vision.js';
 import './collective.js';
+import './storage.js';

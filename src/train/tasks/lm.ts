@@ -84,9 +84,11 @@ export class LanguageModelTask implements Task {
   /** The GPT's Megatron layout (nn/gpt_plan.ts). */
   parallelize(tp: TpAxis, o: { sp: boolean }): void { parallelizeGPT(this.model, tp, o); }
 
+  finishes(): boolean { return this.cfg.sample.tokens > 0; }
+
   async finish(compileOptions: CompileOptions = {}): Promise<string | null> {
     const s = this.cfg.sample;
-    if (s.tokens <= 0) return null;
+    if (!this.finishes()) return null;
     const text = await new Generator(this.model, this.tokenizer, compileOptions).generate(s.prompt, { tokens: s.tokens, temperature: s.temperature, topK: s.topK, seed: this.cfg.train.seed });
     return `--- sample (temperature ${s.temperature}, top-k ${s.topK}) ---\n${text}\n---`;
   }
