@@ -131,3 +131,27 @@ registerHostKernel('weft.RootOnly', async (n, [x], ctx) => {
   const g = groupOf(n, ctx);
   return [g.rank === n.attrs['root'] ? copy(x!) : like(x!, x!.length)];
 }, none);
+
+/**
+ * A point-to-point transfer's tag on the wire: the op's `tag` and the run's microbatch
+ * (`context.microbatch`, 0 when absent), so the same traced stage serves every microbatch and a
+ * receive matches its own microbatch's send whatever order they arrive in.
+ */
+function wireTag(n: Node, context: unknown): number {
+  const mb = (context as { microbatch?: number } | null)?.microbatch ?? 0;
+  if (!(Number.isInteger(mb) && mb >= 0 && mb < 2 ** 16)) throw new Error(`${n.op}: context.microbatch must be an integer in [0, 65536), got ${mb}`);
+  return (n.attrs['tag'] as number) * 2 ** 16 + mb;
+}
+
+registerHostKernel('weft.Send', async (n, [x], ctx) => {
+  await groupOf(n, ctx).send(x as CommArray, n.attrs['peer'] as number, wireTag(n, ctx)).wait();
+  return [new Float32Array(1)];
+}, (_n, inB) => inB);
+
+registerHostKernel('weft.Recv', async (n, _inputs, ctx) => {
+  const shape = n.attrs['shape'] as number[];
+  const count = shape.reduce((p, e) => p * e, 1);
+  const out = n.attrs['dtype'] === 'float64' ? new Float64Array(count) : new Float32Array(count);
+  await groupOf(n, ctx).recv(out, n.attrs['peer'] as number, wireTag(n, ctx)).wait();
+  return [out];
+}, none);

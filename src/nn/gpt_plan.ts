@@ -66,3 +66,59 @@ export function parallelizeGPT(gpt: GPT, tp: TpAxis, o: GptPlanOptions = {}): vo
   // Sampling needs every logit: the slices gathered (a replicated result; backward: split).
   gpt.gatherLogits = (logits: Tensor): Tensor => new Tensor(allGather(logits.value, tp.axis, tp.size, 1, 'split'));
 }
+
+/**
+ * The GPT cut into `pieces` pipeline pieces (parallel/pipeline.ts's `PipelineModel`): the
+ * embeddings with the first piece, the final LayerNorm and the tied head with the last, the blocks
+ * in order, `blocks[s]` of them in piece s (default: an equal share each; the blocks cost the same,
+ * so equal counts are balanced stages). The head reads the token embedding, so that weight is in
+ * both the first and the last piece (its gradient is summed between their stages).
+ */
+export function gptPipeline(gpt: GPT, pieces: number, blocks?: readonly number[]): {
+  pieces: number;
+  params(s: number): string[];
+  forward(s: number, x: Tensor | null, batch: readonly Tensor[]): Tensor;
+  output(s: number, batch: readonly Tensor[]): { dtype: 'float32'; shape: number[] };
+} {
+  const L = gpt.config.layers;
+  if (!(Number.isInteger(pieces) && pieces >= 1)) throw new Error(`GPT pipeline: pieces must be a positive integer, got ${pieces}`);
+  if (blocks === undefined) {
+    if (L % pieces !== 0) throw new Error(`GPT pipeline: ${L} layers do not split evenly into ${pieces} pieces; give the blocks of each piece (parallel.stages, ${pieces} numbers summing to ${L})`);
+    blocks = Array.from({ length: pieces }, () => L / pieces);
+  }
+  if (blocks.length !== pieces) throw new Error(`GPT pipeline: parallel.stages has ${blocks.length} entries, the pipeline ${pieces} pieces`);
+  if (!blocks.every((n) => Number.isInteger(n) && n >= 0) || blocks.reduce((a, n) => a + n, 0) !== L) {
+    throw new Error(`GPT pipeline: parallel.stages [${blocks.join(', ')}] must be non-negative integers summing to the model's ${L} layers`);
+  }
+  const start = blocks.map((_, s) => blocks!.slice(0, s).reduce((a, n) => a + n, 0));
+  const names = gpt.namedParameters().map(([n]) => n);
+  const last = pieces - 1;
+  const inPiece = (n: string, s: number): boolean => {
+    const h = /^h(\d+)\./.exec(n);
+    if (h) { const l = Number(h[1]); return l >= start[s]! && l < start[s]! + blocks![s]!; }
+    if (n.startsWith('tok.')) return s === 0 || s === last;
+    if (n === 'pos') return s === 0;
+    if (n.startsWith('lnf.')) return s === last;
+    throw new Error(`GPT pipeline: parameter '${n}' belongs to no piece`);
+  };
+  const dims = (batch: readonly Tensor[]): [number, number] => batch[0]!.shape as [number, number];
+  return {
+    pieces,
+    params: (s) => names.filter((n) => inPiece(n, s)),
+    forward(s, x, batch) {
+      const [B, T] = dims(batch);
+      let h = x;
+      if (s === 0) {
+        const idx = batch[0]!;
+        const pos = T === gpt.config.ctx ? gpt.pos.t : gpt.pos.t.slice([0], [T], [0]);
+        h = gpt.tok.forward(idx).add(pos).reshape([B * T, gpt.config.d]);
+      }
+      for (let l = start[s]!; l < start[s]! + blocks![s]!; l++) h = gpt.blocks[l]!.forward(h!, B, T);
+      return s === last ? gpt.criterion(gpt.head(gpt.lnf.forward(h!)), batch[batch.length - 1]!) : h!;
+    },
+    output(_s, batch) {
+      const [B, T] = dims(batch);
+      return { dtype: 'float32', shape: [B * T, gpt.config.d] };
+    },
+  };
+}

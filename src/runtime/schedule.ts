@@ -94,10 +94,13 @@ export interface Schedule {
   /**
    * Runs the whole graph; `feeds` for the traced inputs, in order; `context` for host kernels.
    * With target groups, `onGroup(k, values)` is called as soon as group k's targets are all computed
-   * (in group order, before the next program starts). Resolves with the outputs.
+   * (in group order, before the next program starts). With `gate`, each program waits for
+   * `gate(k)` (k its target group) before it runs: a pipeline's executor runs several microbatches'
+   * schedules at once and lets their programs through in its table's order (parallel/pipeline.ts).
+   * Resolves with the outputs.
    */
   run(feeds: readonly { data: TypedArray; shape?: readonly number[] }[], context: unknown, label?: string,
-    onGroup?: (k: number, values: TypedArray[]) => void): Promise<TypedArray[]>;
+    onGroup?: (k: number, values: TypedArray[]) => void, gate?: (k: number) => Promise<void>): Promise<TypedArray[]>;
 }
 
 export interface ScheduleOptions {
@@ -108,6 +111,13 @@ export interface ScheduleOptions {
    * each bucket while the rest computes). Without groups, one group holds every output.
    */
   groups?: readonly (readonly Value[])[];
+  /**
+   * Groups are phases: every ordinary node of group k runs in a later stage than every ordinary
+   * node of the groups before it, so a group's programs all come after the previous group's (a
+   * pipeline stage's forward, then its backward: parallel/pipeline.ts gates each pass). Host nodes
+   * stay where their inputs put them.
+   */
+  phases?: boolean;
   /** onnxruntime's CPU arena for the programs (runtime/ort.ts `SessionOptions.arena`); default on. */
   arena?: boolean;
 }
@@ -140,9 +150,15 @@ export function partition(outputs: readonly Value[], opts: ScheduleOptions = {})
   const stageOf = new Map<Node, number>();
   // Per stage, in graph order: its ordinary nodes and the host nodes at its boundary.
   const stageNodes: { nodes: Node[]; host: Node[] }[] = [];
+  // Phases: the last stage of each group's ordinary nodes (every node of a group precedes the next
+  // group's in `order`, which visits each group's ancestors in turn).
+  const lastOf: number[] = groups.map(() => -1);
   for (const n of order) {
-    const ready = Math.max(0, ...n.inputs.map(at));
     const host = isHost(n);
+    const g = groupOf.get(n) ?? 0;
+    const floor = opts.phases && !host && g > 0 ? Math.max(...lastOf.slice(0, g)) + 1 : 0;
+    const ready = Math.max(floor, ...n.inputs.map(at));
+    if (opts.phases && !host) lastOf[g] = Math.max(lastOf[g]!, ready);
     if (host && !KERNELS.has(n.op)) throw new Error(`compileSchedule: host op ${n.op} has no kernel registered (import the layer that provides it, e.g. comm/kernels.js)`);
     stageOf.set(n, ready);
     for (const o of n.outputs) avail.set(o, host ? ready + 1 : ready);
@@ -272,7 +288,7 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
 
   return {
     stats,
-    async run(feeds, context, label = 'schedule', onGroup) {
+    async run(feeds, context, label = 'schedule', onGroup, gate) {
       if (feeds.length !== inputs.length) throw new Error(`schedule: ${inputs.length} inputs traced, ${feeds.length} fed`);
       const env = new Map<Value, TypedArray>();
       inputs.forEach((v, i) => env.set(v, feeds[i]!.data));
@@ -295,6 +311,7 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
       const runPart = async (ps: readonly (Program_ | null)[], tag: string): Promise<void> => {
         for (const [g, p] of ps.entries()) {
           if (p === null) continue;
+          if (gate) await gate(g);
           const t0 = performance.now();
           const cut = p.reads.map((v) => ({ data: dataOf(v) }));
           for (const c of cut) stats.crossingBytes += c.data.byteLength;

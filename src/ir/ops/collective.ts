@@ -179,3 +179,50 @@ defineOp({
     return [allToAll(g.dy[0]!, a.axis, a.size, g.attr<number>('concat_dim'), g.attr<number>('split_dim'))];
   },
 });
+
+/**
+ * Point-to-point transfers between the ranks of an axis (pipeline parallelism: activations forward,
+ * their gradients back, parallel/pipeline.ts). `weft.Send` sends X to rank `peer` of the axis and
+ * yields a float32 scalar token (an output to keep the send in the graph); `weft.Recv` receives a
+ * `dtype` tensor of `shape` from rank `peer`. `tag` names the transfer; the kernel adds the run's
+ * microbatch (`context.microbatch`), so one traced step serves every microbatch. Both take `after`
+ * inputs (ordering only): a receive is issued no earlier than the values it waits for exist.
+ * They have no gradient rule: a pipeline stage builds its backward explicitly (the gradient of its
+ * output is a receive, the gradient of its input a send).
+ */
+const p2pAttrs = { ...axisAttrs, peer: { kind: 'int' }, tag: { kind: 'int' } } as const;
+
+function p2pCheck(c: InferCtx): void {
+  const n = groupSize(c);
+  const peer = c.attr<number>('peer');
+  if (!(Number.isInteger(peer) && peer >= 0 && peer < n)) c.fail(`peer must be a rank of the '${c.attr<string>('axis')}' group [0, ${n}), got ${peer}`);
+  const tag = c.attr<number>('tag');
+  if (!(Number.isInteger(tag) && tag >= 0 && tag < 2 ** 15)) c.fail(`tag must be an integer in [0, 32768), got ${tag}`);
+}
+
+defineOp({
+  name: 'weft.Send', inputs: ['X', 'after...'], host: true, attrs: p2pAttrs,
+  infer: (c) => {
+    p2pCheck(c);
+    const x = c.input(0);
+    if (x.dtype !== 'float32' && x.dtype !== 'float64') c.fail(`${c.describe(0)} must be float32 or float64, got ${x.dtype}`);
+    return [{ dtype: 'float32', shape: [] }];
+  },
+});
+
+defineOp({
+  name: 'weft.Recv', inputs: ['after...'], host: true, attrs: { ...p2pAttrs, dtype: { kind: 'string', default: 'float32' }, shape: { kind: 'ints' } },
+  infer: (c) => {
+    p2pCheck(c);
+    const dtype = c.attr<string>('dtype');
+    if (dtype !== 'float32' && dtype !== 'float64') c.fail(`dtype must be float32 or float64, got '${dtype}'`);
+    const shape = c.attr<number[]>('shape');
+    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) c.fail(`shape must be non-negative integers, got [${shape.join(', ')}]`);
+    return [{ dtype: dtype as 'float32' | 'float64', shape }];
+  },
+});
+
+export const sendTo = (x: Value, axis: string, size: number, peer: number, tag: number, after: readonly Value[] = []): Value =>
+  b.apply1('weft.Send', [x, ...after], { axis, size, peer, tag });
+export const recvFrom = (axis: string, size: number, peer: number, tag: number, like: { dtype: 'float32' | 'float64'; shape: readonly number[] }, after: readonly Value[] = []): Value =>
+  b.apply1('weft.Recv', [...after], { axis, size, peer, tag, dtype: like.dtype, shape: [...like.shape] });

@@ -1,0 +1,285 @@
+/**
+ * Pipeline parallelism (GPipe; PipeDream-Flush's 1F1B; Megatron's interleaved 1F1B): the model cut
+ * into pieces, piece s = c * p + r on rank r of the 'pp' axis as its chunk c, each microbatch
+ * flowing forward through the pieces and its gradient back.
+ *
+ * Each chunk of a rank is one traced graph holding its forward and backward for one microbatch,
+ * with the transfers as IR host ops (`weft.Recv` / `weft.Send`, ir/ops/collective.ts):
+ *
+ *   x   = Recv(activation of piece s - 1)                  (piece 0: the batch's inputs instead)
+ *   y   = piece_s(x)                                        (the last piece: the loss / m)
+ *         Send(y to piece s + 1);  dy = Recv(gradient of y, after y)
+ *   dx, dW = vjp(y; x, W)(dy)                               (the last piece: grad(loss))
+ *         Send(dx to piece s - 1)
+ *
+ * and it is compiled by the one schedule (runtime/schedule.ts) with two target groups, the forward
+ * (y) and the backward (the gradients and the sends), so it is cut at each transfer and between the
+ * two passes. A step runs every (microbatch, chunk) pair's schedule at once, each with its
+ * microbatch in the run's context (the transfers' tags); receives are therefore posted as soon as
+ * a run reaches them, and a send goes out as soon as its value exists. What runs when is the
+ * pipeline table's (parallel/pipeline_schedule.ts): every program waits at the schedule's gate
+ * until the rank's next compute action is its pass of its microbatch and chunk, and the action
+ * ends when that pass's group is complete. One executor runs any table.
+ *
+ * Gradients of a step are summed over microbatches (each loss is divided by m) into the rank's
+ * gradient buffer, over the parameters its pieces read. A tied parameter read by pieces on two
+ * ranks (the GPT's embedding, read by the first piece and the head) is summed between them after
+ * the flush; the loss is summed over the axis, so every rank reports it.
+ *
+ * @example
+ *   const pipe = new PipelineStage(model, bound, { pp, table: pipelineTable('1f1b', 2, 4, 1), microbatches: 4 });
+ *   const loss = await pipe.step([idx, tgt]);        // pipe.grads: this rank's summed gradients
+ *   await opt.step(pipe.grads);                      // over pipe.params, this rank's parameters
+ */
+import type { Feed } from '../tensor/compile.js';
+import { Tensor } from '../tensor/tensor.js';
+import * as b from '../ir/build.js';
+import { Value } from '../ir/graph.js';
+import type { TypedArray } from '../ir/dtype.js';
+import { grad } from '../autodiff/grad.js';
+import { recvFrom, sendTo } from '../ir/ops/collective.js';
+import { compileSchedule } from '../runtime/schedule.js';
+import type { Schedule } from '../runtime/schedule.js';
+import { FlatBuffer, Layout } from '../runtime/flat.js';
+import type { BoundParameters } from '../nn/module.js';
+import type { ProcessGroup } from '../comm/process_group.js';
+import '../comm/kernels.js';
+
+/** A model cut into pieces (the task supplies it: the GPT's in train/tasks/lm.ts). */
+export interface PipelineModel {
+  /** How many pieces (p x v: stages times chunks per stage). */
+  readonly pieces: number;
+  /** The names of the parameters piece s reads (a tied weight is in several pieces). */
+  params(s: number): readonly string[];
+  /**
+   * Piece s: the first takes the batch's inputs (`x` null), the others the previous piece's
+   * output; the last returns the loss of one microbatch from its output and the target (the last
+   * batch field). `batch` holds every field of the microbatch.
+   */
+  forward(s: number, x: Tensor | null, batch: readonly Tensor[]): Tensor;
+  /** The type of piece s's output (s below the last) for a microbatch shaped like `batch`: what piece s + 1 receives. */
+  output(s: number, batch: readonly Tensor[]): { dtype: 'float32' | 'float64'; shape: number[] };
+}
+
+/** One compute action of a pipeline table (parallel/pipeline_schedule.ts): a pass of a microbatch on a chunk. */
+export interface ComputeAction { readonly op: 'forward' | 'backward'; readonly mb: number; readonly chunk: number }
+
+export interface PipelineOptions {
+  /** The pipeline axis's group: this rank's index on it is its stage. */
+  pp: ProcessGroup;
+  /** This rank's actions in order (its sends and receives are ignored: the graphs hold them). */
+  actions: readonly { readonly op: string; readonly mb?: number; readonly chunk?: number }[];
+  microbatches: number;
+  /** Model chunks per rank (interleaved schedules); default 1. */
+  chunks?: number;
+  /** Profiler label of the programs; default 'pipeline'. */
+  label?: string;
+}
+
+/** Transfer tags: activations into piece s are 2s, gradients out of piece s are 2s + 1. */
+const ACT = (s: number): number => 2 * s;
+const GRAD = (s: number): number => 2 * s + 1;
+
+interface Chunk {
+  piece: number;
+  schedule: Schedule;
+  /** The batch fields the chunk's graph reads (indices into a microbatch's fields). */
+  fields: number[];
+  /** Each gradient output's slot in the rank's layout, in output order. */
+  gradSlots: number[];
+  last: boolean;
+}
+
+export class PipelineStage {
+  /** This rank's parameters (those its pieces read), in the model's order. */
+  readonly params: FlatBuffer<Float32Array>;
+  /** Their gradients summed over a step's microbatches (and with a tied copy's stage). */
+  readonly grads: FlatBuffer<Float32Array>;
+  readonly stage: number;
+  readonly stages: number;
+  readonly microbatches: number;
+  readonly chunks: number;
+  /** The rank's compute actions, in order. */
+  readonly actions: readonly ComputeAction[];
+  /**
+   * Parameters read on several stages (tied), grouped by the set of stages reading them, in the
+   * model's order: the same list on every stage (each set's group is split on all of them).
+   */
+  readonly tied: readonly { stages: number[]; names: string[] }[];
+  private compiled: Promise<Chunk[]> | null = null;
+  private tiedGroups = new Map<string, Promise<ProcessGroup>>();
+  private readonly leaves: Map<string, Value>;
+
+  /**
+   * Keeps the parameters this rank's pieces read (copied out of `bound`, which every rank bound
+   * alike) and rebinds the model's tensors to them; the rest are detached (no data).
+   */
+  constructor(readonly model: PipelineModel, bound: BoundParameters, readonly o: PipelineOptions) {
+    this.stages = o.pp.size;
+    this.stage = o.pp.rank;
+    this.microbatches = o.microbatches;
+    this.chunks = o.chunks ?? 1;
+    if (model.pieces !== this.stages * this.chunks) throw new Error(`pipeline: the model has ${model.pieces} pieces, the pipeline ${this.stages} stages x ${this.chunks} chunks`);
+    this.actions = o.actions.filter((a): a is ComputeAction => a.op === 'forward' || a.op === 'backward');
+    const want = 2 * this.microbatches * this.chunks;
+    if (this.actions.length !== want) throw new Error(`pipeline: stage ${this.stage}'s table has ${this.actions.length} compute actions, ${this.microbatches} microbatches x ${this.chunks} chunks need ${want}`);
+    const mine = new Set(this.pieces().flatMap((s) => model.params(s)));
+    const layout = new Layout(bound.flat.layout.slots.filter((s) => mine.has(s.name)).map((s) => ({ name: s.name, shape: s.shape })));
+    this.params = FlatBuffer.zeros(layout, 'params');
+    this.grads = FlatBuffer.zeros(layout, 'grads');
+    this.leaves = new Map();
+    for (const s of bound.flat.layout.slots) {
+      const v = bound.tensors[s.name]!.value;
+      if (mine.has(s.name)) {
+        this.params.view(s.name).set(bound.flat.view(s.name));
+        v.data = this.params.view(s.name);
+        this.leaves.set(s.name, v);
+      } else v.data = null;
+    }
+    const readers = new Map<string, Set<number>>();
+    for (let s = 0; s < model.pieces; s++) for (const n of model.params(s)) readers.set(n, (readers.get(n) ?? new Set()).add(s % this.stages));
+    const sets = new Map<string, { stages: number[]; names: string[] }>();
+    for (const s of bound.flat.layout.slots) {
+      const st = [...(readers.get(s.name) ?? [])].sort((a, b) => a - b);
+      if (st.length < 2) continue;
+      const k = st.join(',');
+      if (!sets.has(k)) sets.set(k, { stages: st, names: [] });
+      sets.get(k)!.names.push(s.name);
+    }
+    this.tied = [...sets.values()];
+  }
+
+  /** The pieces this rank runs, by chunk. */
+  pieces(): number[] { return Array.from({ length: this.chunks }, (_, c) => c * this.stages + this.stage); }
+
+  /**
+   * One step over `batch` (this rank's whole batch: every field, the first dim the examples),
+   * split into `microbatches` equal microbatches. Resolves with the mean loss over them, on every
+   * rank; `grads` then holds the summed gradients of this rank's parameters.
+   */
+  async step(batch: readonly Feed[]): Promise<number> {
+    const M = this.microbatches;
+    const rows = batch[0]!.shape?.[0] ?? batch[0]!.data.length;
+    if (rows % M !== 0) throw new Error(`pipeline: a batch of ${rows} does not split into ${M} microbatches`);
+    const micro = Array.from({ length: M }, (_, m) => batch.map((f) => sliceRows(f, m, M)));
+    const chunks = await (this.compiled ??= this.compile(micro[0]!));
+    this.grads.data.fill(0);
+    let loss = 0;
+    // The table's compute actions, let through one at a time.
+    let turn = 0;
+    const waiting = new Map<string, () => void>();
+    const key = (op: string, mb: number, chunk: number): string => `${op}:${mb}:${chunk}`;
+    const current = (): string | null => { const a = this.actions[turn]; return a ? key(a.op, a.mb, a.chunk) : null; };
+    const advance = (): void => {
+      turn++;
+      const k = current();
+      const w = k === null ? undefined : waiting.get(k);
+      if (w) { waiting.delete(k!); w(); }
+    };
+    const runs = chunks.flatMap((c, ci) => micro.map(async (mb, m) => {
+      const feeds = c.fields.map((i) => mb[i]!);
+      const gate = (g: number): Promise<void> => {
+        const k = key(g === 0 ? 'forward' : 'backward', m, ci);
+        return current() === k ? Promise.resolve() : new Promise<void>((res) => waiting.set(k, res));
+      };
+      const onGroup = (g: number, values: TypedArray[]): void => {
+        if (g === 0 && c.last) loss += (values[0] as Float32Array)[0]!;
+        if (g === 1) c.gradSlots.forEach((slot, i) => addInto(this.grads, slot, values[i] as Float32Array));
+        // The next action starts once this run has issued what follows its pass (its sends).
+        setImmediate(advance);
+      };
+      await c.schedule.run(feeds, { groups: { pp: this.o.pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, onGroup, gate);
+    }));
+    await Promise.all(runs);
+    // The last pass's advance is deferred like every other.
+    await new Promise<void>((res) => setImmediate(res));
+    if (turn !== this.actions.length) throw new Error(`pipeline: stage ${this.stage} ran ${turn} of its ${this.actions.length} actions`);
+    // Tied parameters: each stage's part of the gradient summed between the stages that read it.
+    for (const t of this.tied) {
+      const g = await this.tiedGroup(t.stages);
+      if (t.stages.includes(this.stage)) for (const n of t.names) await g.allReduce(this.grads.view(n), 'sum').wait();
+    }
+    const l = Float32Array.of(loss);
+    if (this.stages > 1) await this.o.pp.allReduce(l, 'sum').wait();
+    return l[0]!;
+  }
+
+  /** The group of the stages in `stages` (split once per set; every stage of the axis takes part). */
+  private tiedGroup(stages: readonly number[]): Promise<ProcessGroup> {
+    const k = stages.join(',');
+    let g = this.tiedGroups.get(k);
+    if (!g) {
+      g = this.o.pp.split(stages.includes(this.stage) ? 1 : 0);
+      this.tiedGroups.set(k, g);
+    }
+    return g;
+  }
+
+  /** Traces and compiles each chunk's graph for microbatches shaped like `mb`. */
+  private async compile(mb: readonly Feed[]): Promise<Chunk[]> {
+    const P = this.stages;
+    const slotIndex = new Map(this.params.layout.slots.map((s, i) => [s.name, i]));
+    const out: Chunk[] = [];
+    for (const s of this.pieces()) {
+      const first = s === 0;
+      const last = s === this.model.pieces - 1;
+      const fields = mb.map((f) => new Tensor(new Value(f.dtype as 'float32', [...(f.shape ?? [f.data.length])])));
+      const names = this.model.params(s);
+      const wrt = names.map((n) => this.leaves.get(n)!);
+      const [prev, next] = [(s - 1 + P) % P, (s + 1) % P];
+      const x = first ? null : recvFrom('pp', P, prev, ACT(s), this.model.output(s - 1, fields));
+      const y = this.model.forward(s, x === null ? null : new Tensor(x), fields).value;
+      const gs = (seedOf: Value, seed?: Value): Value[] => grad(seedOf, x === null ? wrt : [...wrt, x], seed ? [seed] : undefined);
+      let fwd: Value[];
+      let bwd: Value[];
+      if (last) {
+        const l = b.mul(y, b.scalarLike(1 / this.microbatches, y));
+        const g = gs(l);
+        fwd = [l];
+        bwd = x === null ? g : [...g.slice(0, -1), sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1))];
+      } else {
+        const sent = sendTo(y, 'pp', P, next, ACT(s + 1));
+        const dy = recvFrom('pp', P, next, GRAD(s), { dtype: y.dtype as 'float32', shape: y.shape as number[] }, [y]);
+        const g = gs(y, dy);
+        fwd = [y];
+        bwd = [...(x === null ? g : g.slice(0, -1)), sent, ...(x === null ? [] : [sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1))])];
+      }
+      const read = readInputs([...fwd, ...bwd]);
+      const used = fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
+      const schedule = await compileSchedule([...fwd, ...bwd], used.map((i) => fields[i]!.value), { groups: [fwd, bwd], phases: true });
+      out.push({ piece: s, schedule, fields: used, gradSlots: names.map((n) => slotIndex.get(n)!), last });
+    }
+    return out;
+  }
+}
+
+/** The leaves (inputs, parameters) the graph computing `outputs` reads. */
+function readInputs(outputs: readonly Value[]): Set<Value> {
+  const seen = new Set<Value>();
+  const leaves = new Set<Value>();
+  const stack = [...outputs];
+  while (stack.length > 0) {
+    const v = stack.pop()!;
+    if (seen.has(v)) continue;
+    seen.add(v);
+    if (v.node === null) leaves.add(v);
+    else for (const i of v.node.inputs) if (i !== null) stack.push(i);
+  }
+  return leaves;
+}
+
+/** Microbatch m of M of a feed (rows along its first dim). */
+function sliceRows(f: Feed, m: number, M: number): Feed {
+  const shape = [...(f.shape ?? [f.data.length])];
+  const rows = shape[0]! / M;
+  const per = f.data.length / shape[0]!;
+  shape[0] = rows;
+  return { ...f, data: f.data.subarray(m * rows * per, (m + 1) * rows * per) as typeof f.data, shape };
+}
+
+/** Adds `g` into slot `slot` of `buf`. */
+function addInto(buf: FlatBuffer<Float32Array>, slot: number, g: Float32Array): void {
+  const s = buf.layout.slots[slot]!;
+  const d = buf.data;
+  for (let i = 0; i < s.size; i++) d[s.offset + i]! += g[i]!;
+}

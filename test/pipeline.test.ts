@@ -1,0 +1,46 @@
+/**
+ * Pipeline parallelism (parallel/pipeline.ts) against one rank: a tiny GPT cut into 2 or 4 stages
+ * on thread ranks, trained 5 AdamW steps under each schedule, gives the per-step losses and the
+ * parameters of the whole model trained on one rank with the same global batch (1e-5), every stage
+ * holding only its pieces' parameters (the tied embedding on the first and last).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchThreads } from '../src/comm/threads/launch.js';
+import type { PipelineRankArgs, PipelineRankResult } from './pipeline_rank.js';
+
+const entry = new URL('./pipeline_rank.js', import.meta.url);
+const STEPS = 5;
+const BATCH = 8;
+const run = (nproc: number, a: Omit<PipelineRankArgs, 'steps' | 'batch'>): Promise<PipelineRankResult[]> =>
+  launchThreads<PipelineRankResult>({ nproc, entry, args: { ...a, steps: STEPS, batch: BATCH } satisfies PipelineRankArgs, timeoutMs: 120_000 });
+
+let reference: Promise<PipelineRankResult> | null = null;
+const single = (): Promise<PipelineRankResult> => (reference ??= run(1, { kind: 'none', microbatches: 1, chunks: 1 }).then((r) => r[0]!));
+
+/** The stages' parameters cover the model once (the tied embedding twice, equal), and equal the reference's to `tol` relative. */
+function assertSame(ranks: readonly PipelineRankResult[], ref: PipelineRankResult, what: string, tol = 1e-5): void {
+  ranks.forEach((r) => r.losses.forEach((l, i) => assert.ok(Math.abs(l - ref.losses[i]!) <= 1e-5 * ref.losses[i]!, `${what}: step ${i + 1} loss ${l} vs ${ref.losses[i]}`)));
+  const max = Math.max(...Object.values(ref.params).flat().map(Math.abs));
+  const seen = new Map<string, number[]>();
+  for (const r of ranks) {
+    for (const [k, v] of Object.entries(r.params)) {
+      const want = ref.params[k];
+      assert.ok(want, `${what}: '${k}' is a parameter of the model`);
+      const err = Math.max(...v.map((x, i) => Math.abs(x - want[i]!)));
+      assert.ok(err / max < tol, `${what}: '${k}' differs by ${err / max} (relative)`);
+      const other = seen.get(k);
+      if (other) assert.deepEqual(v, other, `${what}: the copies of tied '${k}' agree`);
+      seen.set(k, v);
+    }
+  }
+  assert.deepEqual([...seen.keys()].sort(), Object.keys(ref.params).sort(), `${what}: the stages hold every parameter`);
+  const first = Object.keys(ranks[0]!.params);
+  assert.ok(ranks.length === 1 || first.length < Object.keys(ref.params).length, `${what}: a stage holds only its pieces`);
+}
+
+for (const [kind, P, M] of [['gpipe', 2, 4], ['1f1b', 2, 4], ['gpipe', 4, 8], ['1f1b', 4, 4], ['1f1b', 4, 8]] as const) {
+  test(`threads: ${kind} on ${P} stages with ${M} microbatches equals one rank (losses and parameters after ${STEPS} AdamW steps)`, async () => {
+    assertSame(await run(P, { kind, microbatches: M, chunks: 1 }), await single(), `${kind} p=${P} m=${M}`);
+  });
+}
