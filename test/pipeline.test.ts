@@ -6,7 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { launchThreads } from '../src/comm/threads/launch.js';
+import { skipMpi } from './helpers/mpi.js';
 import type { PipelineRankArgs, PipelineRankResult } from './pipeline_rank.js';
 
 const entry = new URL('./pipeline_rank.js', import.meta.url);
@@ -42,5 +48,21 @@ function assertSame(ranks: readonly PipelineRankResult[], ref: PipelineRankResul
 for (const [kind, P, M] of [['gpipe', 2, 4], ['1f1b', 2, 4], ['gpipe', 4, 8], ['1f1b', 4, 4], ['1f1b', 4, 8]] as const) {
   test(`threads: ${kind} on ${P} stages with ${M} microbatches equals one rank (losses and parameters after ${STEPS} AdamW steps)`, async () => {
     assertSame(await run(P, { kind, microbatches: M, chunks: 1 }), await single(), `${kind} p=${P} m=${M}`);
+  });
+}
+
+for (const kind of ['gpipe', '1f1b'] as const) {
+  test(`mpi: ${kind} on 2 stages (4 microbatches) equals one rank`, { skip: skipMpi }, async () => {
+    const args: PipelineRankArgs = { kind, microbatches: 4, chunks: 1, steps: STEPS, batch: BATCH };
+    let ranks: PipelineRankResult[];
+    const dir = mkdtempSync(join(tmpdir(), 'weft-pipeline-mpi-'));
+    try {
+      execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, fileURLToPath(new URL('./pipeline_mpi.js', import.meta.url)), JSON.stringify(args), dir],
+        { encoding: 'utf8', env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, timeout: 120_000 });
+      ranks = [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as PipelineRankResult);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assertSame(ranks, await single(), `mpi ${kind}`);
   });
 }

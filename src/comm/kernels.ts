@@ -133,14 +133,17 @@ registerHostKernel('weft.RootOnly', async (n, [x], ctx) => {
 }, none);
 
 /**
- * A point-to-point transfer's tag on the wire: the op's `tag` and the run's microbatch
- * (`context.microbatch`, 0 when absent), so the same traced stage serves every microbatch and a
- * receive matches its own microbatch's send whatever order they arrive in.
+ * A point-to-point transfer's tag on the wire, within MPI's guaranteed [0, 32767]: the op's `tag`
+ * (6 bits) and the run's microbatch (`context.microbatch`, 0 when absent) modulo 512 (9 bits), so
+ * the same traced stage serves every microbatch and a receive matches its own microbatch's send
+ * whatever order different transfers arrive in. Two microbatches 512 apart share a tag; between
+ * one pair of ranks their messages are sent, and their receives posted, in microbatch order, and
+ * both backends match equal tags in order (MPI's non-overtaking rule).
  */
 function wireTag(n: Node, context: unknown): number {
   const mb = (context as { microbatch?: number } | null)?.microbatch ?? 0;
-  if (!(Number.isInteger(mb) && mb >= 0 && mb < 2 ** 16)) throw new Error(`${n.op}: context.microbatch must be an integer in [0, 65536), got ${mb}`);
-  return (n.attrs['tag'] as number) * 2 ** 16 + mb;
+  if (!(Number.isInteger(mb) && mb >= 0)) throw new Error(`${n.op}: context.microbatch must be a non-negative integer, got ${mb}`);
+  return (n.attrs['tag'] as number) * 512 + (mb % 512);
 }
 
 registerHostKernel('weft.Send', async (n, [x], ctx) => {

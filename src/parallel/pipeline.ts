@@ -119,6 +119,7 @@ export class PipelineStage {
     this.stage = o.pp.rank;
     this.microbatches = o.microbatches;
     this.chunks = o.chunks ?? 1;
+    if (model.pieces > 32) throw new Error(`pipeline: ${model.pieces} pieces; at most 32 (stages x chunks), the transfers' tags have 6 bits`);
     if (model.pieces !== this.stages * this.chunks) throw new Error(`pipeline: the model has ${model.pieces} pieces, the pipeline ${this.stages} stages x ${this.chunks} chunks`);
     this.actions = o.actions.filter((a): a is ComputeAction => a.op === 'forward' || a.op === 'backward');
     const want = 2 * this.microbatches * this.chunks;
