@@ -49,8 +49,8 @@ export default async function rank(pg: ProcessGroup, a: PipelineRankArgs): Promi
   }
   const P = pg.size;
   const table = pipelineTable(a.kind, P, a.microbatches, a.chunks);
-  const pipe = new PipelineStage(gptPipeline(gpt, P * a.chunks), bound, { pp: pg, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks });
+  const pipe = new PipelineStage(gptPipeline(gpt, P * a.chunks), bound, { stage: pg.rank, stages: P, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks });
   const opt = new AdamW(pipe.params, { lr, weightDecay: 0.1 });
-  for (let t = 0; t < a.steps; t++) { losses.push(await pipe.step(batchAt(t, a.batch))); await opt.step(pipe.grads); }
+  for (let t = 0; t < a.steps; t++) { losses.push(await pipe.step(batchAt(t, a.batch), pg)); await opt.step(pipe.grads); }
   return { losses, params: Object.fromEntries(pipe.params.layout.slots.map((s) => [s.name, [...pipe.params.view(s.name)]])) };
 }

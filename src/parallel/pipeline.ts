@@ -27,8 +27,8 @@
  * the flush; the loss is summed over the axis, so every rank reports it.
  *
  * @example
- *   const pipe = new PipelineStage(model, bound, { pp, table: pipelineTable('1f1b', 2, 4, 1), microbatches: 4 });
- *   const loss = await pipe.step([idx, tgt]);        // pipe.grads: this rank's summed gradients
+ *   const pipe = new PipelineStage(model, bound, { stage: pp.rank, stages: pp.size, actions: pipelineTable('1f1b', 2, 4, 1).actions[pp.rank]!, microbatches: 4 });
+ *   const loss = await pipe.step([idx, tgt], pp);    // pipe.grads: this rank's summed gradients
  *   await opt.step(pipe.grads);                      // over pipe.params, this rank's parameters
  */
 import type { Feed } from '../tensor/compile.js';
@@ -65,8 +65,9 @@ export interface PipelineModel {
 export interface ComputeAction { readonly op: 'forward' | 'backward'; readonly mb: number; readonly chunk: number }
 
 export interface PipelineOptions {
-  /** The pipeline axis's group: this rank's index on it is its stage. */
-  pp: ProcessGroup;
+  /** This rank's index on the pipeline axis, and the axis's size (its group is passed to each step). */
+  stage: number;
+  stages: number;
   /** This rank's actions in order (its sends and receives are ignored: the graphs hold them). */
   actions: readonly { readonly op: string; readonly mb?: number; readonly chunk?: number }[];
   microbatches: number;
@@ -106,6 +107,9 @@ export class PipelineStage {
    * model's order: the same list on every stage (each set's group is split on all of them).
    */
   readonly tied: readonly { stages: number[]; names: string[] }[];
+  /** The whole model's parameter layout (every stage's tensors, in the model's order). */
+  readonly wholeLayout: Layout;
+  private readonly firstReader = new Map<string, number>();
   private compiled: Promise<Chunk[]> | null = null;
   private tiedGroups = new Map<string, Promise<ProcessGroup>>();
   private readonly leaves: Map<string, Value>;
@@ -115,8 +119,9 @@ export class PipelineStage {
    * alike) and rebinds the model's tensors to them; the rest are detached (no data).
    */
   constructor(readonly model: PipelineModel, bound: BoundParameters, readonly o: PipelineOptions) {
-    this.stages = o.pp.size;
-    this.stage = o.pp.rank;
+    this.stages = o.stages;
+    this.stage = o.stage;
+    if (!(Number.isInteger(o.stages) && o.stages >= 1 && Number.isInteger(o.stage) && o.stage >= 0 && o.stage < o.stages)) throw new Error(`pipeline: stage ${o.stage} of ${o.stages} is not a stage`);
     this.microbatches = o.microbatches;
     this.chunks = o.chunks ?? 1;
     if (model.pieces > 32) throw new Error(`pipeline: ${model.pieces} pieces; at most 32 (stages x chunks), the transfers' tags have 6 bits`);
@@ -137,8 +142,14 @@ export class PipelineStage {
         this.leaves.set(s.name, v);
       } else v.data = null;
     }
+    this.wholeLayout = bound.flat.layout;
     const readers = new Map<string, Set<number>>();
     for (let s = 0; s < model.pieces; s++) for (const n of model.params(s)) readers.set(n, (readers.get(n) ?? new Set()).add(s % this.stages));
+    for (const sl of bound.flat.layout.slots) {
+      const st = readers.get(sl.name);
+      if (!st) throw new Error(`pipeline: parameter '${sl.name}' is in no piece`);
+      this.firstReader.set(sl.name, Math.min(...st));
+    }
     const sets = new Map<string, { stages: number[]; names: string[] }>();
     for (const s of bound.flat.layout.slots) {
       const st = [...(readers.get(s.name) ?? [])].sort((a, b) => a - b);
@@ -150,6 +161,13 @@ export class PipelineStage {
     this.tied = [...sets.values()];
   }
 
+  /** The stage that speaks for parameter `name` (the first that reads it: what saves it). */
+  ownerOf(name: string): number {
+    const r = this.firstReader.get(name);
+    if (r === undefined) throw new Error(`pipeline: no parameter '${name}'`);
+    return r;
+  }
+
   /** The pieces this rank runs, by chunk. */
   pieces(): number[] { return Array.from({ length: this.chunks }, (_, c) => c * this.stages + this.stage); }
 
@@ -158,12 +176,11 @@ export class PipelineStage {
    * split into `microbatches` equal microbatches. Resolves with the mean loss over them, on every
    * rank; `grads` then holds the summed gradients of this rank's parameters.
    */
-  async step(batch: readonly Feed[]): Promise<number> {
+  async step(batch: readonly Feed[], pp: ProcessGroup): Promise<number> {
+    this.checkGroup(pp);
     const M = this.microbatches;
-    const rows = batch[0]!.shape?.[0] ?? batch[0]!.data.length;
-    if (rows % M !== 0) throw new Error(`pipeline: a batch of ${rows} does not split into ${M} microbatches`);
-    const micro = Array.from({ length: M }, (_, m) => batch.map((f) => sliceRows(f, m, M)));
-    const chunks = await (this.compiled ??= this.compile(micro[0]!));
+    const micro = splitBatch(batch, M);
+    const chunks = await (this.compiled ??= this.compile(micro[0]!, true));
     this.grads.data.fill(0);
     let loss = 0;
     // The table's compute actions, let through one at a time.
@@ -189,7 +206,7 @@ export class PipelineStage {
         // The next action starts once this run has issued what follows its pass (its sends).
         setImmediate(advance);
       };
-      await c.schedule.run(feeds, { groups: { pp: this.o.pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, onGroup, gate);
+      await c.schedule.run(feeds, { groups: { pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, onGroup, gate);
     }));
     await Promise.all(runs);
     // The last pass's advance is deferred like every other.
@@ -197,27 +214,59 @@ export class PipelineStage {
     if (turn !== this.actions.length) throw new Error(`pipeline: stage ${this.stage} ran ${turn} of its ${this.actions.length} actions`);
     // Tied parameters: each stage's part of the gradient summed between the stages that read it.
     for (const t of this.tied) {
-      const g = await this.tiedGroup(t.stages);
+      const g = await this.tiedGroup(pp, t.stages);
       if (t.stages.includes(this.stage)) for (const n of t.names) await g.allReduce(this.grads.view(n), 'sum').wait();
     }
     const l = Float32Array.of(loss);
-    if (this.stages > 1) await this.o.pp.allReduce(l, 'sum').wait();
+    if (this.stages > 1) await pp.allReduce(l, 'sum').wait();
     return l[0]!;
   }
 
+  /**
+   * The mean loss over `batch` with the forward alone (evaluation), on every rank: the batch in
+   * the most microbatches up to the step's that divide it, each piece receiving, computing and
+   * sending every microbatch at once.
+   */
+  async evaluate(batch: readonly Feed[], pp: ProcessGroup): Promise<number> {
+    this.checkGroup(pp);
+    const rows = batch[0]!.shape?.[0] ?? batch[0]!.data.length;
+    let M = Math.min(this.microbatches, rows);
+    while (rows % M !== 0) M--;
+    const micro = splitBatch(batch, M);
+    const key = JSON.stringify(micro[0]!.map((f) => f.shape ?? [f.data.length]));
+    let compiled = this.forwardOnly.get(key);
+    if (!compiled) this.forwardOnly.set(key, (compiled = this.compile(micro[0]!, false)));
+    const chunks = await compiled;
+    let loss = 0;
+    await Promise.all(chunks.flatMap((c) => micro.map(async (mb, m) => {
+      const out = await c.schedule.run(c.fields.map((i) => mb[i]!), { groups: { pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_eval`);
+      if (c.last) loss += (out[0] as Float32Array)[0]! / M;
+    })));
+    const l = Float32Array.of(loss);
+    if (this.stages > 1) await pp.allReduce(l, 'sum').wait();
+    return l[0]!;
+  }
+
+  /** Forward-only chunks by microbatch shape (evaluation batches may differ, the last one shorter). */
+  private readonly forwardOnly = new Map<string, Promise<Chunk[]>>();
+
+  private checkGroup(pp: ProcessGroup): void {
+    if (pp.size !== this.stages || pp.rank !== this.stage) throw new Error(`pipeline: built for stage ${this.stage} of ${this.stages}, run on rank ${pp.rank} of a group of ${pp.size}`);
+  }
+
   /** The group of the stages in `stages` (split once per set; every stage of the axis takes part). */
-  private tiedGroup(stages: readonly number[]): Promise<ProcessGroup> {
+  private tiedGroup(pp: ProcessGroup, stages: readonly number[]): Promise<ProcessGroup> {
     const k = stages.join(',');
     let g = this.tiedGroups.get(k);
     if (!g) {
-      g = this.o.pp.split(stages.includes(this.stage) ? 1 : 0);
+      g = pp.split(stages.includes(this.stage) ? 1 : 0);
       this.tiedGroups.set(k, g);
     }
     return g;
   }
 
-  /** Traces and compiles each chunk's graph for microbatches shaped like `mb`. */
-  private async compile(mb: readonly Feed[]): Promise<Chunk[]> {
+  /** Traces and compiles each chunk's graph for microbatches shaped like `mb`: forward and backward, or (`train` false) the forward alone. */
+  private async compile(mb: readonly Feed[], train: boolean): Promise<Chunk[]> {
     const P = this.stages;
     const slotIndex = new Map(this.params.layout.slots.map((s, i) => [s.name, i]));
     const out: Chunk[] = [];
@@ -233,6 +282,13 @@ export class PipelineStage {
       const gs = (seedOf: Value, seed?: Value): Value[] => grad(seedOf, x === null ? wrt : [...wrt, x], seed ? [seed] : undefined);
       let fwd: Value[];
       let bwd: Value[];
+      if (!train) {
+        const l = last ? y : sendTo(y, 'pp', P, next, ACT(s + 1));
+        const read = readInputs([l]);
+        const used = fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
+        out.push({ piece: s, schedule: await compileSchedule([l], used.map((i) => fields[i]!.value)), fields: used, gradSlots: [], last });
+        continue;
+      }
       if (last) {
         const l = b.mul(y, b.scalarLike(1 / this.microbatches, y));
         const g = gs(l);
@@ -267,6 +323,13 @@ function readInputs(outputs: readonly Value[]): Set<Value> {
     else for (const i of v.node.inputs) if (i !== null) stack.push(i);
   }
   return leaves;
+}
+
+/** `batch` split into M equal microbatches along every field's first dim. */
+function splitBatch(batch: readonly Feed[], M: number): Feed[][] {
+  const rows = batch[0]!.shape?.[0] ?? batch[0]!.data.length;
+  if (!(Number.isInteger(M) && M >= 1) || rows % M !== 0) throw new Error(`pipeline: a batch of ${rows} does not split into ${M} microbatches`);
+  return Array.from({ length: M }, (_, m) => batch.map((f) => sliceRows(f, m, M)));
 }
 
 /** Microbatch m of M of a feed (rows along its first dim). */

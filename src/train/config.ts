@@ -67,6 +67,11 @@ export const SCHEMA = {
     zero: f('integer', 0, 'ZeRO stage over the data-parallel ranks (0 to 3): 0 off; 1 optimizer state and fp32 master weights sharded, parameters all-gathered after the update; 2 also gradients, reduce-scattered per bucket as the backward makes them; 3 also parameters, each block all-gathered just before its forward and again before its backward (one block ahead), gradients reduce-scattered inside the step.', { min: 0 }),
     offload: f('string', 'none', "Optimizer state (AdamW's moments, SGD's momentum) and, at parallel.zero 3, the parameter shard in files under parallel.offloadDir instead of memory, read ahead and written behind (ZeRO-Infinity's disk tier): 'none' or 'disk'.", { oneOf: ['none', 'disk'] }),
     offloadDir: f('string', '', "Directory for parallel.offload 'disk' (one subdirectory per rank); '' means <out>/offload."),
+    pp: f('integer', 1, 'Pipeline parallel degree: the model cut into pp stages (the GPT: embeddings with the first, final LayerNorm and head with the last, the blocks between), microbatches flowing through them. Data parallel takes the rest: dp = ranks / (tp x pp).', { min: 1 }),
+    schedule: f('string', '1f1b', "Pipeline schedule: 'gpipe' (every forward, then every backward), '1f1b' (PipeDream-Flush: at most pp microbatches in flight) or 'interleaved' (Megatron's interleaved 1F1B over parallel.chunks model chunks per stage).", { oneOf: ['gpipe', '1f1b', 'interleaved'] }),
+    microbatches: f('integer', 0, "Pipeline: microbatches per step (train.batch must divide into them; 1f1b and interleaved need at least pp); 0 means pp. The bubble is (pp - 1) / (microbatches + pp - 1).", { min: 0 }),
+    chunks: f('integer', 1, "Pipeline: model chunks per stage (interleaved only, at least 2): the bubble shrinks by that factor.", { min: 1 }),
+    stages: f('integers', [], 'Pipeline: the GPT blocks of each piece (pp x chunks numbers summing to model.layers); [] means an equal share each (model.layers must divide).'),
   },
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
@@ -107,7 +112,7 @@ export interface RunConfig {
     precision: 'fp32' | 'fp16' | 'bf16'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     checkpointing: 'none' | 'full' | 'selective';
   };
-  parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string };
+  parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; stages: number[] };
   dist: { bucketMB: number; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };

@@ -14,6 +14,7 @@ import type { SamplerSpec } from '../data/sampler.js';
 import type { Module } from '../nn/module.js';
 import { scopeModules } from '../nn/scope.js';
 import type { TpAxis } from '../nn/tensor_parallel.js';
+import type { PipelineModel } from '../parallel/pipeline.js';
 import type { CompileOptions } from '../tensor/compile.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { DerivedMetrics, MetricFn } from './metrics.js';
@@ -55,6 +56,11 @@ export interface Task {
    * the GPT's blocks. Absent: the task does not support `train.checkpointing`.
    */
   readonly checkpointUnits?: readonly string[];
+  /**
+   * The model cut into `pieces` pipeline pieces (parallel/pipeline.ts), `blocks` per piece where
+   * given; absent: the task cannot be pipelined.
+   */
+  pipeline?(pieces: number, blocks?: readonly number[]): PipelineModel;
   /** Applies the model's tensor-parallel plan for this rank (before its parameters are bound); absent: no plan. */
   parallelize?(tp: TpAxis, o: { sp: boolean }): void;
   /** JSON kept in each checkpoint's state (a tokenizer), or undefined. */

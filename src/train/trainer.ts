@@ -35,6 +35,8 @@ import type { Value } from '../ir/graph.js';
 import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook, makeBuckets } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
+import { PipelineStage } from '../parallel/pipeline.js';
+import { pipelineTable } from '../parallel/pipeline_schedule.js';
 import type { CommHook } from '../parallel/ddp.js';
 import { globalNorm } from '../optim/clip.js';
 import { LossScaler } from '../optim/loss_scale.js';
@@ -186,6 +188,10 @@ export class Trainer {
   /** The mesh: dp x tp, ranks row-major (tp fastest); this rank's coordinates. */
   readonly dp: { size: number; index: number };
   readonly tp: { size: number; index: number };
+  /** The pipeline axis: this rank's stage and the stage count (size 1 without pipeline parallelism). */
+  readonly pp: { size: number; index: number };
+  /** This rank's pipeline stage (parallel/pipeline.ts), or null. */
+  readonly pipe: PipelineStage | null;
   /** Where each parameter lies (tensor parallel); null for none. */
   private readonly placements: Placements | null;
   /** fp16's dynamic loss scale; null for fp32 and bf16 (unscaled). */
@@ -203,9 +209,17 @@ export class Trainer {
     mkdirSync(cfg.out, { recursive: true });
     const task = this.task = opts.task ?? taskFromConfig(cfg);
     const tp = cfg.parallel.tp;
-    if (this.pg.size % tp !== 0) throw new Error(`parallel.tp (${tp}) must divide the ${this.pg.size} ranks (data parallel takes what is left: dp = ranks / tp)`);
+    const pp = cfg.parallel.pp;
+    if (this.pg.size % (tp * pp) !== 0) {
+      throw new Error(pp > 1 ? `parallel.tp (${tp}) x parallel.pp (${pp}) = ${tp * pp} must divide the ${this.pg.size} ranks (data parallel takes what is left: dp = ranks / (tp x pp))`
+        : `parallel.tp (${tp}) must divide the ${this.pg.size} ranks (data parallel takes what is left: dp = ranks / tp)`);
+    }
+    // Ranks on the mesh pp x dp x tp, tp fastest (Megatron's order: tensor parallel inside a node, pipeline across).
+    const dpSize = this.pg.size / (tp * pp);
     this.tp = { size: tp, index: this.pg.rank % tp };
-    this.dp = { size: this.pg.size / tp, index: Math.floor(this.pg.rank / tp) };
+    this.dp = { size: dpSize, index: Math.floor(this.pg.rank / tp) % dpSize };
+    this.pp = { size: pp, index: Math.floor(this.pg.rank / (tp * dpSize)) };
+    if (pp > 1) checkPipelineConfig(cfg, task);
     if (cfg.parallel.sp && tp === 1) throw new Error('parallel.sp needs parallel.tp > 1 (sequence parallelism splits the tensor-parallel regions\' activations)');
     if (tp > 1) {
       if (!task.parallelize) throw new Error(`parallel.tp = ${tp}: this task's model has no tensor-parallel plan (the GPT has one)`);
@@ -218,13 +232,22 @@ export class Trainer {
       for (const m of norms) m.sync = { axis: 'dp', size: this.dp.size };
     }
     const bound = bindParameters(task.model, { seed: cfg.train.seed });
+    // A pipeline stage keeps the parameters of its pieces (every rank bound the whole model alike).
+    this.pipe = null;
+    if (pp > 1) {
+      const { schedule, chunks, stages } = cfg.parallel;
+      const microbatches = cfg.parallel.microbatches || pp;
+      const table = pipelineTable(schedule, pp, microbatches, chunks);
+      const model = task.pipeline!(pp * chunks, stages.length > 0 ? stages : undefined);
+      this.pipe = new PipelineStage(model, bound, { stage: this.pp.index, stages: pp, actions: table.actions[this.pp.index]!, microbatches, chunks });
+    }
     this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
     const t = cfg.train;
     const layout = bound.flat.layout;
     const Z = cfg.parallel.zero;
     if (Z > 3) throw new Error(`parallel.zero ${Z}: the stages are 0, 1, 2 and 3`);
     if (Z > 0 && t.optimizer === 'adafactor') throw new Error('parallel.zero with train.optimizer adafactor: its factored moments follow whole tensors, which a ZeRO shard cuts; use adamw or sgd');
-    const ddpPath = this.pg.size > 1 && tp === 1 && Z < 3;
+    const ddpPath = this.pg.size > 1 && tp === 1 && Z < 3 && pp === 1;
     const bucketBytes = cfg.dist.bucketMB * 2 ** 20;
     // Disk offload: the optimizer's state (and at stage 3 the parameter shard) in files, one directory per rank (parallel.offloadDir).
     if (cfg.parallel.offload === 'disk' && t.optimizer === 'adafactor') throw new Error("parallel.offload 'disk' with train.optimizer adafactor: its factored moments are not offloaded; use adamw or sgd");
@@ -248,13 +271,13 @@ export class Trainer {
       // for each update and dropped; stage 2's is held: the reduce-scatter lands there.
       this.zero = { stage: Z as 1 | 2, shard, grads: Z === 2 ? shard.zeros('zero.grads') : null };
     } else {
-      this.params = bound;
+      this.params = this.pipe ? { ...bound, flat: this.pipe.params } : bound;
       this.zero = null;
     }
-    this.grads = (Z === 2 && ddpPath) || Z === 3 ? null : FlatBuffer.zeros(layout, 'grads');
+    this.grads = this.pipe ? this.pipe.grads : (Z === 2 && ddpPath) || Z === 3 ? null : FlatBuffer.zeros(layout, 'grads');
     // The norm of the whole model: tensor-parallel shards' squares summed over the axis; at ZeRO
     // stages 2 and 3 (a gradient shard per rank) the owned squares summed over the data-parallel axis too.
-    this.gradNorm = (this.zero?.stage ?? 0) >= 2 ? (g) => this.zeroNorm(g as Float32Array)
+    this.gradNorm = this.pipe ? (g) => this.pipelineNorm(g as Float32Array) : (this.zero?.stage ?? 0) >= 2 ? (g) => this.zeroNorm(g as Float32Array)
       : this.placements ? (g) => shardedNorm(layout, this.placements!, this.context.groups['tp']!)(g) : globalNorm;
     this.scaler = t.precision === 'fp16'
       ? new LossScaler({ init: t.lossScale, growthInterval: t.lossScaleWindow, hysteresis: t.lossScaleHysteresis, minScale: Math.min(t.lossScaleMin, t.lossScale) })
@@ -294,7 +317,8 @@ export class Trainer {
       this.ddp = null;
       // With tensor parallelism or ZeRO stage 3 the step holds collectives: a schedule run on the mesh's groups.
       const z3 = this.zero3;
-      this.step = gradStep(this.params, z3?.grads ?? this.grads!, loss, 'fwd_bwd', {
+      // A pipeline stage runs its own per-microbatch schedules (PipelineStage.step).
+      this.step = this.pipe ? null : gradStep(this.params, z3?.grads ?? this.grads!, loss, 'fwd_bwd', {
         // Stage 3's many per-layer programs run without onnxruntime's arenas (runtime/ort.ts).
         ...stepOptions, ...(tp > 1 || z3 ? { context: this.context } : {}), ...(z3 ? { shardParameters: z3.rewrite, arena: false } : {}),
       });
@@ -320,6 +344,7 @@ export class Trainer {
    * outputs the forward computes (the loss and buffer updates; the rest are gradients).
    */
   async traceStep(): Promise<{ step: Traced; forward: number[]; groups: Value[][] | null; eval: Traced | null }> {
+    if (this.pipe) throw new Error(`parallel.pp = ${this.pp.size}: the memory estimate does not cover pipeline stages yet`);
     const loader = await SyncLoader.create({
       ...this.task.trainLoader, dataset: this.task.train, batch: this.cfg.train.batch,
       sampler: this.task.sampling({ seed: this.cfg.train.dataSeed, rank: this.dp.index, worldSize: this.dp.size }),
@@ -360,14 +385,15 @@ export class Trainer {
    * statistics): `val_loss`, each metric, and the derived ones, averaged over examples.
    */
   async evaluate(): Promise<Record<string, number>> {
-    const names = ['val_loss', ...Object.keys(this.task.metrics)];
+    // A pipeline evaluates its loss through the stages (every rank takes part); the task's other metrics need the model's whole output.
+    const names = ['val_loss', ...(this.pipe ? [] : Object.keys(this.task.metrics))];
     const sums = new Float64Array(names.length);
     let n = 0;
     this.task.model.eval();
     try {
       for (const feeds of this.evalFeeds()) {
         const rows = feeds[0]!.shape[0]!;
-        const outs = await this.evalProgram(...feeds);
+        const outs = this.pipe ? [Float32Array.of(await this.pipe.evaluate(feeds, this.context.groups['pp']!))] : await this.evalProgram(...feeds);
         outs.forEach((o, i) => { sums[i]! += Number(o[0]) * rows; });
         n += rows;
       }
@@ -388,7 +414,16 @@ export class Trainer {
     // Checkpoints hold whole tensors: a sharded rank takes its part, whatever layout wrote them.
     const layout = this.params.flat.layout;
     try {
-      const weights = this.localize(ck.weights, '', file);
+      let weights = this.localize(ck.weights, '', file);
+      if (this.pipe) {
+        // Every tensor of the model must be there; this stage takes its pieces'.
+        for (const s of this.pipe.wholeLayout.slots) if (!weights.has(s.name)) throw new Error(`missing tensor '${s.name}'`);
+        const whole = new Set([...this.pipe.wholeLayout.slots.map((s) => s.name), ...this.params.buffers.layout.slots.map((s) => s.name)]);
+        const extra = [...weights.keys()].filter((k) => !whole.has(k));
+        if (extra.length > 0) throw new Error(`unexpected tensors ${extra.slice(0, 5).join(', ')}`);
+        const mine = new Set([...this.params.flat.layout.slots.map((s) => s.name), ...this.params.buffers.layout.slots.map((s) => s.name)]);
+        weights = new Map([...weights].filter(([k]) => mine.has(k)));
+      }
       if (this.zero3 === null) loadStateDict(this.params, weights);
       else {
         // Stage 3 keeps only its slices: checked and loaded through a transient whole vector.
@@ -480,10 +515,11 @@ export class Trainer {
   /** Every rank hands in its loader state; rank 0 writes the checkpoint. Returns its path (rank 0) or null. */
   private async save(step: number, loader: Loader): Promise<string | null> {
     // One loader state per data-parallel rank (the tensor-parallel ranks of one share its data).
-    const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0);
+    // (Ranks of one replica across tensor-parallel shards and pipeline stages share its data.)
+    const loaders = (await allGatherJson(this.pg, loader.state())).filter((_, r) => r % this.tp.size === 0 && r < this.tp.size * this.dp.size);
     const o = this.opt;
     const state = {
-      step, config: this.cfg, ranks: this.pg.size, parallel: { dp: this.dp.size, tp: this.tp.size }, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
+      step, config: this.cfg, ranks: this.pg.size, parallel: { dp: this.dp.size, tp: this.tp.size, pp: this.pp.size }, optimizer: { name: this.cfg.train.optimizer, t: o.t }, loaders,
       ...(this.scaler ? { lossScaler: this.scaler.state() } : {}),
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
     };
@@ -491,6 +527,7 @@ export class Trainer {
     // tensor-parallel shard over tp), every rank reading in the same order, rank 0 writing.
     const held = (m: Map<string, { shape: readonly number[]; data: FloatArray }>): (readonly [string, LazyTensor])[] =>
       [...m].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data as Float32Array }] as const);
+    if (this.pipe) return this.savePipeline(step, state);
     const z3 = this.zero3;
     const weights = [...this.lazyTensors(z3 ? z3.file ?? z3.params.data : this.params.flat.data, z3 !== null, ''), ...held(byName(this.params.buffers))];
     // AdamW's m and v, SGD's momentum (offloaded: read from their files as the save reaches them), each saved as 'm.<name>', ...
@@ -504,6 +541,48 @@ export class Trainer {
     return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
   }
 
+  /**
+   * A pipeline's checkpoint: whole tensors in the whole model's order, each read by rank 0 from the
+   * stage that speaks for it (its own, or received from that stage's rank of data-parallel replica
+   * 0), the optimizer's state the same way; streamed like every save.
+   */
+  private async savePipeline(step: number, state: Record<string, unknown>): Promise<string | null> {
+    const pipe = this.pipe!;
+    const o = this.opt;
+    if (o instanceof Adafactor) throw new Error('pipeline checkpoints: adafactor state is not saved from stages yet');
+    const shapes = new Map(this.task.model.namedParameters().map(([n, p]) => [n, p.shape]));
+    const vectors: [string, FlatBuffer<FloatArray>][] = [['', pipe.params], ...Object.entries(await o.stateVectors()).map(([k, v]) => [`${k}.`, v as FlatBuffer<FloatArray>] as [string, FlatBuffer<FloatArray>])];
+    const world = this.pg;
+    let tag = 0;
+    const lazy = vectors.map(([prefix, buf]) => pipe.wholeLayout.slots.map((s) => {
+      const t = tag++ % 32768;
+      const owner = pipe.ownerOf(s.name);
+      // The rank that speaks for it: stage `owner` of data-parallel replica 0 (pp is the mesh's slowest axis).
+      const from = owner * this.dp.size * this.tp.size;
+      return [prefix + s.name, {
+        shape: shapes.get(s.name)!, dtype: 'F32',
+        read: async () => {
+          if (world.rank === from) {
+            const mine = (buf.view(s.name) as Float32Array).slice();
+            if (from !== 0) { await world.send(mine, 0, t).wait(); return mine; }
+            return mine;
+          }
+          if (world.rank !== 0) return new Float32Array(0);
+          const got = new Float32Array(s.size);
+          await world.recv(got, from, t).wait();
+          return got;
+        },
+      }] as const;
+    }));
+    const weights = [...lazy[0]!, ...[...byName(this.params.buffers)].map(([k, x]) => [k, { shape: x.shape, dtype: 'F32', read: async () => x.data as Float32Array }] as const)];
+    const optimizer = lazy.slice(1).flat();
+    if (world.rank !== 0) {
+      for (const [, t] of [...weights, ...optimizer]) await t.read();
+      return null;
+    }
+    return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
+  }
+
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
   private async microStep(b: Batch, first: boolean, last: boolean): Promise<number> {
     const feeds = feedsOf(b);
@@ -511,6 +590,7 @@ export class Trainer {
     // ZeRO stage 2 reduce-scatters every micro-step into the shard (DeepSpeed's stage 2 does too).
     const noSync = !last && this.zero?.stage !== 2;
     if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync, ...(lossScale ? { lossScale } : {}) });
+    if (this.pipe) return this.pipe.step(feeds, this.context.groups['pp']!);
     return this.step!(feeds, { accumulate: !first, ...(lossScale ? { lossScale } : {}) });
   }
 
@@ -539,6 +619,11 @@ export class Trainer {
       });
       const mesh = await deviceMesh(this.pg, { dp: this.dp.size, tp: this.tp.size });
       this.context.groups['tp'] = mesh.groups['tp']!;
+      this.context.groups['dp'] = mesh.groups['dp']!;
+    }
+    if (this.pp.size > 1 && this.context.groups['pp'] === undefined) {
+      const mesh = await deviceMesh(this.pg, { pp: this.pp.size, dp: this.dp.size });
+      this.context.groups['pp'] = mesh.groups['pp']!;
       this.context.groups['dp'] = mesh.groups['dp']!;
     }
     const resumed = o.resume ? this.restore() : null;
@@ -584,7 +669,8 @@ export class Trainer {
         if (this.zero3) { /* the step's reduce-scatters left the averaged shard */ } else if (this.tp.size > 1 && this.dp.size > 1) {
           if (this.zero?.grads) await this.zero.shard.reduceScatter(dpGroup, 0, this.grads!.data, this.zero.grads.data.subarray(0, this.zero.shard.ranges[0]!.c)).wait();
           else await dpGroup.allReduce(this.grads!.data, 'mean').wait();
-        } else if (this.zero?.grads && this.dp.size === 1) this.zero.shard.take(this.grads!.data, this.zero.grads.data);
+        } else if (this.pipe && this.dp.size > 1) await dpGroup.allReduce(this.grads!.data, 'mean').wait();
+        else if (this.zero?.grads && this.dp.size === 1) this.zero.shard.take(this.grads!.data, this.zero.grads.data);
         if (this.dp.size > 1) {
           const l = Float32Array.of(loss);
           await dpGroup.allReduce(l, 'mean').wait();
@@ -598,7 +684,7 @@ export class Trainer {
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
-        if ((lead || this.tp.size > 1 || this.zero3) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
+        if ((lead || this.tp.size > 1 || this.zero3 || this.pipe) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
           evaluated = await this.evaluate();
           Object.assign(m, evaluated);
           valLosses.push({ step, val_loss: evaluated['val_loss']! });
@@ -633,7 +719,8 @@ export class Trainer {
     }
     const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
     // Generation runs the whole model: at stage 3 every rank gathers the parameters back first.
-    const finishes = step === steps && task.finish !== undefined && (task.finishes?.() ?? true);
+    // A pipeline stage holds only its pieces: no sample from the whole model (yet).
+    const finishes = step === steps && this.pipe === null && task.finish !== undefined && (task.finishes?.() ?? true);
     if (this.zero3 && finishes) this.attachParameters(await this.wholeParameters());
     const finishing = finishes && (lead || (this.tp.size > 1 && this.dp.index === 0));
     const sample = finishing ? await task.finish!(this.tp.size > 1 ? { context: { groups: { tp: this.context.groups['tp']! } } } : {}) : null;
@@ -696,8 +783,23 @@ export class Trainer {
     for (const s of whole.layout.slots) this.params.tensors[s.name]!.value.data = whole.view(s.name);
   }
 
-  /** The data-parallel group: the world without tensor parallelism, the mesh's 'dp' axis with it. */
-  private dpGroup(): ProcessGroup { return this.tp.size > 1 ? this.context.groups['dp']! : this.pg; }
+  /** The data-parallel group: the world without tensor or pipeline parallelism, the mesh's 'dp' axis with them. */
+  private dpGroup(): ProcessGroup { return this.tp.size > 1 || this.pp.size > 1 ? this.context.groups['dp']! : this.pg; }
+
+  /** The global gradient norm of a pipeline stage's gradients: squares summed over the stages, a tied parameter counted on its first stage only. */
+  private async pipelineNorm(g: Float32Array): Promise<number> {
+    const pipe = this.pipe!;
+    const layout = pipe.grads.layout;
+    const skip = new Set(pipe.tied.filter((t) => t.stages[0] !== pipe.stage).flatMap((t) => t.names));
+    let ss = 0;
+    for (const s of layout.slots) {
+      if (skip.has(s.name)) continue;
+      for (let i = s.offset; i < s.offset + s.size; i++) ss += g[i]! * g[i]!;
+    }
+    const sum = Float64Array.of(ss);
+    await this.context.groups['pp']!.allReduce(sum, 'sum').wait();
+    return Math.sqrt(sum[0]!);
+  }
 
   /** The global gradient norm at ZeRO stages 2 and 3: owned squares summed over dp (and tp-sharded ones over tp). */
   private async zeroNorm(g: Float32Array): Promise<number> {
@@ -714,8 +816,9 @@ export class Trainer {
    */
   private async memoryAccounting(): Promise<MemoryAccounting> {
     const { heldBytes, totalHeldBytes } = profiler.report();
-    const t = await this.traceStep();
-    const g = graphMemory(t.step.outputs, t.forward);
+    // A pipeline stage's graphs are its chunks' (not traced here: no liveness figures yet).
+    const t = this.pipe ? null : await this.traceStep();
+    const g = t === null ? { savedBytes: 0, peakBytes: 0 } : graphMemory(t.step.outputs, t.forward);
     return { held: heldBytes, held_bytes: totalHeldBytes, activations_bytes: g.savedBytes, step_peak_bytes: g.peakBytes, peak_rss_bytes: peakRssBytes() };
   }
 
@@ -725,6 +828,27 @@ export class Trainer {
     await this.pg.allReduce(f, 'max').wait();
     return f[0]! > 0;
   }
+}
+
+/**
+ * What pipeline parallelism composes with so far, checked before anything is built: every other
+ * combination is an error naming the setting (the numbers of the table itself are
+ * `pipelineTable`'s to check, and the batch's split into microbatches is checked here).
+ */
+function checkPipelineConfig(cfg: RunConfig, task: Task): void {
+  const p = cfg.parallel;
+  const no = (what: string): never => { throw new Error(`parallel.pp = ${p.pp} with ${what}: not supported yet`); };
+  if (!task.pipeline) throw new Error(`parallel.pp = ${p.pp}: this task's model cannot be cut into pipeline stages (the GPT can)`);
+  if (p.tp > 1) no(`parallel.tp = ${p.tp} (the dp x tp x pp mesh)`);
+  if (p.zero > 0) no(`parallel.zero = ${p.zero}`);
+  if (p.offload !== 'none') no(`parallel.offload '${p.offload}'`);
+  if (cfg.train.precision !== 'fp32') no(`train.precision '${cfg.train.precision}'`);
+  if (cfg.train.checkpointing !== 'none') no(`train.checkpointing '${cfg.train.checkpointing}'`);
+  if (cfg.train.optimizer === 'adafactor') no('train.optimizer adafactor');
+  if (cfg.train.accumulate !== 1) throw new Error(`parallel.pp = ${p.pp} with train.accumulate = ${cfg.train.accumulate}: a pipeline accumulates over its microbatches; set parallel.microbatches instead`);
+  const m = p.microbatches || p.pp;
+  if (cfg.train.batch % m !== 0) throw new Error(`train.batch (${cfg.train.batch}) must divide into parallel.microbatches (${m}) equal microbatches`);
+  if (p.schedule !== 'interleaved' && p.chunks !== 1) throw new Error(`parallel.chunks = ${p.chunks} needs parallel.schedule 'interleaved' (${p.schedule} runs one chunk per stage)`);
 }
 
 function fmtTime(s: number): string {

@@ -11,8 +11,9 @@ import { TokenDataset, evalWindows } from '../../data/dataset.js';
 import { BpeTokenizer, ByteTokenizer, loadTokenizer, saveTokenizer } from '../../data/tokenizer.js';
 import type { Tokenizer } from '../../data/tokenizer.js';
 import { GPT } from '../../nn/gpt.js';
-import { parallelizeGPT } from '../../nn/gpt_plan.js';
+import { gptPipeline, parallelizeGPT } from '../../nn/gpt_plan.js';
 import type { TpAxis } from '../../nn/tensor_parallel.js';
+import type { PipelineModel } from '../../parallel/pipeline.js';
 import type { CompileOptions } from '../../tensor/compile.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { RunConfig } from '../config.js';
@@ -80,6 +81,9 @@ export class LanguageModelTask implements Task {
   loss(out: Tensor, y: Tensor): Tensor { return this.model.criterion(out, y); }
 
   checkpointState(): unknown { return { tokenizer: this.tokenizer.toJSON() }; }
+
+  /** The GPT cut into pipeline pieces (nn/gpt_plan.ts). */
+  pipeline(pieces: number, blocks?: readonly number[]): PipelineModel { return gptPipeline(this.model, pieces, blocks); }
 
   /** The GPT's Megatron layout (nn/gpt_plan.ts). */
   parallelize(tp: TpAxis, o: { sp: boolean }): void { parallelizeGPT(this.model, tp, o); }
