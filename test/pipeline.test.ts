@@ -45,9 +45,9 @@ function assertSame(ranks: readonly PipelineRankResult[], ref: PipelineRankResul
   assert.ok(ranks.length === 1 || first.length < Object.keys(ref.params).length, `${what}: a stage holds only its pieces`);
 }
 
-for (const [kind, P, M] of [['gpipe', 2, 4], ['1f1b', 2, 4], ['gpipe', 4, 8], ['1f1b', 4, 4], ['1f1b', 4, 8]] as const) {
-  test(`threads: ${kind} on ${P} stages with ${M} microbatches equals one rank (losses and parameters after ${STEPS} AdamW steps)`, async () => {
-    assertSame(await run(P, { kind, microbatches: M, chunks: 1 }), await single(), `${kind} p=${P} m=${M}`);
+for (const [kind, P, M, V] of [['gpipe', 2, 4, 1], ['1f1b', 2, 4, 1], ['gpipe', 4, 8, 1], ['1f1b', 4, 4, 1], ['1f1b', 4, 8, 1], ['interleaved', 2, 4, 2], ['interleaved', 2, 2, 2]] as const) {
+  test(`threads: ${kind} on ${P} stages with ${M} microbatches${V > 1 ? ` and ${V} chunks per stage` : ''} equals one rank (losses and parameters after ${STEPS} AdamW steps)`, async () => {
+    assertSame(await run(P, { kind, microbatches: M, chunks: V }), await single(), `${kind} p=${P} m=${M} v=${V}`);
   });
 }
 

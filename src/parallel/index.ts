@@ -4,3 +4,5 @@ export type { Bucket, CommHook, DDPOptions } from './ddp.js';
 export { compileSpmd } from './spmd.js';
 export { shardedNorm, wholeTensor, localPart } from './tensor_parallel.js';
 export type { Placements } from './tensor_parallel.js';
+// Pipeline schedules as data; their generic names (simulate, validate, Action) stay under one namespace: weft.pipeline.*.
+export * as pipeline from './pipeline_schedule.js';
