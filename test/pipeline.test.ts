@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchThreads } from '../src/comm/threads/launch.js';
 import { skipMpi } from './helpers/mpi.js';
+import { pipelineTable } from '../src/parallel/pipeline_schedule.js';
 import type { PipelineRankArgs, PipelineRankResult } from './pipeline_rank.js';
 
 const entry = new URL('./pipeline_rank.js', import.meta.url);
@@ -66,3 +67,20 @@ for (const kind of ['gpipe', '1f1b'] as const) {
     assertSame(ranks, await single(), `mpi ${kind}`);
   });
 }
+
+test('each stage runs its table: compute in the table\'s order, one action at a time; in flight and saved activations: GPipe m, 1F1B min(p - r, m)', async () => {
+  for (const [kind, P, M] of [['gpipe', 2, 4], ['1f1b', 2, 4], ['gpipe', 4, 8], ['1f1b', 4, 8]] as const) {
+    const ranks = await run(P, { kind, microbatches: M, chunks: 1 });
+    const table = pipelineTable(kind, P, M, 1);
+    const perMicrobatch = ranks.map((r) => r.ran!.peakSavedBytes / r.ran!.inFlight);
+    ranks.forEach((r, rank) => {
+      const want = table.actions[rank]!.filter((a) => a.op === 'forward' || a.op === 'backward').map((a) => `${a.op[0]}${a.mb}.${a.chunk}`);
+      assert.deepEqual(r.ran!.order, want, `${kind} p=${P} m=${M} rank ${rank}: the table's order`);
+      assert.equal(r.ran!.overlaps, 0, 'one compute action at a time');
+      assert.equal(r.ran!.inFlight, kind === 'gpipe' ? M : Math.min(P - rank, M), `${kind} p=${P} m=${M} rank ${rank}: microbatches in flight`);
+      assert.ok(perMicrobatch[rank]! > 0, 'a microbatch saves activations');
+    });
+    // The middle stages run the same blocks on the same shapes: the same bytes per microbatch.
+    if (P > 2) assert.equal(perMicrobatch[1], perMicrobatch[2]);
+  }
+});

@@ -18,7 +18,12 @@ import { Rng } from '../src/tensor/random.js';
 import type { Feed } from '../src/tensor/compile.js';
 
 export interface PipelineRankArgs { kind: ScheduleKind | 'none'; microbatches: number; chunks: number; steps: number; batch: number }
-export interface PipelineRankResult { losses: number[]; params: Record<string, number[]> }
+export interface PipelineRankResult {
+  losses: number[];
+  params: Record<string, number[]>;
+  /** The last step as the stage ran it: compute actions by start time, the most in flight, the peak saved bytes. */
+  ran?: { order: string[]; overlaps: number; inFlight: number; peakSavedBytes: number; bubble: number };
+}
 
 export const CONFIG = { vocab: 64, ctx: 8, d: 16, layers: 4, heads: 2 };
 
@@ -52,5 +57,11 @@ export default async function rank(pg: ProcessGroup, a: PipelineRankArgs): Promi
   const pipe = new PipelineStage(gptPipeline(gpt, P * a.chunks), bound, { stage: pg.rank, stages: P, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks });
   const opt = new AdamW(pipe.params, { lr, weightDecay: 0.1 });
   for (let t = 0; t < a.steps; t++) { losses.push(await pipe.step(batchAt(t, a.batch), pg)); await opt.step(pipe.grads); }
-  return { losses, params: Object.fromEntries(pipe.params.layout.slots.map((s) => [s.name, [...pipe.params.view(s.name)]])) };
+  const last = pipe.lastStep!;
+  const acts = [...last.actions].sort((x, y) => x.start - y.start);
+  const overlaps = acts.filter((x, i) => i > 0 && x.start < acts[i - 1]!.end).length;
+  return {
+    losses, params: Object.fromEntries(pipe.params.layout.slots.map((s) => [s.name, [...pipe.params.view(s.name)]])),
+    ran: { order: acts.map((x) => `${x.op[0]}${x.mb}.${x.chunk}`), overlaps, inFlight: last.peakInFlight, peakSavedBytes: last.peakSavedBytes, bubble: last.bubble },
+  };
 }

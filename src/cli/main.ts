@@ -28,7 +28,7 @@ import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
 import type { MemoryEstimate } from '../train/memory.js';
 
 const USAGE = `usage:
-  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB]
+  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
@@ -76,7 +76,7 @@ function num(opt: Map<string, string>, k: string, d: number): number {
  * under mpirun) makes this process one rank of the MPI job.
  */
 async function train(argv: string[]): Promise<void> {
-  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend', '--budget'], ['--resume']);
+  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend', '--budget', '--trace'], ['--resume']);
   if (pos.length !== 1) throw new UsageError('weft train takes one config file');
   const cfg = loadConfig(pos[0]!, sets);
   const underMpi = process.env['OMPI_COMM_WORLD_SIZE'] !== undefined;
@@ -84,6 +84,7 @@ async function train(argv: string[]): Promise<void> {
   const nproc = num(opt, '--nproc', 1);
   if (!Number.isInteger(nproc) || nproc < 1) throw new UsageError(`--nproc must be a positive integer, got ${opt.get('--nproc')}`);
   const resume = on.has('--resume');
+  const trace = opt.get('--trace');
   // A torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment) would otherwise
   // start WORLD_SIZE processes that each train alone into the same run directory.
   const worldEnv = process.env['WORLD_SIZE'];
@@ -97,13 +98,13 @@ async function train(argv: string[]): Promise<void> {
   if (backend === 'mpi') {
     if (opt.has('--nproc')) throw new UsageError('with --backend mpi the rank count comes from mpirun -np, not --nproc');
     const pg = initMpi({ timeoutMs: cfg.dist.timeoutS * 1000 });
-    try { await new Trainer(cfg, { pg }).run({ resume }); } finally { await pg.destroy(); }
+    try { await new Trainer(cfg, { pg }).run({ resume, ...(trace ? { trace } : {}) }); } finally { await pg.destroy(); }
   } else if (backend !== 'threads') {
     throw new UsageError(`--backend must be threads or mpi, got '${backend}'`);
   } else if (nproc > 1) {
-    await launchThreads({ nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume }, timeoutMs: cfg.dist.timeoutS * 1000 });
+    await launchThreads({ nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000 });
   } else {
-    await new Trainer(cfg).run({ resume });
+    await new Trainer(cfg).run({ resume, ...(trace ? { trace } : {}) });
   }
 }
 

@@ -244,7 +244,7 @@ export class DistributedDataParallel {
   private async backward(p: Compiled, feeds: Feed[], reduce: (b: Bucket, grads: Float32Array[]) => Work): Promise<{ loss: number; works: Work[] }> {
     const works: Work[] = [];
     let loss = 0;
-    await p.segmented.run(feeds, this.context, 'ddp_bwd', (k, targets) => {
+    await p.segmented.run(feeds, this.context, 'ddp_bwd', { onGroup: (k, targets) => {
       const b = this.buckets[k]!;
       const off = k === 0 ? 1 + p.updated.length : 0;
       if (k === 0) {
@@ -252,7 +252,7 @@ export class DistributedDataParallel {
         applyBufferUpdates(this.params, p.updated, targets.slice(1, off) as Float32Array[]);
       }
       works.push(reduce(b, targets.slice(off, off + b.slots.length) as Float32Array[]));
-    });
+    } });
     return { loss, works };
   }
 

@@ -35,10 +35,13 @@ import type { Feed } from '../tensor/compile.js';
 import { Tensor } from '../tensor/tensor.js';
 import * as b from '../ir/build.js';
 import { Value } from '../ir/graph.js';
+import type { Node } from '../ir/graph.js';
+import { opDef } from '../ir/registry.js';
 import type { TypedArray } from '../ir/dtype.js';
 import { grad } from '../autodiff/grad.js';
 import { recvFrom, sendTo } from '../ir/ops/collective.js';
-import { compileSchedule } from '../runtime/schedule.js';
+import { compileSchedule, partition } from '../runtime/schedule.js';
+import { bytesOf } from '../runtime/memory.js';
 import type { Schedule } from '../runtime/schedule.js';
 import { FlatBuffer, Layout } from '../runtime/flat.js';
 import type { BoundParameters } from '../nn/module.js';
@@ -89,6 +92,24 @@ interface Chunk {
   /** Each gradient output's slot in the rank's layout, in output order. */
   gradSlots: number[];
   last: boolean;
+  /** Bytes a microbatch's forward leaves for its backward (values its forward programs make and its backward ones read). */
+  savedBytes: number;
+}
+
+/** One step of a stage as it ran: its compute actions and transfers, in milliseconds from the step's start. */
+export interface PipelineStepTrace {
+  stage: number;
+  /** The step's wall time on this stage (its last action's end). */
+  ms: number;
+  actions: { op: 'forward' | 'backward'; mb: number; chunk: number; start: number; end: number }[];
+  transfers: { name: string; mb: number; chunk: number; start: number; end: number }[];
+  /** Time in compute actions, and the rest of `ms` (waiting: the bubble, and transfers not hidden). */
+  busyMs: number;
+  bubble: number;
+  /** The most bytes of saved activations held at once (microbatches in flight x what each saves). */
+  peakSavedBytes: number;
+  /** The most microbatch-chunks in flight at once (forward done, backward not). */
+  peakInFlight: number;
 }
 
 export class PipelineStage {
@@ -111,6 +132,8 @@ export class PipelineStage {
   readonly wholeLayout: Layout;
   private readonly firstReader = new Map<string, number>();
   private compiled: Promise<Chunk[]> | null = null;
+  /** The last step as it ran (null before the first). */
+  lastStep: PipelineStepTrace | null = null;
   private tiedGroups = new Map<string, Promise<ProcessGroup>>();
   private readonly leaves: Map<string, Value>;
 
@@ -183,6 +206,11 @@ export class PipelineStage {
     const chunks = await (this.compiled ??= this.compile(micro[0]!, true));
     this.grads.data.fill(0);
     let loss = 0;
+    const t0 = performance.now();
+    const trace: PipelineStepTrace = { stage: this.stage, ms: 0, actions: [], transfers: [], busyMs: 0, bubble: 0, peakSavedBytes: 0, peakInFlight: 0 };
+    const open = new Map<string, { op: 'forward' | 'backward'; mb: number; chunk: number; start: number; end: number }>();
+    let live = 0;
+    let inFlight = 0;
     // The table's compute actions, let through one at a time.
     let turn = 0;
     const waiting = new Map<string, () => void>();
@@ -196,22 +224,37 @@ export class PipelineStage {
     };
     const runs = chunks.flatMap((c, ci) => micro.map(async (mb, m) => {
       const feeds = c.fields.map((i) => mb[i]!);
-      const gate = (g: number): Promise<void> => {
-        const k = key(g === 0 ? 'forward' : 'backward', m, ci);
-        return current() === k ? Promise.resolve() : new Promise<void>((res) => waiting.set(k, res));
+      const gate = async (g: number): Promise<void> => {
+        const op = g === 0 ? 'forward' : 'backward';
+        const k = key(op, m, ci);
+        if (current() !== k) await new Promise<void>((res) => waiting.set(k, res));
+        if (!open.has(k)) open.set(k, { op, mb: m, chunk: ci, start: performance.now() - t0, end: 0 });
       };
       const onGroup = (g: number, values: TypedArray[]): void => {
+        const a = open.get(key(g === 0 ? 'forward' : 'backward', m, ci));
+        if (a) { a.end = performance.now() - t0; trace.actions.push(a); }
+        live += g === 0 ? c.savedBytes : -c.savedBytes;
+        inFlight += g === 0 ? 1 : -1;
+        trace.peakSavedBytes = Math.max(trace.peakSavedBytes, live);
+        trace.peakInFlight = Math.max(trace.peakInFlight, inFlight);
         if (g === 0 && c.last) loss += (values[0] as Float32Array)[0]!;
         if (g === 1) c.gradSlots.forEach((slot, i) => addInto(this.grads, slot, values[i] as Float32Array));
         // The next action starts once this run has issued what follows its pass (its sends).
         setImmediate(advance);
       };
-      await c.schedule.run(feeds, { groups: { pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, onGroup, gate);
+      await c.schedule.run(feeds, { groups: { pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, {
+        onGroup, gate,
+        onSpan: (name, host, start, end) => { if (host) trace.transfers.push({ name, mb: m, chunk: ci, start: start - t0, end: end - t0 }); },
+      });
     }));
     await Promise.all(runs);
     // The last pass's advance is deferred like every other.
     await new Promise<void>((res) => setImmediate(res));
     if (turn !== this.actions.length) throw new Error(`pipeline: stage ${this.stage} ran ${turn} of its ${this.actions.length} actions`);
+    trace.ms = Math.max(...trace.actions.map((a) => a.end));
+    trace.busyMs = trace.actions.reduce((t, a) => t + a.end - a.start, 0);
+    trace.bubble = 1 - trace.busyMs / trace.ms;
+    this.lastStep = trace;
     // Tied parameters: each stage's part of the gradient summed between the stages that read it.
     for (const t of this.tied) {
       const g = await this.tiedGroup(pp, t.stages);
@@ -286,7 +329,7 @@ export class PipelineStage {
         const l = last ? y : sendTo(y, 'pp', P, next, ACT(s + 1));
         const read = readInputs([l]);
         const used = fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
-        out.push({ piece: s, schedule: await compileSchedule([l], used.map((i) => fields[i]!.value)), fields: used, gradSlots: [], last });
+        out.push({ piece: s, schedule: await compileSchedule([l], used.map((i) => fields[i]!.value)), fields: used, gradSlots: [], last, savedBytes: 0 });
         continue;
       }
       if (last) {
@@ -303,12 +346,25 @@ export class PipelineStage {
       }
       const read = readInputs([...fwd, ...bwd]);
       const used = fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
-      const schedule = await compileSchedule([...fwd, ...bwd], used.map((i) => fields[i]!.value), { groups: [fwd, bwd], phases: true });
-      out.push({ piece: s, schedule, fields: used, gradSlots: names.map((n) => slotIndex.get(n)!), last });
+      const opts = { groups: [fwd, bwd], phases: true };
+      const schedule = await compileSchedule([...fwd, ...bwd], used.map((i) => fields[i]!.value), opts);
+      out.push({ piece: s, schedule, fields: used, gradSlots: names.map((n) => slotIndex.get(n)!), last, savedBytes: savedBytes(fwd, bwd, opts) });
     }
     return out;
   }
 }
+
+/** Bytes of the values the forward group's programs make that the backward group's nodes read (the saved activations of one microbatch). */
+function savedBytes(fwd: readonly Value[], bwd: readonly Value[], opts: { groups: Value[][]; phases: boolean }): number {
+  const plan = partition([...fwd, ...bwd], opts);
+  const group = (g: number): Set<Node> => new Set(plan.stages.flatMap((st) => [...st.before[g]!, ...st.during[g]!]));
+  const [f, bk] = [group(0), group(1)];
+  const read = new Set<Value>();
+  for (const n of plan.order) if (bk.has(n) || (opdefHost(n) && !f.has(n))) for (const v of n.inputs) if (v !== null && v.node !== null && f.has(v.node)) read.add(v);
+  return [...read].reduce((t, v) => t + bytesOf(v), 0);
+}
+
+const opdefHost = (n: Node): boolean => opDef(n.op).host === true;
 
 /** The leaves (inputs, parameters) the graph computing `outputs` reads. */
 function readInputs(outputs: readonly Value[]): Set<Value> {
@@ -346,4 +402,28 @@ function addInto(buf: FlatBuffer<Float32Array>, slot: number, g: Float32Array): 
   const s = buf.layout.slots[slot]!;
   const d = buf.data;
   for (let i = 0; i < s.size; i++) d[s.offset + i]! += g[i]!;
+}
+
+/**
+ * A stage's step as a Chrome trace (the JSON object format Perfetto and chrome://tracing read):
+ * one process per rank, its compute actions on thread 0 ("F3" forward of microbatch 3, "B3"
+ * backward, with the chunk where there are several), the waits between them ("wait", the bubble
+ * and any transfer not hidden), and its transfers on thread 1; times in microseconds.
+ */
+export function chromeTrace(t: PipelineStepTrace, rank: number): { traceEvents: Record<string, unknown>[]; displayTimeUnit: string } {
+  const us = (ms: number): number => Math.round(ms * 1000);
+  const ev: Record<string, unknown>[] = [
+    { name: 'process_name', ph: 'M', pid: rank, args: { name: `rank ${rank} (stage ${t.stage})` } },
+    { name: 'thread_name', ph: 'M', pid: rank, tid: 0, args: { name: 'compute' } },
+    { name: 'thread_name', ph: 'M', pid: rank, tid: 1, args: { name: 'transfers' } },
+  ];
+  const chunks = new Set(t.actions.map((a) => a.chunk)).size > 1;
+  let at = 0;
+  for (const a of [...t.actions].sort((x, y) => x.start - y.start)) {
+    if (a.start > at) ev.push({ name: 'wait', cat: 'bubble', ph: 'X', pid: rank, tid: 0, ts: us(at), dur: us(a.start - at) });
+    ev.push({ name: `${a.op === 'forward' ? 'F' : 'B'}${a.mb}${chunks ? `.${a.chunk}` : ''}`, cat: a.op, ph: 'X', pid: rank, tid: 0, ts: us(a.start), dur: us(a.end - a.start), args: { microbatch: a.mb, chunk: a.chunk } });
+    at = Math.max(at, a.end);
+  }
+  for (const x of t.transfers) ev.push({ name: x.name, cat: 'transfer', ph: 'X', pid: rank, tid: 1, ts: us(x.start), dur: us(x.end - x.start), args: { microbatch: x.mb, chunk: x.chunk } });
+  return { traceEvents: ev, displayTimeUnit: 'ms' };
 }

@@ -89,18 +89,27 @@ export interface ScheduleStats {
   crossingBytes: number;
 }
 
+/** What a caller watches or steers in one run of a schedule. */
+export interface RunHooks {
+  /** Called as soon as target group k's targets are all computed (in group order, before the next program starts). */
+  onGroup?: (k: number, values: TypedArray[]) => void;
+  /**
+   * Awaited before each program runs (k its target group): a pipeline's executor runs several
+   * microbatches' schedules at once and lets their programs through in its table's order
+   * (parallel/pipeline.ts).
+   */
+  gate?: (k: number) => Promise<void>;
+  /** Called for each program (`host` false) and host op (true) with when it started and ended (performance.now()). */
+  onSpan?: (name: string, host: boolean, start: number, end: number) => void;
+}
+
 export interface Schedule {
   readonly stats: ScheduleStats;
   /**
-   * Runs the whole graph; `feeds` for the traced inputs, in order; `context` for host kernels.
-   * With target groups, `onGroup(k, values)` is called as soon as group k's targets are all computed
-   * (in group order, before the next program starts). With `gate`, each program waits for
-   * `gate(k)` (k its target group) before it runs: a pipeline's executor runs several microbatches'
-   * schedules at once and lets their programs through in its table's order (parallel/pipeline.ts).
-   * Resolves with the outputs.
+   * Runs the whole graph; `feeds` for the traced inputs, in order; `context` for host kernels;
+   * `hooks` to watch groups complete, gate programs, or time spans. Resolves with the outputs.
    */
-  run(feeds: readonly { data: TypedArray; shape?: readonly number[] }[], context: unknown, label?: string,
-    onGroup?: (k: number, values: TypedArray[]) => void, gate?: (k: number) => Promise<void>): Promise<TypedArray[]>;
+  run(feeds: readonly { data: TypedArray; shape?: readonly number[] }[], context: unknown, label?: string, hooks?: RunHooks): Promise<TypedArray[]>;
 }
 
 export interface ScheduleOptions {
@@ -288,7 +297,8 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
 
   return {
     stats,
-    async run(feeds, context, label = 'schedule', onGroup, gate) {
+    async run(feeds, context, label = 'schedule', hooks = {}) {
+      const { onGroup, gate, onSpan } = hooks;
       if (feeds.length !== inputs.length) throw new Error(`schedule: ${inputs.length} inputs traced, ${feeds.length} fed`);
       const env = new Map<Value, TypedArray>();
       inputs.forEach((v, i) => env.set(v, feeds[i]!.data));
@@ -315,9 +325,12 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
           const t0 = performance.now();
           const cut = p.reads.map((v) => ({ data: dataOf(v) }));
           for (const c of cut) stats.crossingBytes += c.data.byteLength;
-          const out = await runProgram(p.program, `${label}${tag}${groups.length > 1 ? `g${g}` : ''}`, [...cut, ...feeds]);
+          const name = `${label}${tag}${groups.length > 1 ? `g${g}` : ''}`;
+          const out = await runProgram(p.program, name, [...cut, ...feeds]);
           p.writes.forEach((w, i) => env.set(w, out[i]!));
-          stats.programMs += performance.now() - t0;
+          const t1 = performance.now();
+          stats.programMs += t1 - t0;
+          onSpan?.(name, false, t0, t1);
           report();
           done();
         }
@@ -329,7 +342,11 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
         const pending = s.host.map((n) => {
           const ins = dataInputs(n).map((v) => dataOf(v!));
           for (const d of ins) stats.crossingBytes += d.byteLength;
-          return KERNELS.get(n.op)!(n, ins, context).then((outs) => ({ n, outs }));
+          const t0 = performance.now();
+          return KERNELS.get(n.op)!(n, ins, context).then((outs) => {
+            onSpan?.(`${n.op}${n.attrs['tag'] !== undefined ? `#${String(n.attrs['tag'])}` : ''}`, true, t0, performance.now());
+            return { n, outs };
+          });
         });
         if (s.host.length > 0) done();
         await runPart(s.during, `${k}b`);

@@ -35,7 +35,7 @@ import type { Value } from '../ir/graph.js';
 import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook, makeBuckets } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
-import { PipelineStage } from '../parallel/pipeline.js';
+import { chromeTrace, PipelineStage } from '../parallel/pipeline.js';
 import { pipelineTable } from '../parallel/pipeline_schedule.js';
 import type { CommHook } from '../parallel/ddp.js';
 import { globalNorm } from '../optim/clip.js';
@@ -113,6 +113,11 @@ export interface TrainOptions {
   stopAfter?: number;
   /** Progress and summary output; default process.stdout. Null: silent. */
   out?: NodeJS.WritableStream | null;
+  /**
+   * A directory: each pipeline stage writes `trace-rank<r>.json` there, a Chrome trace (Perfetto,
+   * chrome://tracing) of its last step: compute, transfers and the waits between them.
+   */
+  trace?: string;
 }
 
 export interface TrainResult {
@@ -718,6 +723,14 @@ export class Trainer {
       await this.zero3?.close();
     }
     const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
+    if (o.trace !== undefined) {
+      if (this.pipe?.lastStep) {
+        mkdirSync(o.trace, { recursive: true });
+        writeFileSync(join(o.trace, `trace-rank${this.pg.rank}.json`), JSON.stringify(chromeTrace(this.pipe.lastStep, this.pg.rank)));
+        const s = this.pipe.lastStep;
+        if (this.pp.index === 0 && this.dp.index === 0) say(`weft: trace of step ${step} in ${o.trace} (stage 0: ${s.ms.toFixed(1)} ms, bubble ${(100 * s.bubble).toFixed(1)}%)`);
+      } else say('weft: --trace records pipeline stages (parallel.pp > 1); nothing was written');
+    }
     // Generation runs the whole model: at stage 3 every rank gathers the parameters back first.
     // A pipeline stage holds only its pieces: no sample from the whole model (yet).
     const finishes = step === steps && this.pipe === null && task.finish !== undefined && (task.finishes?.() ?? true);
