@@ -20,7 +20,10 @@ import { DistributedDataParallel, makeBuckets } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
 import { globalNorm } from '../optim/clip.js';
-import { parallelizeGPT } from '../nn/gpt_plan.js';
+import { gptPipeline, parallelizeGPT } from '../nn/gpt_plan.js';
+import { PipelineStage } from '../parallel/pipeline.js';
+import { pipelineTable } from '../parallel/pipeline_schedule.js';
+import type { ScheduleKind } from '../parallel/pipeline_schedule.js';
 import '../parallel/spmd.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import type { ProcessGroup } from '../comm/process_group.js';
@@ -32,6 +35,8 @@ export interface WeftMeasurement {
   tokens_per_s: number; model_gflops_per_s: number; loss: number; held_mb: number; segments_ms: Record<string, number>;
   /** Tensor parallel only: the degree, collectives per step by op, bytes each rank moves per step, and the schedule's shape. */
   tp?: number; collectives?: Record<string, number>; wire_mb_per_step?: number; programs?: number; overlapping_programs?: number;
+  /** Pipeline only: the layout, the bubble's formula and each stage's measured bubble (and their mean). */
+  pp?: number; schedule?: string; microbatches?: number; chunks?: number; bubble_formula?: number; bubble_by_stage?: number[]; bubble?: number;
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -232,9 +237,66 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1, zero = 0, offload = false, pipeline?: PipelineBench): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
-    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp, zero, offload }, timeoutMs: 600_000,
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp, zero, offload, ...(pipeline ? { pipeline } : {}) }, timeoutMs: 900_000,
   });
+  // A pipeline's row is its last stage's (it holds the loss); the bubble is every stage's mean.
+  if (pipeline) {
+    const last = results.at(-1)!;
+    const bubbles = results.map((r) => r.bubble_by_stage![0]!);
+    return { ...last, bubble_by_stage: bubbles, bubble: +(bubbles.reduce((a, b) => a + b, 0) / bubbles.length).toFixed(4) };
+  }
   return results[0]!;
+}
+
+/** `weft bench --pp P --schedule S [--microbatches M] [--chunks V]`: a pipeline over every rank. */
+export interface PipelineBench { pp: number; schedule: ScheduleKind; microbatches: number; chunks: number }
+
+/**
+ * One stage of a pipeline measurement: the preset GPT cut into pp x chunks pieces, the preset's
+ * batch (one batch for the whole pipeline: tokens count once) in `microbatches`, AdamW; the
+ * stage's bubble is the median over the measured steps of its idle time over its step.
+ */
+export async function measurePipeline(preset: Preset, threads: number, steps: number, pg: ProcessGroup, p: PipelineBench): Promise<WeftMeasurement> {
+  setThreads(threads);
+  const cfg = GPT_PRESETS[preset];
+  const [B, T] = [PRESET_BATCH[preset], cfg.ctx];
+  if (pg.size !== p.pp) throw new Error(`bench: --pp ${p.pp} needs --nproc ${p.pp} (a pipeline over every rank)`);
+  const model = new GPT(cfg);
+  const bound = bindParameters(model, { seed: 0 });
+  const n = bound.flat.layout.slots.reduce((s, x) => s + x.size, 0);
+  const table = pipelineTable(p.schedule, p.pp, p.microbatches, p.chunks);
+  const pipe = new PipelineStage(gptPipeline(model, p.pp * p.chunks), bound, { stage: pg.rank, stages: p.pp, actions: table.actions[pg.rank]!, microbatches: p.microbatches, chunks: p.chunks });
+  const opt = new AdamW(pipe.params, { lr: 3e-4, weightDecay: 0.1 });
+  const rng = new Rng(0);
+  const [idx, tgt] = [new BigInt64Array(B * T), new BigInt64Array(B * T)];
+  const total: number[] = [];
+  const fb: number[] = [];
+  const bubbles: number[] = [];
+  let loss = 0;
+  for (let i = 0; i < steps + 3; i++) {
+    for (let r = 0; r < B; r++) {
+      const row = Array.from({ length: T + 1 }, () => BigInt(rng.int(cfg.vocab)));
+      for (let j = 0; j < T; j++) { idx[r * T + j] = row[j]!; tgt[r * T + j] = row[j + 1]!; }
+    }
+    await pg.barrier().wait();
+    const t0 = performance.now();
+    loss = await pipe.step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }], pg);
+    const t1 = performance.now();
+    await opt.step(pipe.grads);
+    total.push((performance.now() - t0) / 1000);
+    fb.push((t1 - t0) / 1000);
+    bubbles.push(pipe.lastStep!.bubble);
+  }
+  const stepS = median(total.slice(3));
+  const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
+  const rep = profiler.report();
+  return {
+    system: 'weft', preset, threads, ranks: pg.size, pp: p.pp, schedule: p.schedule, microbatches: p.microbatches, chunks: p.chunks,
+    bubble_formula: +((p.pp - 1) / (p.chunks * p.microbatches + p.pp - 1)).toFixed(4), bubble_by_stage: [+median(bubbles.slice(3)).toFixed(4)],
+    params: n, step_s: stepS, fwd_bwd_s: median(fb.slice(3)), optimizer_s: stepS - median(fb.slice(3)),
+    tokens_per_s: (B * T) / stepS, model_gflops_per_s: (flopsPerToken * B * T) / stepS / 1e9, loss,
+    held_mb: Math.round(rep.totalHeldBytes / 2 ** 20), segments_ms: {},
+  };
 }

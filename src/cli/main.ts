@@ -22,6 +22,8 @@ import { measureWeft, measureWeftRanks, sideBySide } from './bench.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import { initMpi } from '../comm/mpi/group.js';
 import type { Preset } from './bench.js';
+import type { ScheduleKind } from '../parallel/pipeline_schedule.js';
+import { PRESET_BATCH } from '../nn/gpt.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { existsSync, statSync } from 'node:fs';
 import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
@@ -32,6 +34,7 @@ const USAGE = `usage:
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
+  weft bench --preset medium --nproc 2 --pp 2 [--schedule 1f1b|gpipe|interleaved] [--microbatches M] [--chunks V]   (a pipeline beside data parallel)
   weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)
   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
                                                         (predicted memory per rank, without training; docs/memory.md)
@@ -131,10 +134,27 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp', '--zero'], ['--worker', '--no-torch', '--offload']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp', '--zero', '--pp', '--schedule', '--microbatches', '--chunks'], ['--worker', '--no-torch', '--offload']);
   const nproc = num(opt, '--nproc', 1);
   const tp = num(opt, '--tp', 1);
   const zero = num(opt, '--zero', 0);
+  const pp = num(opt, '--pp', 1);
+  if (pp > 1) {
+    // A pipeline over every rank beside DDP on the same ranks, alternating (--repeat pairs).
+    if (pp !== nproc) throw new UsageError(`--pp ${pp} needs --nproc ${pp} (a pipeline over every rank)`);
+    const schedule = (opt.get('--schedule') ?? '1f1b') as ScheduleKind;
+    const steps = num(opt, '--steps', 6);
+    const cpu = cpuInfo();
+    for (const p of (opt.get('--preset') ?? 'medium').split(',') as Preset[]) {
+      const pipeline = { pp, schedule, microbatches: num(opt, '--microbatches', PRESET_BATCH[p]), chunks: num(opt, '--chunks', schedule === 'interleaved' ? 2 : 1) };
+      for (let r = 0; r < num(opt, '--repeat', 2); r++) {
+        const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
+        const pipe = await measureWeftRanks(p, 1, steps, nproc, 25, 1, 0, false, pipeline);
+        process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, pipeline: pipe, data_parallel: data, pp_over_dp_tokens_per_s: +(pipe.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
+      }
+    }
+    return;
+  }
   if (zero > 0) {
     // ZeRO beside DDP on the same ranks, alternating (--repeat pairs), as the trainer runs them.
     if (nproc < 2) throw new UsageError(`--zero ${zero} needs --nproc 2 or more`);
