@@ -37,7 +37,7 @@ export default async function rank(pg: ProcessGroup, a: PipelineBenchArgs): Prom
     const b = batch();
     // Every stage starts the step together, so each one's clock measures the same window.
     await pg.barrier().wait();
-    await pipe.step(b, pg);
+    await pipe.step(b, { pp: pg });
     await opt.step(pipe.grads);
     if (s >= 2) out.push({ ...pipe.lastStep!, actions: [], transfers: [] });
   }

@@ -56,7 +56,7 @@ export default async function rank(pg: ProcessGroup, a: PipelineRankArgs): Promi
   const table = pipelineTable(a.kind, P, a.microbatches, a.chunks);
   const pipe = new PipelineStage(gptPipeline(gpt, P * a.chunks), bound, { stage: pg.rank, stages: P, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks });
   const opt = new AdamW(pipe.params, { lr, weightDecay: 0.1 });
-  for (let t = 0; t < a.steps; t++) { losses.push(await pipe.step(batchAt(t, a.batch), pg)); await opt.step(pipe.grads); }
+  for (let t = 0; t < a.steps; t++) { losses.push(await pipe.step(batchAt(t, a.batch), { pp: pg })); await opt.step(pipe.grads); }
   const last = pipe.lastStep!;
   const acts = [...last.actions].sort((x, y) => x.start - y.start);
   const overlaps = acts.filter((x, i) => i > 0 && x.start < acts[i - 1]!.end).length;

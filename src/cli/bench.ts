@@ -282,7 +282,7 @@ export async function measurePipeline(preset: Preset, threads: number, steps: nu
     }
     await pg.barrier().wait();
     const t0 = performance.now();
-    loss = await pipe.step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }], pg);
+    loss = await pipe.step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }], { pp: pg });
     const t1 = performance.now();
     await opt.step(pipe.grads);
     total.push((performance.now() - t0) / 1000);

@@ -28,7 +28,7 @@
  *
  * @example
  *   const pipe = new PipelineStage(model, bound, { stage: pp.rank, stages: pp.size, actions: pipelineTable('1f1b', 2, 4, 1).actions[pp.rank]!, microbatches: 4 });
- *   const loss = await pipe.step([idx, tgt], pp);    // pipe.grads: this rank's summed gradients
+ *   const loss = await pipe.step([idx, tgt], { pp });  // pipe.grads: this rank's summed gradients
  *   await opt.step(pipe.grads);                      // over pipe.params, this rank's parameters
  */
 import type { Feed } from '../tensor/compile.js';
@@ -63,6 +63,12 @@ export interface PipelineModel {
   /** The type of piece s's output (s below the last) for a microbatch shaped like `batch`: what piece s + 1 receives. */
   output(s: number, batch: readonly Tensor[]): { dtype: 'float32' | 'float64'; shape: number[] };
 }
+
+/**
+ * The process groups a stage's step runs on: 'pp', the pipeline axis, and any other axis its pieces'
+ * graphs name (a tensor-parallel plan's 'tp').
+ */
+export type PipelineGroups = Readonly<Record<string, ProcessGroup>> & { readonly pp?: ProcessGroup };
 
 /** One compute action of a pipeline table (parallel/pipeline_schedule.ts): a pass of a microbatch on a chunk. */
 export interface ComputeAction { readonly op: 'forward' | 'backward'; readonly mb: number; readonly chunk: number }
@@ -199,8 +205,8 @@ export class PipelineStage {
    * split into `microbatches` equal microbatches. Resolves with the mean loss over them, on every
    * rank; `grads` then holds the summed gradients of this rank's parameters.
    */
-  async step(batch: readonly Feed[], pp: ProcessGroup): Promise<number> {
-    this.checkGroup(pp);
+  async step(batch: readonly Feed[], groups: PipelineGroups): Promise<number> {
+    const pp = this.checkGroup(groups);
     const M = this.microbatches;
     const micro = splitBatch(batch, M);
     const chunks = await (this.compiled ??= this.compile(micro[0]!, true));
@@ -242,7 +248,7 @@ export class PipelineStage {
         // The next action starts once this run has issued what follows its pass (its sends).
         setImmediate(advance);
       };
-      await c.schedule.run(feeds, { groups: { pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, {
+      await c.schedule.run(feeds, { groups, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, {
         onGroup, gate,
         onSpan: (name, host, start, end) => { if (host) trace.transfers.push({ name, mb: m, chunk: ci, start: start - t0, end: end - t0 }); },
       });
@@ -268,10 +274,10 @@ export class PipelineStage {
   /**
    * The mean loss over `batch` with the forward alone (evaluation), on every rank: the batch in
    * the most microbatches up to the step's that divide it, each piece receiving, computing and
-   * sending every microbatch at once.
+   * sending one microbatch after another.
    */
-  async evaluate(batch: readonly Feed[], pp: ProcessGroup): Promise<number> {
-    this.checkGroup(pp);
+  async evaluate(batch: readonly Feed[], groups: PipelineGroups): Promise<number> {
+    const pp = this.checkGroup(groups);
     const rows = batch[0]!.shape?.[0] ?? batch[0]!.data.length;
     let M = Math.min(this.microbatches, rows);
     while (rows % M !== 0) M--;
@@ -281,10 +287,15 @@ export class PipelineStage {
     if (!compiled) this.forwardOnly.set(key, (compiled = this.compile(micro[0]!, false)));
     const chunks = await compiled;
     let loss = 0;
-    await Promise.all(chunks.flatMap((c) => micro.map(async (mb, m) => {
-      const out = await c.schedule.run(c.fields.map((i) => mb[i]!), { groups: { pp }, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_eval`);
-      if (c.last) loss += (out[0] as Float32Array)[0]! / M;
-    })));
+    // One (microbatch, chunk) after another in that order on each stage: the stages still overlap
+    // (stage 0 computes microbatch 1 while stage 1 computes 0), and collectives inside the pieces
+    // (a tensor-parallel plan's) are issued in the same order on every rank of their axis.
+    for (const [m, mb] of micro.entries()) {
+      for (const c of chunks) {
+        const out = await c.schedule.run(c.fields.map((i) => mb[i]!), { groups, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_eval`);
+        if (c.last) loss += (out[0] as Float32Array)[0]! / M;
+      }
+    }
     const l = Float32Array.of(loss);
     if (this.stages > 1) await pp.allReduce(l, 'sum').wait();
     return l[0]!;
@@ -293,8 +304,12 @@ export class PipelineStage {
   /** Forward-only chunks by microbatch shape (evaluation batches may differ, the last one shorter). */
   private readonly forwardOnly = new Map<string, Promise<Chunk[]>>();
 
-  private checkGroup(pp: ProcessGroup): void {
+  /** The pipeline axis's group of `groups`, checked against this stage. */
+  private checkGroup(groups: PipelineGroups): ProcessGroup {
+    const pp = groups.pp;
+    if (pp === undefined) throw new Error(`pipeline: the step's groups have no 'pp' axis (given ${Object.keys(groups).join(', ') || 'none'})`);
     if (pp.size !== this.stages || pp.rank !== this.stage) throw new Error(`pipeline: built for stage ${this.stage} of ${this.stages}, run on rank ${pp.rank} of a group of ${pp.size}`);
+    return pp;
   }
 
   /** The group of the stages in `stages` (split once per set; every stage of the axis takes part). */

@@ -398,7 +398,7 @@ export class Trainer {
     try {
       for (const feeds of this.evalFeeds()) {
         const rows = feeds[0]!.shape[0]!;
-        const outs = this.pipe ? [Float32Array.of(await this.pipe.evaluate(feeds, this.context.groups['pp']!))] : await this.evalProgram(...feeds);
+        const outs = this.pipe ? [Float32Array.of(await this.pipe.evaluate(feeds, this.context.groups))] : await this.evalProgram(...feeds);
         outs.forEach((o, i) => { sums[i]! += Number(o[0]) * rows; });
         n += rows;
       }
@@ -562,18 +562,24 @@ export class Trainer {
     const lazy = vectors.map(([prefix, buf]) => pipe.wholeLayout.slots.map((s) => {
       const t = tag++ % 32768;
       const owner = pipe.ownerOf(s.name);
-      // The rank that speaks for it: stage `owner` of data-parallel replica 0 (pp is the mesh's slowest axis).
+      // The rank that speaks for it: stage `owner` of data-parallel replica 0, tensor-parallel rank 0
+      // (pp is the mesh's slowest axis, tp its fastest); a tp-sharded tensor is gathered over tp first.
       const from = owner * this.dp.size * this.tp.size;
+      const shape = shapes.get(s.name)!;
+      const size = shape.reduce((a, e) => a * e, 1);
+      const holds = this.pp.index === owner && this.dp.index === 0;
       return [prefix + s.name, {
-        shape: shapes.get(s.name)!, dtype: 'F32',
+        shape, dtype: 'F32',
         read: async () => {
-          if (world.rank === from) {
-            const mine = (buf.view(s.name) as Float32Array).slice();
-            if (from !== 0) { await world.send(mine, 0, t).wait(); return mine; }
-            return mine;
+          let mine: Float32Array | null = null;
+          if (holds) {
+            const local = buf.view(s.name) as Float32Array;
+            mine = this.placements === null ? local.slice() : await wholeTensor(local, shape, this.placements.get(s.name) ?? null, this.context.groups['tp']!);
           }
+          if (world.rank === from && from !== 0) await world.send(mine!, 0, t).wait();
           if (world.rank !== 0) return new Float32Array(0);
-          const got = new Float32Array(s.size);
+          if (from === 0) return mine!;
+          const got = new Float32Array(size);
           await world.recv(got, from, t).wait();
           return got;
         },
@@ -595,7 +601,7 @@ export class Trainer {
     // ZeRO stage 2 reduce-scatters every micro-step into the shard (DeepSpeed's stage 2 does too).
     const noSync = !last && this.zero?.stage !== 2;
     if (this.ddp) return this.ddp.step(feeds, { accumulate: !first, noSync, ...(lossScale ? { lossScale } : {}) });
-    if (this.pipe) return this.pipe.step(feeds, this.context.groups['pp']!);
+    if (this.pipe) return this.pipe.step(feeds, this.context.groups);
     return this.step!(feeds, { accumulate: !first, ...(lossScale ? { lossScale } : {}) });
   }
 
@@ -622,14 +628,11 @@ export class Trainer {
           throw new Error(`parallel plan: rank ${r} has tp=${q.tp} sp=${q.sp}${q.placements !== plans[0]!.placements ? ' and other placements' : ''}, rank 0 tp=${plans[0]!.tp} sp=${plans[0]!.sp}`);
         }
       });
-      const mesh = await deviceMesh(this.pg, { dp: this.dp.size, tp: this.tp.size });
-      this.context.groups['tp'] = mesh.groups['tp']!;
-      this.context.groups['dp'] = mesh.groups['dp']!;
     }
-    if (this.pp.size > 1 && this.context.groups['pp'] === undefined) {
-      const mesh = await deviceMesh(this.pg, { pp: this.pp.size, dp: this.dp.size });
-      this.context.groups['pp'] = mesh.groups['pp']!;
-      this.context.groups['dp'] = mesh.groups['dp']!;
+    if ((this.tp.size > 1 || this.pp.size > 1) && this.context.groups['dp'] === undefined) {
+      // The mesh pp x dp x tp (pp slowest, tp fastest), its axes of more than one rank named.
+      const mesh = await deviceMesh(this.pg, { ...(this.pp.size > 1 ? { pp: this.pp.size } : {}), dp: this.dp.size, ...(this.tp.size > 1 ? { tp: this.tp.size } : {}) });
+      Object.assign(this.context.groups, mesh.groups);
     }
     const resumed = o.resume ? this.restore() : null;
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
@@ -799,19 +802,29 @@ export class Trainer {
   /** The data-parallel group: the world without tensor or pipeline parallelism, the mesh's 'dp' axis with them. */
   private dpGroup(): ProcessGroup { return this.tp.size > 1 || this.pp.size > 1 ? this.context.groups['dp']! : this.pg; }
 
-  /** The global gradient norm of a pipeline stage's gradients: squares summed over the stages, a tied parameter counted on its first stage only. */
+  /**
+   * The global gradient norm of a pipeline stage's gradients: squares summed over the stages, a
+   * tied parameter counted on its first stage only; with tensor parallelism the sharded tensors'
+   * squares summed over tp too (the replicated ones are the same on every tp rank).
+   */
   private async pipelineNorm(g: Float32Array): Promise<number> {
     const pipe = this.pipe!;
     const layout = pipe.grads.layout;
     const skip = new Set(pipe.tied.filter((t) => t.stages[0] !== pipe.stage).flatMap((t) => t.names));
-    let ss = 0;
+    const sums = new Float64Array(2);
     for (const s of layout.slots) {
       if (skip.has(s.name)) continue;
+      let ss = 0;
       for (let i = s.offset; i < s.offset + s.size; i++) ss += g[i]! * g[i]!;
+      sums[this.placements?.get(s.name) ? 0 : 1]! += ss;
     }
-    const sum = Float64Array.of(ss);
-    await this.context.groups['pp']!.allReduce(sum, 'sum').wait();
-    return Math.sqrt(sum[0]!);
+    if (this.tp.size > 1) {
+      const sh = sums.subarray(0, 1);
+      await this.context.groups['tp']!.allReduce(sh, 'sum').wait();
+    }
+    const total = Float64Array.of(sums[0]! + sums[1]!);
+    await this.context.groups['pp']!.allReduce(total, 'sum').wait();
+    return Math.sqrt(total[0]!);
   }
 
   /** The global gradient norm at ZeRO stages 2 and 3: owned squares summed over dp (and tp-sharded ones over tp). */
@@ -852,7 +865,7 @@ function checkPipelineConfig(cfg: RunConfig, task: Task): void {
   const p = cfg.parallel;
   const no = (what: string): never => { throw new Error(`parallel.pp = ${p.pp} with ${what}: not supported yet`); };
   if (!task.pipeline) throw new Error(`parallel.pp = ${p.pp}: this task's model cannot be cut into pipeline stages (the GPT can)`);
-  if (p.tp > 1) no(`parallel.tp = ${p.tp} (the dp x tp x pp mesh)`);
+  if (p.sp) no('parallel.sp (sequence parallelism splits the activations the stages pass)');
   if (p.zero > 0) no(`parallel.zero = ${p.zero}`);
   if (p.offload !== 'none') no(`parallel.offload '${p.offload}'`);
   if (cfg.train.precision !== 'fp32') no(`train.precision '${cfg.train.precision}'`);
