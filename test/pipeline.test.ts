@@ -1,6 +1,6 @@
 /**
- * Pipeline parallelism (parallel/pipeline.ts) against one rank: a tiny GPT cut into 2 or 4 stages
- * on thread ranks, trained 5 AdamW steps under each schedule, gives the per-step losses and the
+ * Pipeline parallelism (parallel/pipeline.ts) against one rank: a tiny GPT (8 blocks) cut into 2
+ * or 4 stages on thread ranks (and 2 under mpirun), trained 5 AdamW steps under each schedule, gives the per-step losses and the
  * parameters of the whole model trained on one rank with the same global batch (1e-5), every stage
  * holding only its pieces' parameters (the tied embedding on the first and last).
  */
@@ -46,15 +46,15 @@ function assertSame(ranks: readonly PipelineRankResult[], ref: PipelineRankResul
   assert.ok(ranks.length === 1 || first.length < Object.keys(ref.params).length, `${what}: a stage holds only its pieces`);
 }
 
-for (const [kind, P, M, V] of [['gpipe', 2, 4, 1], ['1f1b', 2, 4, 1], ['gpipe', 4, 8, 1], ['1f1b', 4, 4, 1], ['1f1b', 4, 8, 1], ['interleaved', 2, 4, 2], ['interleaved', 2, 2, 2]] as const) {
+for (const [kind, P, M, V] of [['gpipe', 2, 4, 1], ['1f1b', 2, 4, 1], ['gpipe', 4, 8, 1], ['1f1b', 4, 4, 1], ['1f1b', 4, 8, 1], ['interleaved', 2, 4, 2], ['interleaved', 2, 2, 2], ['interleaved', 4, 4, 2], ['interleaved', 2, 4, 4]] as const) {
   test(`threads: ${kind} on ${P} stages with ${M} microbatches${V > 1 ? ` and ${V} chunks per stage` : ''} equals one rank (losses and parameters after ${STEPS} AdamW steps)`, async () => {
     assertSame(await run(P, { kind, microbatches: M, chunks: V }), await single(), `${kind} p=${P} m=${M} v=${V}`);
   });
 }
 
-for (const kind of ['gpipe', '1f1b'] as const) {
-  test(`mpi: ${kind} on 2 stages (4 microbatches) equals one rank`, { skip: skipMpi }, async () => {
-    const args: PipelineRankArgs = { kind, microbatches: 4, chunks: 1, steps: STEPS, batch: BATCH };
+for (const kind of ['gpipe', '1f1b', 'interleaved'] as const) {
+  test(`mpi: ${kind} on 2 stages (4 microbatches${kind === 'interleaved' ? ', 2 chunks each' : ''}) equals one rank`, { skip: skipMpi }, async () => {
+    const args: PipelineRankArgs = { kind, microbatches: 4, chunks: kind === 'interleaved' ? 2 : 1, steps: STEPS, batch: BATCH };
     let ranks: PipelineRankResult[];
     const dir = mkdtempSync(join(tmpdir(), 'weft-pipeline-mpi-'));
     try {
