@@ -110,16 +110,27 @@ export class ZeroShard {
   }
 
   /**
-   * The mean over ranks of segment k's values (`segment`, its hi - lo elements, every rank's own),
-   * this rank's slice written into `out` (c elements; past the segment's end, zeros). Returns the
-   * reduce-scatter's work: `out` is final when it completes.
+   * A zeroed buffer of segment k's padded length, N x c elements: fill its first segHi - segLo
+   * with the segment and hand it to `reduceScatter`, which then sends it as it is (no copy).
+   */
+  sendBuffer(k: number): Float32Array { return new Float32Array(this.axis.size * this.ranges[k]!.c); }
+
+  /**
+   * The mean over ranks of segment k's values (`segment`, its segHi - segLo elements, every rank's
+   * own; or a `sendBuffer`, N x c), this rank's slice written into `out` (c elements; past the
+   * segment's end, zeros). A segment shorter than N x c is copied into a padded buffer first.
+   * Returns the reduce-scatter's work: `out` is final when it completes (`segment` is only read).
    */
   reduceScatter(group: ProcessGroup, k: number, segment: Float32Array, out: Float32Array): Work {
     this.check(group);
     const r = this.ranges[k]!;
-    const padded = new Float32Array(group.size * r.c);
-    padded.set(segment);
-    return group.reduceScatter(padded as CommArray, out as CommArray, 'mean');
+    const n = group.size * r.c;
+    if (segment.length !== n && segment.length !== r.segHi - r.segLo) {
+      throw new Error(`ZeroShard.reduceScatter: segment ${k} has ${r.segHi - r.segLo} elements (${n} padded), got ${segment.length}`);
+    }
+    let send = segment;
+    if (segment.length !== n) { send = new Float32Array(n); send.set(segment); }
+    return group.reduceScatter(send as CommArray, out as CommArray, 'mean');
   }
 
   /**
