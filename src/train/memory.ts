@@ -54,11 +54,19 @@ export const ORT_OVER_LIVENESS = 1.16;
 /** Derived from the allocator (see above): the first run's chunks serve every run. */
 export const ARENA_COPIES = 1;
 /**
- * Calibrated: copies of the step's gradient outputs beyond the flat gradient buffer: onnxruntime's
- * output tensors, their JavaScript copies, and the copies of the step before that V8 has not
- * collected yet.
+ * Calibrated: how many earlier steps' transient arrays (the gradients the step returns, ZeRO's send
+ * and gather buffers) are still resident at the peak: arrays V8 has not collected yet, and freed
+ * ones the allocator keeps. Kept from the earlier fit of three gradient copies (the step's own and
+ * two earlier steps'), on models whose gradients are 13-97 MiB.
  */
-export const GRAD_OUTPUT_COPIES = 3;
+export const RETAINED_STEPS = 2;
+/**
+ * Calibrated: no more than this is retained, whatever the steps allocated: V8 collects once the
+ * arrays outgrow its external-memory limit. Fit on a d768 x 12 GPT (325 MiB of gradients a step,
+ * ZeRO stage 0 on 2 MPI ranks: 164-249 MiB retained, measured), where two whole earlier steps
+ * over-counted the peak by 24% (docs/memory.md).
+ */
+export const RETAINED_TRANSIENT_BYTES = 200 * 2 ** 20;
 /** Calibrated: the data loader's worker thread (its V8 isolate and the batches it has made). */
 export const LOADER_WORKER_BYTES = 48 * 2 ** 20;
 
@@ -160,7 +168,22 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     // whole gradients are values crossing cuts, held from their program to their last reader.)
     const gradOut = 4 * (t.zero3?.grads ?? t.params.flat).layout.size;
     const crossing = programs === null ? whole.outputBytes : programs.crossingPeakBytes;
-    const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, crossing - whole.outputBytes);
+    // ZeRO's own arrays (parallel/zero.ts; S the shard's elements, N x S every segment's padded
+    // length): at stage 2 each bucket's send buffer, held until its reduce-scatter completes; at
+    // stages 1 and 2 the all-gather after the update: the rank's slices copied out (S) and every
+    // segment's receive buffer (N x S), all issued at once, while the step's arrays are garbage.
+    const S = t.zero?.shard.layout.size ?? 0;
+    const send = t.zero?.stage === 2 ? 4 * t.dp.size * S : 0;
+    const gather = t.zero !== null && t.zero.stage < 3 ? 4 * (t.dp.size + 1) * S : 0;
+    // The all-gather's buffers come right after the step, before a collection has returned the
+    // step's gradient outputs: they add to those (measured: stage 1 peaks ~70 MiB above the step's
+    // arrays alone on the d512 x 8 GPT, and the gather is 145 MiB).
+    const live = Math.max(gradOut + send + Math.max(0, crossing - whole.outputBytes), gather > 0 ? gradOut + gather : 0);
+    // Earlier steps' arrays still resident: RETAINED_STEPS steps' worth, at most what the run's
+    // steps before the last allocated, and no more than RETAINED_TRANSIENT_BYTES.
+    const A = cfg.train.accumulate;
+    const earlier = Math.min(RETAINED_STEPS, cfg.train.steps - 1) * (A * (gradOut + send) + gather) + (A - 1) * (gradOut + send);
+    const stepJs = live + Math.min(RETAINED_TRANSIENT_BYTES, earlier);
     // Under tensor parallelism the evaluation is a schedule too: its programs' sessions add up.
     const evalPrograms = traced.eval === null || (t.tp.size === 1 && t.zero3 === null) ? null : (await ortScheduleMemory(traced.eval.outputs)).programs;
     const evalGraph = traced.eval === null ? null : evalPrograms === null ? await ortGraphMemory(traced.eval.outputs)
