@@ -468,7 +468,9 @@ export class Trainer {
         let local = data.subarray(s.offset, s.offset + s.size);
         if (z !== null) {
           const k = z.segmentOf(s.offset);
-          if (held?.k !== k) held = { k, segment: await z.allGatherSegment(this.dpGroup(), k, data) };
+          // Into the shard's first gather buffer: one segment is read at a time, and the reads of
+          // one vector end before the next vector's begin (the save reads them in order).
+          if (held?.k !== k) held = { k, segment: await z.allGatherSegment(this.dpGroup(), k, data, z.gatherBuffer(0)) };
           const at = s.offset - z.ranges[k]!.segLo;
           local = held.segment.subarray(at, at + s.size);
         }
