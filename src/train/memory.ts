@@ -36,6 +36,7 @@ import { graphMemory, ortGraphMemory, ortScheduleMemory } from '../runtime/memor
 import type { GraphMemory, OrtProgramMemory } from '../runtime/memory.js';
 import { CHUNK_PER_THREAD, chunkLength } from '../optim/common.js';
 import { RING } from '../optim/offload.js';
+import { GATHER_WINDOW } from '../parallel/zero.js';
 import { settings } from '../runtime/executor.js';
 import { rssBytes } from '../runtime/rss.js';
 import type { CommArray, ProcessGroup, Work } from '../comm/process_group.js';
@@ -54,10 +55,10 @@ export const ORT_OVER_LIVENESS = 1.16;
 /** Derived from the allocator (see above): the first run's chunks serve every run. */
 export const ARENA_COPIES = 1;
 /**
- * Calibrated: how many earlier steps' transient arrays (the gradients the step returns, ZeRO's send
- * and gather buffers) are still resident at the peak: arrays V8 has not collected yet, and freed
- * ones the allocator keeps. Kept from the earlier fit of three gradient copies (the step's own and
- * two earlier steps'), on models whose gradients are 13-97 MiB.
+ * Calibrated: how many earlier steps' gradient outputs (the fresh arrays onnxruntime returns every
+ * step) are still resident at the peak: arrays V8 has not collected yet, and freed ones the
+ * allocator keeps. Kept from the earlier fit of three gradient copies (the step's own and two
+ * earlier steps'), on models whose gradients are 13-97 MiB.
  */
 export const RETAINED_STEPS = 2;
 /**
@@ -168,21 +169,19 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     // whole gradients are values crossing cuts, held from their program to their last reader.)
     const gradOut = 4 * (t.zero3?.grads ?? t.params.flat).layout.size;
     const crossing = programs === null ? whole.outputBytes : programs.crossingPeakBytes;
-    // ZeRO's own arrays (parallel/zero.ts; S the shard's elements, N x S every segment's padded
-    // length): at stage 2 each bucket's send buffer, held until its reduce-scatter completes; at
-    // stages 1 and 2 the all-gather after the update: the rank's slices copied out (S) and every
-    // segment's receive buffer (N x S), all issued at once, while the step's arrays are garbage.
-    const S = t.zero?.shard.layout.size ?? 0;
-    const send = t.zero?.stage === 2 ? 4 * t.dp.size * S : 0;
-    const gather = t.zero !== null && t.zero.stage < 3 ? 4 * (t.dp.size + 1) * S : 0;
-    // The all-gather's buffers come right after the step, before a collection has returned the
-    // step's gradient outputs: they add to those (measured: stage 1 peaks ~70 MiB above the step's
-    // arrays alone on the d512 x 8 GPT, and the gather is 145 MiB).
-    const live = Math.max(gradOut + send + Math.max(0, crossing - whole.outputBytes), gather > 0 ? gradOut + gather : 0);
-    // Earlier steps' arrays still resident: RETAINED_STEPS steps' worth, at most what the run's
-    // steps before the last allocated, and no more than RETAINED_TRANSIENT_BYTES.
+    // ZeRO's communication buffers (parallel/zero.ts; S the shard's elements, N x S every segment's
+    // padded length), each made once and reused: at stage 2 the reduce-scatters' send buffer (N x S, the DDP path);
+    // the all-gathers' receive buffers (N x the largest c each): GATHER_WINDOW at stages 1 and 2 (the
+    // parameters after each update), one at stage 3 (a checkpoint's segments).
+    const N = t.dp.size;
+    const send = t.zero?.stage === 2 && t.tp.size === 1 ? 4 * N * t.zero.shard.layout.size : 0;
+    const gatherBuffer = 4 * N * Math.max(0, ...(t.zero?.shard.ranges ?? []).map((r) => r.c));
+    const gathers = t.zero === null ? 0 : (t.zero.stage < 3 ? GATHER_WINDOW : 1) * gatherBuffer;
+    const live = gradOut + send + gathers + Math.max(0, crossing - whole.outputBytes);
+    // Earlier steps' gradient outputs still resident: RETAINED_STEPS steps' worth, at most what the
+    // run's steps before the last allocated, and no more than RETAINED_TRANSIENT_BYTES.
     const A = cfg.train.accumulate;
-    const earlier = Math.min(RETAINED_STEPS, cfg.train.steps - 1) * (A * (gradOut + send) + gather) + (A - 1) * (gradOut + send);
+    const earlier = (Math.min(RETAINED_STEPS, cfg.train.steps - 1) * A + A - 1) * gradOut;
     const stepJs = live + Math.min(RETAINED_TRANSIENT_BYTES, earlier);
     // Under tensor parallelism the evaluation is a schedule too: its programs' sessions add up.
     const evalPrograms = traced.eval === null || (t.tp.size === 1 && t.zero3 === null) ? null : (await ortScheduleMemory(traced.eval.outputs)).programs;
