@@ -261,7 +261,8 @@ export class DistributedDataParallel {
     if (noSync) throw new Error('DistributedDataParallel: ZeRO stage 2 reduces every micro-step; noSync is not supported');
     const { shard, grads } = this.zero!;
     const { loss, works } = await this.backward(p, feeds, (b, outs) => {
-      const seg = new Float32Array(b.hi - b.lo);
+      // The bucket's gradients go straight into the padded send buffer: one copy, not two.
+      const seg = shard.sendBuffer(this.zeroRange[b.index]!);
       b.slots.forEach((s, i) => seg.set(outs[i]!, s.offset - b.lo));
       const r = shard.ranges[this.zeroRange[b.index]!]!;
       const dest = grads.data.subarray(r.at, r.at + r.c);

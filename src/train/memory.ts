@@ -36,6 +36,7 @@ import { graphMemory, ortGraphMemory, ortScheduleMemory } from '../runtime/memor
 import type { GraphMemory, OrtProgramMemory } from '../runtime/memory.js';
 import { CHUNK_PER_THREAD, chunkLength } from '../optim/common.js';
 import { RING } from '../optim/offload.js';
+import { GATHER_WINDOW } from '../parallel/zero.js';
 import { settings } from '../runtime/executor.js';
 import { rssBytes } from '../runtime/rss.js';
 import type { CommArray, ProcessGroup, Work } from '../comm/process_group.js';
@@ -54,11 +55,19 @@ export const ORT_OVER_LIVENESS = 1.16;
 /** Derived from the allocator (see above): the first run's chunks serve every run. */
 export const ARENA_COPIES = 1;
 /**
- * Calibrated: copies of the step's gradient outputs beyond the flat gradient buffer: onnxruntime's
- * output tensors, their JavaScript copies, and the copies of the step before that V8 has not
- * collected yet.
+ * Calibrated: how many earlier steps' gradient outputs (the fresh arrays onnxruntime returns every
+ * step) are still resident at the peak: arrays V8 has not collected yet, and freed ones the
+ * allocator keeps. Kept from the earlier fit of three gradient copies (the step's own and two
+ * earlier steps'), on models whose gradients are 13-97 MiB.
  */
-export const GRAD_OUTPUT_COPIES = 3;
+export const RETAINED_STEPS = 2;
+/**
+ * Calibrated: no more than this is retained, whatever the steps allocated: V8 collects once the
+ * arrays outgrow its external-memory limit. Fit on a d768 x 12 GPT (325 MiB of gradients a step,
+ * ZeRO stage 0 on 2 MPI ranks: 164-249 MiB retained, measured), where two whole earlier steps
+ * over-counted the peak by 24% (docs/memory.md).
+ */
+export const RETAINED_TRANSIENT_BYTES = 200 * 2 ** 20;
 /** Calibrated: the data loader's worker thread (its V8 isolate and the batches it has made). */
 export const LOADER_WORKER_BYTES = 48 * 2 ** 20;
 
@@ -163,7 +172,20 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     // whole gradients are values crossing cuts, held from their program to their last reader.)
     const gradOut = 4 * (t.zero3?.grads ?? t.params.flat).layout.size;
     const crossing = programs === null ? whole.outputBytes : programs.crossingPeakBytes;
-    const stepJs = GRAD_OUTPUT_COPIES * gradOut + Math.max(0, crossing - whole.outputBytes);
+    // ZeRO's communication buffers (parallel/zero.ts; S the shard's elements, N x S every segment's
+    // padded length), each made once and reused: at stage 2 the reduce-scatters' send buffer (N x S, the DDP path);
+    // the all-gathers' receive buffers (N x the largest c each): GATHER_WINDOW at stages 1 and 2 (the
+    // parameters after each update), one at stage 3 (a checkpoint's segments).
+    const N = t.dp.size;
+    const send = t.zero?.stage === 2 && t.tp.size === 1 ? 4 * N * t.zero.shard.layout.size : 0;
+    const gatherBuffer = 4 * N * Math.max(0, ...(t.zero?.shard.ranges ?? []).map((r) => r.c));
+    const gathers = t.zero === null ? 0 : (t.zero.stage < 3 ? GATHER_WINDOW : 1) * gatherBuffer;
+    const live = gradOut + send + gathers + Math.max(0, crossing - whole.outputBytes);
+    // Earlier steps' gradient outputs still resident: RETAINED_STEPS steps' worth, at most what the
+    // run's steps before the last allocated, and no more than RETAINED_TRANSIENT_BYTES.
+    const A = cfg.train.accumulate;
+    const earlier = (Math.min(RETAINED_STEPS, cfg.train.steps - 1) * A + A - 1) * gradOut;
+    const stepJs = live + Math.min(RETAINED_TRANSIENT_BYTES, earlier);
     // Under tensor parallelism the evaluation is a schedule too: its programs' sessions add up.
     const evalPrograms = traced.eval === null || (t.tp.size === 1 && t.zero3 === null) ? null : (await ortScheduleMemory(traced.eval.outputs)).programs;
     const evalGraph = traced.eval === null ? null : evalPrograms === null ? await ortGraphMemory(traced.eval.outputs)

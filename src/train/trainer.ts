@@ -147,6 +147,18 @@ export interface MemoryAccounting {
   peak_rss_bytes: number | null;
 }
 
+/**
+ * `<out>/memory.json`: rank 0's accounting at the top level, and every rank's in rank order
+ * (gathered at the end of the run). Under MPI each rank is a process and its `peak_rss_bytes` is
+ * its own; with the threads backend every rank is a thread of one process and reports that
+ * process's peak RSS (the same figure, all ranks together).
+ */
+export interface MemoryFile extends MemoryAccounting {
+  /** The process group's backend ('mpi', 'threads', 'local'). */
+  backend: string;
+  ranks: MemoryAccounting[];
+}
+
 type Optimizer = AdamW<Float32Array> | SGD<Float32Array> | Adafactor<Float32Array>;
 
 /** Per-parameter tensors of a flat buffer (checkpoint form: names survive layout changes). */
@@ -508,7 +520,9 @@ export class Trainer {
         if (z !== null) {
           const k = z.segmentOf(s.offset);
           const r = z.ranges[k]!;
-          if (held?.k !== k) held = { k, segment: await z.allGatherSlice(this.dpGroup(), k, await range(r.at, r.c)) };
+          // Into the shard's first gather buffer: one segment is read at a time, and the reads of
+          // one vector end before the next vector's begin (the save reads them in order).
+          if (held?.k !== k) held = { k, segment: await z.allGatherSlice(this.dpGroup(), k, await range(r.at, r.c), z.gatherBuffer(0)) };
           const at = s.offset - r.segLo;
           local = held.segment.subarray(at, at + s.size);
         } else local = await range(s.offset, s.size);
@@ -629,7 +643,8 @@ export class Trainer {
         }
       });
     }
-    if ((this.tp.size > 1 || this.pp.size > 1) && this.context.groups['dp'] === undefined) {
+    // (Stage 3 without tp or pp put the world in as 'dp' at construction; a mesh replaces it.)
+    if ((this.tp.size > 1 && this.context.groups['tp'] === undefined) || (this.pp.size > 1 && this.context.groups['pp'] === undefined)) {
       // The mesh pp x dp x tp (pp slowest, tp fastest), its axes of more than one rank named.
       const mesh = await deviceMesh(this.pg, { ...(this.pp.size > 1 ? { pp: this.pp.size } : {}), dp: this.dp.size, ...(this.tp.size > 1 ? { tp: this.tp.size } : {}) });
       Object.assign(this.context.groups, mesh.groups);
@@ -734,7 +749,9 @@ export class Trainer {
         if (this.pp.index === 0 && this.dp.index === 0) say(`weft: trace of step ${step} in ${o.trace} (stage 0: ${s.ms.toFixed(1)} ms, bubble ${(100 * s.bubble).toFixed(1)}%)`);
       } else say('weft: --trace records pipeline stages (parallel.pp > 1); nothing was written');
     }
-    // Generation runs the whole model: at stage 3 every rank gathers the parameters back first.
+    // Generation runs the whole model: at stage 3 every rank gathers the parameters back first
+    // (not for a run that samples nothing: the whole vector and its gather buffers would add twice
+    // the parameters' bytes, measured +70 MiB of peak RSS on a rank of a d512 x 8 GPT).
     // A pipeline stage holds only its pieces: no sample from the whole model (yet).
     const finishes = step === steps && this.pipe === null && task.finish !== undefined && (task.finishes?.() ?? true);
     if (this.zero3 && finishes) this.attachParameters(await this.wholeParameters());
@@ -745,10 +762,16 @@ export class Trainer {
       `final loss ${losses.at(-1)?.toFixed(4) ?? '-'}${last ? `, ${Object.entries(last.metrics).map(([k, v]) => `${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join(', ')}` : ''}; checkpoint ${checkpoint ?? '-'}`);
     if (sample !== null) say(`\n${sample}`);
     const memory = await this.memoryAccounting();
-    const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    // A collective: every rank reaches it once, after the same steps and saves, and none after it.
+    const ranks = await allGatherJson(this.pg, memory);
+    const mib = (b: number | null): string => (b === null ? '-' : `${(b / 2 ** 20).toFixed(1)} MiB`);
+    const rssMax = ranks.some((r) => r.peak_rss_bytes === null) ? null : Math.max(...ranks.map((r) => r.peak_rss_bytes!));
+    // Threads share one process: every rank's figure is that process's VmHWM, so a max says nothing.
+    const overRanks = this.pg.size > 1 && this.pg.backend !== 'threads' ? ` (max over ${ranks.length} ranks ${mib(rssMax)})` : '';
     say(`weft: memory${this.pg.size > 1 ? ' (rank 0)' : ''}: ${Object.entries(memory.held).filter(([, b]) => b > 0).map(([k, b]) => `${k} ${mib(b)}`).join(', ')}; ` +
-      `activations ${mib(memory.activations_bytes)}, step peak ${mib(memory.step_peak_bytes)} (liveness); peak RSS ${memory.peak_rss_bytes === null ? '-' : mib(memory.peak_rss_bytes)}`);
-    if (lead) writeFileSync(join(cfg.out, 'memory.json'), `${JSON.stringify(memory)}\n`);
+      `activations ${mib(memory.activations_bytes)}, step peak ${mib(memory.step_peak_bytes)} (liveness); peak RSS ${mib(memory.peak_rss_bytes)}${overRanks}`);
+    const file: MemoryFile = { ...memory, backend: this.pg.backend, ranks };
+    if (lead) writeFileSync(join(cfg.out, 'memory.json'), `${JSON.stringify(file)}\n`);
     const result = { steps: step, losses, valLosses, evals, checkpoint, sample, tokensPerS, memory };
     await call((c) => c.onTrainEnd?.(result, ctx(step)));
     return result;
@@ -838,14 +861,16 @@ export class Trainer {
 
   /**
    * This rank's memory after a run: the buffers weft holds, the liveness of its step's graph
-   * (traced again, after the last step, so no step sees the extra trace), and the peak RSS.
+   * (traced again, after the last step, so no step sees the extra trace), and the peak RSS, read
+   * before that trace: what the trace allocates is the accounting's, not the run's.
    */
   private async memoryAccounting(): Promise<MemoryAccounting> {
+    const peak = peakRssBytes();
     const { heldBytes, totalHeldBytes } = profiler.report();
     // A pipeline stage's graphs are its chunks' (not traced here: no liveness figures yet).
     const t = this.pipe ? null : await this.traceStep();
     const g = t === null ? { savedBytes: 0, peakBytes: 0 } : graphMemory(t.step.outputs, t.forward);
-    return { held: heldBytes, held_bytes: totalHeldBytes, activations_bytes: g.savedBytes, step_peak_bytes: g.peakBytes, peak_rss_bytes: peakRssBytes() };
+    return { held: heldBytes, held_bytes: totalHeldBytes, activations_bytes: g.savedBytes, step_peak_bytes: g.peakBytes, peak_rss_bytes: peak };
   }
 
   /** Rank 0's callbacks decide; every rank learns it, so all stop after the same step. */
