@@ -125,7 +125,9 @@ export class ConfigError extends Error {}
 
 function check(field: Field, v: unknown, where: string): unknown {
   if (field.kind === 'integers') {
-    if (!Array.isArray(v) || v.length === 0) throw new ConfigError(`${where} must be a non-empty list of integers, got ${JSON.stringify(v)}`);
+    // A list whose default is empty ([] meaning "not given") may be empty; the others may not.
+    const canBeEmpty = Array.isArray(field.default) && field.default.length === 0;
+    if (!Array.isArray(v) || (v.length === 0 && !canBeEmpty)) throw new ConfigError(`${where} must be a ${canBeEmpty ? '' : 'non-empty '}list of integers, got ${JSON.stringify(v)}`);
     v.forEach((x, i) => check({ ...field, kind: 'integer' }, x, `${where}[${i}]`));
     return [...v] as number[];
   }
