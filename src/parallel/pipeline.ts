@@ -238,13 +238,14 @@ export class PipelineStage {
       };
       const onGroup = (g: number, values: TypedArray[]): void => {
         const a = open.get(key(g === 0 ? 'forward' : 'backward', m, ci));
-        if (a) { a.end = performance.now() - t0; trace.actions.push(a); }
         live += g === 0 ? c.savedBytes : -c.savedBytes;
         inFlight += g === 0 ? 1 : -1;
         trace.peakSavedBytes = Math.max(trace.peakSavedBytes, live);
         trace.peakInFlight = Math.max(trace.peakInFlight, inFlight);
         if (g === 0 && c.last) loss += (values[0] as Float32Array)[0]!;
         if (g === 1) c.gradSlots.forEach((slot, i) => addInto(this.grads, slot, values[i] as Float32Array));
+        // The action's work ends with its gradients summed in.
+        if (a) { a.end = performance.now() - t0; trace.actions.push(a); }
         // The next action starts once this run has issued what follows its pass (its sends).
         setImmediate(advance);
       };
