@@ -105,7 +105,7 @@ interface Chunk {
 /** One step of a stage as it ran: its compute actions and transfers, in milliseconds from the step's start. */
 export interface PipelineStepTrace {
   stage: number;
-  /** The step's wall time on this stage (its last action's end). */
+  /** The step's wall time, to the loss's all-reduce that ends it on every stage together. */
   ms: number;
   actions: { op: 'forward' | 'backward'; mb: number; chunk: number; start: number; end: number }[];
   transfers: { name: string; mb: number; chunk: number; start: number; end: number }[];
@@ -258,10 +258,7 @@ export class PipelineStage {
     // The last pass's advance is deferred like every other.
     await new Promise<void>((res) => setImmediate(res));
     if (turn !== this.actions.length) throw new Error(`pipeline: stage ${this.stage} ran ${turn} of its ${this.actions.length} actions`);
-    trace.ms = Math.max(...trace.actions.map((a) => a.end));
     trace.busyMs = trace.actions.reduce((t, a) => t + a.end - a.start, 0);
-    trace.bubble = 1 - trace.busyMs / trace.ms;
-    this.lastStep = trace;
     // Tied parameters: each stage's part of the gradient summed between the stages that read it.
     for (const t of this.tied) {
       const g = await this.tiedGroup(pp, t.stages);
@@ -269,6 +266,11 @@ export class PipelineStage {
     }
     const l = Float32Array.of(loss);
     if (this.stages > 1) await pp.allReduce(l, 'sum').wait();
+    // The step ends on every stage at once (the loss's all-reduce): its wall time is the
+    // pipeline's, the same window the formula's bubble is a fraction of.
+    trace.ms = performance.now() - t0;
+    trace.bubble = 1 - trace.busyMs / trace.ms;
+    this.lastStep = trace;
     return l[0]!;
   }
 
