@@ -39,6 +39,14 @@ export interface WeftMeasurement {
   pp?: number; schedule?: string; microbatches?: number; chunks?: number; bubble_formula?: number; bubble_by_stage?: number[]; bubble?: number;
 }
 
+/** B rows of T + 1 random tokens: each row's first T into `idx`, its last T into `tgt` (the next-token targets). */
+function randomTokens(rng: Rng, vocab: number, B: number, T: number, idx: BigInt64Array, tgt: BigInt64Array): void {
+  for (let r = 0; r < B; r++) {
+    const row = Array.from({ length: T + 1 }, () => BigInt(rng.int(vocab)));
+    for (let j = 0; j < T; j++) { idx[r * T + j] = row[j]!; tgt[r * T + j] = row[j + 1]!; }
+  }
+}
+
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
@@ -93,10 +101,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const fb: number[] = [];
   let loss = 0;
   for (let i = 0; i < steps + 3; i++) {
-    for (let r = 0; r < B; r++) {
-      const row = Array.from({ length: T + 1 }, () => BigInt(rng.int(cfg.vocab)));
-      for (let j = 0; j < T; j++) { idx[r * T + j] = row[j]!; tgt[r * T + j] = row[j + 1]!; }
-    }
+    randomTokens(rng, cfg.vocab, B, T, idx, tgt);
     const t0 = performance.now();
     loss = await step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }]);
     const t1 = performance.now();
@@ -276,10 +281,7 @@ export async function measurePipeline(preset: Preset, threads: number, steps: nu
   const bubbles: number[] = [];
   let loss = 0;
   for (let i = 0; i < steps + 3; i++) {
-    for (let r = 0; r < B; r++) {
-      const row = Array.from({ length: T + 1 }, () => BigInt(rng.int(cfg.vocab)));
-      for (let j = 0; j < T; j++) { idx[r * T + j] = row[j]!; tgt[r * T + j] = row[j + 1]!; }
-    }
+    randomTokens(rng, cfg.vocab, B, T, idx, tgt);
     await pg.barrier().wait();
     const t0 = performance.now();
     loss = await pipe.step([{ data: idx, shape: [B, T], dtype: 'int64' }, { data: tgt, shape: [B, T], dtype: 'int64' }], { pp: pg });
