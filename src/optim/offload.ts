@@ -139,6 +139,13 @@ export class FileVector {
   }
 }
 
+/** Makes `dir` (and its parents) for offloaded files; `who` names the owner in the error. */
+export function offloadDir(who: string, dir: string): void {
+  try { mkdirSync(dir, { recursive: true }); } catch (e) {
+    throw new Error(`${who}: offload.dir '${dir}' cannot be made a directory: ${(e as Error).message}`);
+  }
+}
+
 /**
  * Checks an optimizer's parameters against its offload config: a detached parameter buffer (no
  * data) exactly when the parameters are in a file (`offload.params`), over the whole buffer.
@@ -168,9 +175,7 @@ export class OffloadedState {
 
   /** Files `<dir>/<label>.<name>.f32` of `length` zeros, one per name. `who` names the optimizer in errors. */
   constructor(who: string, cfg: OffloadConfig, readonly label: string, readonly names: readonly string[], length: number) {
-    try { mkdirSync(cfg.dir, { recursive: true }); } catch (e) {
-      throw new Error(`${who}: offload.dir '${cfg.dir}' cannot be made a directory: ${(e as Error).message}`);
-    }
+    offloadDir(who, cfg.dir);
     this.params = cfg.params ?? null;
     if (this.params && this.params.length !== length) throw new Error(`${who}: offload.params '${this.params.path}' holds ${this.params.length} elements, the parameters ${length}`);
     this.files = names.map((n) => new FileVector(join(cfg.dir, `${label}.${n}.f32`), length));

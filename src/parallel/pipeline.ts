@@ -34,7 +34,7 @@
 import type { Feed } from '../tensor/compile.js';
 import { Tensor } from '../tensor/tensor.js';
 import * as b from '../ir/build.js';
-import { Value } from '../ir/graph.js';
+import { topoNodes, Value } from '../ir/graph.js';
 import type { Node } from '../ir/graph.js';
 import { opDef } from '../ir/registry.js';
 import type { TypedArray } from '../ir/dtype.js';
@@ -341,15 +341,19 @@ export class PipelineStage {
       const x = first ? null : recvFrom('pp', P, prev, ACT(s), this.model.output(s - 1, fields));
       const y = this.model.forward(s, x === null ? null : new Tensor(x), fields).value;
       const gs = (seedOf: Value, seed?: Value): Value[] => grad(seedOf, x === null ? wrt : [...wrt, x], seed ? [seed] : undefined);
-      let fwd: Value[];
-      let bwd: Value[];
+      // The batch fields the graph computing `outs` reads: its traced inputs.
+      const usedBy = (outs: readonly Value[]): number[] => {
+        const read = new Set(topoNodes(outs).flatMap((n) => n.inputs));
+        return fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
+      };
       if (!train) {
         const l = last ? y : sendTo(y, 'pp', P, next, ACT(s + 1));
-        const read = readInputs([l]);
-        const used = fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
+        const used = usedBy([l]);
         out.push({ piece: s, schedule: await compileSchedule([l], used.map((i) => fields[i]!.value)), fields: used, gradSlots: [], last, savedBytes: 0 });
         continue;
       }
+      let fwd: Value[];
+      let bwd: Value[];
       if (last) {
         const l = b.mul(y, b.scalarLike(1 / this.microbatches, y));
         const g = gs(l);
@@ -362,8 +366,7 @@ export class PipelineStage {
         fwd = [y];
         bwd = [...(x === null ? g : g.slice(0, -1)), sent, ...(x === null ? [] : [sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1))])];
       }
-      const read = readInputs([...fwd, ...bwd]);
-      const used = fields.map((_, i) => i).filter((i) => read.has(fields[i]!.value));
+      const used = usedBy([...fwd, ...bwd]);
       const opts = { groups: [fwd, bwd], phases: true };
       const schedule = await compileSchedule([...fwd, ...bwd], used.map((i) => fields[i]!.value), opts);
       out.push({ piece: s, schedule, fields: used, gradSlots: names.map((n) => slotIndex.get(n)!), last, savedBytes: savedBytes(fwd, bwd, opts) });
@@ -383,21 +386,6 @@ function savedBytes(fwd: readonly Value[], bwd: readonly Value[], opts: { groups
 }
 
 const opdefHost = (n: Node): boolean => opDef(n.op).host === true;
-
-/** The leaves (inputs, parameters) the graph computing `outputs` reads. */
-function readInputs(outputs: readonly Value[]): Set<Value> {
-  const seen = new Set<Value>();
-  const leaves = new Set<Value>();
-  const stack = [...outputs];
-  while (stack.length > 0) {
-    const v = stack.pop()!;
-    if (seen.has(v)) continue;
-    seen.add(v);
-    if (v.node === null) leaves.add(v);
-    else for (const i of v.node.inputs) if (i !== null) stack.push(i);
-  }
-  return leaves;
-}
 
 /** `batch` split into M equal microbatches along every field's first dim. */
 function splitBatch(batch: readonly Feed[], M: number): Feed[][] {

@@ -43,13 +43,12 @@ import { allGather, reduceScatter } from '../ir/ops/collective.js';
 import { load } from '../ir/ops/storage.js';
 import { apply } from '../ir/registry.js';
 import { unitMatcher, withScope } from '../ir/scope.js';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { Layout, Slot } from '../runtime/flat.js';
 import type { BoundParameters } from '../nn/module.js';
 import type { ProcessGroup } from '../comm/process_group.js';
-import { FileVector } from '../optim/offload.js';
+import { FileVector, offloadDir } from '../optim/offload.js';
 import { ZeroShard } from './zero.js';
 
 /** The store name of an offloaded parameter shard in a run's context (`context.stores`). */
@@ -105,20 +104,17 @@ export class ZeroStage3 {
     this.grads = this.shard.zeros('zero.grads');
     if (o.offload) {
       this.params = FlatBuffer.detached(this.shard.layout, 'zero.params');
-      try { mkdirSync(o.offload.dir, { recursive: true }); } catch (e) {
-        throw new Error(`ZeroStage3: offload.dir '${o.offload.dir}' cannot be made a directory: ${(e as Error).message}`);
-      }
+      offloadDir('ZeroStage3', o.offload.dir);
       this.file = new FileVector(join(o.offload.dir, `${PARAMS_STORE}.f32`), this.shard.layout.size);
       this.stores = { [PARAMS_STORE]: this.file };
-      this.load(bound.flat.data);
       this.leaves = [];
     } else {
       this.params = this.shard.zeros('zero.params');
       this.file = null;
       this.stores = {};
-      this.shard.take(bound.flat.data, this.params.data);
       this.leaves = this.shard.layout.slots.map((s) => this.params.leaf(s.name));
     }
+    this.load(bound.flat.data);
     this.slotOf = new Map();
     for (const s of this.layout.slots) {
       const v = bound.tensors[s.name]!.value;
@@ -248,15 +244,6 @@ export class ZeroStage3 {
   /** Every rank's shards gathered into `out`, the full flat parameter vector (generation; every rank calls it). */
   async gatherParameters(group: ProcessGroup, out: Float32Array): Promise<void> {
     return this.shard.allGather(group, await this.shardData(), out);
-  }
-
-  /** Segment k of the full parameter vector, gathered from every rank's slice (checkpoints stream these; every rank calls it). */
-  async segment(group: ProcessGroup, k: number): Promise<Float32Array> {
-    if (this.file === null) return this.shard.allGatherSegment(group, k, this.params.data);
-    const r = this.shard.ranges[k]!;
-    const slice = new Float32Array(r.c);
-    await this.file.read(r.at, slice);
-    return this.shard.allGatherSlice(group, k, slice);
   }
 
   /**

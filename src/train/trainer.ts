@@ -178,6 +178,10 @@ function flatFrom(layout: Layout, tensors: ReadonlyMap<string, { shape: readonly
   return out;
 }
 
+/** Tensors this rank holds whole, as lazily read checkpoint tensors. */
+const heldTensors = (m: Map<string, { shape: readonly number[]; data: FloatArray }>): (readonly [string, LazyTensor])[] =>
+  [...m].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data as Float32Array }] as const);
+
 /** A batch's fields as program feeds, in field order. */
 const feedsOf = (b: Batch): Feed[] => b.fields.map((f) => ({ data: f.data, shape: f.shape, dtype: f.dtype }));
 
@@ -543,16 +547,9 @@ export class Trainer {
       ...(this.task.checkpointState?.() as Record<string, unknown> | undefined ?? {}),
     };
     // Streamed: each tensor read when the file reaches it (a ZeRO segment gathered over dp, a
-    // tensor-parallel shard over tp), every rank reading in the same order, rank 0 writing.
-    const held = (m: Map<string, { shape: readonly number[]; data: FloatArray }>): (readonly [string, LazyTensor])[] =>
-      [...m].map(([k, t]) => [k, { shape: t.shape, dtype: 'F32', read: async () => t.data as Float32Array }] as const);
-    if (this.pipe) return this.savePipeline(step, state);
-    const z3 = this.zero3;
-    const weights = [...this.lazyTensors(z3 ? z3.file ?? z3.params.data : this.params.flat.data, z3 !== null, ''), ...held(byName(this.params.buffers))];
-    // AdamW's m and v, SGD's momentum (offloaded: read from their files as the save reaches them), each saved as 'm.<name>', ...
-    const vectors = o instanceof Adafactor ? null : o.offloaded ? o.offloaded.names.map((key, i) => [key, o.offloaded!.files[i]!] as const)
-      : Object.entries(await o.stateVectors()).map(([key, buf]) => [key, buf.data as Float32Array] as const);
-    const optimizer = o instanceof Adafactor ? held(o.namedTensors()) : vectors!.flatMap(([key, v]) => this.lazyTensors(v, this.zero !== null, `${key}.`));
+    // tensor-parallel shard over tp, a pipeline stage's tensor sent to rank 0), every rank reading
+    // in the same order, rank 0 writing.
+    const { weights, optimizer } = this.pipe ? await this.pipelineTensors() : await this.shardedTensors();
     if (this.pg.rank !== 0) {
       for (const [, t] of [...weights, ...optimizer]) await t.read();
       return null;
@@ -560,12 +557,24 @@ export class Trainer {
     return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
   }
 
+  /** A checkpoint's tensors, read lazily: the parameters (gathered over dp and tp where sharded) and buffers, and the optimizer's state. */
+  private async shardedTensors(): Promise<{ weights: (readonly [string, LazyTensor])[]; optimizer: (readonly [string, LazyTensor])[] }> {
+    const o = this.opt;
+    const z3 = this.zero3;
+    const weights = [...this.lazyTensors(z3 ? z3.file ?? z3.params.data : this.params.flat.data, z3 !== null, ''), ...heldTensors(byName(this.params.buffers))];
+    // AdamW's m and v, SGD's momentum (offloaded: read from their files as the save reaches them), each saved as 'm.<name>', ...
+    const vectors = o instanceof Adafactor ? null : o.offloaded ? o.offloaded.names.map((key, i) => [key, o.offloaded!.files[i]!] as const)
+      : Object.entries(await o.stateVectors()).map(([key, buf]) => [key, buf.data as Float32Array] as const);
+    const optimizer = o instanceof Adafactor ? heldTensors(o.namedTensors()) : vectors!.flatMap(([key, v]) => this.lazyTensors(v, this.zero !== null, `${key}.`));
+    return { weights, optimizer };
+  }
+
   /**
-   * A pipeline's checkpoint: whole tensors in the whole model's order, each read by rank 0 from the
-   * stage that speaks for it (its own, or received from that stage's rank of data-parallel replica
-   * 0), the optimizer's state the same way; streamed like every save.
+   * A pipeline's checkpoint tensors: whole tensors in the whole model's order, each read by rank 0
+   * from the stage that speaks for it (its own, or received from that stage's rank of data-parallel
+   * replica 0), the optimizer's state the same way.
    */
-  private async savePipeline(step: number, state: Record<string, unknown>): Promise<string | null> {
+  private async pipelineTensors(): Promise<{ weights: (readonly [string, LazyTensor])[]; optimizer: (readonly [string, LazyTensor])[] }> {
     const pipe = this.pipe!;
     const o = this.opt;
     if (o instanceof Adafactor) throw new Error('pipeline checkpoints: adafactor state is not saved from stages yet');
@@ -599,13 +608,7 @@ export class Trainer {
         },
       }] as const;
     }));
-    const weights = [...lazy[0]!, ...[...byName(this.params.buffers)].map(([k, x]) => [k, { shape: x.shape, dtype: 'F32', read: async () => x.data as Float32Array }] as const)];
-    const optimizer = lazy.slice(1).flat();
-    if (world.rank !== 0) {
-      for (const [, t] of [...weights, ...optimizer]) await t.read();
-      return null;
-    }
-    return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
+    return { weights: [...lazy[0]!, ...heldTensors(byName(this.params.buffers))], optimizer: lazy.slice(1).flat() };
   }
 
   /** Forward + backward of one micro-batch: data parallel when there are several ranks. */
