@@ -16,14 +16,14 @@ import { setThreads } from '../src/runtime/executor.js';
 import { Rng } from '../src/tensor/random.js';
 import type { Feed } from '../src/tensor/compile.js';
 
-export interface PipelineBenchArgs { kind: ScheduleKind; microbatches: number; chunks: number; steps: number; rows: number; config: { vocab: number; ctx: number; d: number; layers: number; heads: number } }
+export interface PipelineBenchArgs { kind: ScheduleKind; microbatches: number; chunks: number; steps: number; rows: number; config: { vocab: number; ctx: number; d: number; layers: number; heads: number }; wholeBackward: boolean; keepTransfers?: boolean }
 
 export default async function rank(pg: ProcessGroup, a: PipelineBenchArgs): Promise<PipelineStepTrace[]> {
   setThreads(1);
   const gpt = new GPT(a.config);
   const bound = bindParameters(gpt, { seed: 0 });
   const table = pipelineTable(a.kind, pg.size, a.microbatches, a.chunks);
-  const pipe = new PipelineStage(gptPipeline(gpt, pg.size * a.chunks), bound, { stage: pg.rank, stages: pg.size, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks });
+  const pipe = new PipelineStage(gptPipeline(gpt, pg.size * a.chunks), bound, { stage: pg.rank, stages: pg.size, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks, wholeBackward: a.wholeBackward });
   const opt = new SGD(pipe.params, { lr: 1e-3 });
   const T = a.config.ctx;
   const rng = new Rng(7);
@@ -39,7 +39,7 @@ export default async function rank(pg: ProcessGroup, a: PipelineBenchArgs): Prom
     await pg.barrier().wait();
     await pipe.step(b, { pp: pg });
     await opt.step(pipe.grads);
-    if (s >= 2) out.push({ ...pipe.lastStep!, actions: [], transfers: [] });
+    if (s >= 2) out.push({ ...pipe.lastStep!, transfers: a.keepTransfers ? pipe.lastStep!.transfers : [] });
   }
   return out;
 }

@@ -84,3 +84,18 @@ test('each stage runs its table: compute in the table\'s order, one action at a 
     if (P > 2) assert.equal(perMicrobatch[1], perMicrobatch[2]);
   }
 });
+
+test('a backward sends its input gradient before its weight gradients are done, or (wholeBackward) after: the same training either way; the bubble over the pipeline\'s window', async () => {
+  const early = await run(2, { kind: '1f1b', microbatches: 4, chunks: 1 });
+  const whole = await run(2, { kind: '1f1b', microbatches: 4, chunks: 1, wholeBackward: true });
+  assert.ok(early[1]!.ran!.earlyGradientSends > 0, `by default stage 1 sends dx while its weight gradients compute (${early[1]!.ran!.earlyGradientSends} of 4 backwards)`);
+  assert.equal(whole[1]!.ran!.earlyGradientSends, 0, 'wholeBackward: every dx leaves after its backward\'s programs');
+  assertSame(whole, await single(), '1f1b p=2 m=4 wholeBackward');
+  for (const r of [...early, ...whole]) {
+    const { windowMs, busyMs, bubble } = r.ran!;
+    // Every stage measures the same window (the first compute to the last on any stage).
+    assert.equal(windowMs, early.includes(r) ? early[0]!.ran!.windowMs : whole[0]!.ran!.windowMs);
+    assert.ok(busyMs > 0 && busyMs < windowMs, `busy ${busyMs} ms within the window ${windowMs} ms`);
+    assert.ok(Math.abs(bubble - (1 - busyMs / windowMs)) < 1e-12);
+  }
+});

@@ -17,12 +17,12 @@ import { gradStep } from '../src/train/step.js';
 import { Rng } from '../src/tensor/random.js';
 import type { Feed } from '../src/tensor/compile.js';
 
-export interface PipelineRankArgs { kind: ScheduleKind | 'none'; microbatches: number; chunks: number; steps: number; batch: number }
+export interface PipelineRankArgs { kind: ScheduleKind | 'none'; microbatches: number; chunks: number; steps: number; batch: number; wholeBackward?: boolean }
 export interface PipelineRankResult {
   losses: number[];
   params: Record<string, number[]>;
   /** The last step as the stage ran it: compute actions by start time, the most in flight, the peak saved bytes. */
-  ran?: { order: string[]; overlaps: number; inFlight: number; peakSavedBytes: number; bubble: number };
+  ran?: { order: string[]; overlaps: number; inFlight: number; peakSavedBytes: number; bubble: number; windowMs: number; busyMs: number; earlyGradientSends: number };
 }
 
 export const CONFIG = { vocab: 64, ctx: 8, d: 16, layers: 8, heads: 2 };
@@ -59,14 +59,22 @@ export default async function rank(pg: ProcessGroup, a: PipelineRankArgs): Promi
   }
   const P = pg.size;
   const table = pipelineTable(a.kind, P, a.microbatches, a.chunks);
-  const pipe = new PipelineStage(gptPipeline(gpt, P * a.chunks), bound, { stage: pg.rank, stages: P, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks });
+  const pipe = new PipelineStage(gptPipeline(gpt, P * a.chunks), bound, { stage: pg.rank, stages: P, actions: table.actions[pg.rank]!, microbatches: a.microbatches, chunks: a.chunks, wholeBackward: a.wholeBackward });
   const opt = new AdamW(pipe.params, { lr, eps, weightDecay: 0.1 });
   for (let t = 0; t < a.steps; t++) { losses.push(await pipe.step(batchAt(t, a.batch), { pp: pg })); await opt.step(pipe.grads); }
   const last = pipe.lastStep!;
   const acts = [...last.actions].sort((x, y) => x.start - y.start);
   const overlaps = acts.filter((x, i) => i > 0 && x.start < acts[i - 1]!.end).length;
+  // Backwards whose input gradient left before their last program ended (one chunk per stage: the
+  // send's tag is 2(s - 1) + 1 on stage s; the action's last compute span sums its gradients).
+  const earlyGradientSends = a.chunks !== 1 || pg.rank === 0 ? 0 : acts.filter((x) => {
+    if (x.op !== 'backward') return false;
+    const send = last.transfers.find((t) => t.name === `weft.Send#${2 * (pg.rank - 1) + 1}` && t.mb === x.mb);
+    if (!send) throw new Error(`stage ${pg.rank}: no gradient send of microbatch ${x.mb} in the trace`);
+    return send.start < x.compute.at(-2)![1] - 1e-6;
+  }).length;
   return {
     losses, params: Object.fromEntries(pipe.params.layout.slots.map((s) => [s.name, [...pipe.params.view(s.name)]])),
-    ran: { order: acts.map((x) => `${x.op[0]}${x.mb}.${x.chunk}`), overlaps, inFlight: last.peakInFlight, peakSavedBytes: last.peakSavedBytes, bubble: last.bubble },
+    ran: { order: acts.map((x) => `${x.op[0]}${x.mb}.${x.chunk}`), overlaps, inFlight: last.peakInFlight, peakSavedBytes: last.peakSavedBytes, bubble: last.bubble, windowMs: last.windowMs, busyMs: last.busyMs, earlyGradientSends },
   };
 }

@@ -206,3 +206,12 @@ test('bad shapes are refused with the numbers', () => {
   // GPipe takes fewer microbatches than stages.
   assert.equal(validate(gpipe(4, 2)).makespan, (2 + 4 - 1) * 3);
 });
+
+test('simulate replays each action\'s own cost (cost.of): GPipe p=2 m=2 with a slower forward on stage 1', () => {
+  // Stage 0: F0 [0,1] F1 [1,2], B0 waits for stage 1's B0 [5,7]: [7,9], B1 [9,11]. Stage 1: F0 [1,3] F1 [3,5] B0 [5,7] B1 [7,9].
+  const sim = simulate(gpipe(2, 2), { of: (r, op) => (op === 'forward' ? (r === 1 ? 2 : 1) : 2) });
+  assert.equal(sim.makespan, 11);
+  assert.deepEqual(sim.busy, [6, 8]);
+  assert.ok(Math.abs(sim.bubble - 8 / 22) < 1e-12);
+  assert.throws(() => simulate(gpipe(2, 2), { of: () => Number.NaN }), /the cost of rank 0, action 0 \(forward mb 0 chunk 0, piece 0\) must be a finite number >= 0, got NaN/);
+});

@@ -84,6 +84,14 @@ export interface PipelineOptions {
   chunks?: number;
   /** Profiler label of the programs; default 'pipeline'. */
   label?: string;
+  /**
+   * When a backward sends its input's gradient back. By default as soon as it exists: the weight
+   * gradients are computed while it flies, so the stage before starts its backward sooner (the
+   * input-gradient-first order that zero-bubble schedules build on). `true` holds it until the
+   * weight gradients are done too: the backward is then one indivisible action, as the bubble
+   * formula (p - 1) / (m + p - 1) models it (bench/pipeline.ts measures both).
+   */
+  wholeBackward?: boolean;
 }
 
 /** Transfer tags: activations into piece s are 2s, gradients out of piece s are 2s + 1. */
@@ -107,9 +115,24 @@ export interface PipelineStepTrace {
   stage: number;
   /** The step's wall time, to the loss's all-reduce that ends it on every stage together. */
   ms: number;
-  actions: { op: 'forward' | 'backward'; mb: number; chunk: number; start: number; end: number }[];
+  /** When the step started, in ms on the shared clock (performance.timeOrigin + now): the times below count from it. */
+  origin: number;
+  /**
+   * The pipeline's window: the first compute on any stage to the last, the time the bubble is a
+   * fraction of (`ms` adds the tied parameters' and the loss's all-reduces after it).
+   */
+  windowMs: number;
+  /**
+   * Each compute action from its first program's start to its gradients summed in; `compute` the
+   * spans inside it that computed (its programs, and summing its gradients): the gaps between them
+   * are waits for a transfer in the middle of the action (a receive not yet arrived).
+   */
+  actions: { op: 'forward' | 'backward'; mb: number; chunk: number; start: number; end: number; compute: [number, number][] }[];
   transfers: { name: string; mb: number; chunk: number; start: number; end: number }[];
-  /** Time in compute actions, and the rest of `ms` (waiting: the bubble, and transfers not hidden). */
+  /**
+   * Time computing (the actions' compute spans); `bubble` is the rest of `windowMs` over it
+   * (waiting: for the pipeline to fill and drain, and for transfers not hidden).
+   */
   busyMs: number;
   bubble: number;
   /** The most bytes of saved activations held at once (microbatches in flight x what each saves). */
@@ -211,10 +234,12 @@ export class PipelineStage {
     const micro = splitBatch(batch, M);
     const chunks = await (this.compiled ??= this.compile(micro[0]!, true));
     this.grads.data.fill(0);
+    // Slots whose gradient this step has summed in (the first is copied, the rest added).
+    const summed = new Uint8Array(this.grads.layout.slots.length);
     let loss = 0;
     const t0 = performance.now();
-    const trace: PipelineStepTrace = { stage: this.stage, ms: 0, actions: [], transfers: [], busyMs: 0, bubble: 0, peakSavedBytes: 0, peakInFlight: 0 };
-    const open = new Map<string, { op: 'forward' | 'backward'; mb: number; chunk: number; start: number; end: number }>();
+    const trace: PipelineStepTrace = { stage: this.stage, ms: 0, origin: 0, windowMs: 0, actions: [], transfers: [], busyMs: 0, bubble: 0, peakSavedBytes: 0, peakInFlight: 0 };
+    const open = new Map<string, PipelineStepTrace['actions'][number]>();
     let live = 0;
     let inFlight = 0;
     // The table's compute actions, let through one at a time.
@@ -234,8 +259,11 @@ export class PipelineStage {
         const op = g === 0 ? 'forward' : 'backward';
         const k = key(op, m, ci);
         if (current() !== k) await new Promise<void>((res) => waiting.set(k, res));
-        if (!open.has(k)) open.set(k, { op, mb: m, chunk: ci, start: performance.now() - t0, end: 0 });
+        if (!open.has(k)) open.set(k, { op, mb: m, chunk: ci, start: performance.now() - t0, end: 0, compute: [] });
+        pass = open.get(k)!;
       };
+      // This run's open action: the one its programs' spans belong to.
+      let pass: PipelineStepTrace['actions'][number] | null = null;
       const onGroup = (g: number, values: TypedArray[]): void => {
         const a = open.get(key(g === 0 ? 'forward' : 'backward', m, ci));
         live += g === 0 ? c.savedBytes : -c.savedBytes;
@@ -243,33 +271,47 @@ export class PipelineStage {
         trace.peakSavedBytes = Math.max(trace.peakSavedBytes, live);
         trace.peakInFlight = Math.max(trace.peakInFlight, inFlight);
         if (g === 0 && c.last) loss += (values[0] as Float32Array)[0]!;
-        if (g === 1) c.gradSlots.forEach((slot, i) => addInto(this.grads, slot, values[i] as Float32Array));
+        const summing = performance.now() - t0;
+        if (g === 1) c.gradSlots.forEach((slot, i) => { addInto(this.grads, slot, values[i] as Float32Array, !summed[slot]); summed[slot] = 1; });
         // The action's work ends with its gradients summed in.
-        if (a) { a.end = performance.now() - t0; trace.actions.push(a); }
+        if (a) { a.end = performance.now() - t0; a.compute.push([summing, a.end]); trace.actions.push(a); }
+        pass = null;
         // The next action starts once this run has issued what follows its pass (its sends).
         setImmediate(advance);
       };
       await c.schedule.run(feeds, { groups, microbatch: m }, `${this.o.label ?? 'pipeline'}${c.piece}_`, {
         onGroup, gate,
-        onSpan: (name, host, start, end) => { if (host) trace.transfers.push({ name, mb: m, chunk: ci, start: start - t0, end: end - t0 }); },
+        onSpan: (name, host, start, end) => {
+          if (host) trace.transfers.push({ name, mb: m, chunk: ci, start: start - t0, end: end - t0 });
+          else pass?.compute.push([start - t0, end - t0]);
+        },
       });
     }));
     await Promise.all(runs);
     // The last pass's advance is deferred like every other.
     await new Promise<void>((res) => setImmediate(res));
     if (turn !== this.actions.length) throw new Error(`pipeline: stage ${this.stage} ran ${turn} of its ${this.actions.length} actions`);
-    trace.busyMs = trace.actions.reduce((t, a) => t + a.end - a.start, 0);
+    trace.busyMs = trace.actions.reduce((t, a) => t + a.compute.reduce((u, [s, e]) => u + e - s, 0), 0);
     // Tied parameters: each stage's part of the gradient summed between the stages that read it.
     for (const t of this.tied) {
       const g = await this.tiedGroup(pp, t.stages);
       if (t.stages.includes(this.stage)) for (const n of t.names) await g.allReduce(this.grads.view(n), 'sum').wait();
     }
     const l = Float32Array.of(loss);
-    if (this.stages > 1) await pp.allReduce(l, 'sum').wait();
-    // The step ends on every stage at once (the loss's all-reduce): its wall time is the
-    // pipeline's, the same window the formula's bubble is a fraction of.
+    // The pipeline's window, the one the formula's bubble is a fraction of: from the first compute
+    // on any stage to the last, on the clock all of a machine's ranks share (performance.timeOrigin
+    // + now; ranks on different machines agree only as far as their clocks do).
+    const origin = performance.timeOrigin + t0;
+    const span = Float64Array.of(-(origin + Math.min(...trace.actions.map((a) => a.start))), origin + Math.max(...trace.actions.map((a) => a.end)));
+    if (this.stages > 1) {
+      await pp.allReduce(l, 'sum').wait();
+      await pp.allReduce(span, 'max').wait();
+    }
+    // The step ends on every stage at once (the loss's all-reduce).
     trace.ms = performance.now() - t0;
-    trace.bubble = 1 - trace.busyMs / trace.ms;
+    trace.origin = origin;
+    trace.windowMs = span[0]! + span[1]!;
+    trace.bubble = 1 - trace.busyMs / trace.windowMs;
     this.lastStep = trace;
     return l[0]!;
   }
@@ -358,13 +400,13 @@ export class PipelineStage {
         const l = b.mul(y, b.scalarLike(1 / this.microbatches, y));
         const g = gs(l);
         fwd = [l];
-        bwd = x === null ? g : [...g.slice(0, -1), sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1))];
+        bwd = x === null ? g : [...g.slice(0, -1), sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1), this.o.wholeBackward ? g.slice(0, -1) : [])];
       } else {
         const sent = sendTo(y, 'pp', P, next, ACT(s + 1));
         const dy = recvFrom('pp', P, next, GRAD(s), { dtype: y.dtype as 'float32', shape: y.shape as number[] }, [y]);
         const g = gs(y, dy);
         fwd = [y];
-        bwd = [...(x === null ? g : g.slice(0, -1)), sent, ...(x === null ? [] : [sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1))])];
+        bwd = [...(x === null ? g : g.slice(0, -1)), sent, ...(x === null ? [] : [sendTo(g.at(-1)!, 'pp', P, prev, GRAD(s - 1), this.o.wholeBackward ? g.slice(0, -1) : [])])];
       }
       const used = usedBy([...fwd, ...bwd]);
       const opts = { groups: [fwd, bwd], phases: true };
@@ -403,21 +445,31 @@ function sliceRows(f: Feed, m: number, M: number): Feed {
   return { ...f, data: f.data.subarray(m * rows * per, (m + 1) * rows * per) as typeof f.data, shape };
 }
 
-/** Adds `g` into slot `slot` of `buf`. */
-function addInto(buf: FlatBuffer<Float32Array>, slot: number, g: Float32Array): void {
-  const s = buf.layout.slots[slot]!;
+/** Adds `g` into slot `slot` of `buf`, or copies it there when `first` (the slot's first gradient of the step). */
+function addInto(buf: FlatBuffer<Float32Array>, slot: number, g: Float32Array, first: boolean): void {
+  const { offset, size } = buf.layout.slots[slot]!;
   const d = buf.data;
-  for (let i = 0; i < s.size; i++) d[s.offset + i]! += g[i]!;
+  if (first) { d.set(g.subarray(0, size), offset); return; }
+  // Unrolled by four: V8 does not vectorize, and this halves the loop's time.
+  let i = 0;
+  for (; i + 3 < size; i += 4) {
+    const j = offset + i;
+    d[j]! += g[i]!; d[j + 1]! += g[i + 1]!; d[j + 2]! += g[i + 2]!; d[j + 3]! += g[i + 3]!;
+  }
+  for (; i < size; i++) d[offset + i]! += g[i]!;
 }
 
 /**
  * A stage's step as a Chrome trace (the JSON object format Perfetto and chrome://tracing read):
  * one process per rank, its compute actions on thread 0 ("F3" forward of microbatch 3, "B3"
  * backward, with the chunk where there are several), the waits between them ("wait", the bubble
- * and any transfer not hidden), and its transfers on thread 1; times in microseconds.
+ * and any transfer not hidden) and inside them (a receive not yet arrived when the action's next
+ * program was due), and its transfers on thread 1; times in microseconds on the clock the machine's ranks share.
  */
 export function chromeTrace(t: PipelineStepTrace, rank: number): { traceEvents: Record<string, unknown>[]; displayTimeUnit: string } {
-  const us = (ms: number): number => Math.round(ms * 1000);
+  // On the shared clock, so every rank's file lines up with the others'.
+  const us = (ms: number): number => Math.round((t.origin + ms) * 1000);
+  const dus = (ms: number): number => Math.round(ms * 1000);
   const ev: Record<string, unknown>[] = [
     { name: 'process_name', ph: 'M', pid: rank, args: { name: `rank ${rank} (stage ${t.stage})` } },
     { name: 'thread_name', ph: 'M', pid: rank, tid: 0, args: { name: 'compute' } },
@@ -426,10 +478,17 @@ export function chromeTrace(t: PipelineStepTrace, rank: number): { traceEvents: 
   const chunks = new Set(t.actions.map((a) => a.chunk)).size > 1;
   let at = 0;
   for (const a of [...t.actions].sort((x, y) => x.start - y.start)) {
-    if (a.start > at) ev.push({ name: 'wait', cat: 'bubble', ph: 'X', pid: rank, tid: 0, ts: us(at), dur: us(a.start - at) });
-    ev.push({ name: `${a.op === 'forward' ? 'F' : 'B'}${a.mb}${chunks ? `.${a.chunk}` : ''}`, cat: a.op, ph: 'X', pid: rank, tid: 0, ts: us(a.start), dur: us(a.end - a.start), args: { microbatch: a.mb, chunk: a.chunk } });
+    if (a.start > at) ev.push({ name: 'wait', cat: 'bubble', ph: 'X', pid: rank, tid: 0, ts: us(at), dur: dus(a.start - at) });
+    const computeMs = a.compute.reduce((u, [s, e]) => u + e - s, 0);
+    ev.push({ name: `${a.op === 'forward' ? 'F' : 'B'}${a.mb}${chunks ? `.${a.chunk}` : ''}`, cat: a.op, ph: 'X', pid: rank, tid: 0, ts: us(a.start), dur: dus(a.end - a.start), args: { microbatch: a.mb, chunk: a.chunk, compute_ms: +computeMs.toFixed(3) } });
+    // Inside the action, the gaps between its compute spans: a transfer it waited for.
+    let c = a.start;
+    for (const [s, e] of [...a.compute].sort((x, y) => x[0] - y[0])) {
+      if (s - c > 0.01) ev.push({ name: 'wait', cat: 'transfer wait', ph: 'X', pid: rank, tid: 0, ts: us(c), dur: dus(s - c) });
+      c = Math.max(c, e);
+    }
     at = Math.max(at, a.end);
   }
-  for (const x of t.transfers) ev.push({ name: x.name, cat: 'transfer', ph: 'X', pid: rank, tid: 1, ts: us(x.start), dur: us(x.end - x.start), args: { microbatch: x.mb, chunk: x.chunk } });
+  for (const x of t.transfers) ev.push({ name: x.name, cat: 'transfer', ph: 'X', pid: rank, tid: 1, ts: us(x.start), dur: dus(x.end - x.start), args: { microbatch: x.mb, chunk: x.chunk } });
   return { traceEvents: ev, displayTimeUnit: 'ms' };
 }

@@ -181,6 +181,11 @@ export interface SimCost {
   backward: number;
   /** From a send to its value being receivable (latency; the sender does not wait). */
   send: number;
+  /**
+   * Each compute's own cost, where actions differ (a replay of measured durations:
+   * bench/pipeline.ts); `forward` and `backward` when absent.
+   */
+  of?: (rank: number, op: 'forward' | 'backward', mb: number, chunk: number) => number;
 }
 
 export interface Simulation {
@@ -211,7 +216,7 @@ export function describeAction(a: Action): string {
 export function simulate(table: PipelineTable, cost: Partial<SimCost> = {}): Simulation {
   const c: SimCost = { forward: 1, backward: 2, send: 0, ...cost };
   for (const [k, x] of Object.entries(c)) {
-    if (!Number.isFinite(x) || x < 0) throw new Error(`simulate: cost.${k} must be a finite number >= 0, got ${x}`);
+    if (k !== 'of' && (!Number.isFinite(x) || x < 0)) throw new Error(`simulate: cost.${k} must be a finite number >= 0, got ${x}`);
   }
   const { stages: p, microbatches: m, chunks: v } = table;
   for (const [name, x] of [['stages', p], ['microbatches', m], ['chunks', v]] as const) {
@@ -271,7 +276,8 @@ export function simulate(table: PipelineTable, cost: Partial<SimCost> = {}): Sim
           if (s > 0 && rankOf(s - 1) === r) have[r]!.add(`g:${a.mb}:${s - 1}`);
           held[r]!--;
         }
-        const d = a.op === 'forward' ? c.forward : c.backward;
+        const d = c.of ? c.of(r, a.op, a.mb, a.chunk) : a.op === 'forward' ? c.forward : c.backward;
+        if (!Number.isFinite(d) || d < 0) throw new Error(`simulate: the cost of ${at(r, i, a)} must be a finite number >= 0, got ${d}`);
         order[r]!.push({ op: a.op, mb: a.mb, chunk: a.chunk, start: clock[r]!, end: clock[r]! + d });
         clock[r]! += d;
         busy[r]! += d;
