@@ -65,6 +65,9 @@ export const reduceMean = (a: Value, axes: readonly number[], keepdims = true): 
   apply1('ReduceMean', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
 export const reduceMax = (a: Value, axes: readonly number[], keepdims = true): Value =>
   apply1('ReduceMax', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
+/** Running sum along `axis` (`exclusive`: each position's sum leaves itself out; `reverse`: from the end). */
+export const cumSum = (a: Value, axis: number, o: { exclusive?: boolean; reverse?: boolean } = {}): Value =>
+  apply1('CumSum', [a, constant(fromNumbers('int64', [axis]), 'int64', [])], { exclusive: o.exclusive ? 1 : 0, reverse: o.reverse ? 1 : 0 });
 export const reduceSumSquare = (a: Value, axes: readonly number[], keepdims = true): Value =>
   apply1('ReduceSumSquare', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
 

@@ -12,6 +12,8 @@ import { Tensor } from '../tensor/tensor.js';
 import { Dropout, Embedding, LayerNorm, Linear } from './layers.js';
 import { init, Module } from './module.js';
 import type { Parameter } from './module.js';
+import { MoE, moeAuxLoss, moeDefaults } from './moe.js';
+import type { MoEConfig } from './moe.js';
 
 export interface GPTConfig {
   /** Vocabulary size (256 for bytes). */
@@ -29,7 +31,12 @@ export interface GPTConfig {
   initStd?: number;
   /** GPT-2's scaled init of residual projections (std / sqrt(2 layers)). Default off (the anchors' init). */
   scaledResidualInit?: boolean;
+  /** Mixture of experts in place of the MLP of every `moe.every`-th block (nn/moe.ts). Default none. */
+  moe?: MoEConfig;
 }
+
+/** Whether block `l` of a GPT with `c` is a mixture-of-experts block. */
+export const isMoeBlock = (c: GPTConfig, l: number): boolean => c.moe !== undefined && (l + 1) % moeDefaults(c.moe).every === 0;
 
 export const GPT_PRESETS = {
   small: { vocab: 256, ctx: 128, d: 256, layers: 4, heads: 4 },
@@ -90,16 +97,16 @@ export class Block extends Module {
   readonly ln1: LayerNorm;
   readonly attn: CausalSelfAttention;
   readonly ln2: LayerNorm;
-  readonly mlp: MLP;
+  readonly mlp: MLP | MoE;
 
-  constructor(c: GPTConfig) {
+  constructor(c: GPTConfig, l = 0) {
     super();
     const std = c.initStd ?? 0.02;
     const projStd = c.scaledResidualInit ? std / Math.sqrt(2 * c.layers) : std;
     this.ln1 = this.child('ln1', new LayerNorm(c.d));
     this.attn = this.child('attn', new CausalSelfAttention(c.d, c.heads, std, projStd, c.dropout ?? 0));
     this.ln2 = this.child('ln2', new LayerNorm(c.d));
-    this.mlp = this.child('mlp', new MLP(c.d, std, projStd, c.dropout ?? 0));
+    this.mlp = this.child('mlp', isMoeBlock(c, l) ? new MoE(c.d, c.moe!, std, projStd) : new MLP(c.d, std, projStd, c.dropout ?? 0));
   }
 
   forward(x: Tensor, B: number, T: number): Tensor {
@@ -123,7 +130,8 @@ export class GPT extends Module {
     const std = c.initStd ?? 0.02;
     this.tok = this.child('tok', new Embedding(c.vocab, c.d, init.normal(std)));
     this.pos = this.param('pos', [c.ctx, c.d], init.normal(std));
-    this.blocks = Array.from({ length: c.layers }, (_, l) => this.child(`h${l}`, new Block(c)));
+    if (c.moe !== undefined) moeDefaults(c.moe);
+    this.blocks = Array.from({ length: c.layers }, (_, l) => this.child(`h${l}`, new Block(c, l)));
     this.lnf = this.child('lnf', new LayerNorm(c.d));
   }
 
@@ -150,8 +158,13 @@ export class GPT extends Module {
     return logits.crossEntropy(tgt.reshape([-1]));
   }
 
-  /** Mean cross-entropy of predicting `tgt` [B, T] from `idx` [B, T]. */
+  /**
+   * Mean cross-entropy of predicting `tgt` [B, T] from `idx` [B, T]; in training, plus the MoE
+   * layers' weighted load-balancing and z losses (evaluation reports the cross-entropy alone).
+   */
   loss(idx: Tensor, tgt: Tensor): Tensor {
-    return this.criterion(this.logits(idx), tgt);
+    const ce = this.criterion(this.logits(idx), tgt);
+    const aux = moeAuxLoss(this);
+    return aux !== null && this.training ? ce.add(aux) : ce;
   }
 }

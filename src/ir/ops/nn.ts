@@ -77,3 +77,18 @@ defineOp({
     return [b.div(b.mul(dy, b.cast(mask, dy.dtype)), keep), null, null];
   },
 });
+
+/**
+ * Standard normal noise shaped like the input (ONNX RandomNormalLike; `mean`, `scale`, `seed`):
+ * only the input's shape and dtype are read, so no gradient flows into it.
+ */
+defineOp({
+  name: 'RandomNormalLike', inputs: ['input'], nondiff: [0], random: true,
+  attrs: { mean: { kind: 'float', default: 0 }, scale: { kind: 'float', default: 1 }, seed: { kind: 'float' } },
+  infer: (c) => {
+    requireFloat(c, 0);
+    const x = c.input(0);
+    return [{ dtype: x.dtype, shape: x.shape }];
+  },
+  grad: () => [null],
+});

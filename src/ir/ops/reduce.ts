@@ -98,3 +98,20 @@ defineOp({
     return [b.sub(dy, b.mul(b.exp(y), b.reduceSum(dy, [g.attr<number>('axis')], true)))];
   },
 });
+
+/**
+ * y = running sum of x along `axis` (ONNX CumSum; the axis a constant int64 input): inclusive or
+ * `exclusive`, from the start or in `reverse`. Its adjoint is the running sum of dy the other way.
+ */
+defineOp({
+  name: 'CumSum', inputs: ['x', 'axis'], attrs: { exclusive: { kind: 'int', default: 0 }, reverse: { kind: 'int', default: 0 } }, nondiff: [1],
+  infer: (c) => {
+    const x = c.input(0);
+    const axis = c.ints(1);
+    if (axis === null || axis.length !== 1) c.fail(`${c.describe(1)} must be a constant scalar axis`);
+    normAxis(axis![0]!, x.rank, c.op);
+    if (!['float32', 'float64', 'int32', 'int64'].includes(x.dtype)) c.fail(`${c.describe(0)} must be float32, float64, int32 or int64, got ${x.dtype}`);
+    return [{ dtype: x.dtype, shape: x.shape }];
+  },
+  grad: (g) => [b.apply1('CumSum', [g.dy[0]!, g.inputs[1]!], { exclusive: g.attr<number>('exclusive'), reverse: 1 - g.attr<number>('reverse') }), null],
+});

@@ -1,0 +1,202 @@
+/**
+ * Mixture of experts (Shazeer et al. 2017; GShard; Switch Transformer): a layer that replaces a
+ * block's MLP with E expert MLPs and a router sending each token to its top k.
+ *
+ * On S tokens x [S, d]:
+ * - router logits x Wr [S, E] (with `noisy`, in training, plus a standard normal times
+ *   softplus(x Wn): Shazeer's noisy gating), probabilities softmax(logits);
+ * - top-k by repeated first-argmax (masks, no gradient); gates: the chosen probabilities (k > 1:
+ *   divided by their sum, GShard), through which the gradient reaches the router;
+ * - capacity C = ceil(capacityFactor k S / E) slots per expert (capacityFactor 0: S, nothing is
+ *   dropped); first choices take the slots in token order, then second choices after the first
+ *   choices kept (GShard); a token past its expert's capacity is dropped there: that expert adds
+ *   nothing for it, and the block's residual carries it through;
+ * - dispatch D [S, E, C] (one-hot slots) and combine G D (gates): expert inputs D^T x [E, C, d], the
+ *   E expert MLPs as one batched MatMul each way [E, C, d] x [E, d, h], outputs back through the
+ *   combine weights [S, E C] x [E C, d];
+ * - with expert parallelism (`expertParallel`) the experts are split over the `ep` axis: the
+ *   expert inputs go to their experts' ranks by an all-to-all and come back by another (each the
+ *   other's gradient), each rank computing its E / ep experts on every rank's tokens.
+ *
+ * Losses (added to the model's by its `loss`): Switch's load balance E sum_i f_i P_i (f_i the
+ * fraction of tokens whose first choice is expert i, P_i their mean probability of it) weighted
+ * by `auxLoss`, and the router z-loss mean(logsumexp(logits)^2) weighted by `zLoss`.
+ * Statistics (a buffer written by each training step): tokens kept per expert, the fraction of
+ * assignments dropped, the aux and z losses (unweighted).
+ */
+import * as b from '../ir/build.js';
+import type { Value } from '../ir/graph.js';
+import { allToAll } from '../ir/ops/collective.js';
+import { Tensor } from '../tensor/tensor.js';
+import { Linear } from './layers.js';
+import { init, Module } from './module.js';
+import type { ModuleBuffer, Parameter } from './module.js';
+
+export interface MoEConfig {
+  /** Experts per MoE layer. */
+  experts: number;
+  /** Experts each token goes to: 1 (Switch), 2 (GShard). Default 2. */
+  topK?: number;
+  /** The MLP of every `every`-th block becomes an MoE layer (blocks every - 1, 2 every - 1, ...). Default 2. */
+  every?: number;
+  /** Slots per expert = ceil(capacityFactor x topK x tokens / experts); 0: every token fits (no drops). Default 1.25. */
+  capacityFactor?: number;
+  /** Noisy top-k gating (Shazeer et al.): learned Gaussian noise on the router logits in training. Default false. */
+  noisy?: boolean;
+  /** Weight of the load-balancing loss. Default 0.01 (Switch). */
+  auxLoss?: number;
+  /** Weight of the router z-loss. Default 0.001 (ST-MoE). */
+  zLoss?: number;
+}
+
+/** The config with its defaults, checked; each error names the field. */
+export function moeDefaults(c: MoEConfig, where = 'model.moe'): Required<MoEConfig> {
+  const o = { topK: 2, every: 2, capacityFactor: 1.25, noisy: false, auxLoss: 0.01, zLoss: 0.001, ...c };
+  if (!Number.isInteger(o.experts) || o.experts < 1) throw new Error(`${where}.experts must be a positive integer, got ${String(o.experts)}`);
+  if (!Number.isInteger(o.topK) || o.topK < 1) throw new Error(`${where}.topK must be a positive integer, got ${String(o.topK)}`);
+  if (o.topK > o.experts) throw new Error(`${where}.topK (${o.topK}) must be at most ${where}.experts (${o.experts})`);
+  if (!Number.isInteger(o.every) || o.every < 1) throw new Error(`${where}.every must be a positive integer, got ${String(o.every)}`);
+  if (!(Number.isFinite(o.capacityFactor) && o.capacityFactor >= 0)) throw new Error(`${where}.capacityFactor must be > 0 (or 0: no token dropped), got ${String(o.capacityFactor)}`);
+  for (const k of ['auxLoss', 'zLoss'] as const) if (!(Number.isFinite(o[k]) && o[k] >= 0)) throw new Error(`${where}.${k} must be a number >= 0, got ${String(o[k])}`);
+  return o;
+}
+
+/** The expert axis a layer's experts are split over (null: every expert on this rank). */
+export interface EpAxis { readonly axis: string; readonly size: number; readonly index: number }
+
+/** Slots per expert for `tokens` tokens. */
+export function capacity(c: Required<MoEConfig>, tokens: number): number {
+  return c.capacityFactor === 0 ? tokens : Math.max(1, Math.ceil((c.capacityFactor * c.topK * tokens) / c.experts));
+}
+
+const T = (v: Value): Tensor => new Tensor(v);
+
+export class MoE extends Module {
+  readonly router: Linear;
+  readonly noise: Linear | null;
+  /** Expert MLPs, stacked on dim 0: fc1 [E, d, 4d] + [E, 1, 4d], fc2 [E, 4d, d] + [E, 1, d]. */
+  readonly w1: Parameter;
+  readonly b1: Parameter;
+  readonly w2: Parameter;
+  readonly b2: Parameter;
+  /** The last training step's statistics: tokens kept per expert [E], then dropped fraction, aux loss, z-loss. */
+  readonly stats: ModuleBuffer;
+  readonly c: Required<MoEConfig>;
+  /** Set by `expertParallel`. */
+  ep: EpAxis | null = null;
+  /** The weighted aux + z loss of the last traced forward (the model adds it to its loss), null before one. */
+  auxTerm: Tensor | null = null;
+
+  constructor(readonly d: number, config: MoEConfig, std: number, projStd: number) {
+    super();
+    this.c = moeDefaults(config);
+    const E = this.c.experts;
+    this.router = this.child('router', new Linear(d, E, { bias: false, init: init.normal(std) }));
+    this.noise = this.c.noisy ? this.child('noise', new Linear(d, E, { bias: false, init: init.zeros() })) : null;
+    this.w1 = this.param('w1', [E, d, 4 * d], init.normal(std));
+    this.b1 = this.param('b1', [E, 1, 4 * d], init.zeros());
+    this.w2 = this.param('w2', [E, 4 * d, d], init.normal(projStd));
+    this.b2 = this.param('b2', [E, 1, d], init.zeros());
+    this.stats = this.buffer('stats', [E + 3], init.zeros());
+  }
+
+  /** x [S, d] -> [S, d] (dropped tokens give 0 for the expert that dropped them). */
+  forward(x: Tensor): Tensor {
+    const { experts: E, topK: k } = this.c;
+    const S = x.shape[0] as number;
+    const C = capacity(this.c, S);
+    const f = x.dtype as 'float32' | 'float64';
+    const one = (v: number): Value => b.scalar(v, f);
+    const fl = (v: Value): Value => b.cast(v, f);
+    let logits = this.router.forward(x).value;
+    if (this.noise && this.training) {
+      // softplus(z) = relu(z) + log(1 + exp(-|z|)), stable for any z.
+      const z = this.noise.forward(x).value;
+      const soft = b.add(b.relu(z), b.log(b.add(one(1), b.exp(b.neg(b.mul(z, b.sign(z)))))));
+      logits = b.add(logits, b.mul(b.apply1('RandomNormalLike', [logits], {}), soft));
+    }
+    const probs = b.softmax(logits, 1);
+
+    // Top-k: the first maximum of what is left, k times (masks carry no gradient).
+    const masks: Value[] = [];
+    let left = probs;
+    for (let j = 0; j < k; j++) {
+      const eq = fl(b.equal(left, b.reduceMax(left, [1], true)));
+      const first = b.mul(eq, fl(b.equal(b.cumSum(eq, 1), one(1))));
+      masks.push(first);
+      left = b.sub(left, b.mul(first, one(2)));
+    }
+    let gates = masks.map((m) => b.reduceSum(b.mul(probs, m), [1], true)); // [S, 1] each
+    if (k > 1) {
+      const denom = b.add(b.sum(gates), one(1e-9));
+      gates = gates.map((g) => b.div(g, denom));
+    }
+
+    // Slots: first choices in token order, then later choices after the kept ones.
+    const slots = b.constant(f === 'float32' ? Float32Array.from({ length: C }, (_, i) => i) : Float64Array.from({ length: C }, (_, i) => i), f, [1, C]);
+    let taken: Value | null = null;
+    let dispatch: Value | null = null;
+    let combine: Value | null = null;
+    let kept: Value | null = null;
+    for (let j = 0; j < k; j++) {
+      const m = masks[j]!;
+      let pos = b.cumSum(m, 0, { exclusive: true });
+      if (taken) pos = b.add(pos, taken);
+      const keep = b.mul(m, fl(b.apply1('Less', [pos, b.scalar(C, f)])));
+      taken = taken ? b.add(taken, b.reduceSum(keep, [0], true)) : b.reduceSum(keep, [0], true);
+      const at = b.reduceSum(b.mul(pos, keep), [1], true); // [S, 1]: the token's slot in its expert
+      const slot = fl(b.equal(at, slots)); // [S, C]
+      const dj = b.mul(b.unsqueeze(keep, [2]), b.unsqueeze(slot, [1])); // [S, E, C]
+      dispatch = dispatch ? b.add(dispatch, dj) : dj;
+      const cj = b.mul(dj, b.unsqueeze(gates[j]!, [2]));
+      combine = combine ? b.add(combine, cj) : cj;
+      kept = kept ? b.add(kept, keep) : keep;
+    }
+
+    // Experts: D^T x -> [E, C, d], to the experts' ranks and back.
+    const D = b.reshape(dispatch!, [S, E * C]);
+    let xe = b.reshape(b.gemm(D, x.value, null, { transA: true }), [E, C, this.d]);
+    if (this.ep) xe = allToAll(xe, this.ep.axis, this.ep.size, 0, 1); // [E / ep, ep C, d]
+    const h = b.gelu(b.add(b.matmul(xe, this.w1.t.value), this.b1.t.value));
+    let ye = b.add(b.matmul(h, this.w2.t.value), this.b2.t.value);
+    if (this.ep) ye = allToAll(ye, this.ep.axis, this.ep.size, 1, 0); // [E, C, d]
+    const y = b.gemm(b.reshape(combine!, [S, E * C]), b.reshape(ye, [E * C, this.d]), null);
+
+    // Losses: Switch's balance (first choices, before capacity) and the z-loss.
+    const frac = b.reduceMean(masks[0]!, [0], false);
+    const meanP = b.reduceMean(probs, [0], false);
+    const aux = b.mul(b.reduceSum(b.mul(frac, meanP), [0], false), one(E));
+    const mx = b.reduceMax(logits, [1], true);
+    const lse = b.add(b.log(b.reduceSum(b.exp(b.sub(logits, mx)), [1], true)), mx);
+    const zl = b.reduceMean(b.mul(lse, lse), [0, 1], false);
+    this.auxTerm = T(b.add(b.mul(aux, one(this.c.auxLoss)), b.mul(zl, one(this.c.zLoss))));
+    if (this.training) {
+      const perExpert = b.reduceSum(kept!, [0], false); // [E]
+      const dropped = b.sub(one(1), b.div(b.reduceSum(perExpert, [0], true), one(S * k))); // [1]
+      const st = b.apply1('Concat', [perExpert, dropped, b.reshape(aux, [1]), b.reshape(zl, [1])], { axis: 0 });
+      this.stats.update(T(st));
+    }
+    return T(y);
+  }
+}
+
+/** Splits every MoE layer's experts over `ep` (a plan beside the model, applied before binding). */
+export function expertParallel(model: Module, ep: EpAxis): void {
+  for (const [, m] of model.namedModules()) {
+    if (!(m instanceof MoE)) continue;
+    if (m.c.experts % ep.size !== 0) throw new Error(`expert parallel: ${ep.axis} = ${ep.size} must divide model.moe.experts (${m.c.experts})`);
+    for (const p of [m.w1, m.b1, m.w2, m.b2]) p.placement = { ...ep, dim: 0 };
+    m.ep = ep;
+  }
+}
+
+/** The weighted aux + z losses of every MoE layer's last traced forward (null: none). */
+export function moeAuxLoss(model: Module): Tensor | null {
+  let total: Tensor | null = null;
+  for (const [, m] of model.namedModules()) {
+    if (!(m instanceof MoE) || m.auxTerm === null) continue;
+    total = total ? total.add(m.auxTerm) : m.auxTerm;
+    m.auxTerm = null;
+  }
+  return total;
+}
