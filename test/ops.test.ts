@@ -142,6 +142,19 @@ test('gradient: ReduceMean spreads dy / n over the reduced axes', async () => {
   await checkGrad('ReduceMean axes [0, 2]', [[2, 3, 4]], (x) => x.mean([0, 2]));
 });
 
+test('CumSum: inclusive, exclusive and reversed running sums, and their gradients (the running sum of dy the other way)', async () => {
+  const x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  const run = async (axis: number, o: { exclusive?: boolean; reverse?: boolean }): Promise<number[]> => [...(await new Tensor(ops.cumSum(x.value, axis, o)).data())].map(Number);
+  assert.deepEqual(await run(1, {}), [1, 3, 6, 4, 9, 15]);
+  assert.deepEqual(await run(1, { exclusive: true }), [0, 1, 3, 0, 4, 9]);
+  assert.deepEqual(await run(1, { reverse: true }), [6, 5, 3, 15, 11, 6]);
+  assert.deepEqual(await run(0, { exclusive: true, reverse: true }), [4, 5, 6, 0, 0, 0]);
+  for (const o of [{}, { exclusive: true }, { reverse: true }, { exclusive: true, reverse: true }]) {
+    await checkGrad(`CumSum axis 1 ${JSON.stringify(o)}`, [[2, 5]], (t) => new Tensor(ops.cumSum(t.value, 1, o)));
+    await checkGrad(`CumSum axis 0 ${JSON.stringify(o)}`, [[4, 3]], (t) => new Tensor(ops.cumSum(t.value, 0, o)));
+  }
+});
+
 test('gradient: ReduceMax routes dy to the maximum (distinct values)', async () => {
   await checkGrad('ReduceMax axis 1', [distinct([2, 3, 4])], (x) => x.max([1]));
   await checkGrad('ReduceMax all, keepdims', [distinct([3, 4])], (x) => x.max(undefined, true));
