@@ -46,8 +46,9 @@ test('gradient: top-2 MoE with tokens dropped at capacity (factor 0.5: 2 slots p
   await checkGrad('moe top-2, capacity 2', inputs, layer({ experts: E, topK: 2, capacityFactor: 0.5 }));
 });
 
-test('gradient: top-1 (Switch) MoE without dropping (capacity factor 0), w.r.t. x, the router and every expert weight', async () => {
-  await checkGrad('moe top-1, no drop', inputs, layer({ experts: E, topK: 1, capacityFactor: 0 }));
+test('gradient: top-1 (Switch) MoE without dropping (dropTokens false), w.r.t. x, the router and every expert weight', async () => {
+  assert.equal(capacity(moeDefaults({ experts: E, topK: 1, dropTokens: false }), S), S);
+  await checkGrad('moe top-1, no drop', inputs, layer({ experts: E, topK: 1, dropTokens: false }));
 });
 
 test('capacity: a router that prefers expert 0 for every token keeps exactly its capacity and drops the rest, which pass through as 0', async () => {
@@ -78,7 +79,8 @@ test('capacity: a router that prefers expert 0 for every token keeps exactly its
 
 test('bad settings name the field: topK > experts, experts not divisible by ep, capacity factor <= 0, every', () => {
   assert.throws(() => new GPT({ vocab: 16, ctx: 4, d: 8, layers: 2, heads: 2, moe: { experts: 2, topK: 3 } }), /model\.moe\.topK \(3\) must be at most model\.moe\.experts \(2\)/);
-  assert.throws(() => moeDefaults({ experts: 4, capacityFactor: -1 }), /model\.moe\.capacityFactor must be > 0 \(or 0: no token dropped\), got -1/);
+  assert.throws(() => moeDefaults({ experts: 4, capacityFactor: -1 }), /model\.moe\.capacityFactor must be > 0, got -1/);
+  assert.throws(() => moeDefaults({ experts: 4, capacityFactor: 0 }), /model\.moe\.capacityFactor must be > 0, got 0/);
   assert.throws(() => moeDefaults({ experts: 0 }), /model\.moe\.experts must be a positive integer, got 0/);
   assert.throws(() => moeDefaults({ experts: 4, every: 0 }), /model\.moe\.every must be a positive integer, got 0/);
   const gpt = new GPT({ vocab: 16, ctx: 4, d: 8, layers: 2, heads: 2, moe: { experts: 6 } });

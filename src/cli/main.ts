@@ -12,6 +12,7 @@ import { dirname } from 'node:path';
 import { tokenizerFromJSON } from '../data/tokenizer.js';
 import type { TokenizerJSON } from '../data/tokenizer.js';
 import { bindParameters, GPT, loadStateDict } from '../nn/index.js';
+import { gptConfig } from '../train/tasks/lm.js';
 import { setThreads } from '../runtime/executor.js';
 import { latestCheckpoint, loadCheckpoint } from '../train/checkpoint.js';
 import { loadConfig, parseConfig } from '../train/config.js';
@@ -123,7 +124,7 @@ async function sample(argv: string[]): Promise<void> {
   if (cfg.model.kind !== 'gpt') throw new Error(`weft sample: ${path} is a '${cfg.model.kind}' run; sampling text needs a GPT (model.kind 'gpt')`);
   if (opt.has('--threads')) setThreads(num(opt, '--threads', 1));
   const tokenizer = tokenizerFromJSON(state.tokenizer ?? { type: 'byte' }, `${path}/state.json`);
-  const model = new GPT({ vocab: tokenizer.vocabSize, ...cfg.model });
+  const model = new GPT(gptConfig(cfg, tokenizer.vocabSize));
   const params = bindParameters(model);
   loadStateDict(params, ck.weights);
   const text = await new Generator(model, tokenizer).generate(opt.get('--prompt') ?? cfg.sample.prompt, {

@@ -31,6 +31,8 @@ export interface GPTConfig {
   initStd?: number;
   /** GPT-2's scaled init of residual projections (std / sqrt(2 layers)). Default off (the anchors' init). */
   scaledResidualInit?: boolean;
+  /** MLP hidden width over d (4 in GPT-2 and the anchors). Default 4. */
+  mlpRatio?: number;
   /** Mixture of experts in place of the MLP of every `moe.every`-th block (nn/moe.ts). Default none. */
   moe?: MoEConfig;
 }
@@ -83,10 +85,10 @@ export class MLP extends Module {
   readonly fc2: Linear;
   readonly drop: Dropout;
 
-  constructor(d: number, std: number, projStd: number, dropout: number) {
+  constructor(d: number, std: number, projStd: number, dropout: number, hidden = 4 * d) {
     super();
-    this.fc1 = this.child('fc1', new Linear(d, 4 * d, { init: init.normal(std) }));
-    this.fc2 = this.child('fc2', new Linear(4 * d, d, { init: init.normal(projStd) }));
+    this.fc1 = this.child('fc1', new Linear(d, hidden, { init: init.normal(std) }));
+    this.fc2 = this.child('fc2', new Linear(hidden, d, { init: init.normal(projStd) }));
     this.drop = this.child('drop', new Dropout(dropout));
   }
 
@@ -106,7 +108,7 @@ export class Block extends Module {
     this.ln1 = this.child('ln1', new LayerNorm(c.d));
     this.attn = this.child('attn', new CausalSelfAttention(c.d, c.heads, std, projStd, c.dropout ?? 0));
     this.ln2 = this.child('ln2', new LayerNorm(c.d));
-    this.mlp = this.child('mlp', isMoeBlock(c, l) ? new MoE(c.d, c.moe!, std, projStd) : new MLP(c.d, std, projStd, c.dropout ?? 0));
+    this.mlp = this.child('mlp', isMoeBlock(c, l) ? new MoE(c.d, c.moe!, std, projStd) : new MLP(c.d, std, projStd, c.dropout ?? 0, (c.mlpRatio ?? 4) * c.d));
   }
 
   forward(x: Tensor, B: number, T: number): Tensor {

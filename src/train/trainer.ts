@@ -48,6 +48,8 @@ import '../parallel/spmd.js';
 import { localPart, shardedNorm, wholeTensor } from '../parallel/tensor_parallel.js';
 import type { Placements } from '../parallel/tensor_parallel.js';
 import { localShape } from '../nn/placement.js';
+import { expertParallel, MoE } from '../nn/moe.js';
+import { expertHook } from '../parallel/expert.js';
 import { deviceMesh } from '../comm/process_group.js';
 import type { CollectiveContext } from '../comm/kernels.js';
 import { allGatherJson } from '../comm/json.js';
@@ -211,6 +213,12 @@ export class Trainer {
   readonly tp: { size: number; index: number };
   /** The pipeline axis: this rank's stage and the stage count (size 1 without pipeline parallelism). */
   readonly pp: { size: number; index: number };
+  /** The expert axis inside dp: groups of ep consecutive data-parallel ranks; this rank's place in its group. */
+  readonly ep: { size: number; index: number };
+  /** Parameters split over ep (the MoE layers' experts). */
+  private readonly experts: ReadonlySet<string>;
+  /** The ranks holding this rank's experts (dp / ep of them); null when ep = dp or without experts. */
+  private edp: ProcessGroup | null = null;
   /** This rank's pipeline stage (parallel/pipeline.ts), or null. */
   readonly pipe: PipelineStage | null;
   /** Where each parameter lies (tensor parallel); null for none. */
@@ -241,11 +249,17 @@ export class Trainer {
     this.dp = { size: dpSize, index: Math.floor(this.pg.rank / tp) % dpSize };
     this.pp = { size: pp, index: Math.floor(this.pg.rank / (tp * dpSize)) };
     if (pp > 1) checkPipelineConfig(cfg, task);
+    const ep = cfg.parallel.ep;
+    this.ep = { size: ep, index: this.dp.index % ep };
+    if (ep > 1) checkExpertConfig(cfg, dpSize);
     if (cfg.parallel.sp && tp === 1) throw new Error('parallel.sp needs parallel.tp > 1 (sequence parallelism splits the tensor-parallel regions\' activations)');
     if (tp > 1) {
       if (!task.parallelize) throw new Error(`parallel.tp = ${tp}: this task's model has no tensor-parallel plan (the GPT has one)`);
       task.parallelize({ axis: 'tp', size: tp, index: this.tp.index }, { sp: cfg.parallel.sp });
     }
+    if (ep > 1) expertParallel(task.model, { axis: 'ep', size: ep, index: this.ep.index });
+    // The expert parameters (sharded over ep): their gradients reduce over the ranks holding the same experts.
+    this.experts = new Set(task.model.namedParameters().filter(([, p]) => p.placement?.axis === 'ep').map(([n]) => n));
     if (cfg.dist.syncBatchNorm) {
       // The same arithmetic on one rank as on many, so a run's numbers do not depend on the rank count.
       const norms = task.model.modules().filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
@@ -262,7 +276,7 @@ export class Trainer {
       const model = task.pipeline!(pp * chunks, stages.length > 0 ? stages : undefined);
       this.pipe = new PipelineStage(model, bound, { stage: this.pp.index, stages: pp, actions: table.actions[this.pp.index]!, microbatches, chunks });
     }
-    this.placements = tp > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
+    this.placements = tp > 1 || ep > 1 ? new Map(task.model.namedParameters().map(([n, p]) => [n, p.placement])) : null;
     const t = cfg.train;
     const layout = bound.flat.layout;
     const Z = cfg.parallel.zero;
@@ -299,7 +313,7 @@ export class Trainer {
     // The norm of the whole model: tensor-parallel shards' squares summed over the axis; at ZeRO
     // stages 2 and 3 (a gradient shard per rank) the owned squares summed over the data-parallel axis too.
     this.gradNorm = this.pipe ? (g) => this.pipelineNorm(g as Float32Array) : (this.zero?.stage ?? 0) >= 2 ? (g) => this.zeroNorm(g as Float32Array)
-      : this.placements ? (g) => shardedNorm(layout, this.placements!, this.context.groups['tp']!)(g) : globalNorm;
+      : this.placements ? (g) => shardedNorm(layout, this.placements!, (axis) => this.groupOf(axis))(g) : globalNorm;
     this.scaler = t.precision === 'fp16'
       ? new LossScaler({ init: t.lossScale, growthInterval: t.lossScaleWindow, hysteresis: t.lossScaleHysteresis, minScale: Math.min(t.lossScaleMin, t.lossScale) })
       : null;
@@ -330,8 +344,9 @@ export class Trainer {
       this.step = null;
       const hooks: Record<string, CommHook> = { allreduce: allReduceHook, fp16: fp16Hook, bf16: bf16Hook };
       const hook = cfg.dist.hook === 'auto' ? (t.precision === 'fp32' ? 'allreduce' : t.precision) : cfg.dist.hook;
+      const reduce = ep > 1 ? expertHook(hooks[hook]!, this.experts, () => ({ ep, edp: this.edp })) : hooks[hook]!;
       this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
-        bucketBytes, hook: hooks[hook]!, step: stepOptions,
+        bucketBytes, hook: reduce, step: stepOptions, groups: this.context.groups,
         ...(this.zero?.grads ? { zero: { shard: this.zero.shard, grads: this.zero.grads } } : {}),
       });
     } else {
@@ -354,7 +369,7 @@ export class Trainer {
       const outs = [task.loss(out, target), ...metricFns.map((m) => m(out, target))].map((x) => x.value);
       const cast = half === null ? outs : autocast(outs, { dtype: half, params: weights, who: `train.precision ${t.precision}` });
       return (this.zero3 ? this.zero3.forward(cast) : cast).map((v) => new Tensor(v));
-    }, 'eval', tp > 1 || this.zero3 ? { context: this.context, ...(this.zero3 ? { arena: false } : {}) } : {});
+    }, 'eval', tp > 1 || ep > 1 || this.zero3 ? { context: this.context, ...(this.zero3 ? { arena: false } : {}) } : {});
     this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
 
@@ -530,7 +545,7 @@ export class Trainer {
           const at = s.offset - r.segLo;
           local = held.segment.subarray(at, at + s.size);
         } else local = await range(s.offset, s.size);
-        return this.placements === null ? local : wholeTensor(local, shapes.get(s.name)!, this.placements.get(s.name) ?? null, this.context.groups['tp']!);
+        return this.placements === null ? local : wholeTensor(local, shapes.get(s.name)!, this.placements.get(s.name) ?? null, this.groupOf(this.placements.get(s.name)?.axis));
       },
     }] as const);
   }
@@ -597,7 +612,7 @@ export class Trainer {
           let mine: Float32Array | null = null;
           if (holds) {
             const local = buf.view(s.name) as Float32Array;
-            mine = this.placements === null ? local.slice() : await wholeTensor(local, shape, this.placements.get(s.name) ?? null, this.context.groups['tp']!);
+            mine = this.placements === null ? local.slice() : await wholeTensor(local, shape, this.placements.get(s.name) ?? null, this.groupOf(this.placements.get(s.name)?.axis));
           }
           if (world.rank === from && from !== 0) await world.send(mine!, 0, t).wait();
           if (world.rank !== 0) return new Float32Array(0);
@@ -652,11 +667,18 @@ export class Trainer {
       const mesh = await deviceMesh(this.pg, { ...(this.pp.size > 1 ? { pp: this.pp.size } : {}), dp: this.dp.size, ...(this.tp.size > 1 ? { tp: this.tp.size } : {}) });
       Object.assign(this.context.groups, mesh.groups);
     }
+    if (this.ep.size > 1 && this.context.groups['ep'] === undefined) {
+      // Expert groups: ep consecutive data-parallel ranks of one tensor-parallel index; edp: the
+      // ranks at the same place in each group (same tp index too).
+      const [tp, ep] = [this.tp, this.ep.size];
+      this.context.groups['ep'] = ep === this.pg.size ? this.pg : await this.pg.split(tp.index + tp.size * Math.floor(this.dp.index / ep));
+      if (ep < this.dp.size) this.edp = await this.pg.split(tp.index + tp.size * (this.dp.index % ep));
+    }
     const resumed = o.resume ? this.restore() : null;
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
     let step = resumed?.step ?? 0;
     if (lead) { if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, ''); }
-    if (this.ddp) await this.ddp.broadcastParameters();
+    if (this.ddp) await this.ddp.broadcastParameters(this.experts.size > 0 ? { names: this.experts, group: this.edp } : undefined);
     const loader = await createLoader({
       ...task.trainLoader, dataset: task.train, batch: cfg.train.batch, depth: 2,
       sampler: task.sampling({ seed: cfg.train.dataSeed, rank: this.dp.index, worldSize: this.dp.size }),
@@ -694,6 +716,7 @@ export class Trainer {
         // (reduce-scattered into the shards at ZeRO stage 2; inside the step at stage 3).
         if (this.zero3) { /* the step's reduce-scatters left the averaged shard */ } else if (this.tp.size > 1 && this.dp.size > 1) {
           if (this.zero?.grads) await this.zero.shard.reduceScatter(dpGroup, 0, this.grads!.data, this.zero.grads.data.subarray(0, this.zero.shard.ranges[0]!.c)).wait();
+          else if (this.ep.size > 1) await this.expertReduce(dpGroup, this.grads!);
           else await dpGroup.allReduce(this.grads!.data, 'mean').wait();
         } else if (this.pipe && this.dp.size > 1) await dpGroup.allReduce(this.grads!.data, 'mean').wait();
         else if (this.zero?.grads && this.dp.size === 1) this.zero.shard.take(this.grads!.data, this.zero.grads.data);
@@ -703,14 +726,16 @@ export class Trainer {
           loss = l[0]!;
         }
         const { gradNorm, skipped } = await this.optimizerStep(lr);
+        const moe = await this.moeMetrics();
         step++;
         losses.push(loss);
         const elapsed = (performance.now() - t0) / 1000;
         const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
+        if (moe) Object.assign(m, moe);
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
-        if ((lead || this.tp.size > 1 || this.zero3 || this.pipe) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
+        if ((lead || this.tp.size > 1 || this.ep.size > 1 || this.zero3 || this.pipe) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
           evaluated = await this.evaluate();
           Object.assign(m, evaluated);
           valLosses.push({ step, val_loss: evaluated['val_loss']! });
@@ -724,7 +749,8 @@ export class Trainer {
         if (this.pg.size > 1 && this.callbacks.length > 0) stopRequested = await this.agreeToStop(stopRequested);
         const eta = ((stop - step) * elapsed) / (step - first);
         const extra = evaluated === null ? '' : Object.entries(evaluated).map(([k, v]) => `  ${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join('');
-        const scale = this.scaler ? `  scale ${this.scaler.scale}${this.scaler.skipped > 0 ? ` (${this.scaler.skipped} skipped)` : ''}` : '';
+        const scale = (this.scaler ? `  scale ${this.scaler.scale}${this.scaler.skipped > 0 ? ` (${this.scaler.skipped} skipped)` : ''}` : '') +
+          (moe ? `  experts max/mean ${moe['moe_balance']!.toFixed(2)} dropped ${(100 * moe['moe_dropped']!).toFixed(1)}%` : '');
         const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${extra}${scale}  ` +
           `${Math.round(m[unitKey]!).toLocaleString()} ${task.unit === 'tokens' ? 'tok' : 'ex'}/s  ETA ${fmtTime(eta)}`;
         if (tty) out!.write(`\r${line}\x1b[K${evaluated !== null ? '\n' : ''}`);
@@ -758,8 +784,10 @@ export class Trainer {
     // A pipeline stage holds only its pieces: no sample from the whole model (yet).
     const finishes = step === steps && this.pipe === null && task.finish !== undefined && (task.finishes?.() ?? true);
     if (this.zero3 && finishes) this.attachParameters(await this.wholeParameters());
-    const finishing = finishes && (lead || (this.tp.size > 1 && this.dp.index === 0));
-    const sample = finishing ? await task.finish!(this.tp.size > 1 ? { context: { groups: { tp: this.context.groups['tp']! } } } : {}) : null;
+    // Under tp the ranks of replica 0's axis sample together, under ep those of the first expert group (their programs hold collectives).
+    const finishing = finishes && (lead || (this.tp.size > 1 && this.dp.index === 0) || (this.ep.size > 1 && this.dp.index < this.ep.size));
+    const axes = { ...(this.tp.size > 1 ? { tp: this.context.groups['tp']! } : {}), ...(this.ep.size > 1 ? { ep: this.context.groups['ep']! } : {}) };
+    const sample = finishing ? await task.finish!(Object.keys(axes).length > 0 ? { context: { groups: axes } } : {}) : null;
     const last = evals.at(-1);
     say(`weft: ${step - first} steps in ${fmtTime((performance.now() - t0) / 1000)}, ${Math.round(tokensPerS).toLocaleString()} ${task.unit}/s; ` +
       `final loss ${losses.at(-1)?.toFixed(4) ?? '-'}${last ? `, ${Object.entries(last.metrics).map(([k, v]) => `${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join(', ')}` : ''}; checkpoint ${checkpoint ?? '-'}`);
@@ -826,6 +854,51 @@ export class Trainer {
   }
 
   /** The data-parallel group: the world without tensor or pipeline parallelism, the mesh's 'dp' axis with them. */
+  /**
+   * The MoE layers' routing in the step just taken, over every data-parallel rank's tokens (a
+   * collective: every rank calls it), null without MoE layers: tokens kept per expert summed over
+   * the layers (`moe_tokens_e<i>`), max / mean tokens per expert (`moe_balance`, the layers' mean;
+   * `moe_balance_worst`), the fraction of assignments dropped, and the unweighted aux and z losses,
+   * each the layers' mean.
+   */
+  private async moeMetrics(): Promise<Record<string, number> | null> {
+    const layers = this.task.model.namedModules().filter((e): e is [string, MoE] => e[1] instanceof MoE);
+    if (layers.length === 0) return null;
+    const E = layers[0]![1].c.experts;
+    const all = Float64Array.from(layers.flatMap(([p]) => [...this.params.buffers.view(`${p}.stats`)]));
+    if (this.dp.size > 1) await this.dpGroup().allReduce(all, 'sum').wait();
+    const out: Record<string, number> = {};
+    const tokens = new Float64Array(E);
+    let [balance, worst, dropped, aux, z] = [0, 0, 0, 0, 0];
+    layers.forEach((_, l) => {
+      const st = all.subarray(l * (E + 3), (l + 1) * (E + 3));
+      const per = st.subarray(0, E);
+      per.forEach((t, i) => { tokens[i]! += t; });
+      const mean = per.reduce((a, t) => a + t, 0) / E;
+      const r = mean > 0 ? Math.max(...per) / mean : 0;
+      balance += r / layers.length;
+      worst = Math.max(worst, r);
+      dropped += st[E]! / this.dp.size / layers.length;
+      aux += st[E + 1]! / this.dp.size / layers.length;
+      z += st[E + 2]! / this.dp.size / layers.length;
+    });
+    tokens.forEach((t, i) => { out[`moe_tokens_e${i}`] = t; });
+    return { ...out, moe_balance: balance, moe_balance_worst: worst, moe_dropped: dropped, moe_aux: aux, moe_z: z };
+  }
+
+  /** Averages `grads` over `dp` after the step, the experts' over the ranks holding them (parallel/expert.ts), as one bucket. */
+  private async expertReduce(dp: ProcessGroup, grads: FlatBuffer<Float32Array>): Promise<void> {
+    const whole = { index: 0, lo: 0, hi: grads.data.length, slots: grads.layout.slots };
+    await expertHook(allReduceHook, this.experts, () => ({ ep: this.ep.size, edp: this.edp }))(dp, grads.data, whole).wait();
+  }
+
+  /** The group of a mesh axis a placement splits over (tp or ep); the world for none. */
+  private groupOf(axis: string | undefined): ProcessGroup {
+    const g = axis === undefined ? this.pg : this.context.groups[axis];
+    if (!g) throw new Error(`trainer: no group for the '${axis}' axis`);
+    return g;
+  }
+
   private dpGroup(): ProcessGroup { return this.tp.size > 1 || this.pp.size > 1 ? this.context.groups['dp']! : this.pg; }
 
   /**
@@ -894,6 +967,7 @@ function checkPipelineConfig(cfg: RunConfig, task: Task): void {
   const no = (what: string): never => { throw new Error(`parallel.pp = ${p.pp} with ${what}: not supported yet`); };
   if (!task.pipeline) throw new Error(`parallel.pp = ${p.pp}: this task's model cannot be cut into pipeline stages (the GPT can)`);
   if (p.sp) no('parallel.sp (sequence parallelism splits the activations the stages pass)');
+  if (cfg.model.moe.experts > 0) no('model.moe (mixture-of-experts layers)');
   if (p.zero > 0) no(`parallel.zero = ${p.zero}`);
   if (p.offload !== 'none') no(`parallel.offload '${p.offload}'`);
   if (cfg.train.precision !== 'fp32') no(`train.precision '${cfg.train.precision}'`);
@@ -903,6 +977,19 @@ function checkPipelineConfig(cfg: RunConfig, task: Task): void {
   const m = p.microbatches || p.pp;
   if (cfg.train.batch % m !== 0) throw new Error(`train.batch (${cfg.train.batch}) must divide into parallel.microbatches (${m}) equal microbatches`);
   if (p.schedule !== 'interleaved' && p.chunks !== 1) throw new Error(`parallel.chunks = ${p.chunks} needs parallel.schedule 'interleaved' (${p.schedule} runs one chunk per stage)`);
+}
+
+/**
+ * What expert parallelism composes with so far, checked before anything is built (the config
+ * checked that ep divides the experts): every other combination is an error naming the setting.
+ */
+function checkExpertConfig(cfg: RunConfig, dp: number): void {
+  const p = cfg.parallel;
+  if (dp % p.ep !== 0) throw new Error(`parallel.ep (${p.ep}) must divide the data-parallel ranks (${dp}): each group of ep ranks holds every expert once`);
+  const no = (what: string): never => { throw new Error(`parallel.ep = ${p.ep} with ${what}: not supported yet`); };
+  if (p.pp > 1) no(`parallel.pp = ${p.pp}`);
+  if (p.zero > 0) no(`parallel.zero = ${p.zero}`);
+  if (cfg.train.optimizer === 'adafactor') no('train.optimizer adafactor');
 }
 
 function fmtTime(s: number): string {

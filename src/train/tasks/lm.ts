@@ -11,6 +11,8 @@ import { TokenDataset, evalWindows } from '../../data/dataset.js';
 import { BpeTokenizer, ByteTokenizer, loadTokenizer, saveTokenizer } from '../../data/tokenizer.js';
 import type { Tokenizer } from '../../data/tokenizer.js';
 import { GPT } from '../../nn/gpt.js';
+import type { GPTConfig } from '../../nn/gpt.js';
+import { moeAuxLoss } from '../../nn/moe.js';
 import { gptPipeline, parallelizeGPT } from '../../nn/gpt_plan.js';
 import type { TpAxis } from '../../nn/tensor_parallel.js';
 import type { PipelineModel } from '../../parallel/pipeline.js';
@@ -20,6 +22,12 @@ import type { RunConfig } from '../config.js';
 import { Generator } from '../generate.js';
 import { perplexity } from '../metrics.js';
 import type { EvalData, Task, TrainSampling } from '../task.js';
+
+/** The GPT of a run's `model.*` for a vocabulary of `vocab` (mixture of experts where model.moe.experts > 0). */
+export function gptConfig(cfg: RunConfig, vocab: number): GPTConfig {
+  const { moe, ...rest } = cfg.model;
+  return { vocab, ...rest, ...(moe.experts > 0 ? { moe } : {}) };
+}
 
 /** Raw bytes of the configured text. */
 function readText(cfg: RunConfig): Uint8Array {
@@ -63,7 +71,7 @@ export class LanguageModelTask implements Task {
     const valSet = new TokenDataset(val, ctx);
     // The fixed windows evaluated as one batch: the mean over all equals the mean of per-window means.
     this.eval = { data: valSet, items: evalWindows(valSet, cfg.eval.windows), batch: cfg.eval.windows };
-    this.model = new GPT({ vocab: this.tokenizer.vocabSize, ...cfg.model });
+    this.model = new GPT(gptConfig(cfg, this.tokenizer.vocabSize));
     this.unitsPerExample = ctx;
     const size = this.train.size;
     this.sampling = ({ seed, rank, worldSize }) => ({ kind: 'random', n: size, seed, rank, worldSize });
@@ -78,7 +86,12 @@ export class LanguageModelTask implements Task {
   /** Logits [B*T, vocab]. */
   forward(x: Tensor): Tensor { return this.model.logits(x); }
 
-  loss(out: Tensor, y: Tensor): Tensor { return this.model.criterion(out, y); }
+  /** Cross-entropy; in training, plus the MoE layers' weighted load-balancing and z losses. */
+  loss(out: Tensor, y: Tensor): Tensor {
+    const ce = this.model.criterion(out, y);
+    const aux = moeAuxLoss(this.model);
+    return aux !== null && this.model.training ? ce.add(aux) : ce;
+  }
 
   checkpointState(): unknown { return { tokenizer: this.tokenizer.toJSON() }; }
 
