@@ -3,8 +3,9 @@
  * block) against dense GPTs, every run 300 steps on 2 thread ranks of 8 sequences each (the
  * recipes' batch of 16), the MoE's experts split over
  * them, ep 2; the dense ones data parallel), the same data and schedule:
- * - MoE with the load-balancing loss, and without it (auxLoss 0): tokens per expert, max / mean
- *   (the layers' mean, and the worst layer) at the last step and over the last 20;
+ * - MoE with the load-balancing loss, and without it (auxLoss 0): tokens routed to each expert
+ *   (before the capacity), max / mean (the layers' mean, and the worst layer) at the last step and
+ *   over the last 20;
  * - dense with the same active parameters per token (every MLP 6d wide: 4 attention blocks + 6
  *   MLPs of 4d, as the MoE's 2 dense MLPs + 2 layers x top-2 experts), and the dense GPT of the
  *   same shape (4d: one expert's worth);
@@ -53,7 +54,8 @@ try {
     if (last['moe_balance'] !== undefined) {
       const tail = m.slice(-20);
       Object.assign(row, {
-        tokens_per_expert_last: Array.from({ length: 8 }, (_, i) => last[`moe_tokens_e${i}`]),
+        routed_per_expert_last: Array.from({ length: 8 }, (_, i) => last[`moe_tokens_e${i}`]),
+        kept_per_expert_last: Array.from({ length: 8 }, (_, i) => last[`moe_kept_e${i}`]),
         balance_last: round(last['moe_balance']!, 3), balance_worst_last: round(last['moe_balance_worst']!, 3),
         balance_last20: round(mean(tail.map((x) => x['moe_balance']!)), 3), balance_worst_last20: round(mean(tail.map((x) => x['moe_balance_worst']!)), 3),
         dropped_last20: round(mean(tail.map((x) => x['moe_dropped']!))), aux_last: round(last['moe_aux']!), z_last: round(last['moe_z']!),

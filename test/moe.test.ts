@@ -7,21 +7,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { launchThreads } from '../src/comm/threads/launch.js';
 import { GPT } from '../src/nn/gpt.js';
 import { bindParameters } from '../src/nn/module.js';
 import { capacity, expertParallel, MoE, moeDefaults } from '../src/nn/moe.js';
 import type { MoEConfig } from '../src/nn/moe.js';
 import { setThreads } from '../src/runtime/executor.js';
-import { realize, Tensor } from '../src/tensor/tensor.js';
+import { grad, realize, Tensor } from '../src/tensor/tensor.js';
 import * as b from '../src/ir/build.js';
 import { checkGrad, normal } from './helpers/gradcheck.js';
-import { skipMpi } from './helpers/mpi.js';
+import { mpirunRanks, skipMpi } from './helpers/mpi.js';
 import type { MoeRankArgs, MoeRankResult } from './moe_rank.js';
 
 setThreads(1);
@@ -67,14 +63,34 @@ test('capacity: a router that prefers expert 0 for every token keeps exactly its
   const C = capacity(moe.c, tokens);
   assert.equal(C, 8);
   const st = [...(stats.value.data as Float32Array)];
-  assert.deepEqual(st.slice(0, E), [8, 8, 0, 0], 'tokens kept per expert');
-  assert.equal(st[E], 0.5, 'dropped fraction: 16 of 32 assignments');
+  assert.deepEqual(st.slice(0, E), [16, 16, 0, 0], 'tokens routed to each expert');
+  assert.deepEqual(st.slice(E, 2 * E), [8, 8, 0, 0], 'tokens kept by each expert');
+  assert.equal(st[2 * E], 0.5, 'dropped fraction: 16 of 32 assignments');
   const out = y.value.data as Float32Array;
   for (let t = 0; t < tokens; t++) {
     const row = out.subarray(t * d, (t + 1) * d);
     const zero = row.every((v) => v === 0);
     assert.equal(zero, t >= C, `token ${t}: ${t >= C ? 'dropped by both experts: 0' : 'kept by both experts'}`);
   }
+});
+
+test('noisy gating: in training the router logits get learned Gaussian noise (outputs vary run to run, the noise weights get a gradient); in evaluation none', async () => {
+  const moe = new MoE(d, { experts: E, topK: 2, noisy: true, dropTokens: false }, 0.5, 0.5);
+  bindParameters(moe, { seed: 5 });
+  const x = new Tensor(b.constant(Float32Array.from({ length: S * d }, (_, i) => Math.sin(i)), 'float32', [S, d]));
+  const run = async (): Promise<Float32Array> => { const y = moe.forward(x); await realize(y); return Float32Array.from(y.value.data as Float32Array); };
+  const [a, c] = [await run(), await run()];
+  assert.ok(a.some((v, i) => v !== c[i]), 'two training forwards route with different noise');
+  const y = moe.forward(x);
+  const [gn] = grad(y.mul(y).sum(), [moe.noise!.weight.t]);
+  await realize(gn!);
+  assert.ok((gn!.value.data as Float32Array).some((v) => v !== 0), 'the noise weights learn');
+  moe.eval();
+  const clean = new MoE(d, { experts: E, topK: 2, dropTokens: false }, 0.5, 0.5);
+  bindParameters(clean, { seed: 5 });
+  const [e1, e2] = [moe.forward(x), clean.forward(x)];
+  await realize(e1, e2);
+  assert.deepEqual([...(e1.value.data as Float32Array)], [...(e2.value.data as Float32Array)], 'evaluation: no noise (the same as a router without it)');
 });
 
 test('bad settings name the field: topK > experts, experts not divisible by ep, capacity factor <= 0, every', () => {
@@ -129,14 +145,6 @@ for (const [nproc, ep] of [[2, 2], [4, 4], [4, 2]] as const) {
 
 test('mpi: ep 2 on 2 ranks equals every expert on every rank', { skip: skipMpi }, async () => {
   const args: MoeRankArgs = { ep: 2, topK: 2, capacityFactor: 1, steps: STEPS };
-  const dir = mkdtempSync(join(tmpdir(), 'weft-moe-mpi-'));
-  let ranks: MoeRankResult[];
-  try {
-    execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, fileURLToPath(new URL('./moe_mpi.js', import.meta.url)), JSON.stringify(args), dir],
-      { encoding: 'utf8', env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, timeout: 120_000 });
-    ranks = [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as MoeRankResult);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const ranks = mpirunRanks<MoeRankResult>(2, new URL('./moe_mpi.js', import.meta.url), args);
   assertSame(ranks, await reference(2), 'mpi ep 2');
 });

@@ -83,11 +83,11 @@ export default async function rank(pg: ProcessGroup, a: MoeRankArgs): Promise<Mo
     }
     if (t === 0) firstGrads = await whole(grads);
     await opt.step(grads);
-    // The first MoE layer's statistics, summed over the ranks (tokens) and averaged (dropped fraction).
+    // The first MoE layer's statistics, summed over the ranks (tokens routed and kept) and averaged (dropped fraction).
     const st = Float32Array.from(bound.buffers.view(`${moes[0]![0]}.stats`));
     await pg.allReduce(st, 'sum').wait();
-    perExpert.push([...st.subarray(0, 4)]);
-    dropped.push(st[4]! / pg.size);
+    perExpert.push([...st.subarray(0, 8)]);
+    dropped.push(st[8]! / pg.size);
   }
   return { losses, params: await whole(bound.flat), dropped, perExpert, firstGrads };
 }

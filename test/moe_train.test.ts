@@ -9,12 +9,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { trainFails } from './helpers/cli.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -37,7 +38,7 @@ function assertSame(run: string, ref: string, what: string, tol = 1e-5, step = 5
   assert.equal(a.length, b.length, `${what}: steps`);
   a.forEach((m, i) => {
     assert.ok(Math.abs(m['loss']! - b[i]!['loss']!) <= tol * b[i]!['loss']!, `${what}: step ${i + 1} loss ${m['loss']} vs ${b[i]!['loss']}`);
-    for (const k of ['moe_tokens_e0', 'moe_tokens_e3', 'moe_dropped']) assert.equal(m[k], b[i]![k], `${what}: step ${i + 1} ${k}`);
+    for (const k of ['moe_tokens_e0', 'moe_tokens_e3', 'moe_kept_e1', 'moe_dropped']) assert.equal(m[k], b[i]![k], `${what}: step ${i + 1} ${k}`);
   });
   const [va, vb] = [a.at(-1)!['val_loss']!, b.at(-1)!['val_loss']!];
   assert.ok(Math.abs(va - vb) <= tol * vb, `${what}: val loss ${va} vs ${vb}`);
@@ -75,9 +76,10 @@ test('weft train: expert parallel (ep 2 on 2 ranks, ep 2 on 4, ep 2 with tp 2) e
       train([cfg, '--set', `out=${ref}`, '--nproc', String(n), ...len]);
       const m = metrics(ref);
       assert.ok(m.every((x) => x['moe_dropped']! > 0), `capacity drops tokens at every step (${m.map((x) => x['moe_dropped']).join(', ')})`);
-      const kept = [0, 1, 2, 3].reduce((t, i) => t + m[0]![`moe_tokens_e${i}`]!, 0);
-      // 2 layers x n ranks x 4 rows x 16 tokens x top-2 assignments, less those dropped.
-      assert.equal(kept, Math.round(2 * n * 4 * 16 * 2 * (1 - m[0]!['moe_dropped']!)), 'tokens kept + dropped = every assignment');
+      const sum = (k: string): number => [0, 1, 2, 3].reduce((t, i) => t + m[0]![`${k}${i}`]!, 0);
+      // 2 layers x n ranks x 4 rows x 16 tokens x top-2 assignments routed, those dropped not kept.
+      assert.equal(sum('moe_tokens_e'), 2 * n * 4 * 16 * 2, 'every assignment is routed');
+      assert.equal(sum('moe_kept_e'), Math.round(2 * n * 4 * 16 * 2 * (1 - m[0]!['moe_dropped']!)), 'tokens kept + dropped = every assignment');
       assert.ok(m[0]!['moe_balance']! >= 1 && m[0]!['moe_aux']! > 0 && m[0]!['moe_z']! > 0);
       const run = join(dir, `ep2-${n}`);
       train([cfg, '--set', `out=${run}`, '--set', 'parallel.ep=2', '--nproc', String(n), ...len]);
@@ -106,12 +108,7 @@ test('weft train: bad MoE settings fail before the first step, naming the field'
   const dir = mkdtempSync(join(tmpdir(), 'weft-moe-bad-'));
   try {
     const cfg = config(dir);
-    const fails = (args: string[], pattern: RegExp): void => {
-      const r = spawnSync(process.execPath, [CLI, 'train', cfg, '--set', `out=${join(dir, 'bad')}`, ...args], { encoding: 'utf8' });
-      assert.notEqual(r.status, 0, `${args.join(' ')} should fail`);
-      assert.match(r.stderr, pattern);
-      assert.doesNotMatch(r.stdout, /step 1\//, 'nothing trained');
-    };
+    const fails = (args: string[], pattern: RegExp): void => trainFails(cfg, join(dir, 'bad'), args, pattern);
     fails(['--set', 'model.moe.topK=5'], /'model\.moe\.topK' \(5\) must be at most 'model\.moe\.experts' \(4\)/);
     fails(['--set', 'model.moe.capacityFactor=0'], /'model\.moe\.capacityFactor' must be > 0, got 0/);
     fails(['--set', 'parallel.ep=3', '--nproc', '3'], /'parallel\.ep' \(3\) must divide 'model\.moe\.experts' \(4\)/);

@@ -6,13 +6,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { launchThreads } from '../src/comm/threads/launch.js';
-import { skipMpi } from './helpers/mpi.js';
+import { mpirunRanks, skipMpi } from './helpers/mpi.js';
 import { pipelineTable } from '../src/parallel/pipeline_schedule.js';
 import type { PipelineRankArgs, PipelineRankResult } from './pipeline_rank.js';
 
@@ -55,15 +50,7 @@ for (const [kind, P, M, V] of [['gpipe', 2, 4, 1], ['1f1b', 2, 4, 1], ['gpipe', 
 for (const kind of ['gpipe', '1f1b', 'interleaved'] as const) {
   test(`mpi: ${kind} on 2 stages (4 microbatches${kind === 'interleaved' ? ', 2 chunks each' : ''}) equals one rank`, { skip: skipMpi }, async () => {
     const args: PipelineRankArgs = { kind, microbatches: 4, chunks: kind === 'interleaved' ? 2 : 1, steps: STEPS, batch: BATCH };
-    let ranks: PipelineRankResult[];
-    const dir = mkdtempSync(join(tmpdir(), 'weft-pipeline-mpi-'));
-    try {
-      execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, fileURLToPath(new URL('./pipeline_mpi.js', import.meta.url)), JSON.stringify(args), dir],
-        { encoding: 'utf8', env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, timeout: 120_000 });
-      ranks = [0, 1].map((r) => JSON.parse(readFileSync(join(dir, `rank${r}.json`), 'utf8')) as PipelineRankResult);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const ranks = mpirunRanks<PipelineRankResult>(2, new URL('./pipeline_mpi.js', import.meta.url), args);
     assertSame(ranks, await single(), `mpi ${kind}`);
   });
 }

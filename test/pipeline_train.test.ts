@@ -7,12 +7,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { trainFails } from './helpers/cli.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -89,12 +90,7 @@ test('weft train: bad pipeline settings fail before the first step, naming the n
   const dir = mkdtempSync(join(tmpdir(), 'weft-pp-bad-'));
   try {
     const cfg = config(dir);
-    const fails = (args: string[], pattern: RegExp): void => {
-      const r = spawnSync(process.execPath, [CLI, 'train', cfg, '--set', `out=${join(dir, 'bad')}`, ...args], { encoding: 'utf8' });
-      assert.notEqual(r.status, 0, `${args.join(' ')} should fail`);
-      assert.match(r.stderr, pattern);
-      assert.doesNotMatch(r.stdout, /step 1\//, 'nothing trained');
-    };
+    const fails = (args: string[], pattern: RegExp): void => trainFails(cfg, join(dir, 'bad'), args, pattern);
     fails(['--set', 'model.layers=3', '--set', 'parallel.pp=2', '--nproc', '2'], /3 layers do not split evenly into 2 pieces/);
     fails(['--set', 'parallel.pp=2', '--set', 'parallel.microbatches=1', '--nproc', '2'], /microbatches \(1\) must be at least the pipeline stages \(2\)/);
     fails(['--set', 'parallel.pp=2', '--set', 'parallel.microbatches=3', '--nproc', '2'], /train.batch \(8\) must divide into parallel.microbatches \(3\)/);

@@ -23,8 +23,8 @@
  * Losses (added to the model's by its `loss`): Switch's load balance E sum_i f_i P_i (f_i the
  * fraction of tokens whose first choice is expert i, P_i their mean probability of it) weighted
  * by `auxLoss`, and the router z-loss mean(logsumexp(logits)^2) weighted by `zLoss`.
- * Statistics (a buffer written by each training step): tokens kept per expert, the fraction of
- * assignments dropped, the aux and z losses (unweighted).
+ * Statistics (a buffer written by each training step): tokens routed to each expert and those
+ * kept, the fraction of assignments dropped, the aux and z losses (unweighted).
  */
 import * as b from '../ir/build.js';
 import type { Value } from '../ir/graph.js';
@@ -83,7 +83,7 @@ export class MoE extends Module {
   readonly b1: Parameter;
   readonly w2: Parameter;
   readonly b2: Parameter;
-  /** The last training step's statistics: tokens kept per expert [E], then dropped fraction, aux loss, z-loss. */
+  /** The last training step's statistics: tokens routed to each expert [E], those kept [E], then the dropped fraction, aux loss, z-loss. */
   readonly stats: ModuleBuffer;
   readonly c: Required<MoEConfig>;
   /** Set by `expertParallel`. */
@@ -101,7 +101,7 @@ export class MoE extends Module {
     this.b1 = this.param('b1', [E, 1, 4 * d], init.zeros());
     this.w2 = this.param('w2', [E, 4 * d, d], init.normal(projStd));
     this.b2 = this.param('b2', [E, 1, d], init.zeros());
-    this.stats = this.buffer('stats', [E + 3], init.zeros());
+    this.stats = this.buffer('stats', [2 * E + 3], init.zeros());
   }
 
   /** x [S, d] -> [S, d] (dropped tokens give 0 for the expert that dropped them). */
@@ -114,9 +114,12 @@ export class MoE extends Module {
     const fl = (v: Value): Value => b.cast(v, f);
     let logits = this.router.forward(x).value;
     if (this.noise && this.training) {
-      // softplus(z) = relu(z) + log(1 + exp(-|z|)), stable for any z.
+      // softplus(z) = log(1 + exp(z)), z itself past 20 (exp's argument clamped there, so neither
+      // branch of the Where overflows and its gradient is 1 / (1 + exp(-z)) everywhere: 1/2 at 0,
+      // where the noise weights start).
       const z = this.noise.forward(x).value;
-      const soft = b.add(b.relu(z), b.log(b.add(one(1), b.exp(b.neg(b.mul(z, b.sign(z)))))));
+      const big = b.greater(z, one(20));
+      const soft = b.where(big, z, b.log(b.add(one(1), b.exp(b.where(big, one(20), z)))));
       logits = b.add(logits, b.mul(b.apply1('RandomNormalLike', [logits], {}), soft));
     }
     const probs = b.softmax(logits, 1);
@@ -183,9 +186,10 @@ export class MoE extends Module {
     const zl = b.reduceMean(b.mul(lse, lse), [0, 1], false);
     this.auxTerm = T(b.add(b.mul(aux, one(this.c.auxLoss)), b.mul(zl, one(this.c.zLoss))));
     if (this.training) {
-      const perExpert = b.reduceSum(kept!, [0], false); // [E]
+      const routed = b.reduceSum(b.sum(masks), [0], false); // [E]: assignments before the capacity
+      const perExpert = b.reduceSum(kept!, [0], false); // [E]: those kept
       const dropped = b.sub(one(1), b.div(b.reduceSum(perExpert, [0], true), one(S * k))); // [1]
-      const st = b.apply1('Concat', [perExpert, dropped, b.reshape(aux, [1]), b.reshape(zl, [1])], { axis: 0 });
+      const st = b.apply1('Concat', [routed, perExpert, dropped, b.reshape(aux, [1]), b.reshape(zl, [1])], { axis: 0 });
       this.stats.update(T(st));
     }
     return T(y);

@@ -856,9 +856,9 @@ export class Trainer {
   /** The data-parallel group: the world without tensor or pipeline parallelism, the mesh's 'dp' axis with them. */
   /**
    * The MoE layers' routing in the step just taken, over every data-parallel rank's tokens (a
-   * collective: every rank calls it), null without MoE layers: tokens kept per expert summed over
-   * the layers (`moe_tokens_e<i>`), max / mean tokens per expert (`moe_balance`, the layers' mean;
-   * `moe_balance_worst`), the fraction of assignments dropped, and the unweighted aux and z losses,
+   * collective: every rank calls it), null without MoE layers: tokens routed to each expert (before
+   * the capacity) and kept, summed over the layers (`moe_tokens_e<i>`, `moe_kept_e<i>`), max / mean
+   * routed tokens per expert (`moe_balance`, the layers' mean; `moe_balance_worst`), the fraction of assignments dropped, and the unweighted aux and z losses,
    * each the layers' mean.
    */
   private async moeMetrics(): Promise<Record<string, number> | null> {
@@ -870,19 +870,22 @@ export class Trainer {
     const out: Record<string, number> = {};
     const tokens = new Float64Array(E);
     let [balance, worst, dropped, aux, z] = [0, 0, 0, 0, 0];
+    const kept = new Float64Array(E);
     layers.forEach((_, l) => {
-      const st = all.subarray(l * (E + 3), (l + 1) * (E + 3));
-      const per = st.subarray(0, E);
-      per.forEach((t, i) => { tokens[i]! += t; });
-      const mean = per.reduce((a, t) => a + t, 0) / E;
-      const r = mean > 0 ? Math.max(...per) / mean : 0;
+      const st = all.subarray(l * (2 * E + 3), (l + 1) * (2 * E + 3));
+      const routed = st.subarray(0, E);
+      routed.forEach((t, i) => { tokens[i]! += t; });
+      st.subarray(E, 2 * E).forEach((t, i) => { kept[i]! += t; });
+      const mean = routed.reduce((a, t) => a + t, 0) / E;
+      const r = mean > 0 ? Math.max(...routed) / mean : 0;
       balance += r / layers.length;
       worst = Math.max(worst, r);
-      dropped += st[E]! / this.dp.size / layers.length;
-      aux += st[E + 1]! / this.dp.size / layers.length;
-      z += st[E + 2]! / this.dp.size / layers.length;
+      dropped += st[2 * E]! / this.dp.size / layers.length;
+      aux += st[2 * E + 1]! / this.dp.size / layers.length;
+      z += st[2 * E + 2]! / this.dp.size / layers.length;
     });
     tokens.forEach((t, i) => { out[`moe_tokens_e${i}`] = t; });
+    kept.forEach((t, i) => { out[`moe_kept_e${i}`] = t; });
     return { ...out, moe_balance: balance, moe_balance_worst: worst, moe_dropped: dropped, moe_aux: aux, moe_z: z };
   }
 
