@@ -165,7 +165,11 @@ export class GPT extends Module {
    * layers' weighted load-balancing and z losses (evaluation reports the cross-entropy alone).
    */
   loss(idx: Tensor, tgt: Tensor): Tensor {
-    const ce = this.criterion(this.logits(idx), tgt);
+    return this.withAux(this.criterion(this.logits(idx), tgt));
+  }
+
+  /** `ce` plus, in training, the weighted load-balancing and z losses the MoE layers' last forward recorded. */
+  withAux(ce: Tensor): Tensor {
     const aux = moeAuxLoss(this);
     return aux !== null && this.training ? ce.add(aux) : ce;
   }

@@ -75,6 +75,12 @@ export function capacity(c: Required<MoEConfig>, tokens: number): number {
 
 const T = (v: Value): Tensor => new Tensor(v);
 
+/** A constant of dtype `f` and `shape`, element i = `at(i)`. */
+const floats = (f: 'float32' | 'float64', shape: readonly number[], at: (i: number) => number): Value => {
+  const n = shape.reduce((a, e) => a * e, 1);
+  return b.constant(f === 'float32' ? Float32Array.from({ length: n }, (_, i) => at(i)) : Float64Array.from({ length: n }, (_, i) => at(i)), f, shape);
+};
+
 export class MoE extends Module {
   readonly router: Linear;
   readonly noise: Linear | null;
@@ -142,7 +148,7 @@ export class MoE extends Module {
     // Slots: first choices in token order, then later choices after the kept ones. Each (token,
     // choice) gets slot e C + its position in expert e, or none when past the capacity.
     const EC = E * C;
-    const arangeE = b.constant(f === 'float32' ? Float32Array.from({ length: E }, (_, i) => i) : Float64Array.from({ length: E }, (_, i) => i), f, [1, E]);
+    const arangeE = floats(f, [1, E], (i) => i);
     const tokenIds = b.constant(BigInt64Array.from({ length: S }, (_, i) => BigInt(i)), 'int64', [S]);
     let taken: Value | null = null;
     let kept: Value | null = null;
@@ -157,7 +163,7 @@ export class MoE extends Module {
       kept = kept ? b.add(kept, keep) : keep;
       const isKept = b.reduceSum(keep, [1], false); // [S]: 1 kept, 0 dropped
       const slot = b.reduceSum(b.mul(keep, b.add(b.mul(arangeE, one(C)), pos)), [1], false); // e C + pos where kept, else 0
-      const spare = b.constant(f === 'float32' ? Float32Array.from({ length: S }, (_, i) => EC + j * S + i) : Float64Array.from({ length: S }, (_, i) => EC + j * S + i), f, [S]);
+      const spare = floats(f, [S], (i) => EC + j * S + i);
       const dropped = b.sub(one(1), isKept);
       slotOf.push(b.cast(b.add(slot, b.mul(dropped, one(EC))), 'int64'));
       scatterAt.push(b.cast(b.add(slot, b.mul(dropped, spare)), 'int64'));
@@ -166,7 +172,7 @@ export class MoE extends Module {
     // Dispatch: each slot's token (S, a zero row, for an empty slot), gathered: [E, C, d].
     const empty = b.constant(BigInt64Array.from({ length: EC + k * S }, () => BigInt(S)), 'int64', [EC + k * S]);
     const slotToken = b.apply1('ScatterElements', [empty, b.concat(scatterAt, 0), b.concat(new Array<Value>(k).fill(tokenIds), 0)], { axis: 0 });
-    const zeroRow = b.constant(f === 'float32' ? new Float32Array(this.d) : new Float64Array(this.d), f, [1, this.d]);
+    const zeroRow = floats(f, [1, this.d], () => 0);
     const xpad = b.concat([x.value, zeroRow], 0);
     let xe = b.reshape(b.gather(xpad, b.slice(slotToken, [0], [EC], [0])), [E, C, this.d]);
     if (this.ep) xe = allToAll(xe, this.ep.axis, this.ep.size, 0, 1); // [E / ep, ep C, d]

@@ -12,7 +12,6 @@ import { BpeTokenizer, ByteTokenizer, loadTokenizer, saveTokenizer } from '../..
 import type { Tokenizer } from '../../data/tokenizer.js';
 import { GPT } from '../../nn/gpt.js';
 import type { GPTConfig } from '../../nn/gpt.js';
-import { moeAuxLoss } from '../../nn/moe.js';
 import { gptPipeline, parallelizeGPT } from '../../nn/gpt_plan.js';
 import type { TpAxis } from '../../nn/tensor_parallel.js';
 import type { PipelineModel } from '../../parallel/pipeline.js';
@@ -87,11 +86,7 @@ export class LanguageModelTask implements Task {
   forward(x: Tensor): Tensor { return this.model.logits(x); }
 
   /** Cross-entropy; in training, plus the MoE layers' weighted load-balancing and z losses. */
-  loss(out: Tensor, y: Tensor): Tensor {
-    const ce = this.model.criterion(out, y);
-    const aux = moeAuxLoss(this.model);
-    return aux !== null && this.model.training ? ce.add(aux) : ce;
-  }
+  loss(out: Tensor, y: Tensor): Tensor { return this.model.withAux(this.model.criterion(out, y)); }
 
   checkpointState(): unknown { return { tokenizer: this.tokenizer.toJSON() }; }
 
