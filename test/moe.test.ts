@@ -66,6 +66,20 @@ test('capacity: a router that prefers expert 0 for every token keeps exactly its
   assert.deepEqual(st.slice(0, E), [16, 16, 0, 0], 'tokens routed to each expert');
   assert.deepEqual(st.slice(E, 2 * E), [8, 8, 0, 0], 'tokens kept by each expert');
   assert.equal(st[2 * E], 0.5, 'dropped fraction: 16 of 32 assignments');
+  // The losses from their formulas: logits (2 s, s, 0, 0) with s a token's sum of x; every choice
+  // counted, f = (1/2, 1/2, 0, 0), so aux = E (P_0 + P_1) / 2; z = mean(logsumexp^2).
+  const xs = x.value.data as Float32Array;
+  let [p01, z] = [0, 0];
+  for (let t = 0; t < tokens; t++) {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += xs[t * d + i]!;
+    const l = [2 * s, s, 0, 0];
+    const lse = Math.log(l.reduce((a, v) => a + Math.exp(v), 0));
+    p01 += (Math.exp(l[0]! - lse) + Math.exp(l[1]! - lse)) / tokens;
+    z += (lse * lse) / tokens;
+  }
+  assert.ok(Math.abs(st[2 * E + 1]! - (E * p01) / 2) < 1e-5, `aux ${st[2 * E + 1]} vs ${(E * p01) / 2}`);
+  assert.ok(Math.abs(st[2 * E + 2]! - z) < 1e-4 * z, `z-loss ${st[2 * E + 2]} vs ${z}`);
   const out = y.value.data as Float32Array;
   for (let t = 0; t < tokens; t++) {
     const row = out.subarray(t * d, (t + 1) * d);

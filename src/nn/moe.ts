@@ -20,9 +20,11 @@
  *   expert inputs go to their experts' ranks by an all-to-all and come back by another (each the
  *   other's gradient), each rank computing its E / ep experts on every rank's tokens.
  *
- * Losses (added to the model's by its `loss`): Switch's load balance E sum_i f_i P_i (f_i the
- * fraction of tokens whose first choice is expert i, P_i their mean probability of it) weighted
- * by `auxLoss`, and the router z-loss mean(logsumexp(logits)^2) weighted by `zLoss`.
+ * Losses (added to the model's by its `loss`): the load balance E sum_i f_i P_i (f_i the
+ * fraction of the S k assignments, every choice counted, routed to expert i before the capacity;
+ * P_i the tokens' mean probability of it; 1 when uniform) weighted by `auxLoss`: Switch's loss for
+ * top-1, and for top-k counting every choice as Mixtral's does, so the loss sees the imbalance of
+ * the second choices too, and the router z-loss mean(logsumexp(logits)^2) weighted by `zLoss`.
  * Statistics (a buffer written by each training step): tokens routed to each expert and those
  * kept, the fraction of assignments dropped, the aux and z losses (unweighted).
  */
@@ -183,8 +185,9 @@ export class MoE extends Module {
     const yepad = b.concat([b.reshape(ye, [EC, this.d]), zeroRow], 0);
     const y = b.sum(slotOf.map((sl, j) => b.mul(b.gather(yepad, sl), gates[j]!)));
 
-    // Losses: Switch's balance (first choices, before capacity) and the z-loss.
-    const frac = b.reduceMean(masks[0]!, [0], false);
+    // Losses: the balance (every choice, before the capacity) and the z-loss.
+    const routed = b.reduceSum(b.sum(masks), [0], false); // [E]: assignments before the capacity
+    const frac = b.div(routed, one(S * k));
     const meanP = b.reduceMean(probs, [0], false);
     const aux = b.mul(b.reduceSum(b.mul(frac, meanP), [0], false), one(E));
     const mx = b.reduceMax(logits, [1], true);
@@ -192,7 +195,6 @@ export class MoE extends Module {
     const zl = b.reduceMean(b.mul(lse, lse), [0, 1], false);
     this.auxTerm = T(b.add(b.mul(aux, one(this.c.auxLoss)), b.mul(zl, one(this.c.zLoss))));
     if (this.training) {
-      const routed = b.reduceSum(b.sum(masks), [0], false); // [E]: assignments before the capacity
       const perExpert = b.reduceSum(kept!, [0], false); // [E]: those kept
       const dropped = b.sub(one(1), b.div(b.reduceSum(perExpert, [0], true), one(S * k))); // [1]
       const st = b.apply1('Concat', [routed, perExpert, dropped, b.reshape(aux, [1]), b.reshape(zl, [1])], { axis: 0 });

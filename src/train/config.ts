@@ -34,7 +34,7 @@ export const SCHEMA = {
       capacityFactor: f('number', 1.25, 'Slots per expert = ceil(capacityFactor x topK x tokens / experts), over each rank\'s tokens; a token past its expert\'s slots is dropped there (the residual carries it).'),
       dropTokens: f('boolean', true, "false: no token is dropped (every expert has a slot for every token; DeepSpeed's drop_tokens)."),
       noisy: f('boolean', false, 'Noisy top-k gating (Shazeer et al. 2017): learned Gaussian noise on the router logits in training.'),
-      auxLoss: f('number', 0.01, "Weight of the load-balancing loss E sum_i f_i P_i (Switch Transformer's; 0: off).", { min: 0 }),
+      auxLoss: f('number', 0.01, "Weight of the load-balancing loss E sum_i f_i P_i (f_i: the share of all k choices routed to expert i; Switch Transformer's for top-1; 0: off).", { min: 0 }),
       zLoss: f('number', 0.001, 'Weight of the router z-loss mean(logsumexp(logits)^2) (ST-MoE; 0: off).', { min: 0 }),
     },
   },
