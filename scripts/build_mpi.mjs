@@ -3,9 +3,10 @@
 // OpenMPI's compiler wrapper `mpicc` is on PATH; otherwise says so in one line and succeeds, since
 // every other backend works without it. Runs as the package's "install" script (npm ci runs it).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { mkdirSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_HEADER_DIRS, nodeHeaders } from './node_headers.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const source = join(root, 'native', 'weft_mpi.c');
@@ -18,16 +19,9 @@ if (!which('mpicc')) {
   process.exit(0);
 }
 
-// node_api.h: npm's nodedir (set for scripts it runs), next to this node binary, or the system's.
-const candidates = [
-  process.env.npm_config_nodedir && join(process.env.npm_config_nodedir, 'include', 'node'),
-  resolve(dirname(process.execPath), '..', 'include', 'node'),
-  '/usr/include/node',
-  '/usr/local/include/node',
-].filter(Boolean);
-const include = candidates.find((d) => existsSync(join(d, 'node_api.h')));
+const include = nodeHeaders();
 if (!include) {
-  console.error(`weft: cannot build the MPI backend: node_api.h not found in ${candidates.join(', ')} (install Node's headers, e.g. the nodejs or libnode-dev package)`);
+  console.error(`weft: cannot build the MPI backend: node_api.h not found in ${NODE_HEADER_DIRS.join(', ')} (install Node's headers, e.g. the nodejs or libnode-dev package)`);
   process.exit(1);
 }
 

@@ -26,13 +26,18 @@ import { pipelineTable } from '../parallel/pipeline_schedule.js';
 import type { ScheduleKind } from '../parallel/pipeline_schedule.js';
 import '../parallel/spmd.js';
 import { launchThreads } from '../comm/threads/launch.js';
+import { cpuInfo } from '../runtime/cpu.js';
+import { nativeStats } from '../runtime/native_products.js';
+import { blas } from '../runtime/blas.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 
 export type Preset = keyof typeof GPT_PRESETS;
 
 export interface WeftMeasurement {
   system: 'weft'; preset: Preset; threads: number; ranks: number; exposed_comm_ms?: number; peer_wait_ms?: number; comm_alone_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
-  tokens_per_s: number; model_gflops_per_s: number; loss: number; held_mb: number; segments_ms: Record<string, number>;
+  tokens_per_s: number; model_gflops_per_s: number; loss: number;
+  /** The ISA, and the model FLOP/s as a fraction of the FP32 peak of the cores the measurement used (threads x ranks; cpuInfo's basis). */
+  isa?: string; fraction_of_peak?: number | null; native_products?: number; held_mb: number; segments_ms: Record<string, number>;
   /** Tensor parallel only: the degree, collectives per step by op, bytes each rank moves per step, and the schedule's shape. */
   tp?: number; collectives?: Record<string, number>; wire_mb_per_step?: number; programs?: number; overlapping_programs?: number;
   /** Pipeline only: the layout, the bubble's formula and each stage's measured bubble (and their mean). */
@@ -48,6 +53,13 @@ function randomTokens(rng: Rng, vocab: number, B: number, T: number, idx: BigInt
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** The ISA, and `gflops` over the FP32 peak of `cores` of this machine's (cpuInfo: its clock and ISA). */
+function peakOf(gflops: number, cores: number): { isa: string; fraction_of_peak: number | null } {
+  const cpu = cpuInfo();
+  const peak = cpu.fp32PeakGflops === null ? null : (cpu.fp32PeakGflops * Math.min(cores, cpu.cores)) / cpu.cores;
+  return { isa: cpu.isa, fraction_of_peak: peak === null ? null : +(gflops / peak).toFixed(3) };
+}
 
 /**
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
@@ -163,6 +175,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   return {
     system: 'weft', preset, threads, ranks, ...(zero > 0 ? { zero } : {}), ...comm, ...tpComm, ...io, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
     tokens_per_s: (replicas * B * T) / stepS, model_gflops_per_s: (flopsPerToken * tp * replicas * B * T) / stepS / 1e9, loss,
+    ...peakOf((flopsPerToken * tp * replicas * B * T) / stepS / 1e9, threads * ranks), native_products: nativeStats.calls / (steps + 3),
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20),
     segments_ms: Object.fromEntries(Object.entries(rep.segments).map(([k, s]) => [k, +s.meanMs.toFixed(2)])),
   };
@@ -238,7 +251,12 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
       results.push(row);
     }
   }
-  return { bench: 'engine', steps: o.steps, repeat: o.repeat, torch: missing ?? 'pytorch (../shared/anchors/torch_gpt.py)', results };
+  const cpu = cpuInfo();
+  return {
+    bench: 'engine', steps: o.steps, repeat: o.repeat, torch: missing ?? 'pytorch (../shared/anchors/torch_gpt.py)',
+    machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores, fp32_peak_gflops: cpu.fp32PeakGflops, peak_basis: cpu.peakBasis, native_products: blas()?.info() ?? 'addon not built' },
+    results,
+  };
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
@@ -298,7 +316,7 @@ export async function measurePipeline(preset: Preset, threads: number, steps: nu
     system: 'weft', preset, threads, ranks: pg.size, pp: p.pp, schedule: p.schedule, microbatches: p.microbatches, chunks: p.chunks,
     bubble_formula: +((p.pp - 1) / (p.chunks * p.microbatches + p.pp - 1)).toFixed(4), bubble_by_stage: [+median(bubbles.slice(3)).toFixed(4)],
     params: n, step_s: stepS, fwd_bwd_s: median(fb.slice(3)), optimizer_s: stepS - median(fb.slice(3)),
-    tokens_per_s: (B * T) / stepS, model_gflops_per_s: (flopsPerToken * B * T) / stepS / 1e9, loss,
+    tokens_per_s: (B * T) / stepS, model_gflops_per_s: (flopsPerToken * B * T) / stepS / 1e9, loss, ...peakOf((flopsPerToken * B * T) / stepS / 1e9, threads * pg.size),
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20), segments_ms: {},
   };
 }

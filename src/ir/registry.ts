@@ -63,6 +63,12 @@ export interface OpDef {
    */
   readonly host?: boolean;
   /**
+   * A host op whose kernel computes at once on the calling thread (a native matrix product), not
+   * one that flies while programs run (a collective): the schedule runs nothing beside it, and
+   * puts what could have run beside it into the next program instead of a program of its own.
+   */
+  readonly inline?: boolean;
+  /**
    * Draws random numbers (Dropout): a second evaluation would draw different ones, so activation
    * checkpointing (autodiff/checkpoint.ts) keeps its outputs instead of recomputing them.
    */

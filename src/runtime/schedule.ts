@@ -28,6 +28,7 @@ import { apply, opDef } from '../ir/registry.js';
 import { compileProgram, runProgram } from './executor.js';
 import type { Program } from './executor.js';
 import { profiler } from './profiler.js';
+import { nativeGemmKernel, takeOutGrouped } from './native_products.js';
 
 /** Runs one host node on its inputs' data; `context` is what the schedule's caller passed. */
 export type HostKernel = (node: Node, inputs: readonly TypedArray[], context: unknown) => Promise<TypedArray[]>;
@@ -175,13 +176,23 @@ export function partition(outputs: readonly Value[], opts: ScheduleOptions = {})
     (host ? stageNodes[ready]!.host : stageNodes[ready]!.nodes).push(n);
   }
   // Each stage splits in two programs: A computes what the boundary's host ops read, B the rest,
-  // run while those host ops are in flight (B reads nothing they produce).
+  // run while those host ops are in flight (B reads nothing they produce). Where every host op of
+  // the boundary is inline (it computes at once, as a native product does), nothing flies beside
+  // it: B's nodes join the next stage's program A instead, so the cut costs one program, not two.
   const partOf = new Map<Node, 'a' | 'b'>();
-  stageNodes.forEach(({ host }, k) => {
+  for (let k = 0; k < stageNodes.length; k++) {
+    const { host, nodes } = stageNodes[k]!;
     const hostInputs = host.flatMap((n) => n.inputs.filter((v): v is Value => v !== null));
     const inStage = (v: Value): boolean => v.node !== null && !isHost(v.node) && stageOf.get(v.node) === k;
     for (const n of topoNodes(hostInputs, (v) => !inStage(v))) partOf.set(n, 'a');
-  });
+    if (opts.phases || host.length === 0 || !host.every((n) => opDef(n.op).inline === true)) continue;
+    const later = nodes.filter((n) => partOf.get(n) !== 'a');
+    if (later.length === 0) continue;
+    if (k + 1 === stageNodes.length) stageNodes.push({ nodes: [], host: [] });
+    stageNodes[k] = { host, nodes: nodes.filter((n) => partOf.get(n) === 'a') };
+    stageNodes[k + 1]!.nodes.unshift(...later);
+    for (const n of later) { stageOf.set(n, k + 1); partOf.set(n, 'a'); }
+  }
   const programOf = (n: Node): string => `${stageOf.get(n)}${partOf.get(n) ?? 'b'}${groupOf.get(n)}`;
   // Values consumed across a cut: by another program, by a host node, or as a final output.
   const crossing = new Set<Value>();
@@ -262,6 +273,10 @@ export function programGraph(nodes: readonly Node[], crossing: ReadonlySet<Value
  * ops (and, given `opts.groups`, between target groups). This is weft's one way to cut a step.
  */
 export async function compileSchedule(outputs: readonly Value[], inputs: readonly Value[], opts: ScheduleOptions = {}): Promise<Schedule> {
+  // Products a native library runs faster become host ops first (runtime/native_products.ts).
+  const taken = await takeOutGrouped(outputs, opts.groups);
+  outputs = taken.outputs;
+  if (taken.groups) opts = { ...opts, groups: taken.groups };
   const plan = partition(outputs, opts);
   const { groups, order, crossing } = plan;
   outputs = plan.outputs;
@@ -364,3 +379,5 @@ export async function compileSchedule(outputs: readonly Value[], inputs: readonl
     },
   };
 }
+
+registerHostKernel('weft.NativeGemm', nativeGemmKernel);

@@ -8,6 +8,7 @@ import type { DType, TypedArray } from '../ir/dtype.js';
 import { compileProgram, runProgram } from '../runtime/executor.js';
 import type { Program } from '../runtime/executor.js';
 import { compileSchedule, hasHostOps } from '../runtime/schedule.js';
+import { takeOutProducts } from '../runtime/native_products.js';
 import type { Schedule, ScheduleStats } from '../runtime/schedule.js';
 import { fmt } from '../ir/shape.js';
 import type { Value } from '../ir/graph.js';
@@ -55,7 +56,9 @@ export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name ||
     let p = cache.get(sig);
     if (p === undefined) {
       traces++;
-      const { outputs: outs, inputs: vals } = trace(...inputs);
+      const { outputs: traced, inputs: vals } = trace(...inputs);
+      // Products a native library runs faster are host ops too (runtime/native_products.ts).
+      const outs = await takeOutProducts(traced);
       p = hasHostOps(outs) ? { schedule: await compileSchedule(outs, vals, { arena: opts.arena ?? true }) } : { program: await compileProgram(outs, vals) };
       cache.set(sig, p);
     }

@@ -33,6 +33,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { graphMemory, ortGraphMemory, ortScheduleMemory } from '../runtime/memory.js';
+import { takeOutGrouped } from '../runtime/native_products.js';
 import type { GraphMemory, OrtProgramMemory } from '../runtime/memory.js';
 import { CHUNK_PER_THREAD, chunkLength } from '../optim/common.js';
 import { RING } from '../optim/offload.js';
@@ -154,7 +155,10 @@ export async function estimateMemory(cfg: RunConfig, nproc = 1): Promise<MemoryE
     const whole = graphMemory(traced.step.outputs, traced.forward);
     const schedule = traced.groups !== null || t.tp.size > 1 || t.zero3 !== null;
     // Each program's peak is taken in onnxruntime's own execution order, over the graph it runs.
-    const programs = schedule ? await ortScheduleMemory(traced.step.outputs, traced.groups ? { groups: traced.groups } : {}) : null;
+    // The step as it will run: with the products a native library takes (runtime/native_products.ts).
+    const taken = await takeOutGrouped(traced.step.outputs, traced.groups ?? undefined);
+    const cut = schedule || taken.outputs !== traced.step.outputs;
+    const programs = cut ? await ortScheduleMemory(taken.outputs, taken.groups ? { groups: taken.groups } : {}) : null;
     const stepPrograms = programs?.programs ?? [await ortGraphMemory(traced.step.outputs, traced.forward)];
     const stepCopies = Math.min(ARENA_COPIES, cfg.train.steps * cfg.train.accumulate);
     // A session's arena keeps its intermediates; its outputs are handed to JavaScript (copied) and

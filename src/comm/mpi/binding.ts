@@ -6,10 +6,8 @@
  * Every operation returns a promise settled from the addon's progress thread; see the comment at
  * the top of native/weft_mpi.c for how operations are ordered, checked and polled.
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonPath } from '../../runtime/blas.js';
 import type { CommArray } from '../process_group.js';
 
 /** Operation kinds, in the order of the enum in native/weft_mpi.c. */
@@ -86,18 +84,7 @@ interface Native {
 export const NOT_BUILT = 'the MPI backend is not built: install OpenMPI (openmpi-bin libopenmpi-dev) and run npm ci';
 
 /** Where the binding is: WEFT_MPI_BINDING, else native/build/weft_mpi.node above this file. */
-export function bindingPath(): string | null {
-  const env = process.env['WEFT_MPI_BINDING'];
-  if (env) return existsSync(env) ? env : null;
-  // This file runs from src/comm/mpi (a TS loader) or dist/src/comm/mpi (compiled).
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const p = join(dir, 'native', 'build', 'weft_mpi.node');
-    if (existsSync(p)) return p;
-    dir = dirname(dir);
-  }
-  return null;
-}
+export const bindingPath = (): string | null => addonPath('weft_mpi.node', 'WEFT_MPI_BINDING');
 
 let cached: MpiBinding | null = null;
 

@@ -76,3 +76,31 @@ defineOp({
     return [dA, dB, dC];
   },
 });
+
+/**
+ * `weft.NativeGemm`: a float32 matrix product run outside onnxruntime by a native library
+ * (runtime/native_products.ts chooses, per shape, which products of a traced graph become one,
+ * after autodiff: it has no gradient rule). Y[..., m, n] = op(A) op(B) + C, op(X) = X^T over the
+ * last two dims where transA / transB is set; A and B have the same batch dims, or one of them
+ * none (it is shared by the batch); C, optional, is a bias of n or a matrix [m, n]. `lib` names
+ * the library (the addon's index: 0 OpenBLAS, 1 oneDNN).
+ */
+defineOp({
+  name: 'weft.NativeGemm', inputs: ['A', 'B', 'C?'], host: true, inline: true,
+  attrs: { transA: { kind: 'int', default: 0 }, transB: { kind: 'int', default: 0 }, lib: { kind: 'int', default: 0 } },
+  infer: (c) => {
+    const dtype = sameDtype(c);
+    if (dtype !== 'float32') c.fail(`inputs must be float32, got ${dtype}`);
+    const [a, bb] = [c.input(0).shape, c.input(1).shape];
+    if (a.length < 2 || bb.length < 2) c.fail(`A and B must have rank >= 2, got ${fmt(a)} and ${fmt(bb)}`);
+    const [ba, bbb] = [a.slice(0, -2), bb.slice(0, -2)];
+    if (ba.length > 0 && bbb.length > 0 && fmt(ba) !== fmt(bbb)) c.fail(`batch dims must be equal or absent on one side, got ${fmt(a)} and ${fmt(bb)}`);
+    const [m, k1] = c.attr<number>('transA') ? [a.at(-1)!, a.at(-2)!] : [a.at(-2)!, a.at(-1)!];
+    const [k2, n] = c.attr<number>('transB') ? [bb.at(-1)!, bb.at(-2)!] : [bb.at(-2)!, bb.at(-1)!];
+    if (k1 !== k2) c.fail(`${c.describe(0)} and ${c.describe(1)}: inner dims differ (${String(k1)} vs ${String(k2)}) after transA/transB`);
+    const C = c.inputs[2];
+    if (C && !(fmt(C.shape) === fmt([n]) || fmt(C.shape) === fmt([1, n]) || fmt(C.shape) === fmt([m, n]))) c.fail(`${c.describe(2)}: C must be [n], [1, n] or [m, n] (n ${String(n)}, m ${String(m)})`);
+    return [{ dtype, shape: [...(ba.length > 0 ? ba : bbb), m, n] }];
+  },
+  grad: () => { throw new Error('weft.NativeGemm has no gradient: native products are chosen after autodiff (runtime/native_products.ts)'); },
+});

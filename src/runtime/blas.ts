@@ -1,0 +1,62 @@
+/**
+ * The native matrix-product addon (native/weft_blas.c, built by scripts/build_blas.mjs at npm ci
+ * where OpenBLAS's headers and a compiler exist). `blas()` is null where it was not built, or
+ * where WEFT_BLAS=0: everything then runs inside onnxruntime, as it always can.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The libraries the addon may hold: OpenBLAS is always compiled in, oneDNN where it was found. */
+export const BLAS_LIBS = { openblas: 0, dnnl: 1 } as const;
+export type BlasLib = (typeof BLAS_LIBS)[keyof typeof BLAS_LIBS];
+
+interface Native {
+  gemm(lib: number, a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
+    transA: number, transB: number, strideA: number, strideB: number, strideC: number, beta: number, threads: number): void;
+  info(): { openblas?: string; dnnl?: string };
+}
+
+export interface Blas {
+  /** For i < batch: C_i = op(A_i) op(B_i) + beta C_i, row-major float32, on `threads` threads; a stride of 0 broadcasts one matrix. */
+  gemm(lib: BlasLib, a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, strideA: number, strideB: number, strideC: number, beta: number, threads: number): void;
+  has(lib: BlasLib): boolean;
+  info(): { openblas?: string; dnnl?: string };
+}
+
+/** Where a native addon is: the path in `envVar` if set, else native/build/<file> above this file (src/ or dist/src/). */
+export function addonPath(file: string, envVar: string): string | null {
+  const env = process.env[envVar];
+  if (env) return existsSync(env) ? env : null;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const p = join(dir, 'native', 'build', file);
+    if (existsSync(p)) return p;
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+let cached: Blas | null | undefined;
+
+/** The addon, or null where it is absent (not built, or WEFT_BLAS=0). A built addon that fails to load throws, naming its path. */
+export function blas(): Blas | null {
+  if (cached !== undefined) return cached;
+  const path = process.env['WEFT_BLAS'] === '0' ? null : addonPath('weft_blas.node', 'WEFT_BLAS_BINDING');
+  if (!path) return (cached = null);
+  let native: Native;
+  try {
+    native = createRequire(import.meta.url)(path) as Native;
+  } catch (e) {
+    throw new Error(`the native matrix products at ${path} do not load (${(e as Error).message}); rebuild them with node scripts/build_blas.mjs, or set WEFT_BLAS=0`);
+  }
+  const libs = native.info();
+  cached = {
+    gemm: (lib, a, b, c, batch, m, n, k, ta, tb, sa, sb, sc, beta, threads) => native.gemm(lib, a, b, c, batch, m, n, k, ta ? 1 : 0, tb ? 1 : 0, sa, sb, sc, beta, threads),
+    has: (lib) => (lib === BLAS_LIBS.openblas ? libs.openblas !== undefined : libs.dnnl !== undefined),
+    info: () => libs,
+  };
+  return cached;
+}
