@@ -3,10 +3,8 @@
  * where OpenBLAS's headers and a compiler exist). `blas()` is null where it was not built, or
  * where WEFT_BLAS=0: everything then runs inside onnxruntime, as it always can.
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonPath } from './addon.js';
 
 /** The libraries the addon may hold: OpenBLAS is always compiled in, oneDNN where it was found. */
 export const BLAS_LIBS = { openblas: 0, dnnl: 1 } as const;
@@ -24,19 +22,6 @@ export interface Blas {
     transA: boolean, transB: boolean, strideA: number, strideB: number, strideC: number, beta: number, threads: number): void;
   has(lib: BlasLib): boolean;
   info(): { openblas?: string; dnnl?: string };
-}
-
-/** Where a native addon is: the path in `envVar` if set, else native/build/<file> above this file (src/ or dist/src/). */
-export function addonPath(file: string, envVar: string): string | null {
-  const env = process.env[envVar];
-  if (env) return existsSync(env) ? env : null;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const p = join(dir, 'native', 'build', file);
-    if (existsSync(p)) return p;
-    dir = dirname(dir);
-  }
-  return null;
 }
 
 let cached: Blas | null | undefined;

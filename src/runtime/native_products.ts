@@ -5,9 +5,10 @@
  * cuts at a collective, and runs them on the addon.
  *
  * Chosen per shape by measurement, not by guess: the first time a product of a given shape (and
- * thread count) is seen, it is timed inside an onnxruntime program (no output copy: inside a step
- * a product's output stays in onnxruntime) and on each library (a fresh output array included, as
- * the kernel allocates one), median of a few runs each, and so is what the cut adds: a program
+ * thread count) is seen, a child process times it inside an onnxruntime program (no output copy:
+ * inside a step a product's output stays in onnxruntime) and on each library (a fresh output array
+ * included, as the kernel allocates one), taking turns, the fastest of several runs each, and so
+ * what the cut adds: a program
  * boundary and the exit of each operand a program computes (onnxruntime-node hands outputs over as
  * fresh arrays, whose first touch costs page faults; on the 2-core VMs here an 8 MB output costs
  * 0.5-3 ms, several times its copy). A library takes the product when its time plus the cut's is at
@@ -372,7 +373,7 @@ export async function takeOutGrouped(outputs: readonly Value[], groups?: readonl
 }
 
 /** Native products run in this process (thread) so far, and their milliseconds. */
-export const nativeStats = { calls: 0, ms: 0, byShape: new Map<string, { calls: number; ms: number }>() };
+export const nativeStats = { calls: 0, ms: 0 };
 
 /** The kernel of `weft.NativeGemm` (registered by runtime/schedule.ts). */
 export function nativeGemmKernel(n: Node, inputs: readonly TypedArray[]): Promise<TypedArray[]> {
@@ -388,13 +389,7 @@ export function nativeGemmKernel(n: Node, inputs: readonly TypedArray[]): Promis
   };
   const t0 = performance.now();
   const y = runNative(lib, n.attrs['lib'] as BlasLib, s, inputs[0] as Float32Array, inputs[1] as Float32Array, (inputs[2] as Float32Array | undefined) ?? null, settings.threads);
-  const ms = performance.now() - t0;
   nativeStats.calls++;
-  nativeStats.ms += ms;
-  const key = keyOf(s, settings.threads);
-  const e = nativeStats.byShape.get(key) ?? { calls: 0, ms: 0 };
-  e.calls++;
-  e.ms += ms;
-  nativeStats.byShape.set(key, e);
+  nativeStats.ms += performance.now() - t0;
   return Promise.resolve([y]);
 }

@@ -7,7 +7,7 @@
  * the top of native/weft_mpi.c for how operations are ordered, checked and polled.
  */
 import { createRequire } from 'node:module';
-import { addonPath } from '../../runtime/blas.js';
+import { addonPath } from '../../runtime/addon.js';
 import type { CommArray } from '../process_group.js';
 
 /** Operation kinds, in the order of the enum in native/weft_mpi.c. */
