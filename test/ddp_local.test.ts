@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FlatBuffer, Rng, setThreads } from '../src/index.js';
 import { bindParameters, GPT } from '../src/nn/index.js';
-import { DistributedDataParallel, makeBuckets } from '../src/parallel/ddp.js';
+import { ddpBuckets, DistributedDataParallel, makeBuckets } from '../src/parallel/ddp.js';
+import type { DDPPrograms } from '../src/parallel/ddp.js';
 import { LocalProcessGroup } from '../src/comm/local.js';
 import { gradStep } from '../src/train/step.js';
 
@@ -31,14 +32,38 @@ test('buckets cover the flat buffer contiguously, last tensors first, each at le
   for (const b of buckets.slice(0, -1)) assert.ok(b.slots.reduce((s, x) => s + x.size * 4, 0) >= 20_000);
 });
 
-test('the segmented backward gives the whole program\'s loss and gradients (to float32 rounding)', async () => {
+test('the tail bucket: the layout\'s first tensors reaching the fraction, the rest packed as makeBuckets packs them', () => {
+  const params = bindParameters(new GPT(cfg), { seed: 0 });
+  const slots = params.flat.layout.slots;
+  const total = slots.reduce((a, x) => a + x.size * 4, 0);
+  for (const fraction of [1 / 8, 0.3]) {
+    const buckets = ddpBuckets(slots, { bucketBytes: 20_000, tailFraction: fraction });
+    const tail = buckets.at(-1)!;
+    const bytes = (b: typeof tail): number => b.slots.reduce((a, x) => a + x.size * 4, 0);
+    assert.equal(tail.lo, 0);
+    assert.deepEqual(tail.slots.map((x) => x.name), slots.slice(0, tail.slots.length).map((x) => x.name));
+    assert.ok(bytes(tail) >= fraction * total, `tail ${bytes(tail)} B of ${total}`);
+    // The smallest such prefix: without its last tensor it falls short.
+    assert.ok(bytes(tail) - tail.slots.at(-1)!.size * 4 < fraction * total);
+    const head = makeBuckets(slots.slice(tail.slots.length), 20_000);
+    assert.deepEqual(buckets.slice(0, -1).map((b) => [b.lo, b.hi]), head.map((b) => [b.lo, b.hi]));
+    assert.equal(tail.hi, head.at(-1)!.lo);
+    assert.deepEqual(buckets.map((b) => b.index), buckets.map((_, i) => i));
+  }
+  assert.deepEqual(ddpBuckets(slots, { bucketBytes: 20_000, programs: 'buckets' }), makeBuckets(slots, 20_000));
+  assert.throws(() => ddpBuckets(slots, { tailFraction: 1 }), /tailFraction must be in \(0, 1\), got 1/);
+});
+
+for (const [programs, count] of [['tail', 2], ['buckets', -1], ['none', 1]] as [DDPPrograms, number][]) test(`the backward cut as '${programs}' gives the whole program's loss and gradients (to float32 rounding)`, async () => {
   const model = new GPT(cfg);
   const params = bindParameters(model, { seed: 1 });
   const whole = FlatBuffer.zeros(params.flat.layout);
   const split = FlatBuffer.zeros(params.flat.layout);
   const step = gradStep(params, whole, (x, y) => model.loss(x!, y!));
-  const ddp = new DistributedDataParallel(new LocalProcessGroup(), params, split, (x, y) => model.loss(x!, y!), { bucketBytes: 30_000 });
+  const ddp = new DistributedDataParallel(new LocalProcessGroup(), params, split, (x, y) => model.loss(x!, y!), { bucketBytes: 30_000, programs });
   assert.ok(ddp.buckets.length >= 4, `${ddp.buckets.length} buckets`);
+  assert.equal(ddp.programBuckets.length, count === -1 ? ddp.buckets.length : count);
+  assert.deepEqual(ddp.programBuckets.flat(), ddp.buckets.map((b) => b.index));
   const { x, y } = batch(3, 2);
   const feeds = [{ data: x, shape: [2, cfg.ctx], dtype: 'int64' as const }, { data: y, shape: [2, cfg.ctx], dtype: 'int64' as const }];
   const l1 = await step(feeds);
@@ -51,7 +76,8 @@ test('the segmented backward gives the whole program\'s loss and gradients (to f
     for (let i = s.offset; i < s.offset + s.size; i++) { err = Math.max(err, Math.abs(split.data[i]! - whole.data[i]!)); max = Math.max(max, Math.abs(whole.data[i]!)); }
     assert.ok(err <= 1e-6 * max, `${s.name}: max difference ${err} against max |g| ${max}`);
   }
-  assert.ok(ddp.stats.crossingBytes > 0, 'segments pass activations to each other');
+  if (count === 1) assert.equal(ddp.stats.crossingBytes, 0);
+  else assert.ok(ddp.stats.crossingBytes > 0, 'segments pass activations to each other');
   // noSync accumulation adds into the buffer.
   await ddp.step(feeds, { noSync: true, accumulate: true });
   const scale = whole.data.reduce((m, v) => Math.max(m, Math.abs(v)), 0);

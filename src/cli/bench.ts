@@ -16,7 +16,8 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
-import { DistributedDataParallel, makeBuckets } from '../parallel/ddp.js';
+import { ddpBuckets, DistributedDataParallel } from '../parallel/ddp.js';
+import type { DDPPrograms } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
 import { globalNorm } from '../optim/clip.js';
@@ -29,12 +30,13 @@ import { launchThreads } from '../comm/threads/launch.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { nativeStats } from '../runtime/native_products.js';
 import { blas } from '../runtime/blas.js';
+import { tuneAllocator } from '../runtime/malloc.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 
 export type Preset = keyof typeof GPT_PRESETS;
 
 export interface WeftMeasurement {
-  system: 'weft'; preset: Preset; threads: number; ranks: number; exposed_comm_ms?: number; peer_wait_ms?: number; comm_alone_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
+  system: 'weft'; preset: Preset; threads: number; ranks: number; ddp_cut?: DDPPrograms; ddp_programs?: number; crossing_mb?: number; exposed_comm_ms?: number; peer_wait_ms?: number; comm_alone_ms?: number; comm_hidden_fraction?: number; params: number; step_s: number; fwd_bwd_s: number; optimizer_s: number;
   tokens_per_s: number; model_gflops_per_s: number; loss: number;
   /** The ISA, and the model FLOP/s as a fraction of the FP32 peak of the cores the measurement used (threads x ranks; cpuInfo's basis). */
   isa?: string; fraction_of_peak?: number | null; native_products?: number; held_mb: number; segments_ms: Record<string, number>;
@@ -65,7 +67,12 @@ function peakOf(gflops: number, cores: number): { isa: string; fraction_of_peak:
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
  * its own batch of the preset's size, tokens/s counts every rank's tokens).
  */
-export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, bucketMB = 25, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
+/** Data parallel's settings of a measurement: bucket size (MB) and where the backward is cut (DDPOptions.programs). */
+export interface DdpBench { bucketMB: number; programs: DDPPrograms }
+export const DDP_BENCH: DdpBench = { bucketMB: 25, programs: 'tail' };
+
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, dp: DdpBench = DDP_BENCH, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
+  const { bucketMB, programs } = dp;
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
   const cfg = GPT_PRESETS[preset];
@@ -85,12 +92,12 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const z3 = zero === 3 ? new ZeroStage3(params, { units: ['h*'], rank: pg!.rank, size: pg!.size, ...(offloadDir ? { offload: { dir: offloadDir } } : {}) }) : null;
   // The whole vector is dropped, as the trainer drops it: only the shard is held.
   if (z3) params = { ...params, flat: FlatBuffer.detached(params.flat.layout, 'params') };
-  const shard = zero > 0 && zero < 3 ? new ZeroShard(params.flat.layout, makeBuckets(params.flat.layout.slots, bucketMB * 2 ** 20), { rank: pg!.rank, size: pg!.size }) : null;
+  const shard = zero > 0 && zero < 3 ? new ZeroShard(params.flat.layout, ddpBuckets(params.flat.layout.slots, { bucketBytes: bucketMB * 2 ** 20, programs }), { rank: pg!.rank, size: pg!.size }) : null;
   const shardGrads = zero === 2 ? shard!.zeros('zero.grads') : z3?.grads ?? null;
   const grads = zero >= 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
   const opt = new AdamW(z3?.params ?? params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}), ...(offloadDir ? { offload: { dir: offloadDir, ...(z3?.file ? { params: z3.file } : {}) } } : {}) });
   const ddp = pg && pg.size > 1 && tp === 1 && !z3 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), {
-    bucketBytes: bucketMB * 2 ** 20, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
+    bucketBytes: bucketMB * 2 ** 20, programs, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
   }) : null;
   const optStep = async (): Promise<void> => {
     const part = shard ?? z3?.shard ?? null;
@@ -158,7 +165,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   // reported apart (peer_wait_ms): it is load imbalance, which no overlap can hide.
   const [exp, alone] = [median(exposed.slice(3)), median(commAlone.slice(3))];
   const comm = ddp ? {
-    bucket_mb: bucketMB, exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
+    bucket_mb: bucketMB, ddp_cut: programs, ddp_programs: ddp!.programBuckets.length, crossing_mb: +(ddp.stats.crossingBytes / 2 ** 20).toFixed(1), exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
     comm_hidden_fraction: Math.max(0, 1 - exp / alone),
   } : {};
   // Offloaded: what the disk moved per step (the optimizer's streams and stage 3's loads), and how long the update waited on it.
@@ -213,7 +220,7 @@ function runJson(cmd: string, args: string[]): Promise<Row> {
  * independent processes bound it from the machine: `concurrent_bound` is what they achieve
  * together, `sync_bound` what synchronous training can (every step waits for the slowest copy).
  */
-export async function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; bucketMB?: number; log?: (s: string) => void }): Promise<unknown> {
+export async function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; dp?: DdpBench; log?: (s: string) => void }): Promise<unknown> {
   const nproc = o.nproc ?? 1;
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   const missing = torchMissing();
@@ -223,7 +230,7 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
       const weft: Row[] = [];
       const torch: Row[] = [];
       const scaling: { alone: number; concurrent: number[]; efficiency: number; concurrent_bound: number; sync_bound: number }[] = [];
-      const worker = (n: number): string[] => [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(n), '--bucket-mb', String(o.bucketMB ?? 25)];
+      const worker = (n: number): string[] => [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(n), '--bucket-mb', String((o.dp ?? DDP_BENCH).bucketMB), '--programs', (o.dp ?? DDP_BENCH).programs];
       for (let r = 0; r < o.repeat; r++) {
         weft.push(await runJson(process.execPath, worker(nproc)));
         const torchArgs = nproc > 1 ? ['--ddp', String(nproc)] : ['--threads', String(threads)];
@@ -254,15 +261,15 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
   const cpu = cpuInfo();
   return {
     bench: 'engine', steps: o.steps, repeat: o.repeat, torch: missing ?? 'pytorch (../shared/anchors/torch_gpt.py)',
-    machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores, fp32_peak_gflops: cpu.fp32PeakGflops, peak_basis: cpu.peakBasis, native_products: blas()?.info() ?? 'addon not built' },
+    machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores, fp32_peak_gflops: cpu.fp32PeakGflops, peak_basis: cpu.peakBasis, native_products: blas()?.info() ?? 'addon not built', allocator: tuneAllocator() },
     results,
   };
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, bucketMB = 25, tp = 1, zero = 0, offload = false, pipeline?: PipelineBench): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, dp: DdpBench = DDP_BENCH, tp = 1, zero = 0, offload = false, pipeline?: PipelineBench): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
-    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, bucketMB, tp, zero, offload, ...(pipeline ? { pipeline } : {}) }, timeoutMs: 900_000,
+    nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, dp, tp, zero, offload, ...(pipeline ? { pipeline } : {}) }, timeoutMs: 900_000,
   });
   // A pipeline's row is its last stage's (it holds the loss); the bubble is every stage's mean.
   if (pipeline) {

@@ -19,10 +19,10 @@ import { loadConfig, parseConfig } from '../train/config.js';
 import type { RunConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
-import { measureWeft, measureWeftRanks, sideBySide } from './bench.js';
+import { DDP_BENCH, measureWeft, measureWeftRanks, sideBySide } from './bench.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import { initMpi } from '../comm/mpi/group.js';
-import type { Preset } from './bench.js';
+import type { DdpBench, Preset } from './bench.js';
 import type { ScheduleKind } from '../parallel/pipeline_schedule.js';
 import { PRESET_BATCH } from '../nn/gpt.js';
 import { cpuInfo } from '../runtime/cpu.js';
@@ -33,7 +33,7 @@ import type { MemoryEstimate } from '../train/memory.js';
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--no-torch]
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--programs tail|buckets|none] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
   weft bench --preset medium --nproc 2 --pp 2 [--schedule 1f1b|gpipe|interleaved] [--microbatches M] [--chunks V]   (a pipeline beside data parallel)
   weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)
@@ -135,8 +135,11 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--tp', '--zero', '--pp', '--schedule', '--microbatches', '--chunks'], ['--worker', '--no-torch', '--offload']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--programs', '--tp', '--zero', '--pp', '--schedule', '--microbatches', '--chunks'], ['--worker', '--no-torch', '--offload']);
   const nproc = num(opt, '--nproc', 1);
+  const programs = opt.get('--programs') ?? DDP_BENCH.programs;
+  if (!['tail', 'buckets', 'none'].includes(programs)) throw new UsageError(`--programs must be tail, buckets or none, got '${programs}'`);
+  const dp: DdpBench = { bucketMB: num(opt, '--bucket-mb', DDP_BENCH.bucketMB), programs: programs as DdpBench['programs'] };
   const tp = num(opt, '--tp', 1);
   const zero = num(opt, '--zero', 0);
   const pp = num(opt, '--pp', 1);
@@ -149,8 +152,8 @@ async function bench(argv: string[]): Promise<void> {
     for (const p of (opt.get('--preset') ?? 'medium').split(',') as Preset[]) {
       const pipeline = { pp, schedule, microbatches: num(opt, '--microbatches', PRESET_BATCH[p]), chunks: num(opt, '--chunks', schedule === 'interleaved' ? 2 : 1) };
       for (let r = 0; r < num(opt, '--repeat', 2); r++) {
-        const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
-        const pipe = await measureWeftRanks(p, 1, steps, nproc, 25, 1, 0, false, pipeline);
+        const data = await measureWeftRanks(p, 1, steps, nproc, dp);
+        const pipe = await measureWeftRanks(p, 1, steps, nproc, DDP_BENCH, 1, 0, false, pipeline);
         process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, pipeline: pipe, data_parallel: data, pp_over_dp_tokens_per_s: +(pipe.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
       }
     }
@@ -165,8 +168,8 @@ async function bench(argv: string[]): Promise<void> {
     const cpu = cpuInfo();
     for (const p of (opt.get('--preset') ?? 'medium').split(',') as Preset[]) {
       for (let r = 0; r < num(opt, '--repeat', 2); r++) {
-        const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
-        const z = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25), 1, zero, offload);
+        const data = await measureWeftRanks(p, 1, steps, nproc, dp);
+        const z = await measureWeftRanks(p, 1, steps, nproc, dp, 1, zero, offload);
         process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, zero: z, data_parallel: data, zero_over_dp_tokens_per_s: +(z.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
       }
     }
@@ -179,31 +182,30 @@ async function bench(argv: string[]): Promise<void> {
     const steps = num(opt, '--steps', 5);
     const cpu = cpuInfo();
     for (const p of presets) {
-      const tensor = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25), tp);
-      const data = await measureWeftRanks(p, 1, steps, nproc, num(opt, '--bucket-mb', 25));
+      const tensor = await measureWeftRanks(p, 1, steps, nproc, dp, tp);
+      const data = await measureWeftRanks(p, 1, steps, nproc, dp);
       process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, tensor_parallel: tensor, data_parallel: data, tp_over_dp_tokens_per_s: +(tensor.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
     }
     return;
   }
-  const bucketMB = num(opt, '--bucket-mb', 25);
   const presets = (opt.get('--preset') ?? 'small,medium').split(',') as Preset[];
   const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);
   const steps = num(opt, '--steps', 10);
   if (on.has('--worker')) {
-    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc, bucketMB) : await measureWeft(presets[0]!, threads[0]!, steps);
+    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc, dp) : await measureWeft(presets[0]!, threads[0]!, steps);
     process.stdout.write(`${JSON.stringify(m)}\n`);
     return;
   }
   if (on.has('--no-torch')) {
     for (const p of presets) {
       for (const t of threads) {
-        const m = nproc > 1 ? await measureWeftRanks(p, t, steps, nproc, bucketMB) : await measureWeft(p, t, steps);
+        const m = nproc > 1 ? await measureWeftRanks(p, t, steps, nproc, dp) : await measureWeft(p, t, steps);
         process.stdout.write(`${JSON.stringify(m)}\n`);
       }
     }
     return;
   }
-  const report = await sideBySide({ presets, threads: nproc > 1 ? [1] : threads, steps, repeat: num(opt, '--repeat', 1), nproc, bucketMB, log: (s) => process.stderr.write(`${s}\n`) });
+  const report = await sideBySide({ presets, threads: nproc > 1 ? [1] : threads, steps, repeat: num(opt, '--repeat', 1), nproc, dp, log: (s) => process.stderr.write(`${s}\n`) });
   process.stdout.write(`${JSON.stringify(report, null, 1)}\n`);
 }
 

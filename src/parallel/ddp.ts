@@ -3,10 +3,14 @@
  * - parameters are broadcast from rank 0 at start;
  * - gradients are packed into buckets of contiguous ranges of the flat gradient buffer, in reverse
  *   layer order (the order backward produces them), default 25 MB each;
- * - the traced forward + backward is cut into one program per bucket (a schedule with the buckets
- *   as target groups, runtime/schedule.ts, the one mechanism that cuts steps); as
- *   soon as segment k has produced bucket k's gradients, the bucket's all-reduce is issued and
- *   runs on the communication thread while segment k+1 computes;
+ * - the traced forward + backward is cut into programs (a schedule whose target groups are sets of
+ *   buckets, runtime/schedule.ts, the one mechanism that cuts steps); as soon as a program has
+ *   produced its buckets' gradients, their all-reduces are issued and run on the communication
+ *   thread while the next program computes. Every activation the later programs' backward reads
+ *   crosses the cut (onnxruntime-node copies each program output), so by default the step is cut
+ *   once (`programs: 'tail'`): the last program holds the backward of the layout's first eighth
+ *   of the gradients (a bucket of its own), which hides every other bucket's all-reduce;
+ *   `'buckets'` cuts before every bucket (PyTorch's overlap), `'none'` not at all;
  * - gradients are averaged (all-reduce mean) through a communication hook, replaceable as in
  *   DDP's register_comm_hook (`fp16Hook` halves the bytes sent);
  * - `noSync` micro-steps accumulate locally and communicate nothing; the step after them
@@ -47,6 +51,16 @@ export const allReduceHook: CommHook = (pg, bucket) => pg.allReduce(bucket, 'mea
 export interface DDPOptions {
   /** Bucket size in bytes. Default 25 MB (PyTorch's bucket_cap_mb). */
   bucketBytes?: number;
+  /**
+   * How the backward is cut into programs (each cut: the activations later programs read are
+   * copied out of one onnxruntime program and into the next). 'tail' (default): once, before the
+   * tail bucket (the layout's first `tailFraction` of gradient bytes, which the backward produces
+   * last); every other bucket's all-reduce runs during the tail's backward. 'buckets': before
+   * every bucket, no tail. 'none': one program, every all-reduce after it.
+   */
+  programs?: DDPPrograms;
+  /** 'tail' only: the tail bucket's share of the gradient bytes, at least (whole tensors). Default 1/8. */
+  tailFraction?: number;
   hook?: CommHook;
   /**
    * The mesh axis collectives inside the step name for these ranks (SyncBatchNorm's statistics);
@@ -68,6 +82,33 @@ export interface DDPOptions {
    * each step, so the caller may fill it after construction (this group is added under `axis`).
    */
   groups?: Record<string, ProcessGroup>;
+}
+
+export type DDPPrograms = 'tail' | 'buckets' | 'none';
+
+/** The tail bucket's default share of the gradient bytes. */
+export const TAIL_FRACTION = 1 / 8;
+
+/**
+ * DDP's buckets for these options (the trainer's ZeRO shard takes the same as its segments):
+ * with programs 'tail', the layout's first tensors reaching `tailFraction` of the bytes are the
+ * last bucket, the rest packed by `bucketBytes`; otherwise `makeBuckets`.
+ */
+export function ddpBuckets(slots: readonly Slot[], o: { bucketBytes?: number; programs?: DDPPrograms; tailFraction?: number } = {}): Bucket[] {
+  const cap = o.bucketBytes ?? 25 * 2 ** 20;
+  const programs = o.programs ?? 'tail';
+  const fraction = o.tailFraction ?? TAIL_FRACTION;
+  if (!(fraction > 0 && fraction < 1)) throw new Error(`DistributedDataParallel: tailFraction must be in (0, 1), got ${fraction}`);
+  if (programs !== 'tail') return makeBuckets(slots, cap);
+  const total = slots.reduce((a, x) => a + x.size * 4, 0);
+  let n = 0;
+  for (let bytes = 0; n < slots.length && bytes < fraction * total; n++) bytes += slots[n]!.size * 4;
+  // The tail is at most everything but the last tensor: some bucket's all-reduce must have a backward to hide behind.
+  n = Math.min(n, slots.length - 1);
+  if (n <= 0) return makeBuckets(slots, cap);
+  const head = makeBuckets(slots.slice(n), cap);
+  const tailEnd = slots[n]!.offset;
+  return [...head, { index: head.length, lo: slots[0]!.offset, hi: tailEnd, slots: slots.slice(0, n) }];
 }
 
 /** Packs tensors into buckets from the end of the layout backwards (gradients arrive in that order). */
@@ -117,6 +158,8 @@ export interface DDPStats {
 
 export class DistributedDataParallel {
   readonly buckets: Bucket[];
+  /** The bucket indices each program of the cut backward produces, in order. */
+  readonly programBuckets: number[][];
   readonly stats: DDPStats = { exposedMs: 0, peerWaitMs: 0, commExposedMs: 0, bytes: 0, crossingBytes: 0 };
   private readonly hook: CommHook;
   /** Per input signature: the segmented program, and the whole one (compiled on first noSync use). */
@@ -137,7 +180,11 @@ export class DistributedDataParallel {
   ) {
     if (grads !== null && grads.layout !== params.flat.layout) throw new Error('DistributedDataParallel: grads must share the parameters\' layout');
     if (grads === null && !opts.zero) throw new Error('DistributedDataParallel: grads may be null only with zero (stage 2 keeps the shard\'s gradients instead)');
-    this.buckets = makeBuckets(params.flat.layout.slots, opts.bucketBytes ?? 25 * 2 ** 20);
+    this.buckets = ddpBuckets(params.flat.layout.slots, opts);
+    // The buckets of each program, in backward order.
+    const n = this.buckets.length;
+    const all = this.buckets.map((b) => b.index);
+    this.programBuckets = (opts.programs ?? 'tail') === 'buckets' ? all.map((k) => [k]) : opts.programs === 'none' || n === 1 ? [all] : [all.slice(0, n - 1), [n - 1]];
     this.zero = opts.zero ?? null;
     if (this.zero) {
       const starts = new Map(this.zero.shard.ranges.map((r, i) => [r.segLo, i]));
@@ -215,8 +262,8 @@ export class DistributedDataParallel {
     const updates = rest.slice(slots.length);
     const gradOf = new Map(slots.map((s, i) => [s.name, rest[i]!]));
     // Group 0 also returns the loss and the buffer updates (forward values); group k the
-    // gradients of bucket k.
-    const groups = this.buckets.map((b, k) => [...(k === 0 ? [l, ...updates] : []), ...b.slots.map((s) => gradOf.get(s.name)!)]);
+    // gradients of program k's buckets.
+    const groups = this.programBuckets.map((ks, k) => [...(k === 0 ? [l, ...updates] : []), ...ks.flatMap((i) => this.buckets[i]!.slots.map((s) => gradOf.get(s.name)!))]);
     return { outputs, inputs: inputs.map((t) => t.value), groups, updated };
   }
 
@@ -270,13 +317,16 @@ export class DistributedDataParallel {
     const works: Work[] = [];
     let loss = 0;
     await p.segmented.run(feeds, this.context, 'ddp_bwd', { onGroup: (k, targets) => {
-      const b = this.buckets[k]!;
-      const off = k === 0 ? 1 + p.updated.length : 0;
+      let off = k === 0 ? 1 + p.updated.length : 0;
       if (k === 0) {
         loss = Number(targets[0]![0]);
         applyBufferUpdates(this.params, p.updated, targets.slice(1, off) as Float32Array[]);
       }
-      works.push(reduce(b, targets.slice(off, off + b.slots.length) as Float32Array[]));
+      for (const i of this.programBuckets[k]!) {
+        const b = this.buckets[i]!;
+        works.push(reduce(b, targets.slice(off, off + b.slots.length) as Float32Array[]));
+        off += b.slots.length;
+      }
     } });
     return { loss, works };
   }

@@ -1,5 +1,5 @@
 /** Parallel plans over process groups: data parallel today (tensor, pipeline, expert and ZeRO plans belong here). */
-export { DistributedDataParallel, allReduceHook, bf16Hook, fp16Hook, makeBuckets } from './ddp.js';
+export { DistributedDataParallel, allReduceHook, bf16Hook, ddpBuckets, fp16Hook, makeBuckets } from './ddp.js';
 export type { Bucket, CommHook, DDPOptions } from './ddp.js';
 export { compileSpmd } from './spmd.js';
 export { shardedNorm, wholeTensor, localPart } from './tensor_parallel.js';

@@ -32,7 +32,7 @@ import type { FloatArray, Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, Feed, Traced } from '../tensor/compile.js';
 import type { Value } from '../ir/graph.js';
-import { allReduceHook, bf16Hook, DistributedDataParallel, fp16Hook, makeBuckets } from '../parallel/ddp.js';
+import { allReduceHook, bf16Hook, ddpBuckets, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
 import { chromeTrace, PipelineStage } from '../parallel/pipeline.js';
@@ -300,7 +300,7 @@ export class Trainer {
       this.params = bound;
       // DDP's buckets are the segments (stage 2 reduce-scatters each as the backward makes it);
       // under tensor parallelism the gradients are reduced after the step: one segment.
-      const segments = ddpPath ? makeBuckets(layout.slots, bucketBytes) : [{ lo: 0, hi: layout.size }];
+      const segments = ddpPath ? ddpBuckets(layout.slots, { bucketBytes, programs: cfg.dist.programs }) : [{ lo: 0, hi: layout.size }];
       const shard = new ZeroShard(layout, segments, { rank: this.dp.index, size: this.dp.size });
       // Stage 1's gradient shard is a copy of this rank's slices of the full reduced gradients, made
       // for each update and dropped; stage 2's is held: the reduce-scatter lands there.
@@ -346,7 +346,7 @@ export class Trainer {
       const hook = cfg.dist.hook === 'auto' ? (t.precision === 'fp32' ? 'allreduce' : t.precision) : cfg.dist.hook;
       const reduce = ep > 1 ? expertHook(hooks[hook]!, this.experts, () => ({ ep, edp: this.edp })) : hooks[hook]!;
       this.ddp = new DistributedDataParallel(this.pg, this.params, this.grads, loss, {
-        bucketBytes, hook: reduce, step: stepOptions, groups: this.context.groups,
+        bucketBytes, programs: cfg.dist.programs, hook: reduce, step: stepOptions, groups: this.context.groups,
         ...(this.zero?.grads ? { zero: { shard: this.zero.shard, grads: this.zero.grads } } : {}),
       });
     } else {
