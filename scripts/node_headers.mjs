@@ -1,4 +1,4 @@
-// What the native addons' builds share (build_mpi.mjs, build_blas.mjs, build_mem.mjs): where
+// What the native addons' builds share (build_mpi.mjs, build_blas.mjs): where
 // node_api.h is (npm's nodedir, set for scripts it runs; next to this node binary; the system's),
 // finding a command, and compiling one C file into native/build/<name>.node atomically.
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -30,7 +30,6 @@ import { launchThreads } from '../comm/threads/launch.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { nativeStats } from '../runtime/native_products.js';
 import { blas } from '../runtime/blas.js';
-import { tuneAllocator } from '../runtime/malloc.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 
 export type Preset = keyof typeof GPT_PRESETS;
@@ -261,7 +260,7 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
   const cpu = cpuInfo();
   return {
     bench: 'engine', steps: o.steps, repeat: o.repeat, torch: missing ?? 'pytorch (../shared/anchors/torch_gpt.py)',
-    machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores, fp32_peak_gflops: cpu.fp32PeakGflops, peak_basis: cpu.peakBasis, native_products: blas()?.info() ?? 'addon not built', allocator: tuneAllocator() },
+    machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores, fp32_peak_gflops: cpu.fp32PeakGflops, peak_basis: cpu.peakBasis, native_products: blas()?.info() ?? 'addon not built' },
     results,
   };
 }

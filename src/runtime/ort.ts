@@ -8,7 +8,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import type { DType, TypedArray } from '../ir/dtype.js';
-import { tuneAllocator } from './malloc.js';
 
 export interface SessionOptions {
   threads: number;
@@ -52,8 +51,6 @@ function ortOptions(opts: SessionOptions): ort.InferenceSession.SessionOptions {
 }
 
 export async function createSession(model: Uint8Array, opts: SessionOptions): Promise<Session> {
-  // Before the first session's outputs: large output buffers then reuse the heap's pages (malloc.ts).
-  tuneAllocator();
   const s = await ort.InferenceSession.create(model, {
     ...ortOptions(opts),
     // WEFT_ORT_PROFILE=<prefix> writes onnxruntime's per-node trace (chrome://tracing JSON; 1.30's
