@@ -2,10 +2,11 @@
  * npm run bench:ddp-cut — where data parallelism's backward is cut (DDPOptions.programs), on
  * `weft bench`'s step (forward + backward and the gradients' all-reduce; 2 thread ranks x 1
  * thread, random tokens). Each interleaved run is one process whose ranks hold a DDP per cut
- * (tail, buckets, none) over the same parameters and step them in turn, so the machine's drift
- * falls on all three alike; `repeat` such runs (scaling against one rank alone is
- * `weft bench --nproc 2`'s). Prints JSON (median step per cut, tokens/s, crossing MB, exposed communication,
- * the ISA) and writes bench/results/ddp_cut.json.
+ * (tail, buckets, none), and the step with no communication (each rank an independent copy, the
+ * bound), over the same parameters, and step them in turn, so the machine's drift falls on all
+ * alike; `repeat` such runs. Prints JSON (median step per cut, tokens/s, crossing MB, exposed
+ * communication, each cut's tokens/s over the independent copies', the ISA) and writes
+ * bench/results/ddp_cut.json.
  * Usage: node dist/bench/ddp_cut.js [preset] [repeat] [rounds]
  */
 import { spawn } from 'node:child_process';
@@ -53,6 +54,7 @@ if (process.argv[2] === '--interleaved') {
       process.stderr.write(`${r} ${k}: median ${median(row.ms).toFixed(0)} ms\n`);
     }
   }
+  const bound = median(runs['independent']!.ms);
   const cpu = cpuInfo();
   const result = {
     bench: 'ddp_cut', preset, repeat, rounds, ranks: 2, machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores },
@@ -60,6 +62,7 @@ if (process.argv[2] === '--interleaved') {
     cuts: Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, {
       programs: v.count, crossing_mb: v.crossing_mb, step_ms: +median(v.ms).toFixed(1), tokens_per_s: +(tokens / (median(v.ms) / 1000)).toFixed(1),
       exposed_comm_ms: +median(v.exposed).toFixed(1), peer_wait_ms: +median(v.wait).toFixed(1), steps: v.ms.length,
+      over_independent: +(bound / median(v.ms)).toFixed(3),
     }])),
   };
   const text = JSON.stringify(result, null, 1);
