@@ -9,26 +9,17 @@
  * bench/results/ddp_cut.json.
  * Usage: node dist/bench/ddp_cut.js [preset] [repeat] [rounds]
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launchThreads } from '../src/comm/threads/launch.js';
 import { GPT_PRESETS, PRESET_BATCH } from '../src/nn/index.js';
+import { runJson } from '../src/cli/bench.js';
 import { cpuInfo } from '../src/runtime/cpu.js';
 import type { CutRankResult } from './ddp_cut_rank.js';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const self = fileURLToPath(import.meta.url);
-
-function child(args: string[], env: Record<string, string>): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
-    let out = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-    c.on('close', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`ddp_cut: ${args.join(' ')} exited with ${code}`))));
-  });
-}
 
 if (process.argv[2] === '--interleaved') {
   // One interleaved run (a child of the main run): every rank's step times per cut.
@@ -44,7 +35,7 @@ if (process.argv[2] === '--interleaved') {
   const tokens = 2 * PRESET_BATCH[preset] * GPT_PRESETS[preset].ctx;
   const runs: Record<string, { ms: number[]; crossing_mb: number; count: number; exposed: number[]; wait: number[] }> = {};
   for (let r = 0; r < repeat; r++) {
-    const res = await child([self, '--interleaved', preset, String(rounds)], {}) as { rows: CutRankResult[] };
+    const res = await runJson(process.execPath, [self, '--interleaved', preset, String(rounds)]) as unknown as { rows: CutRankResult[] };
     for (const row of res.rows) {
       const k = row.programs;
       runs[k] ??= { ms: [], crossing_mb: row.crossing_mb, count: row.count, exposed: [], wait: [] };

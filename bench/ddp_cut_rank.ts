@@ -10,6 +10,7 @@
 import type { ProcessGroup } from '../src/comm/process_group.js';
 import { bindParameters, GPT, GPT_PRESETS, PRESET_BATCH } from '../src/nn/index.js';
 import { DistributedDataParallel } from '../src/parallel/ddp.js';
+import { DDP_PROGRAMS } from '../src/parallel/ddp.js';
 import type { DDPPrograms } from '../src/parallel/ddp.js';
 import { FlatBuffer } from '../src/runtime/flat.js';
 import { setThreads } from '../src/runtime/executor.js';
@@ -25,7 +26,7 @@ export default async function rank(pg: ProcessGroup, a: { preset: keyof typeof G
   const model = new GPT(cfg);
   const params = bindParameters(model, { seed: 0 });
   const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
-  const cuts: DDPPrograms[] = ['tail', 'buckets', 'none'];
+  const cuts = DDP_PROGRAMS;
   const ddps = cuts.map((programs) => new DistributedDataParallel(pg, params, grads, (i, t) => model.loss(i!, t!), { programs }));
   const alone = gradStep(params, grads, (i, t) => model.loss(i!, t!));
   const steps: { step(feeds: Parameters<typeof alone>[0]): Promise<unknown>; stats?: DistributedDataParallel['stats'] }[] = [...ddps, { step: (f) => alone(f) }];

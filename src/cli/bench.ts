@@ -164,7 +164,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   // reported apart (peer_wait_ms): it is load imbalance, which no overlap can hide.
   const [exp, alone] = [median(exposed.slice(3)), median(commAlone.slice(3))];
   const comm = ddp ? {
-    bucket_mb: bucketMB, ddp_cut: programs, ddp_programs: ddp!.programBuckets.length, crossing_mb: +(ddp.stats.crossingBytes / 2 ** 20).toFixed(1), exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
+    bucket_mb: bucketMB, ddp_cut: programs, ddp_programs: ddp.programBuckets.length, crossing_mb: +(ddp.stats.crossingBytes / 2 ** 20).toFixed(1), exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
     comm_hidden_fraction: Math.max(0, 1 - exp / alone),
   } : {};
   // Offloaded: what the disk moved per step (the optimizer's streams and stage 3's loads), and how long the update waited on it.
@@ -198,7 +198,7 @@ function torchMissing(): string | null {
 type Row = Record<string, unknown> & { tokens_per_s: number };
 
 /** Runs a measurement process (its stderr shown) and parses the last line it prints as JSON. */
-function runJson(cmd: string, args: string[]): Promise<Row> {
+export function runJson(cmd: string, args: string[]): Promise<Row> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';

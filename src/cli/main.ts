@@ -19,6 +19,7 @@ import { loadConfig, parseConfig } from '../train/config.js';
 import type { RunConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
+import { DDP_PROGRAMS } from '../parallel/ddp.js';
 import { DDP_BENCH, measureWeft, measureWeftRanks, sideBySide } from './bench.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import { initMpi } from '../comm/mpi/group.js';
@@ -138,7 +139,7 @@ async function bench(argv: string[]): Promise<void> {
   const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--programs', '--tp', '--zero', '--pp', '--schedule', '--microbatches', '--chunks'], ['--worker', '--no-torch', '--offload']);
   const nproc = num(opt, '--nproc', 1);
   const programs = opt.get('--programs') ?? DDP_BENCH.programs;
-  if (!['tail', 'buckets', 'none'].includes(programs)) throw new UsageError(`--programs must be tail, buckets or none, got '${programs}'`);
+  if (!(DDP_PROGRAMS as readonly string[]).includes(programs)) throw new UsageError(`--programs must be ${DDP_PROGRAMS.join(', ')}, got '${programs}'`);
   const dp: DdpBench = { bucketMB: num(opt, '--bucket-mb', DDP_BENCH.bucketMB), programs: programs as DdpBench['programs'] };
   const tp = num(opt, '--tp', 1);
   const zero = num(opt, '--zero', 0);

@@ -84,7 +84,9 @@ export interface DDPOptions {
   groups?: Record<string, ProcessGroup>;
 }
 
-export type DDPPrograms = 'tail' | 'buckets' | 'none';
+/** Where DDP may cut its backward (DDPOptions.programs). */
+export const DDP_PROGRAMS = ['tail', 'buckets', 'none'] as const;
+export type DDPPrograms = (typeof DDP_PROGRAMS)[number];
 
 /** The tail bucket's default share of the gradient bytes. */
 export const TAIL_FRACTION = 1 / 8;
