@@ -31,7 +31,7 @@ if (!include) {
   process.exit(0);
 }
 
-const defs = ['-DWEFT_OPENBLAS', ...(dnnl ? ['-DWEFT_DNNL'] : [])];
+const defs = ['-DWEFT_OPENBLAS', ...(dnnl ? ['-DWEFT_DNNL', '-fopenmp'] : [])];
 const libs = ['-lopenblas', ...(dnnl ? ['-ldnnl', '-lgomp'] : [])];
 try {
   buildAddon(cc, 'weft_blas', include, [`-I${openblas}`, ...defs], libs);

@@ -17,7 +17,10 @@ import * as b from '../src/ir/build.js';
 import { Value } from '../src/ir/graph.js';
 import { apply } from '../src/ir/registry.js';
 import { blas, BLAS_LIBS } from '../src/runtime/blas.js';
-import { compileProgram, runProgram, setThreads } from '../src/runtime/executor.js';
+import { compileProgram, runProgram, setMatmulPrecision, setThreads } from '../src/runtime/executor.js';
+import { fromNumbers, toNumbers } from '../src/ir/dtype.js';
+import { FlatBuffer } from '../src/runtime/flat.js';
+import { gradStep } from '../src/train/step.js';
 import { CUT_MS, forgetChoices, MARGIN, MIN_MLAS_MS, nativeGemmKernel, takeOutProducts } from '../src/runtime/native_products.js';
 import { compileSchedule } from '../src/runtime/schedule.js';
 import { topoNodes } from '../src/ir/graph.js';
@@ -79,7 +82,8 @@ test('every product form on each library equals onnxruntime on the same graph (f
       // The kernel on each library the addon holds.
       const node = natives[0]!;
       for (const [libName, which] of Object.entries(BLAS_LIBS)) {
-        if (!lib!.has(which)) continue;
+        // The bfloat16 kernel rounds float32 operands: its own test below.
+        if (!lib!.has(which) || which === BLAS_LIBS.dnnl_bf16) continue;
         const forced = apply('weft.NativeGemm', node.inputs, { ...node.attrs, lib: which }, 1)[0]!.node!;
         // An operand is a leaf or a reshape of one (the same data).
         const ins = forced.inputs.map((v) => { let u = v!; while (u.node) u = u.node.inputs[0]!; return u.data as Float32Array; });
@@ -94,6 +98,99 @@ test('every product form on each library equals onnxruntime on the same graph (f
   } finally {
     delete process.env['WEFT_NATIVE_PRODUCTS'];
   }
+});
+
+const bf16Skip = lib === null ? skip : lib.has(BLAS_LIBS.dnnl_bf16) ? false : 'the addon was built without oneDNN, or oneDNN has no bfloat16 matmul on this CPU';
+/** x rounded to bfloat16 (to nearest even), as float32. */
+const roundBf16 = (x: Float32Array): Float32Array => Float32Array.from(toNumbers(fromNumbers('bfloat16', x), 'bfloat16'));
+
+test('the bfloat16 kernel: every product form equals onnxruntime\'s float32 product of the operands rounded to bfloat16 (1e-5)', { skip: bf16Skip }, async () => {
+  for (const [name, shapes, f] of FORMS) {
+    const leaves = shapes.map(leaf);
+    // What the kernel computes: the product of the operands rounded to nearest even, accumulated in float32.
+    const rounded = leaves.map((v) => new Value('float32', v.shape, null, 0, roundBf16(v.data as Float32Array)));
+    const want = (await runProgram(await compileProgram([f(rounded)], rounded), 'ort'))[0] as Float32Array;
+    process.env['WEFT_NATIVE_PRODUCTS'] = 'all';
+    let natives;
+    try {
+      natives = topoNodes(await takeOutProducts([f(leaves)])).filter((n) => n.op === 'weft.NativeGemm');
+    } finally {
+      delete process.env['WEFT_NATIVE_PRODUCTS'];
+    }
+    assert.equal(natives.length, 1, name);
+    const forced = apply('weft.NativeGemm', natives[0]!.inputs, { ...natives[0]!.attrs, lib: BLAS_LIBS.dnnl_bf16 }, 1)[0]!.node!;
+    // The bias (C) is added in float32, unrounded: the rounded graph's C is the rounded one, so feed that.
+    const ins = forced.inputs.map((v, i) => { let u = v!; while (u.node) u = u.node.inputs[0]!; return i < 2 ? u.data as Float32Array : roundBf16(u.data as Float32Array); });
+    const [y] = await nativeGemmKernel(forced, ins);
+    assert.ok(maxRel(y as Float32Array, want) < 1e-5, `${name}: ${maxRel(y as Float32Array, want)}`);
+    // And the rounding is real: unrounded, onnxruntime's float32 product differs by bfloat16's precision.
+    const exact = (await runProgram(await compileProgram([f(leaves)], leaves), 'ort'))[0] as Float32Array;
+    assert.ok(maxRel(y as Float32Array, exact) > 1e-5, `${name}: rounded to bfloat16`);
+  }
+});
+
+/** A tiny GPT's loss and gradients from a compiled step (`opts`: the step's graph options), with products chosen as the env and matmul precision say. */
+async function gptGrads(env: string | undefined, medium: boolean, opts: Parameters<typeof gradStep>[4] = {}): Promise<{ loss: number; grads: Float32Array; natives: number[] }> {
+  const model = new GPT({ vocab: 32, ctx: 16, d: 32, layers: 2, heads: 2 });
+  const params = bindParameters(model, { seed: 4 });
+  const grads = FlatBuffer.zeros(params.flat.layout, 'grads');
+  if (env === undefined) delete process.env['WEFT_NATIVE_PRODUCTS'];
+  else process.env['WEFT_NATIVE_PRODUCTS'] = env;
+  setMatmulPrecision(medium ? 'medium' : 'highest');
+  try {
+    const step = gradStep(params, grads, (i, t) => model.loss(i!, t!), 'fwd_bwd', opts);
+    const [B, T] = [3, 16];
+    const loss = await step([{ data: BigInt64Array.from({ length: B * T }, (_, i) => BigInt((i * 7) % 32)), shape: [B, T], dtype: 'int64' },
+      { data: BigInt64Array.from({ length: B * T }, (_, i) => BigInt((i * 5 + 3) % 32)), shape: [B, T], dtype: 'int64' }]);
+    const natives = Object.entries(step.schedule?.hostOps ?? {}).filter(([op]) => op === 'weft.NativeGemm').map(([, k]) => k);
+    return { loss, grads: grads.data as Float32Array, natives };
+  } finally {
+    delete process.env['WEFT_NATIVE_PRODUCTS'];
+    setMatmulPrecision('highest');
+  }
+}
+const relMax = (got: Float32Array, want: Float32Array): number => {
+  let [d, m] = [0, 0];
+  for (let i = 0; i < want.length; i++) { d = Math.max(d, Math.abs(got[i]! - want[i]!)); m = Math.max(m, Math.abs(want[i]!)); }
+  return d / m;
+};
+
+test('matmul precision medium: the step\'s float32 products on the bfloat16 kernel, within bfloat16\'s rounding of float32; highest never takes it', { skip: bf16Skip }, async (t) => {
+  // The library each precision gives a float32 product: never the bfloat16 kernel under 'highest'.
+  const [x, w] = [leaf([64, 32]), leaf([32, 48])];
+  process.env['WEFT_NATIVE_PRODUCTS'] = 'all';
+  try {
+    for (const p of ['highest', 'medium'] as const) {
+      setMatmulPrecision(p);
+      const libs = topoNodes(await takeOutProducts([b.matmul(x, w)])).filter((n) => n.op === 'weft.NativeGemm').map((n) => n.attrs['lib']);
+      assert.equal(libs.length, 1);
+      assert.equal(libs[0] === BLAS_LIBS.dnnl_bf16, p === 'medium', `${p}: lib ${String(libs[0])}`);
+    }
+  } finally {
+    delete process.env['WEFT_NATIVE_PRODUCTS'];
+    setMatmulPrecision('highest');
+  }
+  const fp32 = await gptGrads(undefined, false);
+  const highest = await gptGrads('all', false);
+  const medium = await gptGrads('all', true);
+  assert.ok(highest.natives[0]! > 0 && medium.natives[0] === highest.natives[0], 'every product native both ways');
+  assert.ok(relMax(highest.grads, fp32.grads) < 1e-5, `highest: float32 products (${relMax(highest.grads, fp32.grads)})`);
+  // bfloat16 keeps 8 bits: operands rounded by up to 2^-9 relative, gradients through two layers of them.
+  const e = relMax(medium.grads, fp32.grads);
+  t.diagnostic(`medium: gradients ${e.toExponential(2)} from float32's, loss ${Math.abs(medium.loss - fp32.loss).toExponential(2)}`);
+  assert.ok(e < 2e-2 && e > 1e-5, `medium: gradients ${e} from float32's (bfloat16 rounding, not none)`);
+  assert.ok(Math.abs(medium.loss - fp32.loss) / fp32.loss < 1e-3, `medium loss ${medium.loss} vs ${fp32.loss}`);
+});
+
+test('bf16 mixed precision with every product native (the bfloat16 kernel): loss and gradients equal onnxruntime\'s float32-between-casts products within a bfloat16 rounding', { skip: bf16Skip }, async (t) => {
+  const ort = await gptGrads(undefined, false, { precision: 'bf16' });
+  const native = await gptGrads('all', false, { precision: 'bf16' });
+  assert.ok(native.natives[0]! > 0, 'products native');
+  // The same products of bfloat16 values, accumulated in another order: a result may round to the neighbouring bfloat16.
+  const e = relMax(native.grads, ort.grads);
+  t.diagnostic(`gradients ${e.toExponential(2)} from onnxruntime's, loss ${Math.abs(native.loss - ort.loss).toExponential(2)}`);
+  assert.ok(e < 2e-2, `gradients: ${e}`);
+  assert.ok(Math.abs(native.loss - ort.loss) / ort.loss < 1e-3, `loss ${native.loss} vs ${ort.loss}`);
 });
 
 test('a GPT step with every product native: loss and every gradient equal onnxruntime\'s (1e-5), and each cut costs one program', { skip }, async () => {

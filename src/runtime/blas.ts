@@ -6,14 +6,18 @@
 import { createRequire } from 'node:module';
 import { addonPath } from './addon.js';
 
-/** The libraries the addon may hold: OpenBLAS is always compiled in, oneDNN where it was found. */
-export const BLAS_LIBS = { openblas: 0, dnnl: 1 } as const;
+/**
+ * The libraries the addon may hold: OpenBLAS is always compiled in, oneDNN where it was found;
+ * `dnnl_bf16` is oneDNN's matmul on operands rounded to bfloat16 (float32 accumulation), for the
+ * products of bf16 mixed precision only, present where oneDNN has a bfloat16 kernel for the CPU.
+ */
+export const BLAS_LIBS = { openblas: 0, dnnl: 1, dnnl_bf16: 2 } as const;
 export type BlasLib = (typeof BLAS_LIBS)[keyof typeof BLAS_LIBS];
 
 interface Native {
   gemm(lib: number, a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
     transA: number, transB: number, strideA: number, strideB: number, strideC: number, beta: number, threads: number): void;
-  info(): { openblas?: string; dnnl?: string };
+  info(): { openblas?: string; dnnl?: string; dnnl_bf16?: string };
 }
 
 export interface Blas {
@@ -21,7 +25,8 @@ export interface Blas {
   gemm(lib: BlasLib, a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number,
     transA: boolean, transB: boolean, strideA: number, strideB: number, strideC: number, beta: number, threads: number): void;
   has(lib: BlasLib): boolean;
-  info(): { openblas?: string; dnnl?: string };
+  /** The libraries compiled in: OpenBLAS's build string, oneDNN's version, the kernel oneDNN picks for bfloat16 (its ISA). */
+  info(): { openblas?: string; dnnl?: string; dnnl_bf16?: string };
 }
 
 let cached: Blas | null | undefined;
@@ -40,7 +45,7 @@ export function blas(): Blas | null {
   const libs = native.info();
   cached = {
     gemm: (lib, a, b, c, batch, m, n, k, ta, tb, sa, sb, sc, beta, threads) => native.gemm(lib, a, b, c, batch, m, n, k, ta ? 1 : 0, tb ? 1 : 0, sa, sb, sc, beta, threads),
-    has: (lib) => (lib === BLAS_LIBS.openblas ? libs.openblas !== undefined : libs.dnnl !== undefined),
+    has: (lib) => (lib === BLAS_LIBS.openblas ? libs.openblas !== undefined : lib === BLAS_LIBS.dnnl ? libs.dnnl !== undefined : libs.dnnl_bf16 !== undefined),
     info: () => libs,
   };
   return cached;

@@ -18,10 +18,28 @@ import type { Session, SessionOptions } from './ort.js';
 import { profiler } from './profiler.js';
 import { availableParallelism } from 'node:os';
 
+/** float32 matrix products' precision (PyTorch's torch.set_float32_matmul_precision): see `setMatmulPrecision`. */
+export const MATMUL_PRECISIONS = ['highest', 'medium'] as const;
+export type MatmulPrecision = (typeof MATMUL_PRECISIONS)[number];
+
 export const settings = {
   /** Intra-op threads per session (onnxruntime's MLAS pool). Default: all cores. */
   threads: availableParallelism(),
+  /** float32 products' precision for steps compiled from now on (`setMatmulPrecision`). */
+  matmulPrecision: 'highest' as MatmulPrecision,
 };
+
+/**
+ * The precision of float32 matrix products, as torch.set_float32_matmul_precision: 'highest'
+ * (the default) computes them in float32; 'medium' lets them run on bfloat16 operands with float32
+ * accumulation where the CPU has fast bfloat16 kernels (AMX, AVX512-BF16) and measurement finds
+ * them faster (runtime/native_products.ts): every value stays float32, only a product's inputs are
+ * rounded to bfloat16 inside it. Applies to steps compiled from now on.
+ */
+export function setMatmulPrecision(p: MatmulPrecision): void {
+  if (!(MATMUL_PRECISIONS as readonly string[]).includes(p)) throw new Error(`setMatmulPrecision: expected ${MATMUL_PRECISIONS.join(' or ')}, got '${String(p)}'`);
+  settings.matmulPrecision = p;
+}
 
 /** Sets the intra-op thread count for sessions compiled from now on. */
 export function setThreads(n: number): void {

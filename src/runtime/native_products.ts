@@ -4,6 +4,14 @@
  * `weft.NativeGemm` host ops, so the one schedule (runtime/schedule.ts) cuts the step there, as it
  * cuts at a collective, and runs them on the addon.
  *
+ * bf16 mixed precision's products (bfloat16 operands, ir/autocast.ts) are candidates too.
+ * onnxruntime has no bfloat16 MatMul on CPU, so it runs them as float32 between casts
+ * (runtime/kernel_gaps.ts); the addon can run them in bfloat16 itself (`dnnl_bf16`: oneDNN's AMX or
+ * AVX512-BF16 kernels, float32 accumulation) or in float32. onnxruntime-node has no bfloat16
+ * tensors either, so such a product crosses the cut as float32 (the operands widened, exactly, in
+ * the program that computes them) and its float32 result is rounded to bfloat16 in the program
+ * that reads it: the arithmetic of onnxruntime's path, up to the order of accumulation.
+ *
  * Chosen per shape by measurement, not by guess: the first time a product of a given shape (and
  * thread count) is seen, a child process times it inside an onnxruntime program (no output copy:
  * inside a step a product's output stays in onnxruntime) and on each library (a fresh output array
@@ -54,11 +62,20 @@ const RULE_VERSION = 4;
 /** One product's geometry: C[batch][m, n] = op(A) op(B) (+ bias), row-major. */
 export interface ProductShape { batch: number; m: number; n: number; k: number; transA: boolean; transB: boolean; sharedA: boolean; sharedB: boolean; bias: 'none' | 'row' | 'matrix' }
 
+/** A product's operand dtype: float32, or bfloat16 (bf16 mixed precision's, which `dnnl_bf16` may also run). */
+export type ProductDtype = 'float32' | 'bfloat16';
+
 /** A choice: the library (null: onnxruntime) and what was measured, in milliseconds. */
 export interface ProductChoice { lib: BlasLib | null; mlasMs: number; cutMs: number; nativeMs: Record<string, number> }
 
-const keyOf = (s: ProductShape, threads: number, computed?: readonly boolean[]): string =>
-  `t${threads} b${s.batch} ${s.m}x${s.n}x${s.k}${s.transA ? ' tA' : ''}${s.transB ? ' tB' : ''}${s.batch > 1 && s.sharedA ? ' sA' : ''}${s.batch > 1 && s.sharedB ? ' sB' : ''}${s.bias !== 'none' ? ` +${s.bias}` : ''}${computed ? ` ${computed.map((x) => (x ? 'c' : 'p')).join('')}` : ''}`;
+/**
+ * Whether a product of `dtype` may run on bfloat16 operands: bf16 mixed precision's (exact: they
+ * hold bfloat16 values), and float32 ones under matmul precision 'medium' (rounded).
+ */
+const bf16Allowed = (dtype: ProductDtype): boolean => dtype === 'bfloat16' || settings.matmulPrecision === 'medium';
+
+const keyOf = (s: ProductShape, threads: number, computed?: readonly boolean[], dtype: ProductDtype = 'float32'): string =>
+  `t${threads}${dtype === 'bfloat16' ? ' bf16' : bf16Allowed(dtype) ? ' medium' : ''} b${s.batch} ${s.m}x${s.n}x${s.k}${s.transA ? ' tA' : ''}${s.transB ? ' tB' : ''}${s.batch > 1 && s.sharedA ? ' sA' : ''}${s.batch > 1 && s.sharedB ? ' sB' : ''}${s.bias !== 'none' ? ` +${s.bias}` : ''}${computed ? ` ${computed.map((x) => (x ? 'c' : 'p')).join('')}` : ''}`;
 
 /**
  * WEFT_NATIVE_PRODUCTS: 'auto' by measurement, 'all' every product the addon can run, unset or '0'
@@ -69,7 +86,9 @@ const keyOf = (s: ProductShape, threads: number, computed?: readonly boolean[]):
  */
 const mode = (): 'off' | 'all' | 'measured' => {
   const m = process.env['WEFT_NATIVE_PRODUCTS'];
-  if (m === undefined || m === '' || m === '0' || m === 'off') return 'off';
+  // Matmul precision 'medium' asks for the bfloat16 kernels where they are faster: measured choices.
+  if (m === undefined || m === '') return settings.matmulPrecision === 'medium' ? 'measured' : 'off';
+  if (m === '0' || m === 'off') return 'off';
   if (m === 'auto') return 'measured';
   if (m === 'all') return 'all';
   throw new Error(`WEFT_NATIVE_PRODUCTS must be auto, all or 0, got '${m}'`);
@@ -186,7 +205,15 @@ async function exitMs(bytes: number): Promise<number> {
 }
 
 /** A product to measure: how the traced graph computes it, its geometry, and which operands a program computes. */
-export interface ProbeRequest { key: string; op: 'Gemm' | 'MatMul'; shape: ProductShape; leafShapes: number[][]; computed: boolean[] }
+export interface ProbeRequest {
+  key: string; op: 'Gemm' | 'MatMul'; shape: ProductShape; leafShapes: number[][]; computed: boolean[]; dtype: ProductDtype;
+  /** Whether the bfloat16 kernels may run it (`bf16Allowed` where it was asked: the measuring process has its own settings). */
+  bf16: boolean;
+}
+
+/** The libraries that may run a product (`bf16`: the bfloat16 kernels too). */
+const libsFor = (lib: Blas, bf16: boolean): [string, BlasLib][] =>
+  Object.entries(BLAS_LIBS).filter(([, which]) => lib.has(which) && (which !== BLAS_LIBS.dnnl_bf16 || bf16));
 
 /** The product as onnxruntime runs it in the traced graph, on `l` (a Gemm with its flags; a MatMul with its transposes). */
 function mlasForm(r: ProbeRequest, l: readonly Value[]): Value {
@@ -208,7 +235,7 @@ async function measure(lib: Blas, r: ProbeRequest, threads: number): Promise<Pro
   let cutMs = CUT_MS;
   for (const [i, sh] of r.leafShapes.entries()) if (r.computed[i]) cutMs += await exitMs(numel(sh) * 4);
   const [a, bm, c] = leaves.map((v) => v.data as Float32Array);
-  const libs = Object.entries(BLAS_LIBS).filter(([, which]) => lib.has(which));
+  const libs = libsFor(lib, r.bf16);
   const product = await probe([firstOf(mlasForm(r, leaves))], leaves);
   const base = await probe([b.add(firstOf(leaves[0]!), firstOf(leaves[1]!))], leaves);
   const times = await timeAll([product.run, base.run, ...libs.map(([, which]) => () => runNative(lib, which, s, a!, bm!, c ?? null, threads))]);
@@ -258,8 +285,13 @@ function probeInChild(requests: readonly ProbeRequest[], threads: number): Promi
   });
 }
 
-/** The library that measured fastest for a product (OpenBLAS where nothing was measured). */
-function fastest(lib: Blas, c: ProductChoice): BlasLib {
+/**
+ * The library that measured fastest for a product (OpenBLAS where nothing was measured); for a
+ * bfloat16 product, `dnnl_bf16` where the addon has it (WEFT_NATIVE_PRODUCTS=all runs every native
+ * path, and that is bf16's own).
+ */
+function fastest(lib: Blas, c: ProductChoice, dtype: ProductDtype): BlasLib {
+  if (bf16Allowed(dtype) && lib.has(BLAS_LIBS.dnnl_bf16)) return BLAS_LIBS.dnnl_bf16;
   const ms = Object.entries(c.nativeMs).sort((p, q) => p[1] - q[1])[0];
   return ms ? BLAS_LIBS[ms[0] as keyof typeof BLAS_LIBS] : lib.has(BLAS_LIBS.dnnl) ? BLAS_LIBS.dnnl : BLAS_LIBS.openblas;
 }
@@ -274,13 +306,14 @@ function swapsLast2(v: Value): Value | null {
   return perm.every((p, i) => p === (i === r - 2 ? r - 1 : i === r - 1 ? r - 2 : i)) ? n.inputs[0]! : null;
 }
 
-interface Candidate { node: Node; shape: ProductShape; a: Value; b: Value; c: Value | null; leafShapes: number[][]; computed: boolean[] }
+interface Candidate { node: Node; shape: ProductShape; a: Value; b: Value; c: Value | null; leafShapes: number[][]; computed: boolean[]; dtype: ProductDtype }
 
-/** The product a node computes, when it is one the addon can run: float32, static shapes. */
+/** The product a node computes, when it is one the addon can run: float32 or bfloat16, static shapes. */
 function candidate(n: Node, inputs: readonly (Value | null)[]): Candidate | null {
   if (n.op !== 'MatMul' && n.op !== 'Gemm') return null;
   const y = n.outputs[0]!;
-  if (y.dtype !== 'float32' || !isStatic(y.shape) || inputs.some((v) => v !== null && (!isStatic(v.shape) || v.dtype !== 'float32'))) return null;
+  const dtype = y.dtype;
+  if ((dtype !== 'float32' && dtype !== 'bfloat16') || !isStatic(y.shape) || inputs.some((v) => v !== null && (!isStatic(v.shape) || v.dtype !== dtype))) return null;
   let [A, B] = [inputs[0]!, inputs[1]!];
   let [tA, tB] = [false, false];
   let C: Value | null = null;
@@ -317,7 +350,7 @@ function candidate(n: Node, inputs: readonly (Value | null)[]): Candidate | null
   }
   const leafShapes = [sa, sb, ...(C ? [C.shape as number[]] : [])];
   const computed = [A, B, ...(C ? [C] : [])].map((v) => v.node !== null);
-  return { node: n, shape, a: A, b: B, c: C, leafShapes, computed };
+  return { node: n, shape, a: A, b: B, c: C, leafShapes, computed, dtype };
 }
 
 /**
@@ -337,26 +370,29 @@ export async function takeOutProducts(outputs: readonly Value[]): Promise<readon
   for (const n of topoNodes(lowered)) {
     const c = candidate(n, n.inputs);
     if (!c) continue;
-    const key = keyOf(c.shape, threads, c.computed);
+    const key = keyOf(c.shape, threads, c.computed, c.dtype);
     found.push([n, c, key]);
-    if (!known.has(key)) missing.set(key, { key, op: n.op as 'Gemm' | 'MatMul', shape: c.shape, leafShapes: c.leafShapes, computed: c.computed });
+    if (!known.has(key)) missing.set(key, { key, op: n.op as 'Gemm' | 'MatMul', shape: c.shape, leafShapes: c.leafShapes, computed: c.computed, dtype: c.dtype, bf16: bf16Allowed(c.dtype) });
   }
   if (missing.size > 0) for (const [k, v] of Object.entries(await probeInChild([...missing.values()], threads))) known.set(k, v);
   const picks = new Map<Node, ProductChoice>();
-  for (const [n, , key] of found) {
+  for (const [n, c, key] of found) {
     const choice = known.get(key)!;
-    if (choice.lib !== null) picks.set(n, choice);
-    else if (mode() === 'all') picks.set(n, { ...choice, lib: fastest(lib, choice) });
+    if (mode() === 'all') picks.set(n, { ...choice, lib: fastest(lib, choice, c.dtype) });
+    else if (choice.lib !== null) picks.set(n, choice);
   }
   if (picks.size === 0) return outputs;
   return rewrite(lowered, (n, inputs) => {
     const choice = picks.get(n);
     if (!choice) return null;
     const c = candidate(n, inputs)!;
+    // bfloat16 operands cross the cut widened (exact); the result is rounded back where it is read.
+    const f32 = (v: Value): Value => (c.dtype === 'float32' ? v : b.cast(v, 'float32'));
     // The kernel reads its geometry back from the node: shared and flattened operands as reshapes.
-    const a = c.shape.batch === 1 && c.a.shape.length > 2 ? b.reshape(c.a, [c.shape.transA ? c.shape.k : c.shape.m, c.shape.transA ? c.shape.m : c.shape.k]) : c.a;
-    const y = apply('weft.NativeGemm', c.c ? [a, c.b, c.c] : [a, c.b], { transA: c.shape.transA ? 1 : 0, transB: c.shape.transB ? 1 : 0, lib: choice.lib! }, 1)[0]!;
-    return [fmt(y.shape) === fmt(n.outputs[0]!.shape) ? y : b.reshape(y, n.outputs[0]!.shape as number[])];
+    const a = c.shape.batch === 1 && c.a.shape.length > 2 ? b.reshape(f32(c.a), [c.shape.transA ? c.shape.k : c.shape.m, c.shape.transA ? c.shape.m : c.shape.k]) : f32(c.a);
+    const y = apply('weft.NativeGemm', c.c ? [a, f32(c.b), f32(c.c)] : [a, f32(c.b)], { transA: c.shape.transA ? 1 : 0, transB: c.shape.transB ? 1 : 0, lib: choice.lib! }, 1)[0]!;
+    const shaped = fmt(y.shape) === fmt(n.outputs[0]!.shape) ? y : b.reshape(y, n.outputs[0]!.shape as number[]);
+    return [c.dtype === 'float32' ? shaped : b.cast(shaped, c.dtype)];
   });
 }
 

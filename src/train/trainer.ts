@@ -23,7 +23,7 @@ import { Adafactor } from '../optim/adafactor.js';
 import type { FileVector } from '../optim/offload.js';
 import { warmupConstant, warmupCosine } from '../optim/schedule.js';
 import type { Schedule } from '../optim/schedule.js';
-import { setThreads } from '../runtime/executor.js';
+import { setMatmulPrecision, setThreads } from '../runtime/executor.js';
 import { graphMemory } from '../runtime/memory.js';
 import { peakRssBytes, resetPeakRss } from '../runtime/rss.js';
 import { profiler } from '../runtime/profiler.js';
@@ -235,6 +235,7 @@ export class Trainer {
     this.pg = opts.pg ?? new LocalProcessGroup();
     this.callbacks = opts.callbacks ?? [];
     setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / this.pg.size)));
+    setMatmulPrecision(cfg.train.matmulPrecision);
     mkdirSync(cfg.out, { recursive: true });
     const task = this.task = opts.task ?? taskFromConfig(cfg);
     const tp = cfg.parallel.tp;

@@ -83,7 +83,8 @@ defineOp({
  * after autodiff: it has no gradient rule). Y[..., m, n] = op(A) op(B) + C, op(X) = X^T over the
  * last two dims where transA / transB is set; A and B have the same batch dims, or one of them
  * none (it is shared by the batch); C, optional, is a bias of n or a matrix [m, n]. `lib` names
- * the library (the addon's index: 0 OpenBLAS, 1 oneDNN).
+ * the library (the addon's index: 0 OpenBLAS, 1 oneDNN, 2 oneDNN on operands rounded to bfloat16, which
+ * only bf16 mixed precision's products take: their float32 operands hold bfloat16 values).
  */
 defineOp({
   name: 'weft.NativeGemm', inputs: ['A', 'B', 'C?'], host: true, inline: true,
