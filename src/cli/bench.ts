@@ -11,13 +11,15 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bindParameters, GPT, GPT_PRESETS, PRESET_BATCH } from '../nn/index.js';
 import { AdamW } from '../optim/adamw.js';
-import { setThreads } from '../runtime/executor.js';
+import { setMatmulPrecision, setThreads } from '../runtime/executor.js';
+import type { MatmulPrecision } from '../runtime/executor.js';
 import { FlatBuffer } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
 import { ddpBuckets, DistributedDataParallel } from '../parallel/ddp.js';
 import type { DDPPrograms } from '../parallel/ddp.js';
+import type { Precision } from '../nn/step_graph.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
 import { globalNorm } from '../optim/clip.js';
@@ -66,14 +68,21 @@ function peakOf(gflops: number, cores: number): { isa: string; fraction_of_peak:
  * One weft measurement in this process, or on this rank of `pg` (data parallel: each rank trains
  * its own batch of the preset's size, tokens/s counts every rank's tokens).
  */
-/** Data parallel's settings of a measurement: bucket size (MB) and where the backward is cut (DDPOptions.programs). */
-export interface DdpBench { bucketMB: number; programs: DDPPrograms }
-export const DDP_BENCH: DdpBench = { bucketMB: 25, programs: 'tail' };
+/**
+ * A measurement's settings: the step's precision (fp32, or mixed precision: nn/step_graph.ts), its
+ * float32 products' (train.matmulPrecision: runtime/executor.ts `setMatmulPrecision`), and
+ * data parallel's bucket size (MB) and where its backward is cut (DDPOptions.programs).
+ */
+export interface BenchSettings { bucketMB: number; programs: DDPPrograms; precision: Precision; matmulPrecision: MatmulPrecision }
+export const BENCH_DEFAULTS: BenchSettings = { bucketMB: 25, programs: 'tail', precision: 'fp32', matmulPrecision: 'highest' };
 
-export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, dp: DdpBench = DDP_BENCH, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
+export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, dp: BenchSettings = BENCH_DEFAULTS, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
   const { bucketMB, programs } = dp;
+  const precision = dp.precision ?? 'fp32';
+  const stepOpts = precision === 'fp32' ? {} : { precision };
   if (!(preset in GPT_PRESETS)) throw new Error(`bench: preset must be small or medium, got '${preset}'`);
   setThreads(threads);
+  setMatmulPrecision(dp.matmulPrecision ?? 'highest');
   const cfg = GPT_PRESETS[preset];
   const [B, T] = [PRESET_BATCH[preset], cfg.ctx];
   const model = new GPT(cfg);
@@ -96,7 +105,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const grads = zero >= 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
   const opt = new AdamW(z3?.params ?? params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}), ...(offloadDir ? { offload: { dir: offloadDir, ...(z3?.file ? { params: z3.file } : {}) } } : {}) });
   const ddp = pg && pg.size > 1 && tp === 1 && !z3 ? new DistributedDataParallel(pg, params, grads, (idx, tgt) => model.loss(idx!, tgt!), {
-    bucketBytes: bucketMB * 2 ** 20, programs, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
+    bucketBytes: bucketMB * 2 ** 20, programs, step: stepOpts, ...(shardGrads ? { zero: { shard: shard!, grads: shardGrads } } : {}),
   }) : null;
   const optStep = async (): Promise<void> => {
     const part = shard ?? z3?.shard ?? null;
@@ -105,9 +114,9 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     await opt.step(shardGrads ?? grads!, 3e-4, { norm });
     if (shard) await shard.allGatherInPlace(pg!, params.flat.data);
   };
-  const tpStep = tp > 1 ? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } } })
-    : z3 ? gradStep(params, z3.grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { dp: pg! }, stores: z3.stores }, shardParameters: z3.rewrite, arena: false }) : null;
-  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!));
+  const tpStep = tp > 1 ? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { tp: pg! } }, ...stepOpts })
+    : z3 ? gradStep(params, z3.grads, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', { context: { groups: { dp: pg! }, stores: z3.stores }, shardParameters: z3.rewrite, arena: false, ...stepOpts }) : null;
+  const step = ddp ? (feeds: Parameters<typeof ddp.step>[0]) => ddp.step(feeds) : tpStep ?? gradStep(params, grads!, (idx, tgt) => model.loss(idx!, tgt!), 'fwd_bwd', stepOpts);
   if (ddp) await ddp.broadcastParameters();
   const rng = new Rng(tp > 1 ? 0 : pg?.rank ?? 0);
   const tpExposed: number[] = [];
@@ -179,7 +188,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
     rmSync(offloadDir!, { recursive: true, force: true });
   }
   return {
-    system: 'weft', preset, threads, ranks, ...(zero > 0 ? { zero } : {}), ...comm, ...tpComm, ...io, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
+    system: 'weft', preset, threads, ranks, ...(precision !== 'fp32' ? { precision } : {}), ...(dp.matmulPrecision === 'medium' ? { matmul_precision: 'medium' } : {}), ...(zero > 0 ? { zero } : {}), ...comm, ...tpComm, ...io, params: n, step_s: stepS, fwd_bwd_s: fwdBwd, optimizer_s: stepS - fwdBwd,
     tokens_per_s: (replicas * B * T) / stepS, model_gflops_per_s: (flopsPerToken * tp * replicas * B * T) / stepS / 1e9, loss,
     ...peakOf((flopsPerToken * tp * replicas * B * T) / stepS / 1e9, threads * ranks), native_products: nativeStats.calls / (steps + 3),
     held_mb: Math.round(rep.totalHeldBytes / 2 ** 20),
@@ -219,7 +228,7 @@ export function runJson(cmd: string, args: string[]): Promise<Row> {
  * independent processes bound it from the machine: `concurrent_bound` is what they achieve
  * together, `sync_bound` what synchronous training can (every step waits for the slowest copy).
  */
-export async function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; dp?: DdpBench; log?: (s: string) => void }): Promise<unknown> {
+export async function sideBySide(o: { presets: Preset[]; threads: number[]; steps: number; repeat: number; nproc?: number; dp?: BenchSettings; log?: (s: string) => void }): Promise<unknown> {
   const nproc = o.nproc ?? 1;
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   const missing = torchMissing();
@@ -229,7 +238,7 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
       const weft: Row[] = [];
       const torch: Row[] = [];
       const scaling: { alone: number; concurrent: number[]; efficiency: number; concurrent_bound: number; sync_bound: number }[] = [];
-      const worker = (n: number): string[] => [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(n), '--bucket-mb', String((o.dp ?? DDP_BENCH).bucketMB), '--programs', (o.dp ?? DDP_BENCH).programs];
+      const worker = (n: number): string[] => [cli, 'bench', '--worker', '--preset', preset, '--threads', String(threads), '--steps', String(o.steps), '--nproc', String(n), '--bucket-mb', String((o.dp ?? BENCH_DEFAULTS).bucketMB), '--programs', (o.dp ?? BENCH_DEFAULTS).programs, '--precision', (o.dp ?? BENCH_DEFAULTS).precision, '--matmul-precision', (o.dp ?? BENCH_DEFAULTS).matmulPrecision];
       for (let r = 0; r < o.repeat; r++) {
         weft.push(await runJson(process.execPath, worker(nproc)));
         const torchArgs = nproc > 1 ? ['--ddp', String(nproc)] : ['--threads', String(threads)];
@@ -266,7 +275,7 @@ export async function sideBySide(o: { presets: Preset[]; threads: number[]; step
 }
 
 /** A data-parallel measurement: `nproc` ranks (threads backend) of `threads` intra-op threads each. */
-export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, dp: DdpBench = DDP_BENCH, tp = 1, zero = 0, offload = false, pipeline?: PipelineBench): Promise<WeftMeasurement> {
+export async function measureWeftRanks(preset: Preset, threads: number, steps: number, nproc: number, dp: BenchSettings = BENCH_DEFAULTS, tp = 1, zero = 0, offload = false, pipeline?: PipelineBench): Promise<WeftMeasurement> {
   const results = await launchThreads<WeftMeasurement>({
     nproc, entry: new URL('./bench_rank.js', import.meta.url), args: { preset, threads, steps, dp, tp, zero, offload, ...(pipeline ? { pipeline } : {}) }, timeoutMs: 900_000,
   });

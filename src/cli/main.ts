@@ -13,19 +13,22 @@ import { tokenizerFromJSON } from '../data/tokenizer.js';
 import type { TokenizerJSON } from '../data/tokenizer.js';
 import { bindParameters, GPT, loadStateDict } from '../nn/index.js';
 import { gptConfig } from '../train/tasks/lm.js';
-import { setThreads } from '../runtime/executor.js';
+import { MATMUL_PRECISIONS, setThreads } from '../runtime/executor.js';
 import { latestCheckpoint, loadCheckpoint } from '../train/checkpoint.js';
 import { loadConfig, parseConfig } from '../train/config.js';
 import type { RunConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
 import { DDP_PROGRAMS } from '../parallel/ddp.js';
-import { DDP_BENCH, measureWeft, measureWeftRanks, sideBySide } from './bench.js';
+import { BENCH_DEFAULTS, measureWeft, measureWeftRanks, sideBySide } from './bench.js';
 import { launchThreads } from '../comm/threads/launch.js';
 import { initMpi } from '../comm/mpi/group.js';
-import type { DdpBench, Preset } from './bench.js';
+import type { BenchSettings, Preset } from './bench.js';
 import type { ScheduleKind } from '../parallel/pipeline_schedule.js';
 import { PRESET_BATCH } from '../nn/gpt.js';
+import { PRECISIONS } from '../nn/step_graph.js';
+import type { Precision } from '../nn/step_graph.js';
+import type { MatmulPrecision } from '../runtime/executor.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { existsSync, statSync } from 'node:fs';
 import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
@@ -34,7 +37,7 @@ import type { MemoryEstimate } from '../train/memory.js';
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--programs tail|buckets|none] [--no-torch]
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--programs tail|buckets|none] [--precision fp32|bf16|fp16] [--matmul-precision highest|medium] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
   weft bench --preset medium --nproc 2 --pp 2 [--schedule 1f1b|gpipe|interleaved] [--microbatches M] [--chunks V]   (a pipeline beside data parallel)
   weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)
@@ -136,11 +139,17 @@ async function sample(argv: string[]): Promise<void> {
 }
 
 async function bench(argv: string[]): Promise<void> {
-  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--programs', '--tp', '--zero', '--pp', '--schedule', '--microbatches', '--chunks'], ['--worker', '--no-torch', '--offload']);
+  const { opt, on } = parse(argv, ['--preset', '--threads', '--steps', '--repeat', '--nproc', '--bucket-mb', '--programs', '--precision', '--matmul-precision', '--tp', '--zero', '--pp', '--schedule', '--microbatches', '--chunks'], ['--worker', '--no-torch', '--offload']);
   const nproc = num(opt, '--nproc', 1);
-  const programs = opt.get('--programs') ?? DDP_BENCH.programs;
+  const programs = opt.get('--programs') ?? BENCH_DEFAULTS.programs;
   if (!(DDP_PROGRAMS as readonly string[]).includes(programs)) throw new UsageError(`--programs must be ${DDP_PROGRAMS.join(', ')}, got '${programs}'`);
-  const dp: DdpBench = { bucketMB: num(opt, '--bucket-mb', DDP_BENCH.bucketMB), programs: programs as DdpBench['programs'] };
+  const precision = opt.get('--precision') ?? BENCH_DEFAULTS.precision;
+  if (!(PRECISIONS as readonly string[]).includes(precision)) throw new UsageError(`--precision must be ${PRECISIONS.join(', ')}, got '${precision}'`);
+  const matmulPrecision = opt.get('--matmul-precision') ?? BENCH_DEFAULTS.matmulPrecision;
+  if (!(MATMUL_PRECISIONS as readonly string[]).includes(matmulPrecision)) throw new UsageError(`--matmul-precision must be ${MATMUL_PRECISIONS.join(', ')}, got '${matmulPrecision}'`);
+  const dp: BenchSettings = {
+    bucketMB: num(opt, '--bucket-mb', BENCH_DEFAULTS.bucketMB), programs: programs as BenchSettings['programs'], precision: precision as Precision, matmulPrecision: matmulPrecision as MatmulPrecision,
+  };
   const tp = num(opt, '--tp', 1);
   const zero = num(opt, '--zero', 0);
   const pp = num(opt, '--pp', 1);
@@ -154,7 +163,7 @@ async function bench(argv: string[]): Promise<void> {
       const pipeline = { pp, schedule, microbatches: num(opt, '--microbatches', PRESET_BATCH[p]), chunks: num(opt, '--chunks', schedule === 'interleaved' ? 2 : 1) };
       for (let r = 0; r < num(opt, '--repeat', 2); r++) {
         const data = await measureWeftRanks(p, 1, steps, nproc, dp);
-        const pipe = await measureWeftRanks(p, 1, steps, nproc, DDP_BENCH, 1, 0, false, pipeline);
+        const pipe = await measureWeftRanks(p, 1, steps, nproc, BENCH_DEFAULTS, 1, 0, false, pipeline);
         process.stdout.write(`${JSON.stringify({ preset: p, cpu: cpu.isa, pipeline: pipe, data_parallel: data, pp_over_dp_tokens_per_s: +(pipe.tokens_per_s / data.tokens_per_s).toFixed(3) }, null, 1)}\n`);
       }
     }
@@ -193,14 +202,14 @@ async function bench(argv: string[]): Promise<void> {
   const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);
   const steps = num(opt, '--steps', 10);
   if (on.has('--worker')) {
-    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc, dp) : await measureWeft(presets[0]!, threads[0]!, steps);
+    const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc, dp) : await measureWeft(presets[0]!, threads[0]!, steps, undefined, dp);
     process.stdout.write(`${JSON.stringify(m)}\n`);
     return;
   }
   if (on.has('--no-torch')) {
     for (const p of presets) {
       for (const t of threads) {
-        const m = nproc > 1 ? await measureWeftRanks(p, t, steps, nproc, dp) : await measureWeft(p, t, steps);
+        const m = nproc > 1 ? await measureWeftRanks(p, t, steps, nproc, dp) : await measureWeft(p, t, steps, undefined, dp);
         process.stdout.write(`${JSON.stringify(m)}\n`);
       }
     }
