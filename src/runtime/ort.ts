@@ -90,6 +90,49 @@ export async function optimizedModel(model: Uint8Array, opts: SessionOptions): P
   }
 }
 
+/** A tensor with its dims, as an inference session takes and returns them. */
+export interface Named { dtype: DType; dims: readonly number[]; data: TypedArray }
+
+export interface InferenceOptions {
+  threads: number;
+  /** onnxruntime's own graph optimization level (default 'all'; 'disabled' runs the graph as written). */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+/** A session over any ONNX model (deploy/): feeds and results by name, with their dims and dtypes. */
+export interface InferenceSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Readonly<Record<string, Named>>, outputs?: readonly string[]): Promise<Record<string, Named>>;
+  release(): Promise<void>;
+}
+
+/** Opens an ONNX model for inference; onnxruntime's refusal (a corrupt file, an unknown op) is rethrown naming `source`. */
+export async function createInferenceSession(model: Uint8Array, opts: InferenceOptions, source = 'model'): Promise<InferenceSession> {
+  let s: ort.InferenceSession;
+  try {
+    s = await ort.InferenceSession.create(model, {
+      intraOpNumThreads: opts.threads, interOpNumThreads: 1, executionMode: 'sequential',
+      graphOptimizationLevel: opts.optimization ?? 'all', logSeverityLevel: 3,
+    });
+  } catch (e) {
+    throw new Error(`${source}: onnxruntime cannot load it: ${(e as Error).message}`);
+  }
+  return {
+    inputNames: s.inputNames,
+    outputNames: s.outputNames,
+    async run(feeds, outputs) {
+      const f: Record<string, ort.Tensor> = {};
+      for (const [k, x] of Object.entries(feeds)) f[k] = toOrt({ dtype: x.dtype, shape: x.dims, data: x.data });
+      const out = outputs === undefined ? await s.run(f) : await s.run(f, outputs as string[]);
+      const r: Record<string, Named> = {};
+      for (const [k, t] of Object.entries(out)) r[k] = { dtype: t.type as DType, dims: t.dims, data: t.data as TypedArray };
+      return r;
+    },
+    release: () => s.release(),
+  };
+}
+
 const toFlush: ort.InferenceSession[] = [];
 /** onnxruntime writes a session's trace when profiling ends: end every profiled session at exit. */
 function profiled(s: ort.InferenceSession): void {

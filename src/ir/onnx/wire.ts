@@ -64,6 +64,16 @@ export class Writer {
     this.bytes(field, new Uint8Array(f.buffer));
   }
 
+  /** Writes a decoded field back as it came (`readFields`'s output). */
+  field(f: Field): void {
+    if (f.wire === 0) { this.int(f.field, f.num); return; }
+    if (f.wire === 2) { this.bytes(f.field, f.bytes); return; }
+    this.tag(f.field, f.wire);
+    this.reserve(f.bytes.length);
+    this.buf.set(f.bytes, this.len);
+    this.len += f.bytes.length;
+  }
+
   finish(): Uint8Array { return this.buf.slice(0, this.len); }
 }
 
