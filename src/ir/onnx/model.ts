@@ -174,6 +174,11 @@ function decodeAttr(bytes: Uint8Array, where: string): OnnxAttr {
   }
 }
 
+/** The graphs an attribute kept raw holds (AttributeProto g, field 6, and graphs, field 11). */
+export function subgraphs(rawAttr: Uint8Array): OnnxGraph[] {
+  return readFields(rawAttr, 'attribute').filter((f) => (f.field === 6 || f.field === 11) && f.wire === 2).map((f) => decodeGraph(f.bytes, 'subgraph'));
+}
+
 /** TensorProto; element types weft does not know, segments and external data stay raw. */
 export function decodeTensor(bytes: Uint8Array, where: string): OnnxTensor {
   const dims: number[] = [];
