@@ -33,6 +33,8 @@ import { cpuInfo } from '../runtime/cpu.js';
 import { existsSync, statSync } from 'node:fs';
 import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
 import type { MemoryEstimate } from '../train/memory.js';
+import { ints, num, parse, UsageError } from './args.js';
+import { BENCH_INFER_USAGE, benchInferCommand } from './bench_infer_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
@@ -43,41 +45,11 @@ const USAGE = `usage:
   weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)
   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
                                                         (predicted memory per rank, without training; docs/memory.md)
+  ${BENCH_INFER_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
 Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, mnist-cnn.json.`;
-
-class UsageError extends Error {}
-
-/** Splits argv into positionals, repeated `--set` values and single-valued flags. */
-function parse(argv: string[], flags: string[], switches: string[]): { pos: string[]; opt: Map<string, string>; sets: string[]; on: Set<string> } {
-  const pos: string[] = [];
-  const opt = new Map<string, string>();
-  const sets: string[] = [];
-  const on = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--help' || a === '-h') throw new UsageError('');
-    if (switches.includes(a)) on.add(a);
-    else if (a === '--set') sets.push(argv[++i] ?? (() => { throw new UsageError('--set needs key.path=value'); })());
-    else if (flags.includes(a)) {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      opt.set(a, v);
-    } else if (a.startsWith('--')) throw new UsageError(`unknown option ${a}`);
-    else pos.push(a);
-  }
-  return { pos, opt, sets, on };
-}
-
-function num(opt: Map<string, string>, k: string, d: number): number {
-  const v = opt.get(k);
-  if (v === undefined) return d;
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new UsageError(`${k} must be a number, got '${v}'`);
-  return n;
-}
 
 /**
  * `--nproc N` starts N ranks as worker threads (the threads backend); `--backend mpi` (or running
@@ -199,7 +171,7 @@ async function bench(argv: string[]): Promise<void> {
     return;
   }
   const presets = (opt.get('--preset') ?? 'small,medium').split(',') as Preset[];
-  const threads = (opt.get('--threads') ?? '1,2').split(',').map(Number);
+  const threads = ints(opt, '--threads', [1, 2]);
   const steps = num(opt, '--steps', 10);
   if (on.has('--worker')) {
     const m = nproc > 1 ? await measureWeftRanks(presets[0]!, threads[0]!, steps, nproc, dp) : await measureWeft(presets[0]!, threads[0]!, steps, undefined, dp);
@@ -295,6 +267,7 @@ async function main(): Promise<void> {
   else if (cmd === 'sample') await sample(rest);
   else if (cmd === 'bench') await bench(rest);
   else if (cmd === 'memory') await memory(rest);
+  else if (cmd === 'bench-infer') await benchInferCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 
