@@ -11,6 +11,7 @@ export class GraphIndex {
   private readonly readers = new Map<string, OnnxNode[]>();
   private readonly inits = new Map<string, OnnxTensor>();
   private readonly outs: Set<string>;
+  private subgraphReads: Set<string> | null = null;
 
   constructor(readonly graph: OnnxGraph) {
     for (const t of graph.initializers) this.inits.set(t.name, t);
@@ -39,11 +40,23 @@ export class GraphIndex {
     return undefined;
   }
 
-  /** Whether `name` is read only by `node` (and is not a graph output): its producer may be folded into `node`. */
+  /** Whether `name` is read only by `node` (not a graph output, not read inside a subgraph): its producer may be folded into `node`. */
   onlyReadBy(name: string, node: OnnxNode): boolean {
     const r = this.consumers(name);
-    return !this.isGraphOutput(name) && r.length > 0 && r.every((x) => x === node);
+    return !this.pinned(name) && r.length > 0 && r.every((x) => x === node);
   }
+
+  /** Whether a subgraph attribute (If, Loop, Scan bodies, at any depth) reads `name` from this graph's scope. */
+  readBySubgraph(name: string): boolean {
+    if (this.subgraphReads === null) {
+      this.subgraphReads = new Set();
+      for (const n of this.graph.nodes) for (const a of n.attrs) if (a.raw !== undefined) for (const x of rawNames(a.raw)) this.subgraphReads.add(x);
+    }
+    return this.subgraphReads.has(name);
+  }
+
+  /** A name a pass must neither rename nor remove: a graph output, or a name a subgraph reads (kept raw, so not rewritten). */
+  pinned(name: string): boolean { return this.isGraphOutput(name) || this.readBySubgraph(name); }
 }
 
 /** Every name the graph holds (inputs, outputs, initializers, node outputs). */
