@@ -69,12 +69,13 @@ test('constant folding: chains of constants become initializers; Shape of a stat
   const z = b.node('Mul', [rand, b.init('zeros', [1], [0])]);
   b.output(b.node('Add', [r, z]));
   b.output(s);
+  b.output(b.node('DequantizeLinear', [b.init('q', [4], [-3, 0, 5, 127], 'int8'), b.init('qs', [], [0.5])])); // int8 weights stay int8
   const m = b.model();
   const { out, report } = await same(m, { x: feed([2, 3], 7) }, { passes: ['fold', 'dce'] });
-  // Transpose, both Constants, Mul(wt, half) and Shape folded: 5 of 12 nodes.
+  // Transpose, both Constants, Mul(wt, half) and Shape folded: 5 of 13 nodes.
   assert.equal(pass(report, 'fold'), 5);
-  assert.deepEqual([report.nodesBefore, report.nodesAfter], [12, 7]);
-  assert.deepEqual(ops(out), ['MatMul', 'Reshape', 'Expand', 'ReduceSum', 'RandomUniform', 'Mul', 'Add']);
+  assert.deepEqual([report.nodesBefore, report.nodesAfter], [13, 8]);
+  assert.deepEqual(ops(out), ['MatMul', 'Reshape', 'Expand', 'ReduceSum', 'RandomUniform', 'Mul', 'Add', 'DequantizeLinear']);
   const folded = out.graph.initializers.find((t) => t.name === wb)!;
   assert.deepEqual(folded.dims, [3, 4]);
   assert.deepEqual(out.graph.initializers.find((t) => t.name === shape)!.data, BigInt64Array.from([2n, 4n]));

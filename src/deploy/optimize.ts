@@ -72,6 +72,8 @@ export interface PassReport {
   changes: number;
   /** Nodes it removed over every round (negative: it added nodes). */
   nodesRemoved: number;
+  /** Initializers it removed over every round (negative: it added them, as folding does). */
+  initializersRemoved: number;
 }
 
 export interface OptimizeReport {
@@ -96,7 +98,7 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
   for (const p of wanted) if (!(p in PASSES)) throw new Error(`optimize: unknown pass '${p}'; the passes are ${PASS_NAMES.join(', ')}`);
   if (opts.ortFusions === false) wanted.delete('fusions');
   const order = PASS_NAMES.filter((p) => wanted.has(p));
-  const reports = new Map<PassName, PassReport>(order.map((pass) => [pass, { pass, changes: 0, nodesRemoved: 0 }]));
+  const reports = new Map<PassName, PassReport>(order.map((pass) => [pass, { pass, changes: 0, nodesRemoved: 0, initializersRemoved: 0 }]));
   const before = { nodes: g.nodes.length, inits: g.initializers.length, ops: opCounts(g) };
 
   const dangling = danglingNames(g); // an input model's own, not a pass's
@@ -106,7 +108,7 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
     rounds++;
     let changed = 0;
     for (const name of order) {
-      const n0 = g.nodes.length;
+      const [n0, i0] = [g.nodes.length, g.initializers.length];
       const c = await PASSES[name](g, ctx);
       if (c === 0) continue;
       changed += c;
@@ -116,6 +118,7 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
       const r = reports.get(name)!;
       r.changes += c;
       r.nodesRemoved += n0 - g.nodes.length;
+      r.initializersRemoved += i0 - g.initializers.length;
     }
     if (changed === 0) break;
   }
@@ -136,7 +139,8 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
 /** The report as lines for a terminal. */
 export function formatReport(r: OptimizeReport): string {
   const lines = [`nodes ${r.nodesBefore} -> ${r.nodesAfter}, initializers ${r.initializersBefore} -> ${r.initializersAfter} (${r.rounds} round${r.rounds === 1 ? '' : 's'})`];
-  for (const p of r.passes) lines.push(`  ${p.pass.padEnd(9)} ${String(p.changes).padStart(5)} rewrite${p.changes === 1 ? ' ' : 's'}  ${p.nodesRemoved >= 0 ? '-' : '+'}${Math.abs(p.nodesRemoved)} nodes`);
+  const delta = (n: number): string => (n > 0 ? `-${n}` : n < 0 ? `+${-n}` : '0');
+  for (const p of r.passes) lines.push(`  ${p.pass.padEnd(9)} ${String(p.changes).padStart(5)} rewrite${p.changes === 1 ? ' ' : 's'}  nodes ${delta(p.nodesRemoved).padStart(5)}  initializers ${delta(p.initializersRemoved).padStart(5)}`);
   const ops = (m: Record<string, number>): string => Object.entries(m).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k} x${v}`).join(', ');
   lines.push(`  ops before: ${ops(r.opsBefore) || '(none)'}`, `  ops after:  ${ops(r.opsAfter) || '(none)'}`);
   if (r.passedThrough.length > 0) lines.push(`  passed through: ${r.passedThrough.map((p) => `${p.op}${p.domain === '' ? '' : ` (${p.domain})`} x${p.count}`).join(', ')}`);

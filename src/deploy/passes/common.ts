@@ -67,10 +67,11 @@ export function bypass(g: OnnxGraph, idx: GraphIndex, node: OnnxNode, src: strin
  */
 export function eachNode(g: OnnxGraph, fn: (n: OnnxNode, idx: GraphIndex) => boolean): number {
   let idx = new GraphIndex(g);
+  let live = new Set(g.nodes);
   let changes = 0;
   for (const n of [...g.nodes]) {
-    if (!g.nodes.includes(n)) continue;
-    if (fn(n, idx)) { changes++; idx = new GraphIndex(g); }
+    if (!live.has(n)) continue;
+    if (fn(n, idx)) { changes++; idx = new GraphIndex(g); live = new Set(g.nodes); }
   }
   return changes;
 }

@@ -7,37 +7,46 @@
  * onnxruntime lacks), each node is tried alone and the ones that fail are left as they are.
  * Shape and Size of a value whose shape is fully static fold without a session.
  *
- * Refused: ops that draw random numbers (RandomNormal*, RandomUniform*, Multinomial, Bernoulli) and
- * Dropout (identity at inference, removed by the no-op pass; folding could bake a training-mode mask);
+ * Refused: ops that draw random numbers (RandomNormal*, RandomUniform*, Multinomial, Bernoulli),
+ * Dropout (identity at inference, removed by the no-op pass; folding could bake a training-mode mask),
+ * DequantizeLinear (a quantized model's weights stay int8 beside their scales, the QDQ form runtimes
+ * turn into integer kernels; onnxruntime's folding skips it too);
  * other domains' ops; ops with subgraph attributes (If, Loop, Scan: their bodies may read names
  * the one-node model lacks); inputs kept opaque (external data, strings); results of a type weft
  * does not model; and a node whose results are larger than both its constant inputs and
- * `foldMaxBytes` (64 KiB by default): Expand, Tile, ConstantOfShape, Range, or DequantizeLinear of
- * int8 weights would grow the file rather than save work, as onnxruntime's own folding declines.
+ * `foldMaxBytes` (64 KiB by default): an Expand, Tile, ConstantOfShape or Range that big would grow
+ * the file rather than save work.
  */
-import { allocate, ONNX_CODE } from '../../ir/dtype.js';
+import { allocate, BYTES, ONNX_CODE } from '../../ir/dtype.js';
 import type { DType } from '../../ir/dtype.js';
 import type { OnnxGraph, OnnxModel, OnnxNode, OnnxTensor } from '../../ir/onnx/model.js';
 import { attrInt, encodeModel, tensorOf } from '../../ir/onnx/model.js';
 import { createInferenceSession } from '../../runtime/ort.js';
 import { GraphIndex } from '../graph.js';
 import type { PassContext } from './common.js';
-import { isOnnx, opsetOf, typesOf } from './common.js';
+import { dtypeOfCode, isOnnx, opsetOf, typesOf } from './common.js';
 import { isStatic } from './shapes.js';
+import type { ValueType } from './shapes.js';
 
-const REFUSED = new Set(['RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli', 'Dropout']);
+const REFUSED = new Set(['RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Multinomial', 'Bernoulli', 'Dropout', 'DequantizeLinear']);
 
 export async function foldConstants(g: OnnxGraph, ctx: PassContext): Promise<number> {
   let changes = foldStaticShapes(g, ctx);
   const idx = new GraphIndex(g);
-  const known = new Set<string>(['']);
-  const isConst = (name: string): boolean => known.has(name) || (idx.constant(name)?.data ?? null) !== null;
+  const types = typesOf(g, ctx);
+  const known = new Map<string, number>([['', 0]]); // name -> bytes, for constants and candidates' results
+  const bytesOf = (name: string): number | undefined => known.get(name) ?? idx.constant(name)?.data?.byteLength;
   const candidates: OnnxNode[] = [];
   for (const n of g.nodes) {
     if (!isOnnx(n) || REFUSED.has(n.op) || n.op.includes('Sequence') || n.op.startsWith('Optional')) continue;
-    if (n.attrs.some((a) => a.raw !== undefined) || !n.inputs.every(isConst)) continue;
+    if (n.attrs.some((a) => a.raw !== undefined) || !n.inputs.every((i) => bytesOf(i) !== undefined)) continue;
+    // A result known to be too big is not even computed (inference says its size: 1 GiB Expands stay unmade).
+    const inBytes = [...new Set(n.inputs)].reduce((p, i) => p + bytesOf(i)!, 0);
+    const outBytes = n.outputs.map((o) => staticBytes(types.get(o)));
+    if (outBytes.reduce<number>((p, b) => p + (b ?? 0), 0) > Math.max(inBytes, ctx.foldMaxBytes)) continue;
     candidates.push(n);
-    for (const o of n.outputs) known.add(o);
+    // Unknown sizes count as the bound: a chain through them is judged again when the values exist.
+    n.outputs.forEach((o, k) => known.set(o, outBytes[k] ?? ctx.foldMaxBytes));
   }
   if (candidates.length === 0) return changes;
   const lookup = (name: string): OnnxTensor | undefined => idx.constant(name);
@@ -68,6 +77,12 @@ export async function foldConstants(g: OnnxGraph, ctx: PassContext): Promise<num
   g.nodes = g.nodes.filter((n) => !accepted.has(n));
   changes += accepted.size;
   return changes;
+}
+
+/** Bytes of a value whose type and shape are known and static, else undefined. */
+function staticBytes(t: ValueType | undefined): number | undefined {
+  const d = t === undefined || t.elemType === 0 ? null : dtypeOfCode(t.elemType);
+  return d === null || t === undefined || !isStatic(t.shape) ? undefined : t.shape.reduce((p, q) => p * q, BYTES[d]);
 }
 
 /** Shape and Size of a name whose shape is known and fully static become int64 initializers. */
