@@ -13,6 +13,8 @@
 import { autocast } from '../ir/autocast.js';
 import type { HalfDType } from '../ir/autocast.js';
 import * as b from '../ir/build.js';
+import { qat } from '../ir/qat.js';
+import type { QatOptions } from '../ir/qat.js';
 import type { Value } from '../ir/graph.js';
 import { grad } from '../autodiff/grad.js';
 import { checkpoint } from '../autodiff/checkpoint.js';
@@ -43,6 +45,11 @@ export interface StepGraphOptions {
    * before the backward (dynamic loss scaling): gradients come out scaled by it.
    */
   lossScale?: boolean;
+  /**
+   * Quantization-aware training: the forward's parameter products on fake-quantized int8 operands
+   * (ir/qat.ts), before the backward; fp32 only.
+   */
+  qat?: Omit<QatOptions, 'params' | 'observe'>;
   /** Recompute each unit's forward in the backward (units: module-path globs, scoped by nn `scopeModules`). */
   checkpointing?: CheckpointOptions;
   /**
@@ -87,6 +94,12 @@ export function traceStepGraph<A extends FloatArray>(params: BoundParameters<A>,
   const upd = takeBufferUpdates(params);
   let updates = upd.values.map((t) => t.value);
   const half = computeDtype(o.precision ?? 'fp32');
+  if (o.qat !== undefined) {
+    if (half !== null) throw new Error(`qat with precision ${o.precision}: quantization-aware training runs in fp32`);
+    const q = qat([l, ...updates], { ...o.qat, params: new Map(slots.map((s, i) => [wrt[i]!, s.name])) });
+    l = q.outputs[0]!;
+    updates = q.outputs.slice(1);
+  }
   if (half !== null) {
     const cast = autocast([l, ...updates], { dtype: half, params: new Set(wrt), who: `precision ${o.precision}` });
     l = cast[0]!;

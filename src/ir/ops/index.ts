@@ -8,3 +8,4 @@ import './nn.js';
 import './vision.js';
 import './collective.js';
 import './storage.js';
+import './quant.js';
