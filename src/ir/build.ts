@@ -4,7 +4,7 @@
  */
 import type { DType, TypedArray } from './dtype.js';
 import { fromNumbers, ONNX_CODE } from './dtype.js';
-import { Value } from './graph.js';
+import { topoNodes, Value } from './graph.js';
 import { apply, apply1 } from './registry.js';
 export { apply, apply1 };
 import type { Dim } from './shape.js';
@@ -71,8 +71,55 @@ export const cumSum = (a: Value, axis: number, o: { exclusive?: boolean; reverse
 export const reduceSumSquare = (a: Value, axes: readonly number[], keepdims = true): Value =>
   apply1('ReduceSumSquare', [a], { axes: [...axes], keepdims: keepdims ? 1 : 0 });
 
-/** Reshape to `shape` (ONNX semantics: 0 copies, -1 infers). */
-export const reshape = (a: Value, shape: readonly number[]): Value => apply1('Reshape', [a, ints(shape)]);
+/**
+ * Reshape to `shape` (ONNX semantics: 0 copies, -1 infers). A symbolic dim in `shape` is read at
+ * run time from the value of `a`'s graph that carries it (`shapeDims`):
+ *
+ *   b.reshape(x, ['batch', 'seq', 3, -1, 64])   // x [batch*seq, 3 d] -> [batch, seq, 3, heads, 64]
+ */
+export const reshape = (a: Value, shape: readonly Dim[]): Value =>
+  apply1('Reshape', [a, isStatic(shape) ? ints(shape) : shapeDims(a, shape)]);
+
+/**
+ * `dims` as an int64 [rank] vector: a constant when every dim is a number; otherwise a Concat of
+ * constants and, for each symbolic dim, a Slice of the Shape of a value in `from`'s graph (`from`
+ * or an ancestor: in practice the graph input) that has the dim. Shape inference reads the dims
+ * back (ops/shape.ts `runtimeDims`), so a Reshape, Expand or ConstantOfShape of it keeps them.
+ */
+export function shapeDims(from: Value, dims: readonly Dim[]): Value {
+  if (isStatic(dims)) return ints(dims);
+  const pending = new Set(dims.filter((d): d is string => typeof d === 'string'));
+  const found = new Map<string, Value>();
+  const look = (v: Value | null): void => {
+    if (v === null) return;
+    v.shape.forEach((d, k) => {
+      if (typeof d === 'string' && pending.has(d)) { pending.delete(d); found.set(d, slice(shapeOf(v), [k], [k + 1], [0])); }
+    });
+  };
+  look(from);
+  for (const n of pending.size ? topoNodes([from]).reverse() : []) {
+    for (const v of n.inputs) look(v);
+    if (pending.size === 0) break;
+  }
+  if (pending.size) throw new Error(`shapeDims: no value in the graph of ${from.toString()} has the symbolic dim '${[...pending][0]}'`);
+  const parts: Value[] = [];
+  let run: number[] = [];
+  for (const d of dims) {
+    if (typeof d === 'number') { run.push(d); continue; }
+    if (run.length) parts.push(ints(run));
+    run = [];
+    parts.push(found.get(d)!);
+  }
+  if (run.length) parts.push(ints(run));
+  return parts.length === 1 ? parts[0]! : concat(parts, 0);
+}
+
+/** 0, 1, ..., n - 1 as int64 [n]; a symbolic n is read at run time from `from`'s graph (an exclusive CumSum of ones). */
+export function arange(n: Dim, from: Value): Value {
+  if (typeof n === 'number') return ints(Array.from({ length: n }, (_, i) => i));
+  const ones = apply1('ConstantOfShape', [shapeDims(from, [n])], { value: { dtype: 'int64', shape: [1], data: fromNumbers('int64', [1]) } });
+  return cumSum(ones, 0, { exclusive: true });
+}
 
 /** Reshape to another value's shape, through a Shape node when that shape is symbolic. */
 export function reshapeLike(a: Value, like: { shape: readonly Dim[] } & Partial<Value>): Value {

@@ -61,7 +61,7 @@ export function broadcastShapes(shapes: Shape[], describe: (i: number) => string
  * Resolves an ONNX Reshape target (0 copies the input dim, -1 is inferred). A -1 facing symbolic
  * input dims resolves to the product expression when the static part divides evenly.
  */
-export function reshapeTarget(input: Shape, target: readonly number[], what: string): Dim[] {
+export function reshapeTarget(input: Shape, target: readonly Dim[], what: string): Dim[] {
   const out: Dim[] = target.map((t, i) => (t === 0 ? input[i]! : t));
   const neg = target.filter((t) => t === -1).length;
   if (neg > 1) throw new Error(`${what}: shape ${fmt(target)} has more than one -1`);

@@ -11,6 +11,7 @@ import { compileSchedule, hasHostOps } from '../runtime/schedule.js';
 import { takeOutProducts } from '../runtime/native_products.js';
 import type { Schedule, ScheduleStats } from '../runtime/schedule.js';
 import { fmt } from '../ir/shape.js';
+import type { Dim } from '../ir/shape.js';
 import type { Value } from '../ir/graph.js';
 import { placeholder, Tensor } from './tensor.js';
 
@@ -41,18 +42,25 @@ export interface CompileOptions {
   context?: unknown;
   /** onnxruntime's CPU arena for the schedule's programs (runtime/ort.ts `SessionOptions.arena`); default on. */
   arena?: boolean;
+  /**
+   * Dims traced symbolically, per input: a name at dim k makes one trace serve every size fed
+   * there (a KV cache that grows by a position per call); null (or a missing entry) keeps the fed
+   * size, one trace per signature. `symbolic: [null, [null, null, 'past', null]]`.
+   */
+  symbolic?: readonly (readonly (string | null)[] | null)[];
 }
 
 export function compile(fn: (...inputs: Tensor[]) => Tensor[], name = fn.name || 'compiled', opts: CompileOptions = {}): Compiled {
   const cache = new Map<string, { program: Program } | { schedule: Schedule }>();
   let traces = 0;
   let last: Schedule | null = null;
+  const dims = (f: Signature, i: number): Dim[] => f.shape.map((d, k) => opts.symbolic?.[i]?.[k] ?? d);
   const trace = (...inputs: Signature[]): Traced => {
-    const ph = inputs.map((f, i) => placeholder(f.shape, f.dtype, `arg${i}`));
+    const ph = inputs.map((f, i) => placeholder(dims(f, i), f.dtype, `arg${i}`));
     return { outputs: fn(...ph).map((t) => t.value), inputs: ph.map((t) => t.value) };
   };
   const run = async (...inputs: Feed[]): Promise<TypedArray[]> => {
-    const sig = inputs.map((f) => `${f.dtype}${fmt(f.shape)}`).join(';');
+    const sig = inputs.map((f, i) => `${f.dtype}${fmt(dims(f, i))}`).join(';');
     let p = cache.get(sig);
     if (p === undefined) {
       traces++;

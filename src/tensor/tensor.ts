@@ -50,7 +50,7 @@ export class Tensor {
   sum(axes?: readonly number[], keepdims = false): Tensor { return Tensor.w(b.reduceSum(this.value, axes ?? allAxes(this), keepdims)); }
   mean(axes?: readonly number[], keepdims = false): Tensor { return Tensor.w(b.reduceMean(this.value, axes ?? allAxes(this), keepdims)); }
   max(axes?: readonly number[], keepdims = false): Tensor { return Tensor.w(b.reduceMax(this.value, axes ?? allAxes(this), keepdims)); }
-  reshape(shape: readonly number[]): Tensor { return Tensor.w(b.reshape(this.value, shape)); }
+  reshape(shape: readonly Dim[]): Tensor { return Tensor.w(b.reshape(this.value, shape)); }
   transpose(perm?: readonly number[]): Tensor { return Tensor.w(b.transpose(this.value, perm ?? allAxes(this).reverse())); }
   /** Swaps the last two dims. */
   get T(): Tensor { return Tensor.w(b.transposeLast2(this.value)); }

@@ -1,6 +1,7 @@
 import * as b from '../build.js';
 import type { DType } from '../dtype.js';
-import { defineOp } from '../registry.js';
+import { constInts, defineOp } from '../registry.js';
+import type { Value } from '../graph.js';
 import type { GradCtx, InferCtx } from '../registry.js';
 import type { Dim } from '../shape.js';
 import { broadcastShapes, fmt, isStatic, normAxis, reshapeTarget } from '../shape.js';
@@ -13,9 +14,11 @@ defineOp({
   name: 'Reshape', inputs: ['data', 'shape'], nondiff: [1], attrs: { allowzero: { kind: 'int', default: 0 } },
   infer: (c) => {
     const x = c.input(0);
-    const target = c.ints(1);
-    // A Shape-of-another-value target (used by gradients of symbolic graphs).
-    if (target === null) return [{ dtype: x.dtype, shape: shapeFromShapeNode(c, 1) }];
+    // A run-time target: the Shape of another value (gradients of symbolic graphs), or the
+    // Concat of constants and slices of Shapes that `b.shapeDims` builds for symbolic dims.
+    const known = c.ints(1);
+    const target = known ?? shapeFromShapeNode(c, 1);
+    if (known === null && !target.some((d) => d === 0 || d === -1)) return [{ dtype: x.dtype, shape: target }];
     try { return [{ dtype: x.dtype, shape: reshapeTarget(x.shape, target, c.op) }]; } catch (e) {
       return c.fail(`${c.describe(0)} cannot take shape ${fmt(target)}: ${(e as Error).message.replace(/^Reshape: /, '')}`);
     }
@@ -91,7 +94,7 @@ defineOp({
         c.fail(`${c.describe(i)} does not match ${c.describe(0)} outside axis ${axis}`);
       }
       const d = v!.shape[axis]!;
-      total = typeof total === 'number' && typeof d === 'number' ? total + d : `${total}+${d}`;
+      total = typeof total === 'number' && typeof d === 'number' ? total + d : total === 0 ? d : `${total}+${d}`;
     });
     return [{ dtype: first.dtype, shape: first.shape.map((d, k) => (k === axis ? total : d)) }];
   },
@@ -216,11 +219,33 @@ defineOp({
   infer: (c) => [{ dtype: 'int64', shape: [c.input(0).rank] }],
 });
 
-/** The dims a Shape node's source has, for shape inputs computed at run time. */
+/** The dims a shape input computed at run time holds (`runtimeDims`), or a failure naming the input. */
 function shapeFromShapeNode(c: InferCtx, i: number): readonly Dim[] {
-  const src = c.input(i).node;
-  if (src?.op === 'Shape' && src.inputs[0]) return src.inputs[0].shape;
-  return c.fail(`${c.describe(i)} must be a constant or the Shape of a value`);
+  return runtimeDims(c.input(i)) ?? c.fail(`${c.describe(i)} must be a constant, the Shape of a value, a constant Slice of one, or a Concat of these`);
+}
+
+/**
+ * The dims an int64 shape vector computed in the graph holds: a constant, the Shape of a value, a
+ * step-1 Slice of one along axis 0 with constant bounds, or a Concat of these (what
+ * `b.shapeDims` builds for targets with symbolic dims). Null when `v` is none of them.
+ */
+export function runtimeDims(v: Value): Dim[] | null {
+  const k = constInts(v);
+  if (k !== null) return k;
+  const n = v.node;
+  if (n === null) return null;
+  if (n.op === 'Shape') return n.inputs[0] ? [...n.inputs[0].shape] : null;
+  if (n.op === 'Concat' && n.attrs['axis'] === 0) {
+    const parts = n.inputs.map((x) => (x === null ? null : runtimeDims(x)));
+    return parts.every((p) => p !== null) ? (parts as Dim[][]).flat() : null;
+  }
+  if (n.op === 'Slice' && n.inputs[0]) {
+    const [src, starts, ends, axes, steps] = [runtimeDims(n.inputs[0]), constInts(n.inputs[1] ?? null), constInts(n.inputs[2] ?? null), n.inputs[3] ? constInts(n.inputs[3]) : [0], n.inputs[4] ? constInts(n.inputs[4]) : [1]];
+    if (src === null || starts?.length !== 1 || ends?.length !== 1 || axes?.[0] !== 0 || steps?.[0] !== 1) return null;
+    const at = (e: number): number => Math.min(Math.max(e < 0 ? e + src.length : e, 0), src.length);
+    return src.slice(at(starts[0]!), at(ends[0]!));
+  }
+  return null;
 }
 
 defineOp({
