@@ -33,9 +33,9 @@ const POOL = new Set(['MaxPool', 'AveragePool', 'LpPool']);
 
 /** Every op some rule here knows (the report's "passed through" lists the others). */
 export const KNOWN_OPS: ReadonlySet<string> = new Set([
-  ...SAME, ...BOOL_SAME, ...BROADCAST, ...BOOL_BROADCAST, ...REDUCE, ...POOL, 'Where', 'Cast', 'CastLike', 'MatMul', 'Gemm', 'Conv', 'ConvTranspose',
+  ...SAME, ...BOOL_SAME, ...BROADCAST, ...BOOL_BROADCAST, ...REDUCE, ...POOL, 'Where', 'Cast', 'CastLike', 'MatMul', 'Gemm', 'Conv',
   'GlobalAveragePool', 'GlobalMaxPool', 'Flatten', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze', 'Concat', 'Slice', 'Gather', 'Shape',
-  'Size', 'Constant', 'ConstantOfShape', 'Expand', 'Pad', 'Tile', 'ArgMax', 'ArgMin', 'QuantizeLinear', 'DequantizeLinear', 'Split',
+  'Size', 'Constant', 'ConstantOfShape', 'Expand', 'Pad', 'Tile', 'ArgMax', 'ArgMin', 'QuantizeLinear', 'DequantizeLinear',
 ]);
 
 export const dimsEqual = (a: Dim, b: Dim): boolean => a !== null && a === b;
@@ -202,8 +202,8 @@ function rule(n: OnnxNode, get: Get, ints: Ints, opset: number): ValueType[] {
       const a = norm(attrInt(n, 'axis', 0), s.length);
       return [t(attrInt(n, 'keepdims', 1) ? s.map((d, i) => (i === a ? 1 : d)) : s.filter((_, i) => i !== a), INT64)];
     }
-    case 'QuantizeLinear': return [t(s, get(n.inputs[2]).elemType || 2)];
-    case 'DequantizeLinear': return [t(s, get(n.inputs[1]).elemType)];
+    case 'QuantizeLinear': return [t(s, attrInt(n, 'output_dtype', 0) || get(n.inputs[2]).elemType || 2)];
+    case 'DequantizeLinear': return [t(s, attrInt(n, 'output_dtype', 0) || get(n.inputs[1]).elemType)];
     default: break;
   }
   if (REDUCE.has(op)) {
