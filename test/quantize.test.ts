@@ -71,6 +71,9 @@ test('per-channel weights: s8, scale = max|column| / 127, q = round(w / scale) t
     for (let k = 0; k < K; k++) assert.equal((B.data as Int8Array)[k * N + j], Math.max(-127, Math.min(127, rint(W[k * N + j]! / sj))), `q[${k}, ${j}]`);
   }
   assert.deepEqual(report.weightBytes, { float32: 4 * K * N, int8: K * N });
+  const reduced = quantize(decodeModel(bytes), { reduceRange: true }).model;
+  const Br = init(reduced, reduced.graph.nodes.find((n) => n.op === 'DynamicQuantizeMatMul')!.inputs[1]!).data as Int8Array;
+  assert.equal(Math.max(...Br.map(Math.abs)), 63, 'reduceRange: 7-bit weights, max|col| / 63');
 
   // The GPT's tied head is a Gemm with transB: B is transposed to [d, vocab], one scale per vocabulary column.
   const gpt = decodeModel(gptOnnx(tinyGpt(), 1, 8));
@@ -181,6 +184,21 @@ test('static QDQ: u8 activations, s8 per-channel weights, int32 biases; onnxrunt
   assert.equal(count(optimized, 'QLinearConv'), 2, optimized.join(' '));
   assert.equal(count(optimized, 'QGemm'), 2, optimized.join(' '));
   assert.equal(count(optimized, 'Conv') + count(optimized, 'Gemm') + count(optimized, 'Relu'), 0, 'no float product or Relu left');
+});
+
+test('static QDQ: MatMul -> Relu -> MatMul runs as QLinearMatMul (the Relu folded into its Q) and MatMulIntegerToFloat', async () => {
+  const x = w.placeholder(['batch', 64], 'float32', 'x');
+  const [W1, W2] = [w.tensor(uniform(64 * 96, 3), [64, 96]), w.tensor(uniform(96 * 32, 4), [96, 32])];
+  const bytes = w.toModelProto({ inputs: [x.value], outputs: [x.matmul(W1).relu().matmul(W2).value], outputNames: ['y'], initializers: [W1.value, W2.value] });
+  const model = decodeModel(bytes);
+  const batch = feed('x', [8, 64], uniform(512, 5));
+  const { model: q, report } = quantize(model, { mode: 'static', calibration: await calibrate(model, [batch]), minWeights: 0 });
+  assert.deepEqual(report.quantized.map((r) => r.weight), [[64, 96], [96, 32]]);
+  const optimized = opsOf(decodeModel(await optimizedModel(encodeModel(q), { threads: 1, disabledOptimizers: [] })));
+  assert.deepEqual(optimized, ['QuantizeLinear', 'QLinearMatMul', 'MatMulIntegerToFloat']);
+  const [ref, got] = [await run(bytes, batch), await run(encodeModel(q), batch)];
+  const scale = ref.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+  assert.ok(got.every((v, i) => Math.abs(v - ref[i]!) < 0.02 * scale) && got.some((v, i) => v !== ref[i]));
 });
 
 test('calibration: with an outlier, minmax spans it, percentile and entropy clip it', async () => {
