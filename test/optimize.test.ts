@@ -174,7 +174,7 @@ test('MatMul + Add -> Gemm for a 2-D A with a constant B and a broadcastable bia
   assert.equal(count(out, 'Add'), 2);
 });
 
-test('onnxruntime fusions: Conv + six activations -> FusedConv, Gemm + four -> FusedGemm; Gemm + Clip and a shared Conv stay; off without ortFusions', async () => {
+test('onnxruntime fusions: Conv + six activations -> FusedConv, Gemm + four -> FusedGemm; Gemm + Clip, a shared Conv and a quantized (QDQ) Conv stay; off without ortFusions', async () => {
   const b = new GraphBuilder();
   const x = b.input('x', ['n', 2, 6, 6]);
   // Seed 9's Conv has no bias, seed 27's Gemm no C.
@@ -195,13 +195,19 @@ test('onnxruntime fusions: Conv + six activations -> FusedConv, Gemm + four -> F
   b.output(b.node('Sigmoid', [gemm(25)]));
   b.output(b.node('Tanh', [gemm(27)]));
   b.output(b.node('Clip', [gemm(29), 'lo', 'hi']));
+  // A quantized (QDQ) Conv + Relu stays for onnxruntime's QLinearConv.
+  const dq = (v: string, k: string): string => b.node('DequantizeLinear', [v, b.init(`${k}s`, [], [0.05]), b.init(`${k}z`, [], [0], 'int8')]);
+  const qx = b.node('QuantizeLinear', [x, 'xqs', b.init('xqz', [], [0], 'int8')]);
+  b.init('xqs', [], [0.05]);
+  const qc = b.node('Conv', [dq(qx, 'dx'), dq(b.init('wq', [3, 2, 1, 1], [1, -2, 3, -4, 5, -6], 'int8'), 'dw')]);
+  b.output(b.node('DequantizeLinear', [b.node('QuantizeLinear', [b.node('Relu', [qc]), 'xqs', 'xqz']), 'xqs', 'xqz']));
   const m = b.model();
   const feeds = { x: feed([2, 2, 6, 6], 8), x2: feed([5, 4], 9) };
   const { out, report } = await same(m, feeds, { passes: ['fusions'] });
   assert.equal(pass(report, 'fusions'), 10);
   assert.equal(count(out, 'com.microsoft:FusedConv'), 6);
   assert.equal(count(out, 'com.microsoft:FusedGemm'), 4);
-  assert.deepEqual(ops(out).filter((o) => !o.startsWith('com.microsoft')).sort(), ['Clip', 'Conv', 'Gemm', 'Relu']);
+  assert.deepEqual(ops(out).filter((o) => !o.startsWith('com.microsoft') && !/QuantizeLinear$/i.test(o)).sort(), ['Clip', 'Conv', 'Conv', 'Gemm', 'Relu', 'Relu']);
   assert.deepEqual(out.graph.nodes.find((n) => n.inputs[1] === 'w3')!.attrs.find((a) => a.name === 'activation_params')!.value, [-0.5, Math.fround(0.8)]);
   assert.ok(out.opsets.some((o) => o.domain === 'com.microsoft' && o.version === 1));
   assert.equal(m.opsets.length, 1, 'the input model is not modified');

@@ -8,7 +8,8 @@
  *   Gemm + Relu | Sigmoid | Tanh | LeakyRelu | HardSigmoid -> FusedGemm
  *     (Gemm's attributes, `activation`, `activation_alpha`, `activation_beta`; FusedGemm has no Clip)
  * Refused unless the product's result is float32, read by the activation alone, and Clip's bounds
- * are constants.
+ * are constants; and inside a quantized (QDQ) group (a DequantizeLinear input, a QuantizeLinear
+ * reader), which onnxruntime turns into integer kernels only while it is plain Conv/Gemm.
  */
 import type { OnnxAttr, OnnxGraph, OnnxNode } from '../../ir/onnx/model.js';
 import { attrFloat, attrs } from '../../ir/onnx/model.js';
@@ -27,6 +28,9 @@ export function fuseOrtActivations(g: OnnxGraph, ctx: PassContext): number {
     const x = act.inputs[0] ?? '';
     const p = idx.producer(x);
     if (p === undefined || !(isOnnx(p, 'Conv') || isOnnx(p, 'Gemm')) || !idx.onlyReadBy(x, act) || types.get(x)?.elemType !== 1) return false;
+    // A quantized (QDQ) group, DequantizeLinear -> Conv -> Relu -> QuantizeLinear, is what onnxruntime
+    // turns into QLinearConv / QGemm; as FusedConv it would no longer match and would run in float.
+    if (p.inputs.some((i) => idx.producer(i)?.op === 'DequantizeLinear') || idx.consumers(act.outputs[0] ?? '').some((r) => r.op === 'QuantizeLinear')) return false;
     const params = activationParams(act, idx, opset);
     if (params === null) return false;
     let extra: OnnxAttr[];
