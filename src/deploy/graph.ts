@@ -127,7 +127,7 @@ export function topoSort(g: OnnxGraph): void {
 
 /** Replaces every read of `from` with `to` (node inputs; a graph output named `from` is renamed only if `outputs`). */
 export function renameUses(g: OnnxGraph, from: string, to: string): void {
-  for (const n of g.nodes) n.inputs = n.inputs.map((i) => (i === from ? to : i));
+  for (const n of g.nodes) if (n.inputs.includes(from)) n.inputs = n.inputs.map((i) => (i === from ? to : i));
 }
 
 export { decodeTensor };
