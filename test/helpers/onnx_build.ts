@@ -28,7 +28,7 @@ export class GraphBuilder {
   readonly outputs: OnnxValueInfo[] = [];
   private count = 0;
 
-  input(name: string, shape: (number | string)[], dtype: DType = 'float32'): string {
+  input(name: string, shape: (number | string | null)[], dtype: DType = 'float32'): string {
     this.inputs.push({ name, elemType: ONNX_CODE[dtype], shape });
     return name;
   }

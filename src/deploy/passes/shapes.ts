@@ -49,7 +49,8 @@ export function broadcast(shapes: (Dim[] | null)[]): Dim[] | null {
   const r = Math.max(0, ...ss.map((s) => s.length));
   const out: Dim[] = [];
   for (let i = 0; i < r; i++) {
-    const ds = ss.map((s) => s[s.length - r + i] ?? 1).filter((d) => d !== 1);
+    // A missing leading dim broadcasts as 1; an unknown one (null) stays unknown.
+    const ds = ss.map((s) => (s.length - r + i < 0 ? 1 : s[s.length - r + i]!)).filter((d) => d !== 1);
     const n = ds.find((d) => typeof d === 'number');
     const syms = ds.filter((d): d is string => typeof d === 'string');
     if (ds.length === 0) out.push(1);
