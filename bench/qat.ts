@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { benchInfer } from '../src/deploy/bench_infer.js';
 import { calibrate as calibrateOnnx } from '../src/deploy/calibrate.js';
 import { quantize } from '../src/deploy/quantize.js';
-import { calibrate, exportQdq, qatForward } from '../src/deploy/qat.js';
+import { calibrateRanges, exportQdq, qatForward } from '../src/deploy/qat.js';
 import type { QatModel } from '../src/deploy/qat.js';
 import { mnist } from '../src/data/mnist.js';
 import type { ImageDataset } from '../src/data/images.js';
@@ -148,7 +148,7 @@ async function main(): Promise<void> {
   const tTrain = performance.now();
   // exportQdq with no product quantized is the float export (MaxPool without its Indices output, as the int8 models).
   const fp32 = exportQdq(model, { input: INPUT, ranges: {}, ops: [] });
-  const ptqRanges = await calibrate(model, calib, { quantize: false, aggregate: 'minmax' });
+  const ptqRanges = await calibrateRanges(model, calib, { quantize: false, aggregate: 'minmax' });
   const ptq = exportQdq(model, { input: INPUT, ranges: ptqRanges });
   const ptqOrt = await weftQuantize(fp32, calib);
 
@@ -161,7 +161,7 @@ async function main(): Promise<void> {
   const ftLoss = await train(new AdamW(bound.flat, { lr: 2e-4, weightDecay: 0.01 }), () => gradStep(bound, grads, loss, 'fp32'),
     () => batchOf(trainSet, ftDraw()), qatSteps, qLr, grads);
   const fp32Ft = exportQdq(model, { input: INPUT, ranges: {}, ops: [] });
-  const ptqFt = exportQdq(model, { input: INPUT, ranges: await calibrate(model, calib, { quantize: false, aggregate: 'minmax' }) });
+  const ptqFt = exportQdq(model, { input: INPUT, ranges: await calibrateRanges(model, calib, { quantize: false, aggregate: 'minmax' }) });
   bound.flat.data.set(trained);
 
   // QAT: the same fp32 weights, fine-tuned; ranges free for `freeze` steps, then frozen.
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
   const qNext = (): { x: Feed; y: Feed } => batchOf(trainSet, qDraw());
   const free = Math.min(freeze, qatSteps);
   await train(qatOpt, () => gradStep(bound, grads, loss, 'qat', { qat: {} }), qNext, free, qLr, grads);
-  const ranges = await calibrate(model, calib);
+  const ranges = await calibrateRanges(model, calib);
   const qLoss = qatSteps > free
     ? await train(qatOpt, () => gradStep(bound, grads, loss, 'qat_frozen', { qat: { ranges } }), qNext, qatSteps - free, (s) => qLr(s + free), grads)
     : null;

@@ -12,7 +12,7 @@ import { topoNodes } from '../src/ir/graph.js';
 import { qat, roundHalfEven } from '../src/ir/qat.js';
 import { QRANGE } from '../src/ir/ops/quant.js';
 import type { QuantDType } from '../src/ir/ops/quant.js';
-import { calibrate, exportQdq, qatForward } from '../src/deploy/qat.js';
+import { calibrateRanges, exportQdq, qatForward } from '../src/deploy/qat.js';
 import type { QatModel } from '../src/deploy/qat.js';
 import { decodeModel } from '../src/ir/onnx/model.js';
 import { createInferenceSession, optimizedModel } from '../src/runtime/ort.js';
@@ -198,8 +198,9 @@ test('QDQ export: passes the checker, equals weft\'s QAT eval forward unfused, d
   const cnn = convNet({ input: [1, 12, 12], classes: 5, channels: [4, 8], hidden: 16, batchNorm: false, dropout: 0 }) as unknown as QatModel;
   bindParameters(cnn, { seed: 3 });
   const shape = [16, 1, 12, 12];
-  const ranges = await calibrate(cnn, randomFeeds(3, shape, 7));
+  const ranges = await calibrateRanges(cnn, randomFeeds(3, shape, 7));
   assert.deepEqual(Object.keys(ranges), ['0.w', '3.w', '7.w', '9.w']);
+  assert.throws(() => exportQdq(cnn, { input: ['batch', 1, 12, 12], ranges: { '0.w': [0, 1] } }), /no range for site\(s\) 3\.w, 7\.w, 9\.w/);
   const onnx = exportQdq(cnn, { input: ['batch', 1, 12, 12], ranges });
   checkModel(onnx, 'qat_cnn');
 

@@ -14,13 +14,13 @@
  *   extra pairs change no value: the model computes exactly weft's eval forward of the QAT graph
  *   (`qatForward`) when onnxruntime runs it unfused, and within requantization rounding fused.
  *
- * Ranges are frozen before export: `calibrate` runs the eval forward over batches and averages
+ * Ranges are frozen before export: `calibrateRanges` runs the eval forward over batches and averages
  * each site's batch min and max (what an exponential moving average observer converges to,
  * without its dependence on the first batch), or takes their extremes (`aggregate: 'minmax'`,
  * onnxruntime's MinMax calibrator, for post-training quantization).
  *
  * @example
- *   const ranges = await calibrate(model, batches);          // batches: Feed[] of [N, 1, 28, 28]
+ *   const ranges = await calibrateRanges(model, batches);          // batches: Feed[] of [N, 1, 28, 28]
  *   const onnx = exportQdq(model, { input: ['batch', 1, 28, 28], ranges });
  */
 import * as b from '../ir/build.js';
@@ -44,7 +44,7 @@ export type QatModel = Module & { forward(x: Tensor): Tensor };
 export interface QdqOptions {
   /** The input's shape (a symbolic batch dim, e.g. ['batch', 1, 28, 28]), float32. */
   input: readonly Dim[];
-  /** Frozen activation range per site (`calibrate`). */
+  /** Frozen activation range per site (`calibrateRanges`). */
   ranges: QatRanges;
   ops?: readonly QatProduct[];
   /** int32 biases (default true; false leaves them float, which onnxruntime then does not fuse). */
@@ -71,9 +71,9 @@ function inEval<T>(model: Module, fn: () => T): T {
  * (default true) the model computes fake-quantized (QAT: later sites see quantized inputs, as the
  * exported model does, each batch at its own range); false observes the float model (PTQ).
  */
-export async function calibrate(model: QatModel, batches: readonly Feed[],
+export async function calibrateRanges(model: QatModel, batches: readonly Feed[],
   o: { ops?: readonly QatProduct[]; quantize?: boolean; aggregate?: 'mean' | 'minmax' } = {}): Promise<Record<string, [number, number]>> {
-  if (batches.length === 0) throw new Error('calibrate: no batches');
+  if (batches.length === 0) throw new Error('calibrateRanges: no batches');
   let names: string[] = [];
   const run = compile((x) => inEval(model, () => {
     const r = qat([model.forward(x).value], { params: paramNames(model), observe: true, quantize: o.quantize ?? true, ...(o.ops ? { ops: o.ops } : {}) });

@@ -188,16 +188,16 @@ export function qat(outputs: readonly Value[], o: QatOptions): QatResult {
     const s = byNode.get(n);
     if (s === undefined) return null;
     const x = inputs[s.act]!;
-    const [lo, hi] = batchRange(x);
-    if (o.observe) observed.push(b.concat([b.reshape(lo, [1]), b.reshape(hi, [1])], 0));
+    const r = o.ranges?.[s.name];
+    const range = o.observe || r === undefined ? batchRange(x) : null;
+    if (o.observe) observed.push(b.concat([b.reshape(range![0], [1]), b.reshape(range![1], [1])], 0));
     if (!quantize) return null;
     let sx: Value;
     let zx: Value;
-    const r = o.ranges?.[s.name];
     if (r !== undefined) {
       const q = activationQParams(r[0], r[1]);
       [sx, zx] = [b.scalar(q.scale), b.scalar(q.zeroPoint)];
-    } else ({ scale: sx, zp: zx } = batchQParams(lo, hi));
+    } else ({ scale: sx, zp: zx } = batchQParams(range![0], range![1]));
     const C = s.weight.shape[s.axis] as number;
     const sw = weightScaleValue(s.weight, s.axis);
     const ins = [...inputs];
