@@ -36,6 +36,8 @@ export interface SampleOptions {
   seed?: number;
   /** Use the KV cache where the model allows (default true); false: recompute the window for every token. */
   cache?: boolean;
+  /** Called with each new id as soon as it is picked (streaming output; the benchmark times tokens by it). */
+  onToken?: (id: number) => void;
 }
 
 export class Generator {
@@ -110,6 +112,7 @@ export class Generator {
           next = (logits as Float32Array).subarray((window.length - 1) * vocab, window.length * vocab);
         }
         ids.push(pick(next, o, rng));
+        o.onToken?.(ids[ids.length - 1]!);
       }
     } finally {
       this.model.train(wasTraining);
