@@ -404,3 +404,18 @@ test('shape rules: an unknown dim stays unknown under broadcasting; Reshape -1 c
   assert.deepEqual(t.get(conv)!.shape, ['n', 5, 4, 4]);
   assert.deepEqual(t.get(sl)!.shape, ['n', 3, 4, 3]);
 });
+
+test('IR version 3: initializers listed as graph inputs are still constants; the inputs list every initializer after', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [1, 2, 4, 4]);
+  const conv = b.node('Conv', [x, b.init('w', [3, 2, 3, 3], values(54, 1)), b.init('bias', [3], values(3, 2))], { attrs: [attrs.ints('pads', [1, 1, 1, 1])] });
+  const bn = b.node('BatchNormalization', [conv, b.init('s', [3], values(3, 3, 0.5, 1.5)), b.init('b', [3], values(3, 4)), b.init('m', [3], values(3, 5)), b.init('v', [3], values(3, 6, 0.5, 2))]);
+  b.output(b.node('Relu', [bn]), 'float32', [1, 3, 4, 4]);
+  const m = b.model(8);
+  m.irVersion = 3;
+  m.graph.inputs.push(...m.graph.initializers.map((t) => ({ name: t.name, elemType: t.elemType, shape: [...t.dims] })));
+  const { out } = await same(m, { x: feed([1, 2, 4, 4], 7) }, { ortFusions: false });
+  assert.deepEqual(ops(out), ['Conv', 'Relu']);
+  assert.deepEqual(out.graph.inputs.map((i) => i.name).sort(), ['x', ...out.graph.initializers.map((t) => t.name)].sort());
+  assert.equal(out.graph.inputs[0]!.name, 'x');
+});

@@ -82,6 +82,8 @@ export interface OptimizeReport {
   initializersBefore: number;
   initializersAfter: number;
   rounds: number;
+  /** False when `maxRounds` ran out while a round still changed something. */
+  converged: boolean;
   passes: PassReport[];
   /** Node counts per op type ("Conv", "com.microsoft:FusedConv"), before and after. */
   opsBefore: Record<string, number>;
@@ -101,10 +103,16 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
   const reports = new Map<PassName, PassReport>(order.map((pass) => [pass, { pass, changes: 0, nodesRemoved: 0, initializersRemoved: 0 }]));
   const before = { nodes: g.nodes.length, inits: g.initializers.length, ops: opCounts(g) };
 
+  // Below IR version 4 every initializer is also listed as a graph input and is still a constant
+  // (onnxruntime overrides initializers only from IR 4 on): passes see them as initializers alone,
+  // and the list is rebuilt at the end.
+  const oldInputs = model.irVersion < 4 ? g.inputs : null;
+  if (oldInputs !== null) { const inits = new Set(g.initializers.map((t) => t.name)); g.inputs = g.inputs.filter((i) => !inits.has(i.name)); }
   const dangling = danglingNames(g); // an input model's own, not a pass's
   let rounds = 0;
+  let converged = false;
   const maxRounds = opts.maxRounds ?? 10;
-  while (rounds < maxRounds) {
+  while (rounds < maxRounds && !converged) {
     rounds++;
     let changed = 0;
     for (const name of order) {
@@ -120,8 +128,9 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
       r.nodesRemoved += n0 - g.nodes.length;
       r.initializersRemoved += i0 - g.initializers.length;
     }
-    if (changed === 0) break;
+    converged = changed === 0;
   }
+  if (oldInputs !== null) declareInitializers(g, oldInputs);
   const opsAfter = opCounts(g);
   const passedThrough = g.nodes
     .filter((n) => !((n.domain === '' || n.domain === 'ai.onnx') && KNOWN_OPS.has(n.op)) && !(n.domain === 'com.microsoft' && (n.op === 'FusedConv' || n.op === 'FusedGemm')))
@@ -130,7 +139,7 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
     model,
     report: {
       nodesBefore: before.nodes, nodesAfter: g.nodes.length, initializersBefore: before.inits, initializersAfter: g.initializers.length,
-      rounds, passes: [...reports.values()], opsBefore: before.ops, opsAfter,
+      rounds, converged, passes: [...reports.values()], opsBefore: before.ops, opsAfter,
       passedThrough: [...passedThrough].map(([k, count]) => { const [domain, op] = k.split('\u0000') as [string, string]; return { op, domain, count }; }),
     },
   };
@@ -138,7 +147,7 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
 
 /** The report as lines for a terminal. */
 export function formatReport(r: OptimizeReport): string {
-  const lines = [`nodes ${r.nodesBefore} -> ${r.nodesAfter}, initializers ${r.initializersBefore} -> ${r.initializersAfter} (${r.rounds} round${r.rounds === 1 ? '' : 's'})`];
+  const lines = [`nodes ${r.nodesBefore} -> ${r.nodesAfter}, initializers ${r.initializersBefore} -> ${r.initializersAfter} (${r.rounds} round${r.rounds === 1 ? '' : 's'}${r.converged ? '' : ', stopped at the limit with rewrites left'})`];
   const delta = (n: number): string => (n > 0 ? `-${n}` : n < 0 ? `+${-n}` : '0');
   for (const p of r.passes) lines.push(`  ${p.pass.padEnd(9)} ${String(p.changes).padStart(5)} rewrite${p.changes === 1 ? ' ' : 's'}  nodes ${delta(p.nodesRemoved).padStart(5)}  initializers ${delta(p.initializersRemoved).padStart(5)}`);
   const ops = (m: Record<string, number>): string => Object.entries(m).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k} x${v}`).join(', ');
@@ -168,6 +177,15 @@ function opCounts(g: OnnxGraph): Record<string, number> {
     m[k] = (m[k] ?? 0) + 1;
   }
   return m;
+}
+
+/** Below IR 4, the graph's inputs again list every initializer: the ones still there in their old places, new ones after. */
+function declareInitializers(g: OnnxGraph, old: OnnxGraph['inputs']): void {
+  const inits = new Set(g.initializers.map((t) => t.name));
+  const real = new Set(g.inputs.map((i) => i.name));
+  g.inputs = old.filter((i) => real.has(i.name) || inits.has(i.name));
+  const listed = new Set(g.inputs.map((i) => i.name));
+  for (const t of g.initializers) if (!listed.has(t.name)) g.inputs.push({ name: t.name, elemType: t.elemType, shape: [...t.dims] });
 }
 
 /** value_info entries of names no node, input or initializer holds any more are dropped. */

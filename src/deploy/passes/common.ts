@@ -73,7 +73,8 @@ export function bypass(g: OnnxGraph, idx: GraphIndex, node: OnnxNode, src: strin
  * inputs and their inputs' producers and readers, readers of its inputs and outputs), so the
  * index is rebuilt per sweep, not per rewrite: after a rewrite, a node whose own names, or whose
  * producers' names, were in a rewritten neighbourhood waits for the next sweep. (Rebuilding after
- * every rewrite made a 4,000-node graph take 7 s.)
+ * every rewrite made a 4,000-node graph take 7 s.) A rewrite replaces a node's `inputs` and
+ * `outputs` arrays, never edits them in place: the sweep keeps the old arrays to know what changed.
  */
 export function eachNode(g: OnnxGraph, fn: (n: OnnxNode, idx: GraphIndex) => boolean): number {
   let total = 0;
