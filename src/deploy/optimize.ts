@@ -12,7 +12,7 @@
  *   const { model, report } = await optimize(decodeModel(bytes, 'in.onnx'));
  *   writeFileSync('out.onnx', encodeModel(model)); console.log(formatReport(report));
  */
-import type { OnnxGraph, OnnxModel } from '../ir/onnx/model.js';
+import type { OnnxGraph, OnnxModel, OnnxNode } from '../ir/onnx/model.js';
 import { GraphIndex, topoSort } from './graph.js';
 import { foldBatchNorms } from './passes/bn_fold.js';
 import type { Pass, PassContext } from './passes/common.js';
@@ -131,18 +131,26 @@ export async function optimize(input: OnnxModel, opts: OptimizeOptions = {}): Pr
     converged = changed === 0;
   }
   if (oldInputs !== null) declareInitializers(g, oldInputs);
-  const opsAfter = opCounts(g);
-  const passedThrough = g.nodes
-    .filter((n) => !((n.domain === '' || n.domain === 'ai.onnx') && KNOWN_OPS.has(n.op)) && !(n.domain === 'com.microsoft' && (n.op === 'FusedConv' || n.op === 'FusedGemm')))
-    .reduce((m, n) => m.set(`${n.domain}\u0000${n.op}`, (m.get(`${n.domain}\u0000${n.op}`) ?? 0) + 1), new Map<string, number>());
   return {
     model,
     report: {
       nodesBefore: before.nodes, nodesAfter: g.nodes.length, initializersBefore: before.inits, initializersAfter: g.initializers.length,
-      rounds, converged, passes: [...reports.values()], opsBefore: before.ops, opsAfter,
-      passedThrough: [...passedThrough].map(([k, count]) => { const [domain, op] = k.split('\u0000') as [string, string]; return { op, domain, count }; }),
+      rounds, converged, passes: [...reports.values()], opsBefore: before.ops, opsAfter: opCounts(g), passedThrough: unknownOps(g),
     },
   };
+}
+
+/** Ops no pass has a rule for (the contrib ops fusions make are known), by op and domain. */
+function unknownOps(g: OnnxGraph): OptimizeReport['passedThrough'] {
+  const known = (n: OnnxNode): boolean => ((n.domain === '' || n.domain === 'ai.onnx') && KNOWN_OPS.has(n.op)) || (n.domain === 'com.microsoft' && (n.op === 'FusedConv' || n.op === 'FusedGemm'));
+  const out: OptimizeReport['passedThrough'] = [];
+  for (const n of g.nodes) {
+    if (known(n)) continue;
+    const e = out.find((x) => x.op === n.op && x.domain === n.domain);
+    if (e) e.count++;
+    else out.push({ op: n.op, domain: n.domain, count: 1 });
+  }
+  return out;
 }
 
 /** The report as lines for a terminal. */
