@@ -61,16 +61,16 @@ test('GPT export: logits and step models pass the checker and give the eval logi
   const dir = tmp();
   try {
     await trainRun(join(dir, 'run'), GPT_RUN);
-    const out = join(dir, 'model.onnx');
+    const out = join(dir, 'exported', 'model.onnx'); // a directory not there yet
     const { files } = exportRun(join(dir, 'run'), { out });
-    assert.deepEqual(files, [out, join(dir, 'model.step.onnx'), join(dir, 'model.json')]);
-    const manifest = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')) as ExportManifest;
+    assert.deepEqual(files, [out, join(dir, 'exported', 'model.step.onnx'), join(dir, 'exported', 'model.json')]);
+    const manifest = JSON.parse(readFileSync(join(dir, 'exported', 'model.json'), 'utf8')) as ExportManifest;
     assert.equal(manifest.kind, 'gpt');
     assert.equal(manifest.gpt!.config.ctx, 16);
     assert.deepEqual(manifest.models['model.onnx']!.outputs, [{ name: 'logits', dtype: 'float32', shape: ['batch', 'seq', 256] }]);
     assert.deepEqual(manifest.models['model.step.onnx']!.inputs.slice(0, 3).map((x) => [x.name, x.shape]),
       [['idx', ['batch', 'new']], ['past_key_0', ['batch', 2, 'past', 16]], ['past_value_0', ['batch', 2, 'past', 16]]]);
-    const [logitsBytes, stepBytes] = [readFileSync(out), readFileSync(join(dir, 'model.step.onnx'))];
+    const [logitsBytes, stepBytes] = [readFileSync(out), readFileSync(join(dir, 'exported', 'model.step.onnx'))];
     if (checker) { checkModel(logitsBytes, 'gpt_logits'); checkModel(stepBytes, 'gpt_step'); }
     assert.ok(!decodeModel(logitsBytes).graph.nodes.some((n) => n.op === 'Dropout'), 'eval mode: no Dropout');
 

@@ -12,8 +12,8 @@
  *
  * docs/deploy-export.md describes the files, the sidecar JSON and how to run them.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { MNIST_SHAPE } from '../data/mnist.js';
 import { tokenizerFromJSON } from '../data/tokenizer.js';
 import type { TokenizerJSON } from '../data/tokenizer.js';
@@ -108,6 +108,7 @@ export function exportRun(path: string, opts: { out: string; kind?: RunExportKin
   const stem = opts.out.replace(/\.onnx$/, '');
   const manifest: ExportManifest = { format: 'weft-export', version: 1, checkpoint: ck.dir, step: ck.step, kind: cfg.model.kind, models: {} };
   const files: string[] = [];
+  mkdirSync(dirname(opts.out), { recursive: true });
   const write = (file: string, e: Exported, k: GptExportKind | 'classifier'): void => {
     writeFileSync(file, e.bytes);
     files.push(file);
