@@ -157,20 +157,22 @@ test('CNN export: the classifier with BatchNorm (running statistics) passes the 
 });
 
 test('Generator: the KV cache gives the recompute loop\'s tokens, greedy past the context and sampled, tracing its step once', async () => {
-  const model = new GPT({ vocab: 256, ctx: 16, d: 32, layers: 2, heads: 2, initStd: 0.2 });
+  const model = new GPT({ vocab: 256, ctx: 64, d: 32, layers: 2, heads: 2, initStd: 0.2 });
   bindParameters(model, { seed: 1 });
   const gen = new Generator(model, new ByteTokenizer());
   assert.ok(gen.cached);
   const prompt = [72, 101, 108];
-  for (const o of [{ tokens: 48, temperature: 0, topK: 0 }, { tokens: 40, temperature: 0.9, topK: 8, seed: 5 }]) {
+  // 256 greedy tokens: the first 62 from the cache, the rest past the context of 64.
+  for (const o of [{ tokens: 256, temperature: 0, topK: 0 }, { tokens: 80, temperature: 0.9, topK: 8, seed: 5 }]) {
     const recompute = await gen.generateIds(prompt, { ...o, cache: false });
     const cached = await gen.generateIds(prompt, o);
     assert.equal(recompute.length, prompt.length + o.tokens);
+    assert.ok(new Set(recompute.slice(prompt.length, 64)).size >= 8, 'not one repeated token: the comparison means something');
     assert.deepEqual(cached, recompute, `temperature ${o.temperature}`);
   }
   assert.deepEqual(gen.traces, { recompute: 1, cached: 1 }, 'one trace of the step serves every prompt length and past');
   // A prompt longer than the context starts in the sliding window.
-  const long = Array.from({ length: 20 }, (_, i) => (i * 37) % 256);
+  const long = Array.from({ length: 70 }, (_, i) => (i * 37) % 256);
   assert.deepEqual(await gen.generateIds(long, { tokens: 5, temperature: 0, topK: 0 }), await gen.generateIds(long, { tokens: 5, temperature: 0, topK: 0, cache: false }));
   assert.equal(model.training, true, 'the mode is restored');
 });
