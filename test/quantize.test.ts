@@ -17,7 +17,7 @@ import type { OnnxModel, OnnxNode, OnnxTensor } from '../src/ir/onnx/model.js';
 import { createInferenceSession, optimizedModel } from '../src/runtime/ort.js';
 import type { Named } from '../src/runtime/ort.js';
 import { activationParams, quantize, quantizePerChannel } from '../src/deploy/quantize.js';
-import { calibrate, mnistCalibration } from '../src/deploy/calibrate.js';
+import { calibrate, entropyThreshold, mnistCalibration } from '../src/deploy/calibrate.js';
 import type { CalibrationBatch } from '../src/deploy/calibrate.js';
 import { cnnOnnx, gptOnnx, mlpOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
 import { checkModel, needsPython } from './helpers/onnx_check.js';
@@ -201,7 +201,7 @@ test('static QDQ: MatMul -> Relu -> MatMul runs as QLinearMatMul (the Relu folde
   assert.ok(got.every((v, i) => Math.abs(v - ref[i]!) < 0.02 * scale) && got.some((v, i) => v !== ref[i]));
 });
 
-test('calibration: with an outlier, minmax spans it, percentile and entropy clip it', async () => {
+test('calibration: with an outlier, minmax spans it, percentile and entropy clip it; point masses do not pull the entropy threshold', async () => {
   const { bytes } = linear(64, 64);
   const model = decodeModel(bytes);
   const batches: CalibrationBatch[] = Array.from({ length: 8 }, (_, k) => feed('x', [32, 64], uniform(32 * 64, 20 + k)));
@@ -215,6 +215,15 @@ test('calibration: with an outlier, minmax spans it, percentile and entropy clip
   // The smallest window entropy tries is 128 bins of 2048 over [-50, 50]: +-3.1.
   assert.ok(r.entropy!.hi <= r.entropy!.max && r.entropy!.hi >= 1 && r.entropy!.hi < 5, `entropy hi ${r.entropy!.hi}`);
   for (const m of Object.values(r)) assert.ok(m.lo >= m.min && m.hi <= m.max && m.lo < 0 && m.hi > 0);
+
+  // A Relu output of a constant background: zeros and three point masses (7% each) below 0.4,
+  // then a tail to 3. int8 rounding moves a point mass whole; the search must not stop at the last one.
+  const [B, M] = [2048, 3];
+  const h = new Float64Array(B);
+  const put = (x: number, c: number): void => { const j = Math.min(B - 1, Math.floor(((x + M) / (2 * M)) * B)); h[j] = h[j]! + c; };
+  put(0, 5000); put(0.1, 700); put(0.25, 700); put(0.36, 700);
+  for (let i = 0; i < 3000; i++) put(-Math.log(1 - (i + 0.5) / 3000) * 0.6, 1);
+  assert.ok(entropyThreshold(h, M, 128) > 2.5, `entropy threshold ${entropyThreshold(h, M, 128)}`);
 });
 
 test('static int8 CNN agrees with fp32 on the argmax of >= 95% of 300 MNIST test images', async () => {
@@ -226,7 +235,7 @@ test('static int8 CNN agrees with fp32 on the argmax of >= 95% of 300 MNIST test
   for (let i = 0; i < n; i++) x.set(split.record(Math.floor((i * split.size) / n))[0] as Float32Array, i * 784);
   const ref = await run(bytes, feed('x', [n, 1, 28, 28], x));
   const argmax = (a: Float32Array, i: number): number => { let b = 0; for (let k = 1; k < 10; k++) if (a[i * 10 + k]! > a[i * 10 + b]!) b = k; return b; };
-  for (const method of ['minmax', 'percentile'] as const) {
+  for (const method of ['minmax', 'percentile', 'entropy'] as const) {
     const cal = await calibrate(model, mnistCalibration('x', 100, 50), { method });
     assert.deepEqual([cal.batches, cal.samples], [2, 100]);
     const q = quantize(model, { mode: 'static', calibration: cal });

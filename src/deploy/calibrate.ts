@@ -7,13 +7,13 @@
  * - `percentile`: the histogram of |x| over [0, max|x|] (`bins` bins); the range is [min, max]
  *   clipped to +-t, t the upper edge of the bin where the cumulative count reaches `percentile`%
  *   (default 99.999, onnxruntime's).
- * - `entropy`: TensorRT's KL-divergence search (Migacz, "8-bit Inference with TensorRT", 2017):
- *   on the same |x| histogram, for each t of at least `quantizedBins` (128) bins, P is the bins
- *   below t with the counts beyond added to its last, Q those bins merged into 128 and spread back
- *   over P's non-empty bins; t minimizes KL(P || Q) (both smoothed as onnxruntime's calibrate.py
- *   smooths: empty bins get 1e-4 counts, taken from the others). The range is [min, max] clipped
- *   to +-t. Unlike calibrate.py (a histogram of x over [-M, M], windows about 0) the histogram is
- *   of |x| as in NVIDIA's pytorch-quantization: a u8 range after a Relu gets every bin.
+ * - `entropy`: TensorRT's KL-divergence search (Migacz, "8-bit Inference with TensorRT", 2017) as
+ *   onnxruntime's calibrate.py lays it out: a histogram of x over [-M, M] (M = max|x|, `bins` =
+ *   2048); for each symmetric window +-t of at least `quantizedBins` (128) bins, P is the window
+ *   with the counts outside added to its end bins, Q the window merged into 128 groups, each
+ *   spread evenly over P's non-empty bins (TensorRT's Q); t minimizes KL(P || Q), both smoothed
+ *   as calibrate.py smooths (empty bins get 1e-4 counts, taken from the others). The range is
+ *   [min, max] clipped to +-t. Point masses are capped first (`flattenSpikes`): see there.
  *
  * Histogram methods read the batches twice (ranges first, then histograms over fixed edges), so
  * the batches are kept; they are the model's inputs, small beside the activations.
@@ -192,15 +192,12 @@ export function percentileThreshold(h: Float64Array, M: number, p: number): numb
  * get_entropy_threshold, with TensorRT's Q): the t = i M / (bins / 2) of the window of bins
  * [zero - i, zero + i), i >= quantizedBins / 2, minimizing KL(P || Q), P the window with the counts
  * outside added to its end bins, Q the window merged into `quantizedBins` groups, each group's
- * count spread evenly over its non-empty bins. The bin holding 0 counts as its neighbour (NVIDIA's
- * pytorch-quantization does the same): a Relu output's spike of zeros would otherwise decide the
- * search alone.
+ * count spread evenly over its non-empty bins; point masses capped first (`flattenSpikes`).
  */
 export function entropyThreshold(h: Float64Array, M: number, quantizedBins: number): number {
   const B = h.length;
   const zero = B / 2;
-  const bins = h.slice();
-  if (zero + 1 < B) bins[zero] = bins[zero + 1]!;
+  const bins = flattenSpikes(h);
   const prefix = new Float64Array(B + 1);
   for (let i = 0; i < B; i++) prefix[i + 1] = prefix[i]! + bins[i]!;
   const [p, q] = [new Float64Array(B), new Float64Array(B)];
@@ -224,6 +221,29 @@ export function entropyThreshold(h: Float64Array, M: number, quantizedBins: numb
     if (kl < bestKl) [best, bestKl] = [i, kl];
   }
   return (best * M) / zero;
+}
+
+/**
+ * The histogram with point masses capped at 4x the median of the 16 bins around them (at least 1).
+ * A point mass is a value many elements share exactly: a Relu's zeros (pytorch-quantization sets
+ * its zero bin to its neighbour's count for this), or a convolution's response to a constant
+ * background (every background pixel of an MNIST digit gives each channel one value). int8
+ * rounding moves a point mass whole, but Q's even spread over a group charges it as lost
+ * resolution, so on the raw histogram the search stops just past the last spike. Measured on the
+ * mnist-cnn recipe (150 steps): conv1's Relu output, max 7.57, was clipped at 0.52 and test
+ * accuracy fell to 17.0% (fp32 96.9%); with the cap, clipped at 4.78, 96.9%.
+ */
+export function flattenSpikes(h: Float64Array, radius = 8, factor = 4): Float64Array {
+  const out = h.slice();
+  const around: number[] = [];
+  for (let j = 0; j < h.length; j++) {
+    around.length = 0;
+    for (let k = Math.max(0, j - radius); k <= Math.min(h.length - 1, j + radius); k++) if (k !== j) around.push(h[k]!);
+    around.sort((a, b) => a - b);
+    const cap = factor * Math.max(1, around[around.length >> 1] ?? 0);
+    if (h[j]! > cap) out[j] = cap;
+  }
+  return out;
 }
 
 /**
