@@ -293,7 +293,7 @@ test('weft optimize: writes the file and prints the report; a corrupt file is an
     writeFileSync(join(dir, 'bad.onnx'), 'this is not a model');
     await assert.rejects(optimizeCommand([join(dir, 'bad.onnx'), join(dir, 'o.onnx')]), (e: Error) => e instanceof OnnxFormatError && e.message.includes('bad.onnx'));
     assert.equal(existsSync(join(dir, 'o.onnx')), false);
-    await assert.rejects(optimizeCommand([join(dir, 'in.onnx')]), /needs an input and an output file/);
+    await assert.rejects(optimizeCommand([join(dir, 'in.onnx')]), /takes an input and an output file/);
     await assert.rejects(optimizeCommand([join(dir, 'in.onnx'), join(dir, 'o.onnx'), '--passes', 'fold,nope']), /unknown pass 'nope'/);
   } finally {
     process.stdout.write = write;

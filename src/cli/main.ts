@@ -35,6 +35,9 @@ import { estimateMemory, fmtBytes, parseSize } from '../train/memory.js';
 import type { MemoryEstimate } from '../train/memory.js';
 import { ints, num, parse, UsageError } from './args.js';
 import { BENCH_INFER_USAGE, benchInferCommand } from './bench_infer_cmd.js';
+import { EXPORT_USAGE, exportCommand } from './export_cmd.js';
+import { OPTIMIZE_USAGE, optimizeCommand } from './optimize_cmd.js';
+import { QUANTIZE_USAGE, quantizeCommand } from './quantize_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
@@ -45,6 +48,9 @@ const USAGE = `usage:
   weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)
   weft memory <config.json> [--nproc N] [--set key.path=value ...] [--budget 8GB] [--json]
                                                         (predicted memory per rank, without training; docs/memory.md)
+  ${EXPORT_USAGE}
+  ${OPTIMIZE_USAGE}
+  ${QUANTIZE_USAGE}
   ${BENCH_INFER_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
@@ -267,6 +273,9 @@ async function main(): Promise<void> {
   else if (cmd === 'sample') await sample(rest);
   else if (cmd === 'bench') await bench(rest);
   else if (cmd === 'memory') await memory(rest);
+  else if (cmd === 'export') await exportCommand(rest);
+  else if (cmd === 'optimize') await optimizeCommand(rest);
+  else if (cmd === 'quantize') await quantizeCommand(rest);
   else if (cmd === 'bench-infer') await benchInferCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
