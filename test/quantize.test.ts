@@ -10,7 +10,6 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as w from '../src/index.js';
 import { decodeModel, encodeModel } from '../src/ir/onnx/model.js';
 import type { OnnxModel, OnnxNode, OnnxTensor } from '../src/ir/onnx/model.js';
@@ -20,6 +19,7 @@ import { activationParams, quantize, quantizePerChannel } from '../src/deploy/qu
 import { calibrate, entropyThreshold, mnistCalibration } from '../src/deploy/calibrate.js';
 import type { CalibrationBatch } from '../src/deploy/calibrate.js';
 import { cnnOnnx, gptOnnx, mlpOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
+import { CLI } from './helpers/cli.js';
 import { checkModel, needsPython } from './helpers/onnx_check.js';
 
 const init = (m: OnnxModel, name: string): OnnxTensor => m.graph.initializers.find((t) => t.name === name) ?? assert.fail(`no initializer '${name}'`);
@@ -281,9 +281,7 @@ test('unknown ops, other domains and ops not quantized pass through untouched', 
 test('weft quantize: dynamic by default, static from --calibrate mnist; usage errors name the flag', { timeout: 30_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-quantize-'));
   try {
-    const cmd = fileURLToPath(new URL('../src/cli/quantize_cmd.js', import.meta.url));
-    const q = (...args: string[]): ReturnType<typeof spawnSync> => spawnSync(process.execPath, ['--input-type=module', '-e',
-      `import { quantizeCommand } from ${JSON.stringify(cmd)}; quantizeCommand(process.argv.slice(1)).catch((e) => { console.error(e.message); process.exit(2); });`, ...args], { encoding: 'utf8' });
+    const q = (...args: string[]): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [CLI, 'quantize', ...args], { encoding: 'utf8' });
     writeFileSync(join(dir, 'cnn.onnx'), cnnOnnx(tinyCnn()));
     writeFileSync(join(dir, 'gpt.onnx'), gptOnnx(tinyGpt(), 1, 8));
     const dyn = q(join(dir, 'gpt.onnx'), join(dir, 'gpt.int8.onnx'), '--json');
@@ -298,6 +296,8 @@ test('weft quantize: dynamic by default, static from --calibrate mnist; usage er
     assert.match(String(q(join(dir, 'cnn.onnx'), join(dir, 'x.onnx'), '--mode', 'static').stderr), /--mode static needs calibration data/);
     assert.match(String(q(join(dir, 'cnn.onnx'), join(dir, 'x.onnx'), '--mode', 'static', '--calibrate', 'brown').stderr), /calibration batch 0: input 'x' is int64 \(ONNX type 7\); the model declares ONNX type 1/);
     assert.match(String(q(join(dir, 'cnn.onnx'), join(dir, 'x.onnx'), '--method', 'entropy').stderr), /apply to --mode static/);
-    assert.match(String(q(join(dir, 'cnn.onnx')).stderr), /takes an input and an output ONNX file/);
+    const usage = q(join(dir, 'cnn.onnx'));
+    assert.equal(usage.status, 1);
+    assert.match(String(usage.stderr), /weft: weft quantize takes an input and an output ONNX file, got 1 argument\(s\)\n[^]*weft quantize <in.onnx> <out.onnx>/);
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });

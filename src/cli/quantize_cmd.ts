@@ -46,7 +46,7 @@ function summary(r: QuantizeReport, cal: CalibrationResult | null, out: string, 
 
 export async function quantizeCommand(argv: string[]): Promise<void> {
   const { pos, opt, on } = parse(argv, ['--mode', '--format', '--calibrate', '--method', '--percentile', '--samples', '--batch', '--seq', '--min-weights', '--exclude', '--threads'], ['--json', '--reduce-range']);
-  if (pos.length !== 2) throw new UsageError(`weft quantize takes an input and an output ONNX file, got ${pos.length} argument(s)\n  ${QUANTIZE_USAGE}`);
+  if (pos.length !== 2) throw new UsageError(`weft quantize takes an input and an output ONNX file, got ${pos.length} argument(s)`);
   const [input, output] = pos as [string, string];
   const mode = (opt.get('--mode') ?? 'dynamic') as QuantizeMode;
   if (mode !== 'dynamic' && mode !== 'static') throw new UsageError(`--mode must be dynamic or static, got '${mode}'`);
