@@ -278,6 +278,16 @@ test('unknown ops, other domains and ops not quantized pass through untouched', 
   assert.equal(model.graph.nodes.filter((n) => n.op === 'Gemm').length, 2, 'the input model is not modified');
 });
 
+test('below IR version 4, initializers listed as graph inputs are still weights, and every new one is listed too', () => {
+  const { bytes } = linear(64, 64);
+  const m = decodeModel(bytes);
+  const old: OnnxModel = { ...m, irVersion: 3, graph: { ...m.graph, inputs: [...m.graph.inputs, ...m.graph.initializers.map((t) => ({ name: t.name, elemType: t.elemType, shape: [...t.dims] }))] } };
+  const { model, report } = quantize(old);
+  assert.equal(report.quantized.length, 1);
+  assert.deepEqual(model.graph.inputs.map((i) => i.name).sort(), ['x', ...model.graph.initializers.map((t) => t.name)].sort());
+  assert.ok(model.graph.initializers.some((t) => t.elemType === 3));
+});
+
 test('weft quantize: dynamic by default, static from --calibrate mnist; usage errors name the flag', { timeout: 30_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'weft-quantize-'));
   try {

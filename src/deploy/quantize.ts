@@ -32,7 +32,7 @@
  * 1.64-1.79x, 512 2.8-3.0x over fp32). So do products of two activations
  * (attention's Q K^T) and Gemm with transA. The report says, per node, what became of it and why.
  */
-import type { OnnxGraph, OnnxModel, OnnxNode, OnnxTensor } from '../ir/onnx/model.js';
+import type { OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, OnnxValueInfo } from '../ir/onnx/model.js';
 import { attr, attrInt, attrs, subgraphs, tensorOf } from '../ir/onnx/model.js';
 import type { CalibrationResult } from './calibrate.js';
 import { GraphIndex, namer } from './graph.js';
@@ -209,7 +209,7 @@ export function quantize(model: OnnxModel, o: QuantizeOptions = {}): { model: On
     throw new Error(`quantize: ${mode === 'static' ? 'static mode (per-channel DequantizeLinear)' : "format 'onnx' (DynamicQuantizeLinear)"} needs ONNX opset ${need} or later; the model imports opset ${opset}`);
   }
   if (mode === 'static' && o.calibration === undefined) throw new Error('quantize: static mode needs `calibration` (the ranges calibrate() measured on this model)');
-  const g: OnnxGraph = { ...model.graph, nodes: [...model.graph.nodes], initializers: [...model.graph.initializers] };
+  const g = ownGraph(model);
   if (mode === 'static') prepareStatic(g);
   const { targets, skipped } = plan(g, mode, o);
   const qmax = o.reduceRange ? 63 : 127;
@@ -217,6 +217,7 @@ export function quantize(model: OnnxModel, o: QuantizeOptions = {}): { model: On
   if (mode === 'dynamic') dynamicRewrite(g, targets, format, qmax, report);
   else staticRewrite(g, targets, o.calibration!, qmax, report);
   pruneInitializers(g);
+  if (model.irVersion < 4) relistInitializers(g, model.graph.inputs);
   const opsets = [...model.opsets];
   if (mode === 'dynamic' && format === 'ort' && targets.length > 0 && !opsets.some((s) => s.domain === 'com.microsoft')) opsets.push({ domain: 'com.microsoft', version: 1 });
   return { model: { ...model, opsets, graph: g }, report };
@@ -296,7 +297,7 @@ function activationSources(g: OnnxGraph, targets: readonly Target[]): Map<string
  * those of every product static mode could quantize, whatever `minWeights` and `exclude` later leave float.
  */
 export function calibrationTargets(model: OnnxModel): { graph: OnnxGraph; tensors: string[] } {
-  const g: OnnxGraph = { ...model.graph, nodes: [...model.graph.nodes], initializers: [...model.graph.initializers] };
+  const g = ownGraph(model);
   prepareStatic(g);
   const { targets } = plan(g, 'static', { minWeights: 0 });
   return { graph: g, tensors: [...new Set(activationSources(g, targets).values())] };
@@ -419,6 +420,28 @@ export function foldBatchNorm(g: OnnxGraph): number {
   }
   g.nodes = g.nodes.filter((n) => !drop.has(n)).map((n) => replace.get(n) ?? n);
   return drop.size;
+}
+
+/**
+ * The graph's lists copied (nodes and tensors shared). Below IR version 4 every initializer is
+ * also listed as a graph input and is still a constant (onnxruntime overrides initializers from
+ * IR 4 on): those inputs are set aside, and `relistInitializers` restores the rule at the end.
+ */
+function ownGraph(model: OnnxModel): OnnxGraph {
+  const g: OnnxGraph = { ...model.graph, nodes: [...model.graph.nodes], initializers: [...model.graph.initializers] };
+  if (model.irVersion < 4) {
+    const inits = new Set(g.initializers.map((t) => t.name));
+    g.inputs = g.inputs.filter((i) => !inits.has(i.name));
+  }
+  return g;
+}
+
+/** Every initializer listed as a graph input again (IR < 4): the old entries that remain, then the new tensors'. */
+function relistInitializers(g: OnnxGraph, old: readonly OnnxValueInfo[]): void {
+  const inits = new Set(g.initializers.map((t) => t.name));
+  const kept = old.filter((i) => inits.has(i.name));
+  const listed = new Set(kept.map((i) => i.name));
+  g.inputs = [...g.inputs, ...kept, ...g.initializers.filter((t) => !listed.has(t.name)).map((t) => ({ name: t.name, elemType: t.elemType, shape: [...t.dims] }))];
 }
 
 /** Drops initializers nothing reads (a node, a subgraph, a graph output or input). */
