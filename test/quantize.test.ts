@@ -17,6 +17,7 @@ import { createInferenceSession, optimizedModel } from '../src/runtime/ort.js';
 import type { Named } from '../src/runtime/ort.js';
 import { activationParams, quantize, quantizePerChannel } from '../src/deploy/quantize.js';
 import { calibrate, entropyThreshold, mnistCalibration } from '../src/deploy/calibrate.js';
+import { optimize } from '../src/deploy/optimize.js';
 import type { CalibrationBatch } from '../src/deploy/calibrate.js';
 import { cnnOnnx, gptOnnx, mlpOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
 import { CLI } from './helpers/cli.js';
@@ -310,4 +311,15 @@ test('weft quantize: dynamic by default, static from --calibrate mnist; usage er
     assert.equal(usage.status, 1);
     assert.match(String(usage.stderr), /weft: weft quantize takes an input and an output ONNX file, got 1 argument\(s\)\n[^]*weft quantize <in.onnx> <out.onnx>/);
   } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
+test("onnxruntime's fused products (weft optimize's FusedConv / FusedGemm) stay float, and the reason says to quantize before fusing", async () => {
+  const mlp = new w.Sequential([new w.Linear(64, 96), new w.ReLU(), new w.Linear(96, 64)]);
+  w.bindParameters(mlp, { seed: 4 });
+  const { model: fused } = await optimize(decodeModel(mlpOnnx(mlp, 64)), { ortFusions: true });
+  assert.ok(fused.graph.nodes.some((n) => n.op === 'FusedGemm'), 'the optimizer fused Gemm + Relu');
+  const { report } = quantize(fused);
+  const r = report.skipped.find((s) => s.op === 'FusedGemm');
+  assert.match(r?.reason ?? '', /quantize the model before fusing it \(weft optimize --no-ort-fusions\)/);
+  assert.equal(report.quantized.length, 1, 'the unfused second Gemm is still quantized');
 });

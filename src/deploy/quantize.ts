@@ -32,6 +32,7 @@
  * 1.64-1.79x, 512 2.8-3.0x over fp32). So do products of two activations
  * (attention's Q K^T) and Gemm with transA. The report says, per node, what became of it and why.
  */
+import { activationQParams, roundHalfEven } from '../ir/qat.js';
 import type { OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, OnnxValueInfo } from '../ir/onnx/model.js';
 import { attr, attrInt, attrs, subgraphs, tensorOf } from '../ir/onnx/model.js';
 import type { CalibrationResult } from './calibrate.js';
@@ -77,11 +78,8 @@ export interface QuantizeReport {
 export const DEFAULT_MIN_WEIGHTS = 4096;
 const ELEM = { float: 1, uint8: 2, int8: 3, int32: 6 } as const;
 
-/** Rounds half to even (QuantizeLinear's rounding). */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
+/** QuantizeLinear's rounding, and the u8 parameters of a range: the same arithmetic as QAT's fake quantization (ir/qat.ts). */
+export { roundHalfEven };
 
 /**
  * Symmetric per-channel int8 weights: channel c is index c along `axis`; scale_c = max|w_c| / qmax
@@ -107,13 +105,8 @@ export function quantizePerChannel(w: Float32Array, dims: readonly number[], axi
 
 /** u8 scale and zero point of the range [lo, hi] widened to hold 0 (so 0 is exact): scale = (hi - lo) / 255, zp = round(-lo / scale). */
 export function activationParams(lo: number, hi: number): { scale: number; zeroPoint: number } {
-  const [a, b] = [Math.min(lo, 0), Math.max(hi, 0)];
-  if (!(b - a > 0) || !Number.isFinite(b - a)) {
-    if (!Number.isFinite(a) || !Number.isFinite(b)) throw new Error(`quantize: activation range [${lo}, ${hi}] is not finite`);
-    return { scale: 1, zeroPoint: 0 };
-  }
-  const scale = Math.fround((b - a) / 255);
-  return { scale, zeroPoint: Math.max(0, Math.min(255, roundHalfEven(-a / scale))) };
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) throw new Error(`quantize: activation range [${lo}, ${hi}] is not finite`);
+  return activationQParams(Math.min(lo, hi), Math.max(lo, hi));
 }
 
 /** A MatMul/Gemm/Conv to quantize: its activation input, its weight as found and how to read it. */
@@ -135,6 +128,10 @@ const label = (n: OnnxNode): string => n.name || n.outputs[0] || n.op;
 
 /** Whether `n` is a candidate, and if so the target or the reason it stays float. */
 function targetOf(n: OnnxNode, idx: GraphIndex, mode: QuantizeMode, minWeights: number, exclude: ReadonlySet<string>): Target | string | null {
+  // onnxruntime's fused products (weft optimize's FusedConv / FusedGemm) hide the pattern int8 needs.
+  if (n.domain === 'com.microsoft' && (n.op === 'FusedConv' || n.op === 'FusedGemm' || n.op === 'FusedMatMul')) {
+    return `com.microsoft ${n.op} is onnxruntime's fused float kernel: quantize the model before fusing it (weft optimize --no-ort-fusions)`;
+  }
   if (n.domain !== '' || !(n.op === 'MatMul' || n.op === 'Gemm' || n.op === 'Conv')) return null;
   if (exclude.has(label(n))) return 'excluded by the caller';
   const [a, wName] = [n.inputs[0] ?? '', n.inputs[1] ?? ''];
