@@ -36,6 +36,10 @@ export function blas(): Blas | null {
   if (cached !== undefined) return cached;
   const path = process.env['WEFT_BLAS'] === '0' ? null : addonPath('weft_blas.node', 'WEFT_BLAS_BINDING');
   if (!path) return (cached = null);
+  // oneDNN's OpenMP threads spin after each product by default, and here onnxruntime's own pool
+  // runs between products: the spinning took its cores (small GPT, 2 threads, matmul precision
+  // medium: 1,610 tokens/s spinning, 2,106 passive). libgomp reads this when the addon loads it.
+  process.env['OMP_WAIT_POLICY'] ??= 'PASSIVE';
   let native: Native;
   try {
     native = createRequire(import.meta.url)(path) as Native;
