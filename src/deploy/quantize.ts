@@ -32,6 +32,7 @@
  * 1.64-1.79x, 512 2.8-3.0x over fp32). So do products of two activations
  * (attention's Q K^T) and Gemm with transA. The report says, per node, what became of it and why.
  */
+import { foldBatchNorms } from './passes/bn_fold.js';
 import { activationQParams, roundHalfEven } from '../ir/qat.js';
 import type { OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, OnnxValueInfo } from '../ir/onnx/model.js';
 import { attr, attrInt, attrs, subgraphs, tensorOf } from '../ir/onnx/model.js';
@@ -207,7 +208,7 @@ export function quantize(model: OnnxModel, o: QuantizeOptions = {}): { model: On
   }
   if (mode === 'static' && o.calibration === undefined) throw new Error('quantize: static mode needs `calibration` (the ranges calibrate() measured on this model)');
   const g = ownGraph(model);
-  if (mode === 'static') prepareStatic(g);
+  if (mode === 'static') prepareStatic(g, model);
   const { targets, skipped } = plan(g, mode, o);
   const qmax = o.reduceRange ? 63 : 127;
   const report: QuantizeReport = { mode, format: mode === 'static' ? 'qdq' : format, quantized: [], skipped, activations: [], weightBytes: { float32: 0, int8: 0 } };
@@ -295,7 +296,7 @@ function activationSources(g: OnnxGraph, targets: readonly Target[]): Map<string
  */
 export function calibrationTargets(model: OnnxModel): { graph: OnnxGraph; tensors: string[] } {
   const g = ownGraph(model);
-  prepareStatic(g);
+  prepareStatic(g, model);
   const { targets } = plan(g, 'static', { minWeights: 0 });
   return { graph: g, tensors: [...new Set(activationSources(g, targets).values())] };
 }
@@ -375,8 +376,11 @@ function quantizedBias(t: Target, wScale: Float32Array, aScale: number, g: OnnxG
  * What static mode rewrites before planning: BatchNorm folded into its Conv, and MaxPool's Indices
  * output dropped where nothing reads it (onnxruntime runs a one-output MaxPool on u8).
  */
-function prepareStatic(g: OnnxGraph): void {
-  foldBatchNorm(g);
+function prepareStatic(g: OnnxGraph, model: OnnxModel): void {
+  // weft optimize's pass edits the product it folds a BatchNorm into: those get copies first, so
+  // the caller's model is left as it was.
+  g.nodes = g.nodes.map((n) => (n.domain === '' && (n.op === 'Conv' || n.op === 'Gemm' || n.op === 'MatMul') ? { ...n, inputs: [...n.inputs], outputs: [...n.outputs] } : n));
+  foldBatchNorms(g, { opsets: [...model.opsets], irVersion: model.irVersion, threads: 1, foldMaxBytes: 0 });
   const idx = new GraphIndex(g);
   g.nodes = g.nodes.map((n) => {
     const ind = n.outputs[1];
@@ -385,39 +389,6 @@ function prepareStatic(g: OnnxGraph): void {
   });
 }
 
-/**
- * Folds an inference BatchNormalization into the Conv before it (constant weights, the Conv's
- * output read only by it): W'_c = W_c s_c, b'_c = (b_c - mean_c) s_c + B_c, s_c = scale_c / sqrt(var_c + eps).
- */
-export function foldBatchNorm(g: OnnxGraph): number {
-  const idx = new GraphIndex(g);
-  const fresh = namer(g);
-  const drop = new Set<OnnxNode>();
-  const replace = new Map<OnnxNode, OnnxNode>();
-  for (const bn of g.nodes) {
-    if (bn.op !== 'BatchNormalization' || bn.domain !== '' || bn.outputs.filter((o) => o !== '').length !== 1 || attrInt(bn, 'training_mode', 0) !== 0) continue;
-    const conv = idx.producer(bn.inputs[0]!);
-    if (conv === undefined || conv.op !== 'Conv' || conv.domain !== '' || !idx.onlyReadBy(bn.inputs[0]!, bn)) continue;
-    const w = idx.constant(conv.inputs[1]!);
-    const cb = conv.inputs[2] ? idx.constant(conv.inputs[2]) : undefined;
-    const [scale, bias, mean, variance] = bn.inputs.slice(1, 5).map((x) => idx.constant(x)?.data);
-    const all = [w?.data, scale, bias, mean, variance, ...(conv.inputs[2] ? [cb?.data] : [])];
-    if (!all.every((x) => x instanceof Float32Array) || w!.dims.length < 3) continue;
-    const M = w!.dims[0]!;
-    if (![scale, bias, mean, variance].every((x) => x!.length === M)) continue;
-    const eps = (attr(bn, 'epsilon') as number | undefined) ?? 1e-5;
-    const s = Float64Array.from(scale as Float32Array, (v, c) => v / Math.sqrt((variance as Float32Array)[c]! + eps));
-    const inner = (w!.data as Float32Array).length / M;
-    const w2 = Float32Array.from(w!.data as Float32Array, (v, i) => v * s[Math.floor(i / inner)]!);
-    const b2 = Float32Array.from({ length: M }, (_, c) => (((cb?.data as Float32Array | undefined)?.[c] ?? 0) - (mean as Float32Array)[c]!) * s[c]! + (bias as Float32Array)[c]!);
-    const [wn, bn2] = [fresh(`${conv.inputs[1]}_bn_folded`), fresh(`${label(conv)}_bias_bn_folded`)];
-    g.initializers.push(tensorOf(wn, 'float32', w!.dims, w2), tensorOf(bn2, 'float32', [M], b2));
-    replace.set(conv, { ...conv, inputs: [conv.inputs[0]!, wn, bn2], outputs: [bn.outputs[0]!] });
-    drop.add(bn);
-  }
-  g.nodes = g.nodes.filter((n) => !drop.has(n)).map((n) => replace.get(n) ?? n);
-  return drop.size;
-}
 
 /**
  * The graph's lists copied (nodes and tensors shared). Below IR version 4 every initializer is
