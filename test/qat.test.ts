@@ -18,6 +18,11 @@ import { decodeModel } from '../src/ir/onnx/model.js';
 import { createInferenceSession, optimizedModel } from '../src/runtime/ort.js';
 import { checkModel, needsPython } from './helpers/onnx_check.js';
 import { checkGrad, uniform } from './helpers/gradcheck.js';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 setThreads(1);
 
@@ -244,3 +249,33 @@ function exportFloat(model: QatModel, input: readonly (number | string)[]): Uint
   model.train();
   return toModelProto({ inputs: [x.value], outputs: [y.value], initializers: model.namedParameters().map(([, p]) => p.t.value), outputNames: ['y'] });
 }
+
+test('weft train with train.qat: the step computes on fake-quantized products (first loss within 2% of fp32, not equal), trains, and refuses half precision naming train.qat', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-qat-train-'));
+  const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const config = (name: string, train: Record<string, unknown>): string => {
+    const path = join(dir, `${name}.json`);
+    writeFileSync(path, JSON.stringify({
+      out: join(dir, name), model: { kind: 'cnn', channels: [4, 8], hidden: 16, batchNorm: false, dropout: 0 },
+      data: { images: 'mnist', cropPadding: 0 },
+      train: { steps: 6, batch: 16, lr: 3e-3, warmup: 0, schedule: 'constant', weightDecay: 0, clip: 1, threads: 1, ...train },
+      eval: { every: 6, batch: 500 }, checkpoint: { every: 6 },
+    }));
+    return path;
+  };
+  const losses = (name: string): number[] => readFileSync(join(dir, name, 'metrics.jsonl'), 'utf8').trim().split('\n')
+    .map((l) => JSON.parse(l) as { loss?: number }).filter((r) => r.loss !== undefined).map((r) => r.loss!);
+  try {
+    execFileSync(process.execPath, [CLI, 'train', config('fp32', {})], { stdio: 'pipe' });
+    execFileSync(process.execPath, [CLI, 'train', config('qat', { qat: true })], { stdio: 'pipe' });
+    const [f, q] = [losses('fp32'), losses('qat')];
+    assert.equal(q.length, f.length);
+    assert.ok(q.every(Number.isFinite));
+    assert.notEqual(q[0], f[0], 'the QAT step is not the float step');
+    assert.ok(Math.abs(q[0]! - f[0]!) < 0.02 * f[0]!, `first loss ${q[0]} against fp32 ${f[0]}`);
+    assert.ok(q.at(-1)! < q[0]!, `QAT trains: ${q.join(', ')}`);
+    const bad = spawnSync(process.execPath, [CLI, 'train', config('half', { qat: true, precision: 'bf16' })], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /train\.qat/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});

@@ -66,6 +66,7 @@ export const SCHEMA = {
     dataSeed: f('integer', 1, 'Seed of the batch sampler.'),
     threads: f('integer', 0, 'Intra-op threads per rank (0: the cores divided among the ranks).', { min: 0 }),
     precision: f('string', 'fp32', "'fp32', or mixed precision 'fp16' / 'bf16': matrix products in half precision from casts of the float32 master weights; norms, softmax and the loss in float32; the optimizer in float32.", { oneOf: ['fp32', 'fp16', 'bf16'] }),
+    qat: f('boolean', false, "Quantization-aware training: every parameter Conv / MatMul / Gemm of the step computes on fake-quantized int8 (s8 per-channel weights, u8 inputs over the batch's range, straight-through gradients; ir/qat.ts); fp32, one tensor-parallel and pipeline stage only. Ship with weft export + weft quantize --mode static (README, \"Ship what was trained\")."),
     matmulPrecision: f('string', 'highest', "float32 matrix products, as torch.set_float32_matmul_precision: 'highest' in float32; 'medium' on bfloat16 operands with float32 accumulation (the values stay float32) where the CPU has bfloat16 kernels (AMX, AVX512-BF16) and each product measured faster there (needs the native products addon; README, \"Native matrix products\").", { oneOf: ['highest', 'medium'] }),
     lossScale: f('number', 65536, 'fp16: the first dynamic loss scale (halved on an overflow, which skips its step).', { min: 1 }),
     lossScaleWindow: f('integer', 2000, 'fp16: clean steps in a row before the loss scale doubles (GradScaler growth_interval).', { min: 1 }),
@@ -124,7 +125,7 @@ export interface RunConfig {
   train: {
     steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd' | 'adafactor'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
-    precision: 'fp32' | 'fp16' | 'bf16'; matmulPrecision: 'highest' | 'medium'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
+    precision: 'fp32' | 'fp16' | 'bf16'; qat: boolean; matmulPrecision: 'highest' | 'medium'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     checkpointing: 'none' | 'full' | 'selective';
   };
   parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };

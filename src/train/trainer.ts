@@ -340,7 +340,10 @@ export class Trainer {
       return scale === 1 ? l : l.mul(scale);
     };
     const checkpointing = taskCheckpointing(task, t.checkpointing);
-    const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null, ...(checkpointing ? { checkpointing } : {}) };
+    if (t.qat && (t.precision !== 'fp32' || tp > 1 || cfg.parallel.pp > 1 || cfg.parallel.zero === 3)) {
+      throw new Error(`train.qat: quantization-aware training runs in fp32 on whole tensors (train.precision '${t.precision}', parallel.tp ${tp}, parallel.pp ${cfg.parallel.pp}, parallel.zero ${cfg.parallel.zero}); per-channel weight ranges over shards would differ from the single-process model's`);
+    }
+    const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null, ...(checkpointing ? { checkpointing } : {}), ...(t.qat ? { qat: {} } : {}) };
     if (ddpPath) {
       this.step = null;
       const hooks: Record<string, CommHook> = { allreduce: allReduceHook, fp16: fp16Hook, bf16: bf16Hook };
