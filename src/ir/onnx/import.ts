@@ -2,7 +2,7 @@
  * ONNX ModelProto bytes -> IR. Every node is re-applied through the op registry, so shapes are
  * re-inferred and checked; an op weft does not know is an error that names it and its node.
  */
-import { allocate, BYTES, dtypeFromOnnx } from '../dtype.js';
+import { dtypeFromOnnx } from '../dtype.js';
 import type { DType, TypedArray } from '../dtype.js';
 import type { AttrValue, TensorAttr } from '../graph.js';
 import { Value } from '../graph.js';
@@ -11,6 +11,8 @@ import type { Dim } from '../shape.js';
 import { asFloat, asInt, asString, packedFloats, packedVarints, readFields, WireError } from './wire.js';
 import type { Field } from './wire.js';
 import { OPSET } from './export.js';
+import { decodeTensor } from './model.js';
+import type { OnnxTensor } from './model.js';
 
 export interface ImportedModel {
   inputs: Value[];
@@ -141,51 +143,15 @@ function constantValue(attrs: Record<string, AttrValue>, label: string): TensorA
 
 export interface ParsedTensor { name: string; dtype: DType; shape: number[]; data: TypedArray }
 
+/** A TensorProto as weft's values: `decodeTensor`'s reading, where a tensor it keeps opaque is an error. */
 export function parseTensor(bytes: Uint8Array, where: string): ParsedTensor {
-  const dims: number[] = [];
-  let code = 0;
-  let name = '';
-  let raw: Uint8Array | null = null;
-  const typed: number[] = [];
-  const typedFields = new Set<number>();
-  for (const f of readFields(bytes, where)) {
-    if (f.field === 1) dims.push(...packedVarints(f, where));
-    else if (f.field === 2) code = asInt(f, `${where} data_type`);
-    else if (f.field === 8) name = asString(f);
-    else if (f.field === 9) raw = f.bytes;
-    else if (f.field === 4) { typed.push(...packedFloats(f, `${where} '${name}' float_data`)); typedFields.add(4); }
-    else if (f.field === 5 || f.field === 7) { typed.push(...packedVarints(f, where)); typedFields.add(f.field); }
-    else if (f.field === 10) { typed.push(...doubles(f, `${where} '${name}'`)); typedFields.add(10); }
-    else if (f.field === 13 || f.field === 14) bad(`${where} '${name}': external data is not supported`);
-  }
-  const dtype = dtypeFromOnnx(code, `${where} '${name}'`);
-  const shape = `[${dims.join(', ')}]`;
-  if (dims.some((d) => d < 0)) bad(`${where} '${name}': negative dim in ${shape}`);
-  const n = dims.reduce((p, q) => p * q, 1);
-  // Check the claimed size against the bytes present before allocating: a malformed file must not
-  // make us allocate (or fail to allocate) gigabytes.
-  if (!Number.isSafeInteger(n)) bad(`${where} '${name}': shape ${shape} is too large`);
-  if (raw !== null) {
-    if (raw.length !== n * BYTES[dtype]) bad(`${where} '${name}': raw_data has ${raw.length} bytes, shape ${shape} of ${dtype} needs ${n * BYTES[dtype]}`);
-  } else if (typed.length !== n) {
-    bad(`${where} '${name}': holds ${typed.length} values, shape ${shape} needs ${n}`);
-  }
-  const data = allocate(dtype, n);
-  if (raw !== null) new Uint8Array(data.buffer).set(raw);
-  else if (data instanceof BigInt64Array) typed.forEach((x, i) => { data[i] = BigInt(x); });
-  else if ((dtype === 'float16' || dtype === 'bfloat16') && n > 0 && !(typedFields.size === 1 && typedFields.has(5))) {
-    // ONNX stores 16-bit floats as their bit patterns in int32_data.
-    bad(`${where} '${name}': ${dtype} values must be in raw_data or int32_data`);
-  } else (data as Float32Array).set(typed);
-  return { name, dtype, shape: dims, data };
+  let t: OnnxTensor;
+  try { t = decodeTensor(bytes, where); } catch (e) { return bad((e as Error).message); }
+  const dtype = dtypeFromOnnx(t.elemType, `${where} '${t.name}'`);
+  if (t.data === null) return bad(`${where} '${t.name}': external data (or another storage weft does not read) is not supported`);
+  return { name: t.name, dtype, shape: t.dims, data: t.data };
 }
 
-function doubles(f: Field, where: string): number[] {
-  if (f.wire === 1) return [new DataView(f.bytes.buffer, f.bytes.byteOffset, 8).getFloat64(0, true)];
-  if (f.wire !== 2 || f.bytes.length % 8 !== 0) bad(`${where}: double_data has wire type ${f.wire} and ${f.bytes.length} bytes`);
-  const c = f.bytes.slice();
-  return Array.from(new Float64Array(c.buffer, 0, c.length >> 3));
-}
 
 export function parseValueInfo(bytes: Uint8Array, where: string): { name: string; dtype: DType; shape: Dim[] } {
   let name = '';

@@ -186,15 +186,18 @@ export function decodeTensor(bytes: Uint8Array, where: string): OnnxTensor {
   let name = '';
   let raw: Uint8Array | null = null;
   const typed: number[] = [];
+  const typedFields = new Set<number>();
   let opaque = false;
   for (const f of readFields(bytes, where)) {
     if (f.field === 1) dims.push(...packedVarints(f, where));
     else if (f.field === 2) elemType = asInt(f, `${where} data_type`);
     else if (f.field === 8) name = asString(f);
     else if (f.field === 9) raw = f.bytes;
-    else if (f.field === 4) typed.push(...packedFloats(f, where));
-    else if (f.field === 5 || f.field === 7) typed.push(...packedVarints(f, where));
+    else if (f.field === 12) continue; // doc_string
+    else if (f.field === 4) { typed.push(...packedFloats(f, where)); typedFields.add(4); }
+    else if (f.field === 5 || f.field === 7) { typed.push(...packedVarints(f, where)); typedFields.add(f.field); }
     else if (f.field === 10) {
+      typedFields.add(10);
       const c = f.bytes.slice();
       if (f.wire === 1) typed.push(new DataView(c.buffer).getFloat64(0, true));
       else typed.push(...new Float64Array(c.buffer, 0, c.length >> 3));
@@ -209,6 +212,8 @@ export function decodeTensor(bytes: Uint8Array, where: string): OnnxTensor {
   if (!Number.isSafeInteger(n)) fail(`${at}: shape [${dims.join(', ')}] is too large`);
   if (raw !== null && raw.length !== n * BYTES[dtype]) fail(`${at}: raw_data has ${raw.length} bytes, shape [${dims.join(', ')}] of ${dtype} needs ${n * BYTES[dtype]}`);
   if (raw === null && typed.length !== n) fail(`${at}: holds ${typed.length} values, shape [${dims.join(', ')}] needs ${n}`);
+  // ONNX stores 16-bit floats as their bit patterns in int32_data.
+  if ((dtype === 'float16' || dtype === 'bfloat16') && raw === null && n > 0 && !(typedFields.size === 1 && typedFields.has(5))) fail(`${at}: ${dtype} values must be in raw_data or int32_data`);
   const data = allocate(dtype, n);
   if (raw !== null) new Uint8Array(data.buffer).set(raw);
   else if (data instanceof BigInt64Array) typed.forEach((x, i) => { data[i] = BigInt(x); });
