@@ -4,7 +4,7 @@
  * Constant node), fresh names, and removing what nothing reads.
  */
 import type { OnnxGraph, OnnxNode, OnnxTensor } from '../ir/onnx/model.js';
-import { decodeTensor, subgraphs } from '../ir/onnx/model.js';
+import { subgraphs } from '../ir/onnx/model.js';
 
 export class GraphIndex {
   private readonly producers = new Map<string, OnnxNode>();
@@ -112,22 +112,29 @@ function rawNames(raw: Uint8Array): string[] {
 
 /** Sorts nodes so each follows the producers of its inputs (stable where the order already holds). */
 export function topoSort(g: OnnxGraph): void {
-  const made = new Set<string>([...g.inputs.map((i) => i.name), ...g.initializers.map((t) => t.name), '']);
-  const pending = [...g.nodes];
+  const producer = new Map<string, OnnxNode>();
+  for (const n of g.nodes) for (const o of n.outputs) if (o !== '') producer.set(o, n);
+  const state = new Map<OnnxNode, 'visiting' | 'done'>();
   const out: OnnxNode[] = [];
-  while (pending.length > 0) {
-    const k = pending.findIndex((n) => n.inputs.every((i) => made.has(i) || !pending.some((p) => p.outputs.includes(i))));
-    if (k < 0) throw new Error(`topoSort: graph '${g.name}' has a cycle through ${pending[0]!.op} '${pending[0]!.name}'`);
-    const [n] = pending.splice(k, 1);
-    for (const o of n!.outputs) made.add(o);
-    out.push(n!);
+  // Depth first from each node in the current order, producers before readers; an explicit stack
+  // (a chain of thousands of nodes would overflow recursion).
+  for (const root of g.nodes) {
+    const stack: { n: OnnxNode; next: number }[] = [{ n: root, next: 0 }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.next === 0) {
+        const st = state.get(top.n);
+        if (st === 'done') { stack.pop(); continue; }
+        if (st === 'visiting') throw new Error(`topoSort: graph '${g.name}' has a cycle through ${top.n.op} '${top.n.name}'`);
+        state.set(top.n, 'visiting');
+      }
+      const p = top.next < top.n.inputs.length ? producer.get(top.n.inputs[top.next++]!) : undefined;
+      if (p !== undefined) { if (state.get(p) !== 'done') stack.push({ n: p, next: 0 }); continue; }
+      if (top.next < top.n.inputs.length) continue;
+      state.set(top.n, 'done');
+      out.push(top.n);
+      stack.pop();
+    }
   }
   g.nodes = out;
 }
-
-/** Replaces every read of `from` with `to` (node inputs; a graph output named `from` is renamed only if `outputs`). */
-export function renameUses(g: OnnxGraph, from: string, to: string): void {
-  for (const n of g.nodes) if (n.inputs.includes(from)) n.inputs = n.inputs.map((i) => (i === from ? to : i));
-}
-
-export { decodeTensor };
