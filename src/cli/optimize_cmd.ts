@@ -3,7 +3,8 @@
  * over any ONNX file (deploy/optimize.ts), the result written to out.onnx and a report printed
  * (as JSON with --json). A file that is not ONNX is an error naming it.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { readModelFile } from '../deploy/model_file.js';
 import { decodeModel, encodeModel } from '../ir/onnx/model.js';
 import { formatReport, optimize, PASS_NAMES } from '../deploy/optimize.js';
 import type { PassName } from '../deploy/optimize.js';
@@ -23,8 +24,7 @@ export async function optimizeCommand(argv: string[]): Promise<void> {
   }
   if (pos.length !== 2) throw new UsageError(`weft optimize takes an input and an output file, got ${pos.length} argument${pos.length === 1 ? '' : 's'}`);
   const [src, dst] = pos as [string, string];
-  let bytes: Uint8Array;
-  try { bytes = new Uint8Array(readFileSync(src)); } catch (e) { throw new Error(`${src}: cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`); }
+  const bytes = readModelFile(src);
   const input = decodeModel(bytes, src);
   const { model, report } = await optimize(input, { ortFusions: !on.has('--no-ort-fusions'), ...(passes ? { passes } : {}) });
   const out = encodeModel(model);

@@ -4,6 +4,7 @@
  * (deploy/calibrate.ts). Prints what was quantized and what was left float, and why.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { readModelFile } from '../deploy/model_file.js';
 import { availableParallelism } from 'node:os';
 import { decodeModel, encodeModel } from '../ir/onnx/model.js';
 import type { OnnxModel } from '../ir/onnx/model.js';
@@ -66,7 +67,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   const minWeights = num(opt, '--min-weights', DEFAULT_MIN_WEIGHTS);
   const exclude = opt.get('--exclude')?.split(',').filter((s) => s !== '') ?? [];
 
-  const model = decodeModel(new Uint8Array(readFileSync(input)), input);
+  const model = decodeModel(readModelFile(input), input);
   let cal: CalibrationResult | null = null;
   if (mode === 'static') {
     const samples = positive('--samples', source === 'brown' ? 64 : 500);

@@ -5,7 +5,6 @@
  * after model, so drift on a shared machine falls on all alike. Latency is per run (p50 / p99 of
  * the timed runs); throughput is batch / latency (and tokens/s where an input has a sequence dim).
  */
-import { readFileSync } from 'node:fs';
 import { allocate, dtypeFromOnnx } from '../ir/dtype.js';
 import type { DType, TypedArray } from '../ir/dtype.js';
 import { decodeModel } from '../ir/onnx/model.js';
@@ -15,6 +14,7 @@ import type { CpuInfo } from '../runtime/cpu.js';
 import { createInferenceSession } from '../runtime/ort.js';
 import type { InferenceSession, Named } from '../runtime/ort.js';
 import { Rng } from '../tensor/random.js';
+import { readModelFile } from './model_file.js';
 
 export interface BenchInferOptions {
   /** The models, by label (e.g. { fp32: 'model.onnx', int8: 'model.int8.onnx' }); the first is the baseline of the ratios. */
@@ -97,7 +97,7 @@ export async function benchInfer(o: BenchInferOptions): Promise<BenchInferReport
   if (labels.length === 0) throw new Error('benchInfer: no models');
   const files = labels.map((l) => {
     const path = o.models[l]!;
-    const bytes = new Uint8Array(readFileSync(path));
+    const bytes = readModelFile(path);
     const m = decodeModel(bytes, path);
     const inits = new Set(m.graph.initializers.map((t) => t.name));
     return { label: l, path, bytes, inputs: m.graph.inputs.filter((i) => !inits.has(i.name)), nodes: m.graph.nodes.length };
