@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig, parseConfig } from '../src/train/config.js';
 import type { RunConfig } from '../src/train/config.js';
 import { Trainer } from '../src/train/trainer.js';
+import { loadCheckpoint } from '../src/train/checkpoint.js';
 
 const tiny = (out: string, extra: Record<string, unknown> = {}): RunConfig => parseConfig({
   out,
@@ -152,4 +153,27 @@ test('the weft CLI prints usage for a bad command and names a missing config fil
   const h = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
   assert.equal(h.status, 0);
   assert.match(h.stderr, /weft sample <checkpoint-or-run-dir>/);
+});
+
+test('train.init: a run starts from another run\'s weights (its first loss is that run\'s next), with a fresh optimizer; another model\'s checkpoint is refused naming train.init and the tensor', async () => {
+  const [a, b, c] = [tmp(), tmp(), tmp()];
+  try {
+    // Run a for 8 steps; b starts from a's step-8 weights. With lr 0 and no weight decay b's
+    // weights never move, so every loss of b is a's trained model on b's batches: b's first loss
+    // equals the loss a fresh run with the same data and a's final weights would see, and is
+    // far below an untrained model's.
+    await new Trainer(tiny(a)).run({ out: null });
+    const fine = await new Trainer(tiny(b, { init: a, lr: 0, weightDecay: 0, steps: 2 })).run({ out: null });
+    const scratch = await new Trainer(tiny(c, { lr: 0, weightDecay: 0, steps: 2 })).run({ out: null });
+    assert.ok(fine.losses[0]! < scratch.losses[0]! - 0.3, `init ${fine.losses[0]} vs scratch ${scratch.losses[0]}`);
+    // b's saved weights are a's, bit for bit (lr 0).
+    const [wa, wb] = [loadCheckpoint(join(a, 'step-000008')).weights, loadCheckpoint(join(b, 'step-000002')).weights];
+    assert.deepEqual([...wb.keys()], [...wa.keys()]);
+    for (const [k, t] of wa) assert.deepEqual(wb.get(k)!.data, t.data, `b saved a's '${k}'`);
+    const wrong = parseConfig({ ...JSON.parse(JSON.stringify(tiny(c))), out: c, model: { ctx: 32, d: 64, layers: 2, heads: 2 }, train: { ...tiny(c).train, init: a } }, 'test config');
+    await assert.rejects(new Trainer(wrong).run({ out: null }), /train\.init: .*model\.safetensors: .*shape|train\.init: .*model\.safetensors/);
+    await assert.rejects(new Trainer(tiny(c, { init: join(a, 'nothing-here') })).run({ out: null }), /train\.init: .*nothing-here/);
+  } finally {
+    for (const d of [a, b, c]) rmSync(d, { recursive: true, force: true });
+  }
 });

@@ -72,6 +72,7 @@ export const SCHEMA = {
     lossScaleWindow: f('integer', 2000, 'fp16: clean steps in a row before the loss scale doubles (GradScaler growth_interval).', { min: 1 }),
     lossScaleHysteresis: f('integer', 1, "fp16: overflows tolerated before the scale halves, each still skipped (DeepSpeed's hysteresis; 1: GradScaler).", { min: 1 }),
     lossScaleMin: f('number', 1, 'fp16: the loss scale never falls below this.', { min: 0 }),
+    init: f('string', '', "Fine-tuning: a run directory (its latest checkpoint) or a checkpoint directory whose weights start this run; the optimizer, step and data position start afresh ('' : the seeded init). The checkpoint must hold exactly this model's tensors (weft prune writes a run whose config matches its pruned checkpoint). A --resume from this run's own checkpoint takes precedence."),
     checkpointing: f('string', 'none', "Activation checkpointing: 'none', 'full' (keep each block's input, recompute the block in the backward) or 'selective' (recompute attention internals only).", { oneOf: ['none', 'full', 'selective'] }),
   },
   parallel: {
@@ -126,7 +127,7 @@ export interface RunConfig {
     steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd' | 'adafactor'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
     precision: 'fp32' | 'fp16' | 'bf16'; qat: boolean; matmulPrecision: 'highest' | 'medium'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
-    checkpointing: 'none' | 'full' | 'selective';
+    init: string; checkpointing: 'none' | 'full' | 'selective';
   };
   parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };

@@ -57,7 +57,7 @@ import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { Tensor } from '../tensor/tensor.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed } from './checkpoint.js';
-import type { LazyTensor } from './checkpoint.js';
+import type { Checkpoint, LazyTensor } from './checkpoint.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
 import type { GradStep } from './step.js';
@@ -450,28 +450,8 @@ export class Trainer {
     const path = latestCheckpoint(this.cfg.out);
     if (path === null) return null;
     const ck = loadCheckpoint(path);
-    const file = join(ck.dir, 'model.safetensors');
-    // Checkpoints hold whole tensors: a sharded rank takes its part, whatever layout wrote them.
+    this.loadWeights(ck);
     const layout = this.params.flat.layout;
-    try {
-      let weights = this.localize(ck.weights, '', file);
-      if (this.pipe) {
-        // Every tensor of the model must be there; this stage takes its pieces'.
-        for (const s of this.pipe.wholeLayout.slots) if (!weights.has(s.name)) throw new Error(`missing tensor '${s.name}'`);
-        const whole = new Set([...this.pipe.wholeLayout.slots.map((s) => s.name), ...this.params.buffers.layout.slots.map((s) => s.name)]);
-        const extra = [...weights.keys()].filter((k) => !whole.has(k));
-        if (extra.length > 0) throw new Error(`unexpected tensors ${extra.slice(0, 5).join(', ')}`);
-        const mine = new Set([...this.params.flat.layout.slots.map((s) => s.name), ...this.params.buffers.layout.slots.map((s) => s.name)]);
-        weights = new Map([...weights].filter(([k]) => mine.has(k)));
-      }
-      if (this.zero3 === null) loadStateDict(this.params, weights);
-      else {
-        // Stage 3 keeps only its slices: checked and loaded through a transient whole vector.
-        const whole = FlatBuffer.zeros(layout);
-        loadStateDict({ ...this.params, flat: whole }, weights);
-        this.zero3.load(whole.data);
-      }
-    } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
     const ofile = join(ck.dir, 'optimizer.safetensors');
     const st = ck.state as { step: number; optimizer: { name?: string; t: number }; loaders: LoaderState[]; lossScaler?: LossScalerState };
     // A run that changes to fp16 at a resume starts its loss scale afresh.
@@ -497,6 +477,46 @@ export class Trainer {
       this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.momentum > 0 ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
     }
     return { step: st.step, loader: loaderState! };
+  }
+
+  /**
+   * A checkpoint's weights (and buffers) into this rank's parameters: checkpoints hold whole
+   * tensors, so a sharded rank takes its part, whatever layout wrote them. Errors name the file.
+   */
+  private loadWeights(ck: Checkpoint): void {
+    const file = join(ck.dir, 'model.safetensors');
+    const layout = this.params.flat.layout;
+    try {
+      let weights = this.localize(ck.weights, '', file);
+      if (this.pipe) {
+        // Every tensor of the model must be there; this stage takes its pieces'.
+        for (const s of this.pipe.wholeLayout.slots) if (!weights.has(s.name)) throw new Error(`missing tensor '${s.name}'`);
+        const whole = new Set([...this.pipe.wholeLayout.slots.map((s) => s.name), ...this.params.buffers.layout.slots.map((s) => s.name)]);
+        const extra = [...weights.keys()].filter((k) => !whole.has(k));
+        if (extra.length > 0) throw new Error(`unexpected tensors ${extra.slice(0, 5).join(', ')}`);
+        const mine = new Set([...this.params.flat.layout.slots.map((s) => s.name), ...this.params.buffers.layout.slots.map((s) => s.name)]);
+        weights = new Map([...weights].filter(([k]) => mine.has(k)));
+      }
+      if (this.zero3 === null) loadStateDict(this.params, weights);
+      else {
+        // Stage 3 keeps only its slices: checked and loaded through a transient whole vector.
+        const whole = FlatBuffer.zeros(layout);
+        loadStateDict({ ...this.params, flat: whole }, weights);
+        this.zero3.load(whole.data);
+      }
+    } catch (e) { throw new Error(`${file}: ${(e as Error).message.replace(/^loadStateDict: /, '')}`); }
+  }
+
+  /**
+   * `train.init`: the weights of a run's latest checkpoint (or of a checkpoint directory) start
+   * this run; the optimizer, the step and the data position start afresh (fine-tuning, e.g. after
+   * `weft prune`). The checkpoint must hold exactly this model's tensors and shapes.
+   */
+  private initFrom(path: string): string {
+    let ck: Checkpoint;
+    try { ck = loadCheckpoint(path); } catch (e) { throw new Error(`train.init: ${path}: ${(e as Error).message}`); }
+    try { this.loadWeights(ck); } catch (e) { throw new Error(`train.init: ${(e as Error).message}`); }
+    return ck.dir;
   }
 
   /**
@@ -680,6 +700,7 @@ export class Trainer {
     }
     const resumed = o.resume ? this.restore() : null;
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
+    if (resumed === null && cfg.train.init !== '') say(`weft: weights from ${this.initFrom(cfg.train.init)} (train.init)`);
     let step = resumed?.step ?? 0;
     if (lead) { if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, ''); }
     if (this.ddp) await this.ddp.broadcastParameters(this.experts.size > 0 ? { names: this.experts, group: this.edp } : undefined);
