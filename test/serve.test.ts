@@ -7,12 +7,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encryptModel, newKeyText, parseKey } from '../src/deploy/model_file.js';
 import { exportCnn, exportGpt } from '../src/deploy/export.js';
 import { startServer } from '../src/deploy/serve.js';
 import type { ModelServer } from '../src/deploy/serve.js';
 import { createInferenceSession } from '../src/runtime/ort.js';
 import type { Named } from '../src/runtime/ort.js';
+import { CLI } from './helpers/cli.js';
 import { tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
 
 const CNN = exportCnn(tinyCnn(3, [4, 8], 16)).bytes;
@@ -256,5 +262,56 @@ test('close() answers every queued request with 200, then refuses new connection
   } finally {
     agent.destroy();
     await s.close();
+  }
+});
+
+test('close() that cannot drain gives up after drainTimeoutMs naming the pending requests', async () => {
+  const s = await startServer({ model: CNN, drainTimeoutMs: 100 });
+  // A request whose body never ends stays in flight.
+  const req = httpRequest(`${s.url}/v1/predict`, { method: 'POST', headers: { 'Content-Length': '1000' } });
+  req.on('error', () => { /* the server closes it when it gives up */ });
+  req.write('{"inputs":');
+  for (let t = 0; t < 100; t++) {
+    if (/weft_inflight 1/.test((await call(`${s.url}/metrics`, 'GET')).text)) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await assert.rejects(s.close(), /shutdown gave up after 100 ms with 1 requests pending/);
+  req.destroy();
+});
+
+test('weft serve (CLI): an encrypted model with --key-file, one line with the URL and inputs, answers, and exits 0 on SIGTERM', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-serve-'));
+  try {
+    const keyText = newKeyText();
+    writeFileSync(join(dir, 'key'), keyText);
+    writeFileSync(join(dir, 'cnn.onnx'), encryptModel(CNN, parseKey(new TextEncoder().encode(keyText), 'key')));
+    const child = spawn(process.execPath, [CLI, 'serve', join(dir, 'cnn.onnx'), '--port', '0', '--key-file', join(dir, 'key'), '--max-batch', '8'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
+    const line = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`weft serve printed no line within 20 s: ${err}`)), 20_000);
+      child.stdout.on('data', (c: Buffer) => { out += c.toString(); if (out.includes('\n')) { clearTimeout(timer); resolve(out); } });
+      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`weft serve exited ${code}: ${err}`)); });
+    });
+    assert.match(line, /^weft serve: http:\/\/127\.0\.0\.1:\d+\/v1\/predict .* inputs: images float32 \[batch,1,28,28\]  outputs: logits float32 \[batch,10\]  \(max batch 8, max wait 2 ms, queue 256\)\n$/);
+    const url = /http:\/\/[\d.:]+/.exec(line)![0];
+    const x = uniform(IMAGE, 9);
+    const r = await call(`${url}/v1/predict`, 'POST', JSON.stringify({ inputs: { images: { dims: [1, 1, 28, 28], data: Array.from(x) } } }));
+    assert.equal(r.status, 200, r.text);
+    const direct = await createInferenceSession(CNN, { threads: 1 });
+    const want = (await direct.run({ images: { dtype: 'float32', dims: [1, 1, 28, 28], data: x } }))['logits']!;
+    await direct.release();
+    assertClose(r.json().outputs['logits']!.data, want.data as Float32Array, 'CLI answer');
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error('weft serve did not exit within 20 s of SIGTERM')); }, 20_000);
+      child.removeAllListeners('exit');
+      child.once('exit', (c) => { clearTimeout(timer); resolve(c); });
+      child.kill('SIGTERM');
+    });
+    assert.equal(code, 0, err);
+    assert.equal(out, line, 'nothing logged per request');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
