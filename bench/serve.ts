@@ -8,7 +8,10 @@
  * batched session run before the load), so a lost, repeated or misrouted answer is counted.
  * Prints one JSON object with the CPU and writes it to bench/results/serve.json.
  *
- *   npm run bench:serve -- [--requests 2000] [--clients 32] [--max-batch 32] [--max-wait-ms 2] [--threads 1] [--pairs 2] [--form compact|nested] [--node-args '--cpu-prof']
+ * `--two-sessions` instead measures whether a second session in the server's process helps: 40 runs
+ * of batch 8 on one session, against 20 pairs started together on two sessions.
+ *
+ *   npm run bench:serve -- [--two-sessions] [--requests 2000] [--clients 32] [--max-batch 32] [--max-wait-ms 2] [--threads 1] [--pairs 2] [--form compact|nested] [--node-args '--cpu-prof']
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -28,7 +31,7 @@ import { mlp, mlpOnnx, uniform } from '../test/helpers/deploy_models.js';
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CLASSES = 10;
 
-const { opt } = parse(process.argv.slice(2), ['--requests', '--clients', '--max-batch', '--max-wait-ms', '--threads', '--pairs', '--form', '--node-args', '--model'], []);
+const { opt, on } = parse(process.argv.slice(2), ['--requests', '--clients', '--max-batch', '--max-wait-ms', '--threads', '--pairs', '--form', '--node-args', '--model'], ['--two-sessions']);
 const N = num(opt, '--requests', 2000);
 const CLIENTS = num(opt, '--clients', 32);
 const MAX_BATCH = num(opt, '--max-batch', 32);
@@ -159,11 +162,34 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
+/** One session's runs back to back against two sessions' runs started together (3 alternating rounds). */
+async function twoSessions(bytes: Uint8Array, input: string, row: readonly number[]): Promise<void> {
+  const a = await createInferenceSession(bytes, { threads: THREADS });
+  const b = await createInferenceSession(bytes, { threads: THREADS });
+  const n = row.reduce((p, q) => p * q, 1);
+  const f = { [input]: { dtype: 'float32' as const, dims: [8, ...row], data: uniform(8 * n) } };
+  for (let i = 0; i < 3; i++) { await a.run(f); await b.run(f); }
+  const rounds: { one_session_ms: number; two_sessions_ms: number }[] = [];
+  for (let r = 0; r < 3; r++) {
+    let t0 = performance.now();
+    for (let i = 0; i < 20; i++) { await a.run(f); await a.run(f); }
+    const one = performance.now() - t0;
+    t0 = performance.now();
+    for (let i = 0; i < 20; i++) await Promise.all([a.run(f), b.run(f)]);
+    rounds.push({ one_session_ms: +one.toFixed(1), two_sessions_ms: +(performance.now() - t0).toFixed(1) });
+  }
+  await a.release();
+  await b.release();
+  const c = cpuInfo();
+  process.stdout.write(`${JSON.stringify({ bench: 'serve-two-sessions', cpu: { model: c.model, isa: c.isa }, load_avg_1m: +loadavg()[0]!.toFixed(2), runs: 40, batch: 8, threads: THREADS, rounds })}\n`);
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-serve-'));
   try {
     const spec = modelSpec();
     const { bytes, input, output, row } = spec;
+    if (on.has('--two-sessions')) { await twoSessions(bytes, input, row); return; }
     const model = join(dir, 'model.onnx');
     writeFileSync(model, bytes);
     const ROW = row.reduce((a, b) => a * b, 1);
