@@ -11,7 +11,10 @@
  * `--two-sessions` instead measures whether a second session in the server's process helps: 40 runs
  * of batch 8 on one session, against 20 pairs started together on two sessions.
  *
- *   npm run bench:serve -- [--two-sessions] [--requests 2000] [--clients 32] [--max-batch 32] [--max-wait-ms 2] [--threads 1] [--pairs 2] [--form compact|nested] [--node-args '--cpu-prof']
+ * `--write-model FILE` writes the model and stops (for `weft bench-infer FILE --batch 1,8,32`: its
+ * cost per row by batch size, which bounds what batching can gain).
+ *
+ *   npm run bench:serve -- [--two-sessions] [--write-model FILE] [--requests 2000] [--clients 32] [--max-batch 32] [--max-wait-ms 2] [--threads 1] [--pairs 2] [--form compact|nested] [--node-args '--cpu-prof']
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -31,7 +34,7 @@ import { mlp, mlpOnnx, uniform } from '../test/helpers/deploy_models.js';
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CLASSES = 10;
 
-const { opt, on } = parse(process.argv.slice(2), ['--requests', '--clients', '--max-batch', '--max-wait-ms', '--threads', '--pairs', '--form', '--node-args', '--model'], ['--two-sessions']);
+const { opt, on } = parse(process.argv.slice(2), ['--requests', '--clients', '--max-batch', '--max-wait-ms', '--threads', '--pairs', '--form', '--node-args', '--model', '--write-model'], ['--two-sessions']);
 const N = num(opt, '--requests', 2000);
 const CLIENTS = num(opt, '--clients', 32);
 const MAX_BATCH = num(opt, '--max-batch', 32);
@@ -190,6 +193,8 @@ async function main(): Promise<void> {
     const spec = modelSpec();
     const { bytes, input, output, row } = spec;
     if (on.has('--two-sessions')) { await twoSessions(bytes, input, row); return; }
+    const save = opt.get('--write-model');
+    if (save !== undefined) { writeFileSync(save, bytes); return; }
     const model = join(dir, 'model.onnx');
     writeFileSync(model, bytes);
     const ROW = row.reduce((a, b) => a * b, 1);
