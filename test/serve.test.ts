@@ -19,7 +19,7 @@ import type { ModelServer } from '../src/deploy/serve.js';
 import { createInferenceSession } from '../src/runtime/ort.js';
 import type { Named } from '../src/runtime/ort.js';
 import { CLI } from './helpers/cli.js';
-import { tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
+import { gptOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
 
 const CNN = exportCnn(tinyCnn(3, [4, 8], 16)).bytes;
 const GPT = exportGpt(tinyGpt(2), { kind: 'logits' }).bytes;
@@ -314,4 +314,11 @@ test('weft serve (CLI): an encrypted model with --key-file, one line with the UR
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('startServer refuses a model without a symbolic batch dim, and bad options, naming them', async () => {
+  await assert.rejects(startServer({ model: gptOnnx(tinyGpt(1), 2, 8) }), /model: input 'idx' has shape \[2, 8\]; weft serve needs a symbolic leading batch dim/);
+  await assert.rejects(startServer({ model: CNN, maxBatch: 0 }), /maxBatch must be an integer >= 1, got 0/);
+  await assert.rejects(startServer({ model: CNN, port: 70000 }), /port must be 0\.\.65535, got 70000/);
+  await assert.rejects(startServer({ model: '/nonexistent/m.onnx' }), /\/nonexistent\/m\.onnx: cannot read it \(ENOENT\)/);
 });

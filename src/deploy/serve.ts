@@ -139,6 +139,7 @@ export async function startServer(opts: ServeOptions): Promise<ModelServer> {
   };
   if (!(settings.maxWaitMs >= 0 && Number.isFinite(settings.maxWaitMs))) throw new Error(`startServer: maxWaitMs must be a number >= 0, got ${settings.maxWaitMs}`);
   const port = positiveInt(opts.port, 0, 'port', 0);
+  if (port > 65535) throw new Error(`startServer: port must be 0..65535, got ${port}`);
   const drainMs = positiveInt(opts.drainTimeoutMs, 30_000, 'drainTimeoutMs');
   const requestMs = positiveInt(opts.requestTimeoutMs, 30_000, 'requestTimeoutMs');
   const source = typeof opts.model === 'string' ? opts.model : 'model';
