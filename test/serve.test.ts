@@ -322,3 +322,32 @@ test('startServer refuses a model without a symbolic batch dim, and bad options,
   await assert.rejects(startServer({ model: CNN, port: 70000 }), /port must be 0\.\.65535, got 70000/);
   await assert.rejects(startServer({ model: '/nonexistent/m.onnx' }), /\/nonexistent\/m\.onnx: cannot read it \(ENOENT\)/);
 });
+
+test('close() serves a request whose body is still arriving when it is called', async () => {
+  const s = await startServer({ model: CNN });
+  const x = uniform(IMAGE, 11);
+  const body = JSON.stringify({ inputs: { images: { dims: [1, 1, 28, 28], data: Array.from(x) } } });
+  const reply = new Promise<Reply>((resolve, reject) => {
+    const req = httpRequest(`${s.url}/v1/predict`, { method: 'POST', headers: { 'Content-Length': String(body.length) }, timeout: 20_000 }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => { text += c.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) as ReturnType<Reply['json']> }));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 20 s')));
+    req.on('error', reject);
+    req.write(body.slice(0, 100));
+    setTimeout(() => {
+      const closed = s.close();
+      setTimeout(() => req.end(body.slice(100)), 30);
+      closed.catch(reject);
+    }, 50);
+  });
+  const r = await reply;
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['connection'], 'close');
+  const direct = await createInferenceSession(CNN, { threads: 1 });
+  const want = (await direct.run({ images: { dtype: 'float32', dims: [1, 1, 28, 28], data: x } }))['logits']!;
+  await direct.release();
+  assertClose(r.json().outputs['logits']!.data, want.data as Float32Array, 'answer during drain');
+  await s.close();
+});
