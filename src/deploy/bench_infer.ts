@@ -56,7 +56,8 @@ export interface BenchInferReport {
   results: InferFigure[];
 }
 
-const BATCH_NAMES = /^(batch|batch_size|n|N|b|B)$/;
+/** Names a symbolic dim takes when it is the batch (a served model's leading dim must be one). */
+export const BATCH_NAMES = /^(batch|batch_size|n|N|b|B)$/;
 const SEQ_NAMES = /^(seq|sequence|seq_len|sequence_length|T|new|tokens)$/;
 
 /** A symbolic dim's size: the batch, or `dims[name]` (an error naming the dim, the input and the file otherwise). */

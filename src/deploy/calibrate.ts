@@ -63,7 +63,7 @@ export interface CalibrationResult {
 const fmtDims = (d: readonly (number | string | null)[]): string => `[${d.map((x) => (x === null ? '?' : String(x))).join(', ')}]`;
 
 /** The model inputs a batch must feed: graph inputs that are not initializers. */
-function feedInputs(model: OnnxModel): OnnxValueInfo[] {
+export function feedInputs(model: OnnxModel): OnnxValueInfo[] {
   const inits = new Set(model.graph.initializers.map((t) => t.name));
   return model.graph.inputs.filter((i) => !inits.has(i.name));
 }
