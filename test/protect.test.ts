@@ -22,6 +22,9 @@ import type { ProtectOptions, ProtectReport } from '../src/deploy/protect.js';
 import { optimize } from '../src/deploy/optimize.js';
 import { inferTypes } from '../src/deploy/passes/shapes.js';
 import { quantize } from '../src/deploy/quantize.js';
+import { exportRun } from '../src/deploy/export.js';
+import { parseConfig } from '../src/train/config.js';
+import { Trainer } from '../src/train/trainer.js';
 import { createInferenceSession } from '../src/runtime/ort.js';
 import type { Named } from '../src/runtime/ort.js';
 import { cnnOnnx, gptOnnx, mlp, mlpOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
@@ -201,6 +204,35 @@ test('protect: com.microsoft ops (weft optimize fusions, dynamic int8) pass thro
   const { model: q } = quantize(decodeModel(mlpOnnx(mlp(64, 64, 8), 64)), { mode: 'dynamic', minWeights: 0 });
   assert.ok(q.graph.nodes.some((n) => n.domain === 'com.microsoft'), q.graph.nodes.map((n) => n.op).join(' '));
   await protectedOk(q, { x: { dtype: 'float32', dims: [3, 64], data: uniform(192, 9) } }, { seed: 9, decoys: 10 }, 'int8 mlp');
+});
+
+/** Feeds for every input of `m`: symbolic dims batch 2, seq/new 3, past 4; ids below 256, floats in [-1, 1). */
+function feedsFor(m: OnnxModel): Feeds {
+  const size: Record<string, number> = { batch: 2, seq: 3, new: 3, past: 4 };
+  return Object.fromEntries(m.graph.inputs.map((v, k) => {
+    const dims = v.shape!.map((d) => (typeof d === 'number' ? d : size[d!]!));
+    const n = dims.reduce((p, q) => p * q, 1);
+    const x: Named = v.elemType === 7
+      ? { dtype: 'int64', dims, data: BigInt64Array.from({ length: n }, (_, i) => BigInt((i * 31 + k) % 256)) }
+      : { dtype: 'float32', dims, data: uniform(n, k + 1) };
+    return [v.name, x];
+  }));
+}
+
+test('protect on a trained run\'s weft export: the GPT logits and KV-cache step models compute the same with decoys', async () => {
+  const run = join(dir, 'run');
+  await new Trainer(parseConfig({
+    out: run, model: { ctx: 16, d: 32, layers: 2, heads: 2 }, train: { steps: 2, batch: 2, lr: 3e-3, warmup: 0, threads: 1 },
+    eval: { every: 2, windows: 1 }, checkpoint: { every: 2, keep: 1 }, sample: { tokens: 0 },
+  }, 'protect test')).run({ out: null });
+  const out = join(dir, 'exported', 'gpt.onnx');
+  exportRun(run, { out });
+  for (const file of [out, join(dir, 'exported', 'gpt.step.onnx')]) {
+    const m = decodeModel(new Uint8Array(readFileSync(file)), file);
+    const { report } = await protectedOk(m, feedsFor(m), { seed: 12, decoys: 25 }, file);
+    assert.equal(report.decoys, 25);
+    assert.ok(report.shuffled);
+  }
 });
 
 test('protect --rename-io: the interface is renamed and the report maps it back', async () => {

@@ -14,6 +14,7 @@ import { attrs, tensorOf } from '../ir/onnx/model.js';
 import type { Rng } from '../tensor/random.js';
 import { GraphIndex, namer } from './graph.js';
 import { inferTypes } from './passes/shapes.js';
+import type { ValueType } from './passes/shapes.js';
 
 const FLOAT = 1;
 /** A decoy on Q/DQ edges would break onnxruntime's QDQ fusion: the int8 model would run in float, and compute other numbers. */
@@ -23,7 +24,7 @@ export type DecoyKind = 'Mul' | 'Sub' | 'Div' | 'Identity' | 'NegNeg' | 'Reshape
 const KINDS: readonly DecoyKind[] = ['Mul', 'Sub', 'Div', 'Identity', 'NegNeg', 'ReshapeShape', 'TransposePair'];
 
 /** Where a decoy may go: a float32 value some node reads that is not a graph output, a constant or a Q/DQ edge. */
-function candidates(g: OnnxGraph, types: Map<string, { elemType: number; shape: unknown[] | null }>): string[] {
+function candidates(g: OnnxGraph, types: ReadonlyMap<string, ValueType>): string[] {
   const idx = new GraphIndex(g);
   const inits = new Set(g.initializers.map((t) => t.name));
   const names = [...g.inputs.map((i) => i.name), ...g.nodes.flatMap((n) => n.outputs)];
