@@ -28,7 +28,7 @@ import { Trainer } from '../src/train/trainer.js';
 import { createInferenceSession } from '../src/runtime/ort.js';
 import type { Named } from '../src/runtime/ort.js';
 import { cnnOnnx, gptOnnx, mlp, mlpOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
-import { GraphBuilder } from './helpers/onnx_build.js';
+import { attrs, GraphBuilder, values } from './helpers/onnx_build.js';
 import { CLI } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'weft-protect-'));
@@ -281,6 +281,26 @@ test('protect refuses a subgraph (If), naming the node; other unsupported fields
   fn.extra = [field((x) => x.string(99, 'new field'))];
   assert.throws(() => protect(fn), /field 99, which protect does not know/);
   assert.throws(() => protect(plain.model(), { decoys: -1 }), /decoys must be a non-negative integer/);
+  // A custom op naming a tensor in a string attribute would leak the name and break once renamed.
+  const custom = new GraphBuilder();
+  const h = custom.node('Relu', [custom.input('x', [2])], { outputs: ['hidden_value'] });
+  custom.output(custom.node('Foo', [h], { domain: 'com.example', attrs: [attrs.string('ref', 'hidden_value')] }));
+  assert.throws(() => protect(custom.model(17, [{ domain: 'com.example', version: 1 }])), /node 1 \(com\.example\.Foo 'Foo_1'\) attribute 'ref' holds 'hidden_value'/);
+});
+
+test('protect below IR version 4: an initializer listed as a graph input is a weight, renamed (not part of the interface)', async () => {
+  const b = new GraphBuilder();
+  const x = b.input('x', [2, 3]);
+  const wt = b.init('secret_weight', [3, 2], values(6, 1));
+  b.inputs.push({ name: wt, elemType: 1, shape: [3, 2] });
+  b.output(b.node('MatMul', [x, wt], { outputs: ['y'] }));
+  const m = b.model(8);
+  m.irVersion = 3;
+  const { model: p, report } = await protectedOk(m, { x: { dtype: 'float32', dims: [2, 3], data: uniform(6, 2) } }, { seed: 13 }, 'ir 3');
+  assert.equal(p.graph.inputs[0]!.name, 'x');
+  assert.equal(p.graph.inputs[1]!.name, p.graph.initializers[0]!.name);
+  assert.notEqual(p.graph.inputs[1]!.name, 'secret_weight');
+  assert.equal(report.initializersRenamed, 1);
 });
 
 // --- the command ---
@@ -338,6 +358,19 @@ test('weft keygen writes a 0600 key and refuses to overwrite; weft protect --enc
   r = bench(flipped, key);
   assert.notEqual(r.status, 0);
   assert.match(String(r.stderr), /flipped\.onnx: cannot decrypt it: the key is wrong or the file was modified/);
+
+  // optimize and quantize read an encrypted model with --key-file too; without a key the error names the file and both ways to give one.
+  const opt = join(dir, 'mlp.opt.onnx');
+  r = weft('optimize', enc, opt, '--key-file', key, '--json');
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.equal(decodeModel(new Uint8Array(readFileSync(opt))).graph.inputs[0]!.name, 'x');
+  r = weft('quantize', enc, join(dir, 'mlp.int8.onnx'), '--key-file', other, '--min-weights', '0');
+  assert.match(String(r.stderr), /mlp\.protected\.onnx: cannot decrypt it: the key is wrong/);
+  r = weft('quantize', enc, join(dir, 'mlp.int8.onnx'), '--key-file', key, '--min-weights', '0', '--json');
+  assert.equal(r.status, 0, String(r.stderr));
+  r = weft('protect', enc, join(dir, 'nokey.onnx'));
+  assert.match(String(r.stderr), /mlp\.protected\.onnx: the model is encrypted; give its key with --key-file FILE or the environment variable WEFT_MODEL_KEY/);
+  assert.ok(!existsSync(join(dir, 'nokey.onnx')));
 
   // An encrypted input is read with its key; re-protected without --encrypt it is plain, with a note.
   const again = join(dir, 'again.onnx');

@@ -21,6 +21,7 @@
 import { randomInt } from 'node:crypto';
 import type { OnnxAttr, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, OnnxValueInfo } from '../ir/onnx/model.js';
 import { readFields, Writer } from '../ir/onnx/wire.js';
+import type { Field } from '../ir/onnx/wire.js';
 import { Rng } from '../tensor/random.js';
 import { insertDecoys } from './decoys.js';
 import { topoSort } from './graph.js';
@@ -79,63 +80,73 @@ const SUBGRAPH_TYPES = new Set([5, 10]); // GRAPH, GRAPHS
 export function protect(model: OnnxModel, opts: ProtectOptions = {}): { model: OnnxModel; report: ProtectReport } {
   const seed = opts.seed ?? randomInt(2 ** 31);
   const decoys = opts.decoys ?? 0;
+  const shuffle = opts.shuffle ?? true;
   if (!Number.isInteger(decoys) || decoys < 0) throw new Error(`protect: decoys must be a non-negative integer, got ${decoys}`);
   if (!Number.isSafeInteger(seed)) throw new Error(`protect: seed must be an integer, got ${seed}`);
   const rng = new Rng(seed);
   const m = structuredClone(model);
   const g = m.graph;
   g.nodes.forEach((n, i) => checkNode(n, i));
+  const { fieldsStripped, valueInfoDropped } = strip(m);
 
+  const opset = m.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 17;
+  const original = g.nodes.slice();
+  const decoyKinds = decoys > 0 ? insertDecoys(g, decoys, opset, rng) : {};
+  topoSort(g);
+  if (shuffle) {
+    g.nodes = randomOrder(g, rng);
+    g.initializers = permute(g.initializers, rng);
+  }
+  const shuffled = !sameOrder(original, g.nodes);
+  const { counts, io } = rename(g, rng, opts.renameIo ?? false);
+  return {
+    model: m,
+    report: { seed, nodes: g.nodes.length, ...counts, decoys, decoyKinds, shuffled, fieldsStripped, valueInfoDropped, io: opts.renameIo ? io : null },
+  };
+}
+
+/** Drops every descriptive field of `m` in place (refusing what holds names it cannot rename); counts what went. */
+function strip(m: OnnxModel): Pick<ProtectReport, 'fieldsStripped' | 'valueInfoDropped'> {
+  const g = m.graph;
   let stripped = 0;
-  const keep = (fields: OnnxModel['extra'], strip: Set<number>, refuse: Map<number, string> | undefined, where: string): OnnxModel['extra'] => fields.filter((f) => {
+  const keep = (fields: Field[], drop: Set<number>, refuse: Map<number, string> | undefined, where: string): Field[] => fields.filter((f) => {
     const why = refuse?.get(f.field);
     if (why !== undefined) throw new Error(`protect: ${where} holds ${why}, which protect cannot rename; inline them first`);
-    if (strip.has(f.field)) { stripped++; return false; }
+    if (drop.has(f.field)) { stripped++; return false; }
     throw new Error(`protect: ${where} has field ${f.field}, which protect does not know: it cannot vouch it holds no names`);
   });
-  if (m.producer !== '') stripped++;
-  m.producer = '';
-  m.extra = keep(m.extra, STRIP.model, REFUSE['model'], 'the model');
-  g.extra = keep(g.extra, STRIP.graph, REFUSE['graph'], 'the graph');
-  g.nodes.forEach((n, i) => { n.extra = keep(n.extra, STRIP.node, undefined, nodeWhere(n, i)); });
-  const cleanRaw = (raw: Uint8Array, strip: Set<number>, where: string): Uint8Array => {
+  // Messages kept as raw bytes (opaque tensors, non-tensor value infos) are re-encoded without the dropped fields.
+  const cleanRaw = (raw: Uint8Array, drop: Set<number>, where: string): Uint8Array => {
     const w = new Writer();
     for (const f of readFields(raw, where)) {
-      if (strip.has(f.field)) stripped++;
+      if (drop.has(f.field)) stripped++;
       else w.field(f);
     }
     return w.finish();
   };
   const cleanTensor = (t: OnnxTensor, where: string): void => {
     if (t.raw === undefined) return;
-    const fs = readFields(t.raw, where);
-    if (fs.some((f) => f.field === 13 || (f.field === 14 && f.num === 1n))) throw new Error(`protect: ${where} keeps its data in an external file (its name is in the model); load it into the model first`);
+    if (readFields(t.raw, where).some((f) => f.field === 13 || (f.field === 14 && f.num === 1n))) throw new Error(`protect: ${where} keeps its data in an external file (its name is in the model); load it into the model first`);
     t.raw = cleanRaw(t.raw, STRIP.tensor, where);
   };
+  if (m.producer !== '') stripped++;
+  m.producer = '';
+  m.extra = keep(m.extra, STRIP.model, REFUSE['model'], 'the model');
+  g.extra = keep(g.extra, STRIP.graph, REFUSE['graph'], 'the graph');
+  g.nodes.forEach((n, i) => {
+    n.extra = keep(n.extra, STRIP.node, undefined, nodeWhere(n, i));
+    for (const a of n.attrs) {
+      if (a.type !== 4) continue;
+      const t = a.value as OnnxTensor;
+      cleanTensor(t, `${nodeWhere(n, i)} attribute '${a.name}'`);
+      t.name = '';
+    }
+  });
   for (const v of [...g.inputs, ...g.outputs]) if (v.raw !== undefined) v.raw = cleanRaw(v.raw, STRIP.valueInfo, `value_info '${v.name}'`);
   g.initializers.forEach((t) => cleanTensor(t, `initializer '${t.name}'`));
   const valueInfoDropped = g.valueInfo.length;
   g.valueInfo = [];
-
-  const opset = m.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 17;
-  const original = g.nodes.slice();
-  const decoyKinds = decoys > 0 ? insertDecoys(g, decoys, opset, rng) : {};
-  topoSort(g);
-  if (opts.shuffle ?? true) g.nodes = randomOrder(g, rng);
-  const shuffled = !sameOrder(original, g.nodes);
-  if (opts.shuffle ?? true) g.initializers = permute(g.initializers, rng);
-
-  const { counts, io } = rename(g, rng, opts.renameIo ?? false);
-  g.nodes.forEach((n, i) => n.attrs.forEach((a) => {
-    if (a.type === 4) { const t = a.value as OnnxTensor; t.name = ''; cleanTensor(t, `${nodeWhere(n, i)} attribute '${a.name}'`); }
-  }));
-  return {
-    model: m,
-    report: {
-      seed, nodes: g.nodes.length, ...counts, decoys, decoyKinds, shuffled,
-      fieldsStripped: stripped, valueInfoDropped, io: opts.renameIo ? io : null,
-    },
-  };
+  return { fieldsStripped: stripped, valueInfoDropped };
 }
 
 const nodeWhere = (n: OnnxNode, i: number): string => `node ${i} (${n.domain ? `${n.domain}.` : ''}${n.op}${n.name ? ` '${n.name}'` : ''})`;
