@@ -87,6 +87,7 @@ export function protect(model: OnnxModel, opts: ProtectOptions = {}): { model: O
   const m = structuredClone(model);
   const g = m.graph;
   g.nodes.forEach((n, i) => checkNode(n, i));
+  checkStringAttrs(g, renamedNames(g, opts.renameIo ?? false));
   const { fieldsStripped, valueInfoDropped } = strip(m);
 
   const opset = m.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 17;
@@ -221,14 +222,10 @@ const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
  */
 function rename(g: OnnxGraph, rng: Rng, renameIo: boolean): { counts: Pick<ProtectReport, 'nodesRenamed' | 'valuesRenamed' | 'initializersRenamed'>; io: NonNullable<ProtectReport['io']> } {
   const inits = new Set(g.initializers.map((t) => t.name));
-  const iface = new Set([...g.inputs.filter((i) => !inits.has(i.name)).map((i) => i.name), ...g.outputs.map((o) => o.name)]);
-  const names = new Set<string>();
-  for (const t of g.initializers) names.add(t.name);
-  for (const n of g.nodes) for (const x of [...n.inputs, ...n.outputs]) if (x !== '') names.add(x);
-  for (const v of [...g.inputs, ...g.outputs]) names.add(v.name);
-  const renamed = [...names].filter((x) => renameIo || !iface.has(x));
-  const taken = new Set([...names].filter((x) => !renameIo && iface.has(x)));
-  const total = renamed.length + g.nodes.length + 1;
+  const names = valueNames(g);
+  const renamed = renamedNames(g, renameIo);
+  const taken = new Set([...names].filter((x) => !renamed.has(x)));
+  const total = renamed.size + g.nodes.length + 1;
   // 26 * 36^(len-1) ids; at least 8 per name, so a draw is rarely a repeat.
   let len = 3;
   while (26 * 36 ** (len - 1) < 8 * total) len++;
@@ -243,7 +240,6 @@ function rename(g: OnnxGraph, rng: Rng, renameIo: boolean): { counts: Pick<Prote
   };
   const map = new Map<string, string>();
   for (const x of renamed) map.set(x, draw());
-  checkStringAttrs(g, map);
   const to = (x: string): string => map.get(x) ?? x;
   for (const n of g.nodes) {
     n.inputs = n.inputs.map(to);
@@ -259,17 +255,33 @@ function rename(g: OnnxGraph, rng: Rng, renameIo: boolean): { counts: Pick<Prote
   };
   g.inputs.forEach((v) => renameVi(v, io.inputs));
   g.outputs.forEach((v) => renameVi(v, io.outputs));
-  return { counts: { nodesRenamed: g.nodes.length, valuesRenamed: renamed.filter((x) => !inits.has(x)).length, initializersRenamed: g.initializers.length }, io };
+  return { counts: { nodesRenamed: g.nodes.length, valuesRenamed: [...renamed].filter((x) => !inits.has(x)).length, initializersRenamed: g.initializers.length }, io };
+}
+
+/** Every name of a value: initializers, node inputs and outputs, graph inputs and outputs. */
+function valueNames(g: OnnxGraph): Set<string> {
+  const names = new Set<string>();
+  for (const t of g.initializers) names.add(t.name);
+  for (const n of g.nodes) for (const x of [...n.inputs, ...n.outputs]) if (x !== '') names.add(x);
+  for (const v of [...g.inputs, ...g.outputs]) names.add(v.name);
+  return names;
+}
+
+/** The value names protect renames: all but the interface (graph inputs no initializer backs, and outputs) unless `renameIo`. */
+function renamedNames(g: OnnxGraph, renameIo: boolean): Set<string> {
+  const inits = new Set(g.initializers.map((t) => t.name));
+  const iface = new Set([...g.inputs.filter((i) => !inits.has(i.name)).map((i) => i.name), ...g.outputs.map((o) => o.name)]);
+  return new Set([...valueNames(g)].filter((x) => renameIo || !iface.has(x)));
 }
 
 /** A string attribute whose value is a name being renamed would refer to a tensor by name (and leak it): refused. */
-function checkStringAttrs(g: OnnxGraph, map: ReadonlyMap<string, string>): void {
+function checkStringAttrs(g: OnnxGraph, renamed: ReadonlySet<string>): void {
   const dec = new TextDecoder();
   g.nodes.forEach((n, i) => n.attrs.forEach((a: OnnxAttr) => {
     const strings = a.type === 3 ? [a.value as Uint8Array] : a.type === 8 ? (a.value as Uint8Array[]) : [];
     for (const s of strings) {
       const text = dec.decode(s);
-      if (map.has(text)) throw new Error(`protect: ${nodeWhere(n, i)} attribute '${a.name}' holds '${text}', the name of a value it would rename: an op that refers to tensors by name cannot be protected`);
+      if (renamed.has(text)) throw new Error(`protect: ${nodeWhere(n, i)} attribute '${a.name}' holds '${text}', the name of a value it would rename: an op that refers to tensors by name cannot be protected`);
     }
   }));
 }
