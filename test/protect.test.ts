@@ -56,6 +56,12 @@ function decorated(bytes: Uint8Array): OnnxModel {
     field((w) => w.message(14, (p) => { p.string(1, 'author'); p.string(2, 'secret-author'); })));
   m.graph.name = 'secret_graph';
   m.graph.extra.push(field((w) => w.string(10, 'graph doc string')));
+  // The first input as a ValueInfoProto with a doc string (kept raw by decodeModel).
+  const graph = readFields(encodeModel(m), 'model').find((f) => f.field === 7)!.bytes;
+  const input = readFields(graph, 'graph').find((f) => f.field === 11)!.bytes;
+  const doc = new Writer();
+  doc.string(3, 'input doc: feed secret tokens');
+  m.graph.inputs[0] = { ...m.graph.inputs[0]!, raw: new Uint8Array([...input, ...doc.finish()]) };
   const io = new Set([...m.graph.inputs, ...m.graph.outputs].map((v) => v.name));
   m.graph.nodes.forEach((n, i) => {
     n.name = `layer${i}/${n.op.toLowerCase()}_node`;
@@ -78,7 +84,8 @@ function secrets(m: OnnxModel): string[] {
   const kept = [...g.inputs.filter((i) => !inits.has(i.name)).map((i) => i.name), ...g.outputs.map((o) => o.name),
     ...g.nodes.flatMap((n) => [n.op, n.domain, ...n.attrs.map((a) => a.name)]), ...m.opsets.map((o) => o.domain)];
   const all = [m.producer, g.name, ...g.initializers.map((t) => t.name), ...g.nodes.flatMap((n) => [n.name, ...n.inputs, ...n.outputs]), ...g.valueInfo.map((v) => v.name),
-    ...[...m.extra, ...g.extra, ...g.nodes.flatMap((n) => n.extra)].flatMap(strings)];
+    ...[...m.extra, ...g.extra, ...g.nodes.flatMap((n) => n.extra)].flatMap(strings),
+    ...[...g.inputs, ...g.outputs].flatMap((v) => (v.raw === undefined ? [] : readFields(v.raw, 'value_info').filter((f) => f.field === 3).flatMap(strings)))];
   return [...new Set(all)].filter((s) => s.length >= 4 && !kept.some((k) => k.includes(s)));
 }
 
@@ -139,7 +146,9 @@ test('protect: the GPT computes the same logits (bitwise unoptimized, 1e-6 optim
   assert.equal(report.initializersRenamed, m.graph.initializers.length);
   assert.equal(report.valuesRenamed, new Set(m.graph.nodes.flatMap((n) => n.outputs)).size - 1, 'every node output but the graph output logits');
   assert.equal(report.valueInfoDropped, m.graph.valueInfo.length);
-  assert.equal(report.fieldsStripped, 1 + 3 + 1 + m.graph.nodes.length, 'producer, 3 model fields, the graph doc, one doc per node');
+  assert.equal(report.fieldsStripped, 1 + 3 + 1 + 1 + m.graph.nodes.length, 'producer, 3 model fields, the graph doc, the input doc, one doc per node');
+  assert.equal(p.graph.inputs[0]!.raw, undefined, 'without its doc string the input is a plain tensor value_info again');
+  assert.deepEqual(p.graph.inputs[0]!.shape, [2, 8]);
   assert.ok(report.shuffled);
   const opsOf = (x: OnnxModel): string => x.graph.nodes.map((n) => n.op).join(' ');
   assert.notEqual(opsOf(p), opsOf(m), 'the node order differs');

@@ -19,6 +19,7 @@
  * (a custom op referring to a tensor by name would break, and leak it) is refused too.
  */
 import { randomInt } from 'node:crypto';
+import { decodeValueInfo } from '../ir/onnx/model.js';
 import type { OnnxAttr, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, OnnxValueInfo } from '../ir/onnx/model.js';
 import { readFields, Writer } from '../ir/onnx/wire.js';
 import type { Field } from '../ir/onnx/wire.js';
@@ -143,7 +144,10 @@ function strip(m: OnnxModel): Pick<ProtectReport, 'fieldsStripped' | 'valueInfoD
       t.name = '';
     }
   });
-  for (const v of [...g.inputs, ...g.outputs]) if (v.raw !== undefined) v.raw = cleanRaw(v.raw, STRIP.valueInfo, `value_info '${v.name}'`);
+  // Decoded again: without its doc string an input is a plain tensor type, encoded as weft encodes one.
+  const cleanInfo = (v: OnnxValueInfo): OnnxValueInfo => (v.raw === undefined ? v : decodeValueInfo(cleanRaw(v.raw, STRIP.valueInfo, `value_info '${v.name}'`), `value_info '${v.name}'`));
+  g.inputs = g.inputs.map(cleanInfo);
+  g.outputs = g.outputs.map(cleanInfo);
   g.initializers.forEach((t) => cleanTensor(t, `initializer '${t.name}'`));
   const valueInfoDropped = g.valueInfo.length;
   g.valueInfo = [];
