@@ -56,3 +56,6 @@ export { calibrate } from './deploy/calibrate.js';
 export type { CalibrationMethod, CalibrationOptions } from './deploy/calibrate.js';
 export { calibrateRanges, exportQdq, qatForward } from './deploy/qat.js';
 export { benchInfer } from './deploy/bench_infer.js';
+export { protect } from './deploy/protect.js';
+export type { ProtectOptions, ProtectReport } from './deploy/protect.js';
+export { decryptModel, encryptModel, readModelFile } from './deploy/model_file.js';

@@ -7,7 +7,7 @@ import { basename } from 'node:path';
 import { benchInfer } from '../deploy/bench_infer.js';
 import { ints, num, parse, UsageError } from './args.js';
 
-export const BENCH_INFER_USAGE = 'weft bench-infer <model.onnx> [other.onnx ...] [--batch 1,8] [--threads 1,2] [--dim seq=128 ...] [--runs 20] [--blocks 3] [--vocab 256]';
+export const BENCH_INFER_USAGE = 'weft bench-infer <model.onnx> [other.onnx ...] [--batch 1,8] [--threads 1,2] [--dim seq=128 ...] [--runs 20] [--blocks 3] [--vocab 256] [--key-file FILE]';
 
 export async function benchInferCommand(argv: string[]): Promise<void> {
   // --dim repeats: collect them before the single-valued flags are parsed.
@@ -19,7 +19,7 @@ export async function benchInferCommand(argv: string[]): Promise<void> {
     if (m === null) throw new UsageError(`--dim needs name=N (a symbolic dim's size), got '${argv[i] ?? ''}'`);
     dims[m[1]!] = Number(m[2]);
   }
-  const { pos, opt } = parse(rest, ['--batch', '--threads', '--runs', '--blocks', '--vocab', '--warmup'], []);
+  const { pos, opt } = parse(rest, ['--batch', '--threads', '--runs', '--blocks', '--vocab', '--warmup', '--key-file'], []);
   if (pos.length === 0) throw new UsageError('weft bench-infer takes one or more ONNX files');
   const models: Record<string, string> = {};
   for (const p of pos) {
@@ -30,6 +30,7 @@ export async function benchInferCommand(argv: string[]): Promise<void> {
   const report = await benchInfer({
     models, batches: ints(opt, '--batch', [1, 8]), threads: ints(opt, '--threads', [1, 2]), dims,
     runs: num(opt, '--runs', 20), blocks: num(opt, '--blocks', 3), warmup: num(opt, '--warmup', 3), intHigh: num(opt, '--vocab', 256),
+    keyFile: opt.get('--key-file'),
   });
   process.stdout.write(`${JSON.stringify(report, null, 1)}\n`);
 }

@@ -39,6 +39,7 @@ import { EXPORT_USAGE, exportCommand } from './export_cmd.js';
 import { OPTIMIZE_USAGE, optimizeCommand } from './optimize_cmd.js';
 import { QUANTIZE_USAGE, quantizeCommand } from './quantize_cmd.js';
 import { SERVE_USAGE, serveCommand } from './serve_cmd.js';
+import { KEYGEN_USAGE, keygenCommand, PROTECT_USAGE, protectCommand } from './protect_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
@@ -54,6 +55,8 @@ const USAGE = `usage:
   ${QUANTIZE_USAGE}
   ${BENCH_INFER_USAGE}
   ${SERVE_USAGE}
+  ${PROTECT_USAGE}
+  ${KEYGEN_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
@@ -280,6 +283,8 @@ async function main(): Promise<void> {
   else if (cmd === 'quantize') await quantizeCommand(rest);
   else if (cmd === 'bench-infer') await benchInferCommand(rest);
   else if (cmd === 'serve') await serveCommand(rest);
+  else if (cmd === 'protect') await protectCommand(rest);
+  else if (cmd === 'keygen') await keygenCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 

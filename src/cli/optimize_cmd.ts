@@ -10,10 +10,10 @@ import { formatReport, optimize, PASS_NAMES } from '../deploy/optimize.js';
 import type { PassName } from '../deploy/optimize.js';
 import { parse, UsageError } from './args.js';
 
-export const OPTIMIZE_USAGE = `weft optimize <in.onnx> <out.onnx> [--no-ort-fusions] [--passes ${PASS_NAMES.join(',')}] [--json]`;
+export const OPTIMIZE_USAGE = `weft optimize <in.onnx> <out.onnx> [--no-ort-fusions] [--passes ${PASS_NAMES.join(',')}] [--json] [--key-file FILE]`;
 
 export async function optimizeCommand(argv: string[]): Promise<void> {
-  const { pos, opt, on } = parse(argv, ['--passes'], ['--no-ort-fusions', '--json']);
+  const { pos, opt, on } = parse(argv, ['--passes', '--key-file'], ['--no-ort-fusions', '--json']);
   let passes: PassName[] | undefined;
   const list = opt.get('--passes');
   if (list !== undefined) {
@@ -24,7 +24,8 @@ export async function optimizeCommand(argv: string[]): Promise<void> {
   }
   if (pos.length !== 2) throw new UsageError(`weft optimize takes an input and an output file, got ${pos.length} argument${pos.length === 1 ? '' : 's'}`);
   const [src, dst] = pos as [string, string];
-  const bytes = readModelFile(src);
+  const keyFile = opt.get('--key-file');
+  const bytes = readModelFile(src, { keyFile });
   const input = decodeModel(bytes, src);
   const { model, report } = await optimize(input, { ortFusions: !on.has('--no-ort-fusions'), ...(passes ? { passes } : {}) });
   const out = encodeModel(model);

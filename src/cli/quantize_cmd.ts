@@ -14,7 +14,7 @@ import { DEFAULT_MIN_WEIGHTS, quantize } from '../deploy/quantize.js';
 import type { QuantizeFormat, QuantizeMode, QuantizeReport } from '../deploy/quantize.js';
 import { num, parse, UsageError } from './args.js';
 
-export const QUANTIZE_USAGE = 'weft quantize <in.onnx> <out.onnx> [--mode dynamic|static] [--format ort|onnx] [--calibrate mnist|brown|file.safetensors] [--method minmax|percentile|entropy] [--percentile 99.999] [--samples 500] [--batch 50] [--seq T] [--min-weights 4096] [--exclude node,...] [--reduce-range] [--threads N] [--json]';
+export const QUANTIZE_USAGE = 'weft quantize <in.onnx> <out.onnx> [--mode dynamic|static] [--format ort|onnx] [--calibrate mnist|brown|file.safetensors] [--method minmax|percentile|entropy] [--percentile 99.999] [--samples 500] [--batch 50] [--seq T] [--min-weights 4096] [--exclude node,...] [--reduce-range] [--threads N] [--json] [--key-file FILE]';
 
 /** The single data input of `m` (MNIST and Brown feed one tensor). */
 function soleInput(m: OnnxModel, what: string): { name: string; shape: (number | string | null)[] | null } {
@@ -46,7 +46,7 @@ function summary(r: QuantizeReport, cal: CalibrationResult | null, out: string, 
 }
 
 export async function quantizeCommand(argv: string[]): Promise<void> {
-  const { pos, opt, on } = parse(argv, ['--mode', '--format', '--calibrate', '--method', '--percentile', '--samples', '--batch', '--seq', '--min-weights', '--exclude', '--threads'], ['--json', '--reduce-range']);
+  const { pos, opt, on } = parse(argv, ['--mode', '--format', '--calibrate', '--method', '--percentile', '--samples', '--batch', '--seq', '--min-weights', '--exclude', '--threads', '--key-file'], ['--json', '--reduce-range']);
   if (pos.length !== 2) throw new UsageError(`weft quantize takes an input and an output ONNX file, got ${pos.length} argument(s)`);
   const [input, output] = pos as [string, string];
   const mode = (opt.get('--mode') ?? 'dynamic') as QuantizeMode;
@@ -67,7 +67,8 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   const minWeights = num(opt, '--min-weights', DEFAULT_MIN_WEIGHTS);
   const exclude = opt.get('--exclude')?.split(',').filter((s) => s !== '') ?? [];
 
-  const model = decodeModel(readModelFile(input), input);
+  const keyFile = opt.get('--key-file');
+  const model = decodeModel(readModelFile(input, { keyFile }), input);
   let cal: CalibrationResult | null = null;
   if (mode === 'static') {
     const samples = positive('--samples', source === 'brown' ? 64 : 500);

@@ -30,6 +30,8 @@ export interface BenchInferOptions {
   /** Integer inputs are drawn in [0, intHigh) (token ids: the vocabulary). Default 256. */
   intHigh?: number;
   seed?: number;
+  /** The key file of encrypted models (deploy/model_file.ts); default: the environment variable WEFT_MODEL_KEY. */
+  keyFile?: string;
 }
 
 export interface InferFigure {
@@ -98,7 +100,7 @@ export async function benchInfer(o: BenchInferOptions): Promise<BenchInferReport
   if (labels.length === 0) throw new Error('benchInfer: no models');
   const files = labels.map((l) => {
     const path = o.models[l]!;
-    const bytes = readModelFile(path);
+    const bytes = readModelFile(path, { keyFile: o.keyFile });
     const m = decodeModel(bytes, path);
     const inits = new Set(m.graph.initializers.map((t) => t.name));
     return { label: l, path, bytes, inputs: m.graph.inputs.filter((i) => !inits.has(i.name)), nodes: m.graph.nodes.length };

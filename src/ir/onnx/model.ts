@@ -221,7 +221,8 @@ export function decodeTensor(bytes: Uint8Array, where: string): OnnxTensor {
   return { name, dims, elemType, data };
 }
 
-function decodeValueInfo(bytes: Uint8Array, where: string): OnnxValueInfo {
+/** A ValueInfoProto; kept raw (whole) when it is not a plain tensor type or has fields beyond name and type. */
+export function decodeValueInfo(bytes: Uint8Array, where: string): OnnxValueInfo {
   let name = '';
   let type: Uint8Array | null = null;
   let other = false;
