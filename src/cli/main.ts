@@ -38,6 +38,7 @@ import { BENCH_INFER_USAGE, benchInferCommand } from './bench_infer_cmd.js';
 import { EXPORT_USAGE, exportCommand } from './export_cmd.js';
 import { OPTIMIZE_USAGE, optimizeCommand } from './optimize_cmd.js';
 import { QUANTIZE_USAGE, quantizeCommand } from './quantize_cmd.js';
+import { PRUNE_USAGE, pruneCommand } from './prune_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
@@ -52,6 +53,7 @@ const USAGE = `usage:
   ${OPTIMIZE_USAGE}
   ${QUANTIZE_USAGE}
   ${BENCH_INFER_USAGE}
+  ${PRUNE_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
@@ -277,6 +279,7 @@ async function main(): Promise<void> {
   else if (cmd === 'optimize') await optimizeCommand(rest);
   else if (cmd === 'quantize') await quantizeCommand(rest);
   else if (cmd === 'bench-infer') await benchInferCommand(rest);
+  else if (cmd === 'prune') await pruneCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 
