@@ -88,7 +88,7 @@ const cnnParams = (c: ConvNetConfig): number => {
 };
 
 for (const [bn, criterion] of [[true, 'l1'], [false, 'l2']] as const) {
-  test(`CNN ${bn ? 'with' : 'without'} BatchNorm, ${criterion}: the pruned model's logits equal the original's with the removed channels and neurons zeroed; kept = the top filters by ${criterion}; params by formula`, async () => {
+  test(`CNN ${bn ? 'with' : 'without'} BatchNorm, ${criterion}: the pruned model's logits equal the original's with the removed channels and neurons zeroed; kept = the top filters by ${criterion}${bn ? ' (by |gamma| by default)' : ''}; params by formula`, async () => {
     const c: ConvNetConfig = { input: [1, 8, 8], classes: 3, channels: [6, 8], hidden: 10, batchNorm: bn, dropout: 0.25 };
     const w = randomWeights(convNet(c), 3);
     const r = pruneConvNet(c, w, { channels: 0.5, hidden: 0.3, criterion });
@@ -117,6 +117,15 @@ for (const [bn, criterion] of [[true, 'l1'], [false, 'l2']] as const) {
       }
     });
     assert.equal(r.report.units.length, 3);
+    if (bn) {
+      // The default with BatchNorm: channels by |gamma| (Network Slimming).
+      const d = pruneConvNet(c, w, { channels: 0.5 });
+      assert.equal(d.report.criterion, 'gamma');
+      d.report.units.forEach((u) => {
+        const gamma = w.get(`${Number(u.layer) + 1}.w`)!.data;
+        assert.deepEqual(u.kept, topBySort([...gamma].map(Math.abs), u.after), `stage ${u.layer}: the kept channels are the top ${u.after} by |gamma|`);
+      });
+    } else assert.equal(pruneConvNet(c, w, { channels: 0.5 }).report.criterion, 'l1', 'the default without BatchNorm');
     const x = images(5, c, 9);
     const want = await run(convNet(c), masked, x, [5, ...c.input]);
     const got = await run(convNet(r.config), r.weights, x, [5, ...c.input]);
@@ -216,12 +225,14 @@ test('refused: fractions outside (0, 1), removing every head, a GPT flag on a CN
   assert.throws(() => pruneConvNet(c, w, { hidden: 0.5 }), /--hidden: this CNN has no hidden/);
   assert.throws(() => pruneConvNet(c, w, { heads: 1 }), /--heads prunes a GPT; this is a CNN/);
   assert.throws(() => pruneConvNet(c, w, {}), /nothing to prune: give --channels/);
+  assert.throws(() => pruneConvNet({ ...c, batchNorm: false }, randomWeights(convNet({ ...c, batchNorm: false }), 1), { channels: 0.5, criterion: 'gamma' }), /--criterion gamma .*this CNN has no BatchNorm/);
   const g: GPTConfig = { vocab: 16, ctx: 4, d: 8, layers: 1, heads: 2 };
   const gw = randomWeights(new GPT(g), 1);
   assert.throws(() => pruneGpt(g, gw, { heads: 2 }), /--heads 2 would remove every head: the model has 2 per layer/);
   assert.throws(() => pruneGpt(g, gw, { heads: 0.5 }), /--heads must be a positive integer/);
   assert.throws(() => pruneGpt(g, gw, { neurons: 1 }), /--neurons must be a fraction/);
   assert.throws(() => pruneGpt(g, gw, { channels: 0.5 }), /--channels prunes a CNN; this is a GPT/);
+  assert.throws(() => pruneGpt(g, gw, { heads: 1, criterion: 'gamma' }), /--criterion gamma .*a GPT has none/);
   assert.throws(() => pruneGpt({ ...g, moe: { experts: 2 } }, gw, { heads: 1 }), (e: unknown) => e instanceof PruneError && /mixture-of-experts/.test((e as Error).message));
   // A checkpoint of another model: loadStateDict's error names the tensor.
   assert.throws(() => pruneConvNet({ ...c, channels: [5] }, w, { channels: 0.5 }), /tensor '0\.w' has shape/);
@@ -243,14 +254,14 @@ test('weft prune writes a run: weft train <out>/config.json fine-tunes the prune
     const p = weft('prune', base, '--out', out, '--channels', '0.5', '--hidden', '0.25');
     assert.equal(p.status, 0, p.stderr);
     const report = JSON.parse(p.stdout) as { params: { before: number; after: number }; units: UnitsKept[]; criterion: string };
-    assert.equal(report.criterion, 'l1');
+    assert.equal(report.criterion, 'gamma', 'the default for a CNN with BatchNorm');
     assert.deepEqual(report.units.map((u) => [u.layer, u.unit, u.after]), [['0', 'channels', 2], ['4', 'channels', 3], ['9', 'neurons', 9]]);
     const c2 = loadConfig(join(out, 'config.json'));
     assert.deepEqual([c2.out, c2.train.init, c2.model.channels, c2.model.hidden], [out, join(out, 'pruned'), [2, 3], 9]);
     assert.equal(report.params.after, cnnParams({ input: [...MNIST_SHAPE], classes: 10, channels: [2, 3], hidden: 9, batchNorm: true, dropout: 0 }));
     // The checkpoint holds what pruneRun computes from the source checkpoint.
     const ck = loadCheckpoint(join(out, 'pruned'));
-    const again = pruneRun(cfg, loadCheckpoint(base).weights, null, { channels: 0.5, hidden: 0.25 });
+    const again = pruneRun(cfg, loadCheckpoint(base).weights, null, { channels: 0.5, hidden: 0.25, criterion: 'gamma' });
     for (const [k, t] of again.weights) assert.deepEqual(ck.weights.get(k)!.data, t.data, k);
 
     // Fine-tuning at lr 0 leaves the parameters exactly the pruned ones: train.init loaded them.
@@ -285,7 +296,7 @@ test('weft prune writes a run: weft train <out>/config.json fine-tunes the prune
     bad([base, '--out', 'OUT', '--channels', '1'], /--channels must be a fraction/);
     bad([base, '--out', 'OUT', '--channels', 'half'], /--channels must be a number, got 'half'/);
     bad([base, '--out', 'OUT', '--heads', '1'], /--heads prunes a GPT/);
-    bad([base, '--out', 'OUT', '--channels', '0.5', '--criterion', 'l3'], /--criterion must be l1 or l2/);
+    bad([base, '--out', 'OUT', '--channels', '0.5', '--criterion', 'l3'], /--criterion must be l1, l2, gamma, got 'l3'/);
     bad([join(dir, 'missing'), '--out', 'OUT', '--channels', '0.5'], /missing does not exist/);
     bad([base, '--channels', '0.5'], /needs --out/);
     const before = readdirSync(out).sort();

@@ -1,6 +1,6 @@
 /**
  * `weft prune <run-or-checkpoint> --out <new-run-dir> [--channels R] [--hidden R] [--heads K]
- * [--neurons R] [--criterion l1|l2]`: structured pruning of a trained run (train/prune_structured.ts).
+ * [--neurons R] [--criterion l1|l2|gamma]`: structured pruning of a trained run (train/prune_structured.ts).
  * Writes a new run directory
  *
  *   <out>/config.json     the source run's config with the smaller model.* fields, `out` this
@@ -26,7 +26,7 @@ import { PRUNE_CRITERIA, pruneRun } from '../train/prune_structured.js';
 import type { PruneCriterion, PruneReport, StructuredPruneOptions } from '../train/prune_structured.js';
 import { parse, UsageError } from './args.js';
 
-export const PRUNE_USAGE = 'weft prune <run-or-checkpoint> --out <new-run-dir> [--channels 0.5] [--hidden 0.5] [--heads K] [--neurons 0.5] [--criterion l1|l2]';
+export const PRUNE_USAGE = 'weft prune <run-or-checkpoint> --out <new-run-dir> [--channels 0.5] [--hidden 0.5] [--heads K] [--neurons 0.5] [--criterion l1|l2|gamma]';
 
 /** The checkpoint inside the new run directory. */
 export const PRUNED_DIR = 'pruned';
@@ -54,9 +54,10 @@ export async function pruneCommand(argv: string[]): Promise<void> {
   if (outArg === undefined) throw new UsageError('weft prune needs --out <new-run-dir> (a directory that does not exist yet)');
   const out = resolve(outArg);
   if (existsSync(out)) throw new UsageError(`--out ${outArg} already exists; weft prune writes a new run directory (choose another, or remove it)`);
-  const criterion = opt.get('--criterion') ?? 'l1';
-  if (!(PRUNE_CRITERIA as readonly string[]).includes(criterion)) throw new UsageError(`--criterion must be ${PRUNE_CRITERIA.join(' or ')}, got '${criterion}'`);
-  const options: StructuredPruneOptions = { criterion: criterion as PruneCriterion };
+  const criterion = opt.get('--criterion');
+  if (criterion !== undefined && !(PRUNE_CRITERIA as readonly string[]).includes(criterion)) throw new UsageError(`--criterion must be ${PRUNE_CRITERIA.join(', ')}, got '${criterion}'`);
+  // Unset: the model's default (prune_structured.ts: gamma for a CNN with BatchNorm, else l1).
+  const options: StructuredPruneOptions = criterion === undefined ? {} : { criterion: criterion as PruneCriterion };
   for (const k of ['channels', 'hidden', 'heads', 'neurons'] as const) {
     const v = number(opt, `--${k}`);
     if (v !== undefined) options[k] = v;
