@@ -132,7 +132,7 @@ const blockOf = (block: number): Positions => (u) => Array.from({ length: block 
 const qkvOf = (heads: number, hd: number): Positions => (h) => [0, 1, 2].flatMap((s) => blockOf(hd)(h).map((p) => s * heads * hd + p));
 
 /** Importance of each of `units` units: the criterion's norm over the weights of `parts`. */
-export function unitImportance(units: number, parts: readonly Part[], criterion: Norm): Float64Array {
+function unitImportance(units: number, parts: readonly Part[], criterion: Norm): Float64Array {
   const score = new Float64Array(units);
   for (const p of parts) {
     const sums = axisSums(p.t, p.axis, criterion);
