@@ -14,7 +14,8 @@
  * With --model gpt, the GPT of recipes/brown-small.json (d 256, 4 layers of 4 heads, MLP 1024;
  * 300 steps) with --heads 1 and --neurons 0.25 removed from every layer: validation loss of the
  * base, of the pruned model before fine-tuning (a 1-step run at lr 0 evaluates it) and after
- * --finetune steps; exported sizes and bench-infer of the whole-sequence models (seq 128).
+ * --finetune steps, beside the unpruned model trained the same extra steps (a control); exported
+ * sizes and bench-infer of the whole-sequence models (seq 128).
  * Writes bench/results/prune_structured_gpt.json.
  *
  *   npm run build && node dist/bench/prune_structured.js [--steps 1000] [--finetune 300] [--channels 0.5] [--threads 1] [--runs 50] [--dir DIR]
@@ -71,7 +72,7 @@ function emit(name: string, result: unknown): void {
 }
 
 async function gptMain(): Promise<void> {
-  const [base, pruned, probe] = [join(dir, 'gpt-base'), join(dir, 'gpt-pruned'), join(dir, 'gpt-pruned-eval')];
+  const [base, pruned, probe, control] = [join(dir, 'gpt-base'), join(dir, 'gpt-pruned'), join(dir, 'gpt-pruned-eval'), join(dir, 'gpt-control')];
   const [heads, neurons] = [flag('heads', '1'), flag('neurons', '0.25')];
   const common = ['--set', `train.threads=${threads}`, '--set', 'sample.tokens=0', '--set', 'log.every=50'];
   const t0 = performance.now();
@@ -84,6 +85,10 @@ async function gptMain(): Promise<void> {
   const t1 = performance.now();
   weft('train', join(pruned, 'config.json'), '--set', `train.steps=${finetune}`, '--set', `train.warmup=${Math.round(finetune / 10)}`, '--set', `eval.every=${finetune}`, '--set', `checkpoint.every=${finetune}`, ...common);
   const finetuneS = (performance.now() - t1) / 1000;
+  // The control: the unpruned model trained the same extra steps (300 steps leave it far from
+  // converged, so the fine-tuned pruned model is compared with this, not only with the base).
+  weft('train', recipe('brown-small.json'), '--set', `out=${control}`, '--set', `train.init=${base}`, '--set', `train.steps=${finetune}`, '--set', `train.warmup=${Math.round(finetune / 10)}`,
+    '--set', `eval.every=${finetune}`, '--set', `checkpoint.every=${finetune}`, ...common);
   const onnx = { base: join(dir, 'gpt-base.onnx'), pruned: join(dir, 'gpt-pruned.onnx') };
   weft('export', base, onnx.base, '--kind', 'logits');
   weft('export', pruned, onnx.pruned, '--kind', 'logits');
@@ -94,6 +99,7 @@ async function gptMain(): Promise<void> {
     prune: { heads: Number(heads), neurons: Number(neurons), criterion: report.criterion, params: report.params, units: report.units.map((u) => ({ layer: u.layer, unit: u.unit, before: u.before, after: u.after })) },
     pruned_before_finetune: lastEval(probe),
     finetune: { steps: finetune, seconds: +finetuneS.toFixed(1), eval: lastEval(pruned) },
+    control_unpruned_same_steps: lastEval(control),
     bytes: { base: statSync(onnx.base).size, pruned: statSync(onnx.pruned).size },
     bench_infer: infer.results,
     commands,
