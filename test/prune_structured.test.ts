@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bindParameters, loadStateDict, stateDict } from '../src/nn/module.js';
@@ -350,3 +350,26 @@ test('weft prune on a GPT run: --heads and --neurons give a run whose exported K
   }
 });
 
+
+test('a GPT with headDim and mlpHidden off their defaults (a pruned shape) trains at tp=2 with the single-process losses', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-prune-tp-'));
+  try {
+    const cfg = join(dir, 'c.json');
+    writeFileSync(cfg, JSON.stringify({
+      out: join(dir, 'one'), model: { ctx: 16, d: 32, layers: 2, heads: 2, headDim: 8, mlpHidden: 48 },
+      train: { steps: 3, batch: 2, lr: 3e-3, warmup: 1, schedule: 'constant', threads: 1 }, eval: { every: 100, windows: 2 }, checkpoint: { every: 100 }, sample: { tokens: 0 },
+    }));
+    const one = weft('train', cfg);
+    assert.equal(one.status, 0, one.stderr);
+    const two = weft('train', cfg, '--set', `out=${join(dir, 'tp2')}`, '--nproc', '2', '--set', 'parallel.tp=2');
+    assert.equal(two.status, 0, two.stderr);
+    const curve = (run: string): number[] => readFileSync(join(dir, run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
+    const [a, b] = [curve('one'), curve('tp2')];
+    assert.equal(a.length, 3);
+    a.forEach((l, i) => assert.ok(Math.abs(l - b[i]!) <= 1e-5 * l, `step ${i + 1}: loss ${b[i]} at tp=2 vs ${l}`));
+    // 2 heads of 8 on d 32: a model d / heads would not build.
+    assert.equal(loadCheckpoint(join(dir, 'one')).weights.get('h0.attn.qkv.w')!.shape.join('x'), '32x48');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
