@@ -33,6 +33,7 @@ import type { QatRanges } from '../src/ir/qat.js';
 import { bindParameters, convNet } from '../src/nn/index.js';
 import { AdamW, warmupCosine } from '../src/optim/index.js';
 import { cpuInfo } from '../src/runtime/cpu.js';
+import { batchOf, evaluateClassifier } from './mnist_onnx.js';
 import { setThreads } from '../src/runtime/executor.js';
 import { FlatBuffer } from '../src/runtime/flat.js';
 import type { FloatArray } from '../src/runtime/flat.js';
@@ -43,14 +44,6 @@ import { gradStep } from '../src/train/step.js';
 
 const BATCH = 64;
 const INPUT = ['batch', 1, 28, 28] as const;
-
-/** Images i.. of `ds` as one float32 batch and their int64 labels. */
-function batchOf(ds: ImageDataset, idx: readonly number[]): { x: Feed; y: Feed } {
-  const x = new Float32Array(idx.length * 784);
-  const y = new BigInt64Array(idx.length);
-  idx.forEach((i, k) => { const [img, label] = ds.record(i); x.set(img as Float32Array, k * 784); y[k] = BigInt((label as Int32Array)[0]!); });
-  return { x: { data: x, shape: [idx.length, 1, 28, 28], dtype: 'float32' }, y: { data: y, shape: [idx.length], dtype: 'int64' } };
-}
 
 /** Shuffled epochs of the training split, BATCH at a time (seeded). */
 function sampler(n: number, seed: number): () => number[] {
@@ -78,25 +71,6 @@ async function train(opt: AdamW<FloatArray>, make: () => ReturnType<typeof gradS
   }
   const tail = losses.slice(-50);
   return tail.reduce((a, v) => a + v, 0) / tail.length;
-}
-
-/** Test accuracy and mean cross-entropy of an ONNX model (input 'x', output 'y') in onnxruntime, batches of 501. */
-async function evaluate(onnx: Uint8Array, test: ImageDataset): Promise<{ accuracy: number; nll: number }> {
-  const s = await createInferenceSession(onnx, { threads: 1 });
-  let [right, nll] = [0, 0];
-  for (let lo = 0; lo < test.size; lo += 501) {
-    const idx = Array.from({ length: Math.min(501, test.size - lo) }, (_, k) => lo + k);
-    const { x, y } = batchOf(test, idx);
-    const out = (await s.run({ x: { dtype: 'float32', dims: x.shape, data: x.data } }))['y']!.data as Float32Array;
-    idx.forEach((_, k) => {
-      const row = out.subarray(k * 10, k * 10 + 10);
-      const [label, top] = [Number((y.data as BigInt64Array)[k]), Math.max(...row)];
-      if (row.indexOf(top) === label) right++;
-      nll += Math.log(row.reduce((a, v) => a + Math.exp(v - top), 0)) + top - row[label]!;
-    });
-  }
-  await s.release();
-  return { accuracy: right / test.size, nll: +(nll / test.size).toFixed(5) };
 }
 
 /** Predictions of weft's own QAT eval forward agreeing with onnxruntime's int8 model, over the test split. */
@@ -180,7 +154,7 @@ async function main(): Promise<void> {
 
   const models = { fp32, ptq_int8_quantize_ts: ptqOrt, ptq_int8: ptq, fp32_finetuned: fp32Ft, ptq_int8_finetuned: ptqFt, qat_int8: qat };
   const evals: Record<string, { accuracy: number; nll: number }> = {};
-  for (const [k, v] of Object.entries(models)) evals[k] = await evaluate(v, test);
+  for (const [k, v] of Object.entries(models)) evals[k] = await evaluateClassifier(v, test);
   const agree = await agreement(model, ranges, qat, test);
 
   const dir = mkdtempSync(join(tmpdir(), 'weft-qat-bench-'));

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindParameters, GPT, GPT_PRESETS, PRESET_BATCH } from '../nn/index.js';
+import { bindParameters, GPT, GPT_PRESETS, gptWidths, PRESET_BATCH } from '../nn/index.js';
 import { AdamW } from '../optim/adamw.js';
 import { setMatmulPrecision, setThreads } from '../runtime/executor.js';
 import type { MatmulPrecision } from '../runtime/executor.js';
@@ -157,7 +157,8 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const stepS = median(total.slice(3));
   const fwdBwd = median(fb.slice(3));
   const n = params.flat.layout.slots.reduce((s, x) => s + x.size, 0);
-  const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
+  // Attention's QK^T and AV products scale with the heads' total width (d unless headDim is set).
+  const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.heads * gptWidths(cfg).headDim;
   const rep = profiler.report();
   const ranks = pg?.size ?? 1;
   // Tensor-parallel ranks train one batch together: tokens count once.
@@ -325,7 +326,8 @@ export async function measurePipeline(preset: Preset, threads: number, steps: nu
     bubbles.push(pipe.lastStep!.bubble);
   }
   const stepS = median(total.slice(3));
-  const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.d;
+  // Attention's QK^T and AV products scale with the heads' total width (d unless headDim is set).
+  const flopsPerToken = 6 * n + 12 * cfg.layers * cfg.ctx * cfg.heads * gptWidths(cfg).headDim;
   const rep = profiler.report();
   return {
     system: 'weft', preset, threads, ranks: pg.size, pp: p.pp, schedule: p.schedule, microbatches: p.microbatches, chunks: p.chunks,

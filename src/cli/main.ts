@@ -40,6 +40,7 @@ import { OPTIMIZE_USAGE, optimizeCommand } from './optimize_cmd.js';
 import { QUANTIZE_USAGE, quantizeCommand } from './quantize_cmd.js';
 import { SERVE_USAGE, serveCommand } from './serve_cmd.js';
 import { KEYGEN_USAGE, keygenCommand, PROTECT_USAGE, protectCommand } from './protect_cmd.js';
+import { PRUNE_USAGE, pruneCommand } from './prune_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
@@ -57,6 +58,7 @@ const USAGE = `usage:
   ${SERVE_USAGE}
   ${PROTECT_USAGE}
   ${KEYGEN_USAGE}
+  ${PRUNE_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
@@ -285,6 +287,7 @@ async function main(): Promise<void> {
   else if (cmd === 'serve') await serveCommand(rest);
   else if (cmd === 'protect') await protectCommand(rest);
   else if (cmd === 'keygen') await keygenCommand(rest);
+  else if (cmd === 'prune') await pruneCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 

@@ -20,7 +20,7 @@ import type { TokenizerJSON } from '../data/tokenizer.js';
 import type { Value } from '../ir/graph.js';
 import { topoNodes } from '../ir/graph.js';
 import { toModelProto } from '../ir/onnx/export.js';
-import { GPT } from '../nn/gpt.js';
+import { GPT, gptWidths } from '../nn/gpt.js';
 import type { KV } from '../nn/gpt.js';
 import type { Module } from '../nn/module.js';
 import { bindParameters, loadStateDict } from '../nn/module.js';
@@ -52,7 +52,7 @@ export function exportGpt(model: GPT, o: { kind: GptExportKind }): Exported {
   return inEval(model, () => {
     const T = o.kind === 'logits' ? 'seq' : 'new';
     const idx = placeholder(['batch', T], 'int64', 'idx');
-    const hd = c.d / c.heads;
+    const hd = gptWidths(c).headDim;
     const past: KV[] | null = o.kind === 'logits' ? null : model.blocks.map((_, l) => ({
       k: placeholder(['batch', c.heads, 'past', hd], 'float32', `past_key_${l}`),
       v: placeholder(['batch', c.heads, 'past', hd], 'float32', `past_value_${l}`),

@@ -28,8 +28,14 @@ export interface GPTConfig {
   /** Model width. */
   d: number;
   layers: number;
-  /** Attention heads; must divide d. */
+  /** Attention heads; must divide d unless `headDim` is given. */
   heads: number;
+  /**
+   * Width of each head (default d / heads). Independent of d so that a model whose heads were
+   * pruned (train/prune_structured.ts) keeps its d: qkv is Linear(d, 3 heads headDim), proj
+   * Linear(heads headDim, d).
+   */
+  headDim?: number;
   /** Dropout on attention output and MLP output (0: none, as the benchmark). */
   dropout?: number;
   /** Std of the normal init of every Linear and Embedding weight. Default 0.02. */
@@ -38,8 +44,15 @@ export interface GPTConfig {
   scaledResidualInit?: boolean;
   /** MLP hidden width over d (4 in GPT-2 and the anchors). Default 4. */
   mlpRatio?: number;
+  /** MLP hidden width in neurons, overriding mlpRatio x d (a model whose neurons were pruned). */
+  mlpHidden?: number;
   /** Mixture of experts in place of the MLP of every `moe.every`-th block (nn/moe.ts). Default none. */
   moe?: MoEConfig;
+}
+
+/** The head width and the MLP width of `c`, defaults applied: d / heads and mlpRatio x d. */
+export function gptWidths(c: Pick<GPTConfig, 'd' | 'heads' | 'headDim' | 'mlpRatio' | 'mlpHidden'>): { headDim: number; mlpHidden: number } {
+  return { headDim: c.headDim ?? c.d / c.heads, mlpHidden: c.mlpHidden ?? (c.mlpRatio ?? 4) * c.d };
 }
 
 /** Whether block `l` of a GPT with `c` is a mixture-of-experts block. */
@@ -100,15 +113,20 @@ export class CausalSelfAttention extends Module {
   readonly proj: Linear;
   readonly drop: Dropout;
 
-  constructor(readonly d: number, readonly heads: number, std: number, projStd: number, dropout: number) {
+  /** Width of each head: d / heads unless given. */
+  readonly headDim: number;
+
+  constructor(readonly d: number, readonly heads: number, std: number, projStd: number, dropout: number, headDim?: number) {
     super();
-    if (d % heads !== 0) throw new Error(`CausalSelfAttention: heads (${heads}) must divide d (${d})`);
-    this.qkv = this.child('qkv', new Linear(d, 3 * d, { init: init.normal(std) }));
-    this.proj = this.child('proj', new Linear(d, d, { init: init.normal(projStd) }));
+    if (headDim === undefined && d % heads !== 0) throw new Error(`CausalSelfAttention: heads (${heads}) must divide d (${d})`);
+    this.headDim = headDim ?? d / heads;
+    const inner = heads * this.headDim;
+    this.qkv = this.child('qkv', new Linear(d, 3 * inner, { init: init.normal(std) }));
+    this.proj = this.child('proj', new Linear(inner, d, { init: init.normal(projStd) }));
     this.drop = this.child('drop', new Dropout(dropout));
   }
 
-  /** x [B*T, d] -> [B*T, d]; scores scaled by 1/sqrt(d/heads), future positions masked. */
+  /** x [B*T, d] -> [B*T, d]; scores scaled by 1/sqrt(headDim), future positions masked. */
   forward(x: Tensor, B: number, T: number): Tensor {
     return this.attend(x, B, T, causalMask(T, x.dtype as 'float32' | 'float64'), null).y;
   }
@@ -121,7 +139,7 @@ export class CausalSelfAttention extends Module {
    */
   attend(x: Tensor, B: Dim, T: Dim, mask: Tensor, past: KV | null): { y: Tensor; present: KV; fresh: KV } {
     // Heads by -1: under tensor parallelism a rank's qkv holds only its heads (a plan's shards).
-    const hd = this.d / this.heads;
+    const hd = this.headDim;
     const qkv = this.qkv.forward(x).reshape([B, T, 3, -1, hd]).transpose([2, 0, 3, 1, 4]); // [3, B, H, T, hd]
     const [q, kNew, vNew] = qkv.split([1, 1, 1], 0).map((t) => t.squeeze([0])) as [Tensor, Tensor, Tensor];
     const k = past === null ? kNew : new Tensor(b.concat([past.k.value, kNew.value], 2));
@@ -159,9 +177,9 @@ export class Block extends Module {
     const std = c.initStd ?? 0.02;
     const projStd = c.scaledResidualInit ? std / Math.sqrt(2 * c.layers) : std;
     this.ln1 = this.child('ln1', new LayerNorm(c.d));
-    this.attn = this.child('attn', new CausalSelfAttention(c.d, c.heads, std, projStd, c.dropout ?? 0));
+    this.attn = this.child('attn', new CausalSelfAttention(c.d, c.heads, std, projStd, c.dropout ?? 0, c.headDim));
     this.ln2 = this.child('ln2', new LayerNorm(c.d));
-    this.mlp = this.child('mlp', isMoeBlock(c, l) ? new MoE(c.d, c.moe!, std, projStd) : new MLP(c.d, std, projStd, c.dropout ?? 0, (c.mlpRatio ?? 4) * c.d));
+    this.mlp = this.child('mlp', isMoeBlock(c, l) ? new MoE(c.d, c.moe!, std, projStd) : new MLP(c.d, std, projStd, c.dropout ?? 0, gptWidths(c).mlpHidden));
   }
 
   forward(x: Tensor, B: number, T: number): Tensor {
@@ -188,6 +206,10 @@ export class GPT extends Module {
     const c = config;
     for (const k of ['vocab', 'ctx', 'd', 'layers', 'heads'] as const) {
       if (!Number.isInteger(c[k]) || c[k] <= 0) throw new Error(`GPTConfig.${k} must be a positive integer, got ${String(c[k])}`);
+    }
+    for (const k of ['headDim', 'mlpHidden'] as const) {
+      const v = c[k];
+      if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new Error(`GPTConfig.${k} must be a positive integer when given, got ${String(v)}`);
     }
     const std = c.initStd ?? 0.02;
     this.tok = this.child('tok', new Embedding(c.vocab, c.d, init.normal(std)));

@@ -15,7 +15,7 @@
 import * as b from '../ir/build.js';
 import { allGather, copyTo } from '../ir/ops/collective.js';
 import { Tensor } from '../tensor/tensor.js';
-import { MLP } from './gpt.js';
+import { gptWidths, MLP } from './gpt.js';
 import type { GPT } from './gpt.js';
 import { applyPlan, fromRowShards, toRowShards, vocabParallelCrossEntropy } from './tensor_parallel.js';
 import type { Plan, TpAxis } from './tensor_parallel.js';
@@ -26,12 +26,12 @@ export interface GptPlanOptions {
 }
 
 /** Checks that `size` divides what it must, naming each factor. */
-export function checkGptParallel(c: { vocab: number; d: number; heads: number; dropout?: number; mlpRatio?: number }, size: number, axis = 'tp'): void {
+export function checkGptParallel(c: { vocab: number; d: number; heads: number; dropout?: number; mlpRatio?: number; mlpHidden?: number; headDim?: number }, size: number, axis = 'tp'): void {
   const bad: string[] = [];
   if (c.heads % size !== 0) bad.push(`the heads (${c.heads})`);
   if (c.vocab % size !== 0) bad.push(`the vocabulary (${c.vocab})`);
-  const hidden = (c.mlpRatio ?? 4) * c.d;
-  if (hidden % size !== 0) bad.push(`the MLP width ${c.mlpRatio ?? 4}d (${hidden})`);
+  const hidden = gptWidths(c).mlpHidden;
+  if (hidden % size !== 0) bad.push(c.mlpHidden === undefined ? `the MLP width ${c.mlpRatio ?? 4}d (${hidden})` : `the MLP width mlpHidden (${hidden})`);
   if (bad.length) throw new Error(`tensor parallel: ${axis} = ${size} must divide ${bad.join(', ')}`);
   if ((c.dropout ?? 0) > 0) throw new Error(`tensor parallel: dropout (${c.dropout}) must be 0: replicated activations would draw different masks on each rank`);
 }

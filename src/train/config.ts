@@ -20,13 +20,15 @@ export const SCHEMA = {
     ctx: f('integer', 128, 'Context length (tokens per sequence).', { min: 1 }),
     d: f('integer', 256, 'Model width.', { min: 1 }),
     layers: f('integer', 4, 'Transformer blocks.', { min: 1 }),
-    heads: f('integer', 4, 'Attention heads (divide d).', { min: 1 }),
+    heads: f('integer', 4, 'Attention heads (divide d unless model.headDim is set).', { min: 1 }),
     dropout: f('number', 0, 'GPT: dropout on attention and MLP outputs; CNN: before each fully connected layer.', { min: 0 }),
     initStd: f('number', 0.02, 'GPT: std of the normal init of Linear and Embedding weights.', { min: 0 }),
     channels: f('integers', [32, 64, 128], 'CNN: output channels of each 3x3 conv stage (conv, BatchNorm, ReLU, 2x2 max-pool).', { min: 1 }),
     hidden: f('integer', 128, 'CNN: width of the hidden fully connected layer (0: none).', { min: 0 }),
     batchNorm: f('boolean', true, 'CNN: BatchNorm after each conv (statistics per rank under data parallelism, as PyTorch without SyncBatchNorm).'),
     mlpRatio: f('integer', 4, 'GPT: MLP hidden width as a multiple of d (4: GPT-2).', { min: 1 }),
+    headDim: f('integer', 0, 'GPT: width of each attention head (0: d / heads); set by weft prune when heads are removed (qkv Linear(d, 3 heads headDim), proj Linear(heads headDim, d)).', { min: 0 }),
+    mlpHidden: f('integer', 0, 'GPT: MLP hidden width in neurons (0: mlpRatio x d); set by weft prune when neurons are removed.', { min: 0 }),
     moe: {
       experts: f('integer', 0, 'GPT: experts per mixture-of-experts layer (0: none, every block keeps its MLP).', { min: 0 }),
       topK: f('integer', 2, 'Experts each token is sent to: 1 (Switch Transformer), 2 (GShard).', { min: 1 }),
@@ -119,7 +121,7 @@ export interface RunConfig {
   out: string;
   model: {
     kind: 'gpt' | 'cnn'; ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number;
-    channels: number[]; hidden: number; batchNorm: boolean; mlpRatio: number;
+    channels: number[]; hidden: number; batchNorm: boolean; mlpRatio: number; headDim: number; mlpHidden: number;
     moe: { experts: number; topK: number; every: number; capacityFactor: number; dropTokens: boolean; noisy: boolean; auxLoss: number; zLoss: number };
   };
   data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
@@ -175,7 +177,7 @@ function build(schema: Schema, given: unknown, source: string, path: string): Re
 /** Validates a parsed config object; `source` names it in errors. */
 export function parseConfig(json: unknown, source = 'config'): RunConfig {
   const cfg = build(SCHEMA, json, source, '') as unknown as RunConfig;
-  if (cfg.model.kind === 'gpt' && cfg.model.d % cfg.model.heads !== 0) throw new ConfigError(`${source}: 'model.heads' (${cfg.model.heads}) must divide 'model.d' (${cfg.model.d})`);
+  if (cfg.model.kind === 'gpt' && cfg.model.headDim === 0 && cfg.model.d % cfg.model.heads !== 0) throw new ConfigError(`${source}: 'model.heads' (${cfg.model.heads}) must divide 'model.d' (${cfg.model.d}) unless 'model.headDim' is set`);
   const moe = cfg.model.moe;
   if (moe.experts > 0) {
     if (cfg.model.kind !== 'gpt') throw new ConfigError(`${source}: 'model.moe.experts' (${moe.experts}): mixture of experts is a GPT layer; model.kind is '${cfg.model.kind}'`);

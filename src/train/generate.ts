@@ -20,6 +20,7 @@
  */
 import type { Tokenizer } from '../data/tokenizer.js';
 import type { TypedArray } from '../ir/dtype.js';
+import { gptWidths } from '../nn/gpt.js';
 import type { GPT, KV } from '../nn/gpt.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, CompileOptions } from '../tensor/compile.js';
@@ -81,12 +82,13 @@ export class Generator {
   /** Continues the token ids `prompt` (at least one) by `o.tokens` tokens; returns prompt and continuation. */
   async generateIds(prompt: readonly number[], o: SampleOptions): Promise<number[]> {
     if (prompt.length === 0) throw new Error('Generator: the prompt has no tokens');
-    const { ctx, vocab, layers, heads, d } = this.model.config;
+    const { ctx, vocab, layers, heads } = this.model.config;
+    const hd = gptWidths(this.model.config).headDim;
     const rng = new Rng(o.seed ?? 0);
     const ids = [...prompt];
     const input = new BigInt64Array(ctx);
     const useCache = (o.cache ?? true) && this.step !== null;
-    const row = heads * (d / heads);
+    const row = heads * hd;
     // Keys and values of ids[0 .. done), position-major; valid while the window has not slid.
     const cache = useCache ? Array.from({ length: 2 * layers }, () => new Float32Array(ctx * row)) : [];
     let done = 0;
@@ -99,7 +101,7 @@ export class Generator {
           const fresh = ids.slice(done);
           const [logits, ...added]: TypedArray[] = await this.step!(
             { data: BigInt64Array.from(fresh, BigInt), shape: [1, fresh.length], dtype: 'int64' },
-            ...cache.map((c) => ({ data: c.subarray(0, done * row), shape: [1, done, heads, d / heads], dtype: 'float32' as const })),
+            ...cache.map((c) => ({ data: c.subarray(0, done * row), shape: [1, done, heads, hd], dtype: 'float32' as const })),
           );
           added.forEach((a, i) => cache[i]!.set(a as Float32Array, done * row));
           done = ids.length;

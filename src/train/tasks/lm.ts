@@ -22,10 +22,14 @@ import { Generator } from '../generate.js';
 import { perplexity } from '../metrics.js';
 import type { EvalData, Task, TrainSampling } from '../task.js';
 
-/** The GPT of a run's `model.*` for a vocabulary of `vocab` (mixture of experts where model.moe.experts > 0). */
+/**
+ * The GPT of a run's `model.*` for a vocabulary of `vocab` (mixture of experts where
+ * model.moe.experts > 0; headDim and mlpHidden only where set, so a default run's GPTConfig, and
+ * an export manifest's copy of it, stay as they were).
+ */
 export function gptConfig(cfg: RunConfig, vocab: number): GPTConfig {
-  const { moe, ...rest } = cfg.model;
-  return { vocab, ...rest, ...(moe.experts > 0 ? { moe } : {}) };
+  const { moe, headDim, mlpHidden, ...rest } = cfg.model;
+  return { vocab, ...rest, ...(headDim > 0 ? { headDim } : {}), ...(mlpHidden > 0 ? { mlpHidden } : {}), ...(moe.experts > 0 ? { moe } : {}) };
 }
 
 /** Raw bytes of the configured text. */
