@@ -166,6 +166,27 @@ test('training: pruned weights are exactly 0 at every logged step and stay 0 thr
   }
 });
 
+test("the CNN: one-shot 'layer' pruning (start = end = 0) leaves exactly round(0.5 n) zeros in each conv kernel and Linear weight after training steps", async () => {
+  const dir = tmp();
+  try {
+    const t = new Trainer(parseConfig({
+      out: dir, model: { kind: 'cnn', channels: [4, 8], hidden: 16, batchNorm: true, dropout: 0 }, data: { images: 'mnist' },
+      train: { steps: 3, batch: 8, lr: 3e-3, warmup: 0, threads: 1, prune: { sparsity: 0.5, scope: 'layer', start: 0, end: 0 } },
+      eval: { every: 3, batch: 1000 }, checkpoint: { every: 3 },
+    }, 'prune cnn test'));
+    await t.run({ out: null });
+    const ck = loadCheckpoint(step(dir, 3));
+    for (const name of ['0.w', '4.w', '9.w', '11.w']) {
+      const w = ck.weights.get(name)!.data;
+      assert.equal(zerosOf(w), Math.round(0.5 * w.length), `${name}: ${w.length} weights`);
+    }
+    // BatchNorm's scales start at 1 and are not prunable. (The Linear biases start at 0, and one of a ReLU unit dead on every batch stays 0: no test of the masks.)
+    for (const name of ['1.w', '5.w']) assert.equal(zerosOf(ck.weights.get(name)!.data), 0, `${name} is not prunable`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('resume: a pruning run stopped at step 5 (mid-ramp) continues with exactly the losses and masks of an uninterrupted one', async () => {
   const [a, b] = [tmp(), tmp()];
   try {
