@@ -13,7 +13,7 @@
  *      zeros do not make dense kernels faster).
  * Every run is single-threaded (train.threads=1) and its output goes under --out. Prints one JSON
  * object (the CPU's model and ISA, the configs as `weft train` overrides, the figures) and writes
- * bench/results/prune.json.
+ * bench/results/prune.json (prune-<steps>.json for other --steps or --ramp).
  *
  *   npm run bench:prune -- [--dense DIR] [--out DIR] [--steps 300] [--ramp 200] [--sparsity 0.9] [--lr 1e-3] [--windows 256] [--no-control]
  */
@@ -166,7 +166,8 @@ async function main(): Promise<void> {
   };
   const text = JSON.stringify(report, null, 1);
   process.stdout.write(`${text}\n`);
-  const file = join(root, 'bench/results/prune.json');
+  // Another fine-tuning length is another experiment: its own file beside the default's.
+  const file = join(root, `bench/results/prune${steps === 300 && ramp === 200 ? '' : `-${steps}`}.json`);
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${text}\n`);
 }

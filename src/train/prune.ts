@@ -72,30 +72,35 @@ interface Masked { readonly name: string; readonly shape: readonly number[]; rea
 /**
  * Masks over a flat parameter vector, their schedule, and their application. The trainer calls
  * `step(t, params)` before the first step of a run (t: the steps already done) and after every
- * optimizer step; checkpoints carry `tensors()` and `load` restores them.
+ * optimizer step; checkpoints carry `checkpointTensors()` and `load` restores them.
+ *
+ * @example
+ *   const p = new Pruner(bound.flat.layout, prunableNames(model), 'global', pruneSchedule(cfg.train.prune, cfg.train.steps));
+ *   p.step(0, bound.flat.data);                       // before the first step
+ *   for (let t = 1; t <= steps; t++) { await opt.step(grads, lr(t)); p.step(t, bound.flat.data); }
  */
 export class Pruner {
   readonly schedule: PruneSchedule;
-  private readonly tensors_: Masked[];
+  private readonly entries: Masked[];
 
   constructor(layout: Layout, names: readonly string[], private readonly scope: 'global' | 'layer', schedule: PruneSchedule) {
     if (names.length === 0) throw new Error('train.prune: the model has no Linear or Conv2d weights to prune');
     this.schedule = schedule;
-    this.tensors_ = names.map((name) => {
+    this.entries = names.map((name) => {
       const s = layout.slot(name);
       return { name, shape: s.shape, offset: s.offset, mask: new Uint8Array(s.size).fill(1), pruned: 0 };
     });
-    profiler.hold('prune.masks', this.tensors_.reduce((a, t) => a + t.mask.length, 0));
+    profiler.hold('prune.masks', this.entries.reduce((a, t) => a + t.mask.length, 0));
   }
 
   /** Prunable weights in all. */
-  get size(): number { return this.tensors_.reduce((a, t) => a + t.mask.length, 0); }
+  get size(): number { return this.entries.reduce((a, t) => a + t.mask.length, 0); }
 
   /** Pruned weights in all (what the masks hold; `sparsity` reads the parameters). */
-  get pruned(): number { return this.tensors_.reduce((a, t) => a + t.pruned, 0); }
+  get pruned(): number { return this.entries.reduce((a, t) => a + t.pruned, 0); }
 
-  /** Each pruned tensor's mask, by parameter name (views: do not write). */
-  masks(): Map<string, Uint8Array> { return new Map(this.tensors_.map((t) => [t.name, t.mask])); }
+  /** Each prunable tensor's mask (1 kept, 0 pruned), by parameter name (views: do not write). */
+  masks(): Map<string, Uint8Array> { return new Map(this.entries.map((t) => [t.name, t.mask])); }
 
   /** After t steps: recomputes the masks if t is a mask update, then zeroes the pruned weights of `params`. */
   step(t: number, params: Float32Array): void {
@@ -110,13 +115,13 @@ export class Pruner {
   update(s: number, params: Float32Array): void {
     // The bit pattern of |w| as a uint32 orders like |w| (IEEE 754, non-negative): a radix select on it is exact.
     const bits = new Uint32Array(params.buffer, params.byteOffset, params.length);
-    const groups = this.scope === 'global' ? [this.tensors_] : this.tensors_.map((t) => [t]);
+    const groups = this.scope === 'global' ? [this.entries] : this.entries.map((t) => [t]);
     for (const g of groups) selectSmallest(bits, g, Math.round(s * g.reduce((a, t) => a + t.mask.length, 0)));
   }
 
   /** Sets every pruned weight of `params` to exactly 0. */
   apply(params: Float32Array): void {
-    for (const t of this.tensors_) {
+    for (const t of this.entries) {
       if (t.pruned === 0) continue;
       const { mask, offset } = t;
       for (let i = 0; i < mask.length; i++) if (mask[i] === 0) params[offset + i] = 0;
@@ -126,13 +131,13 @@ export class Pruner {
   /** The fraction of prunable weights of `params` that are exactly zero (the metric `sparsity`). */
   sparsity(params: Float32Array): number {
     let zeros = 0;
-    for (const t of this.tensors_) for (let i = t.offset, e = t.offset + t.mask.length; i < e; i++) if (params[i] === 0) zeros++;
+    for (const t of this.entries) for (let i = t.offset, e = t.offset + t.mask.length; i < e; i++) if (params[i] === 0) zeros++;
     return zeros / this.size;
   }
 
   /** The masks as checkpoint tensors `mask.<name>` (uint8, the parameter's shape), in model order. */
   checkpointTensors(): (readonly [string, { shape: readonly number[]; dtype: 'U8'; read: () => Promise<Uint8Array> }])[] {
-    return this.tensors_.map((t) => [MASK_PREFIX + t.name, { shape: t.shape, dtype: 'U8', read: async () => t.mask }] as const);
+    return this.entries.map((t) => [MASK_PREFIX + t.name, { shape: t.shape, dtype: 'U8', read: async () => t.mask }] as const);
   }
 
   /**
@@ -140,9 +145,9 @@ export class Pruner {
    * pruning was configured) leaves every weight alive. Errors name the file and the tensor.
    */
   load(tensors: ReadonlyMap<string, { data: ArrayLike<number> }>, file: string): void {
-    const present = this.tensors_.filter((t) => tensors.has(MASK_PREFIX + t.name));
-    if (present.length > 0 && present.length < this.tensors_.length) {
-      const missing = this.tensors_.find((t) => !tensors.has(MASK_PREFIX + t.name))!;
+    const present = this.entries.filter((t) => tensors.has(MASK_PREFIX + t.name));
+    if (present.length > 0 && present.length < this.entries.length) {
+      const missing = this.entries.find((t) => !tensors.has(MASK_PREFIX + t.name))!;
       throw new Error(`${file}: missing tensor '${MASK_PREFIX}${missing.name}' (it holds the masks of other tensors)`);
     }
     for (const t of present) {

@@ -78,6 +78,8 @@ export interface StepMetrics {
   elapsed_s: number;
   /** Evaluation steps only: the loss on the held-out data, and the task's metrics (accuracy, perplexity, ...). */
   val_loss?: number;
+  /** `train.prune`, logged steps only: the fraction of prunable weights that are exactly zero. */
+  sparsity?: number;
   [metric: string]: number | undefined;
 }
 
@@ -770,7 +772,7 @@ export class Trainer {
         const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         if (moe) Object.assign(m, moe);
-        if (this.pruner && (step % cfg.log.every === 0 || step % cfg.eval.every === 0 || step === stop)) m['sparsity'] = this.pruner.sparsity(this.params.flat.data);
+        if (this.pruner && (step % cfg.log.every === 0 || step % cfg.eval.every === 0 || step === stop)) m.sparsity = this.pruner.sparsity(this.params.flat.data);
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
         if ((lead || this.tp.size > 1 || this.ep.size > 1 || this.zero3 || this.pipe) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
@@ -789,7 +791,7 @@ export class Trainer {
         const extra = evaluated === null ? '' : Object.entries(evaluated).map(([k, v]) => `  ${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join('');
         const scale = (this.scaler ? `  scale ${this.scaler.scale}${this.scaler.skipped > 0 ? ` (${this.scaler.skipped} skipped)` : ''}` : '') +
           (moe ? `  experts max/mean ${moe['moe_balance']!.toFixed(2)} dropped ${(100 * moe['moe_dropped']!).toFixed(1)}%` : '') +
-          (m['sparsity'] !== undefined ? `  sparsity ${m['sparsity'].toFixed(3)}` : '');
+          (m.sparsity !== undefined ? `  sparsity ${m.sparsity.toFixed(3)}` : '');
         const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${extra}${scale}  ` +
           `${Math.round(m[unitKey]!).toLocaleString()} ${task.unit === 'tokens' ? 'tok' : 'ex'}/s  ETA ${fmtTime(eta)}`;
         if (tty) out!.write(`\r${line}\x1b[K${evaluated !== null ? '\n' : ''}`);
