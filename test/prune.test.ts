@@ -115,6 +115,28 @@ test("scope 'global': the round(s N) globally smallest |w| (a sort over every pr
   assert.equal(p.sparsity(data), Math.round(0.8 * all.length) / all.length);
 });
 
+test('masks from a checkpoint: restored with their counts; a missing, resized or non-0/1 mask is an error naming the file and the tensor; none at all leaves every weight alive', () => {
+  const { layout, data, names } = fixture(3);
+  const saved = new Pruner(layout, names, 'layer', sched(0.5));
+  saved.step(0, data);
+  const tensors = new Map([...saved.masks()].map(([n, m]) => [`mask.${n}`, { data: m.slice() }]));
+  const p = new Pruner(layout, names, 'layer', sched(0.5));
+  p.load(tensors, 'ck/optimizer.safetensors');
+  assert.deepEqual(p.masks(), saved.masks());
+  assert.equal(p.pruned, saved.pruned);
+  const fresh = (): Pruner => new Pruner(layout, names, 'layer', sched(0.5));
+  const without = new Map(tensors);
+  without.delete('mask.b');
+  assert.throws(() => fresh().load(without, 'ck/optimizer.safetensors'), /ck\/optimizer\.safetensors: missing tensor 'mask\.b'/);
+  assert.throws(() => fresh().load(new Map([...tensors, ['mask.c', { data: new Uint8Array(3) }]]), 'ck/o'), /ck\/o: tensor 'mask\.c' has 3 elements, the model's 'c' has 30/);
+  const two = Uint8Array.from(tensors.get('mask.a')!.data);
+  two[5] = 2;
+  assert.throws(() => fresh().load(new Map([...tensors, ['mask.a', { data: two }]]), 'ck/o'), /ck\/o: tensor 'mask\.a' holds 2 at 5; a mask holds 0 \(pruned\) or 1 \(kept\)/);
+  const none = fresh();
+  none.load(new Map(), 'ck/o');
+  assert.equal(none.pruned, 0);
+});
+
 const tiny = (out: string, prune: Record<string, unknown>, extra: Record<string, unknown> = {}): RunConfig => parseConfig({
   out, model: { ctx: 32, d: 32, layers: 2, heads: 2 },
   train: { steps: 12, batch: 4, lr: 3e-3, warmup: 2, threads: 1, prune: { sparsity: 0.8, start: 0, end: 6, every: 2, ...prune }, ...extra },
