@@ -135,8 +135,9 @@ export function saveCheckpoint(runDir: string, step: number, contents: Checkpoin
 /** A tensor whose data is produced when its turn to be written comes (a sharded state gathered piece by piece). */
 export interface LazyTensor {
   readonly shape: readonly number[];
-  readonly dtype: 'F32';
-  read(): Promise<Float32Array>;
+  /** 'U8' for byte tensors (train/prune.ts's masks). */
+  readonly dtype: 'F32' | 'U8';
+  read(): Promise<Float32Array | Uint8Array>;
 }
 
 /** `saveCheckpoint`'s contents with lazy tensors, in the order they are written (and read). */

@@ -75,6 +75,14 @@ export const SCHEMA = {
     lossScaleHysteresis: f('integer', 1, "fp16: overflows tolerated before the scale halves, each still skipped (DeepSpeed's hysteresis; 1: GradScaler).", { min: 1 }),
     lossScaleMin: f('number', 1, 'fp16: the loss scale never falls below this.', { min: 0 }),
     init: f('string', '', "Fine-tuning: a run directory (its latest checkpoint) or a checkpoint directory whose weights start this run; the optimizer, step and data position start afresh ('' : the seeded init). The checkpoint must hold exactly this model's tensors (weft prune writes a run whose config matches its pruned checkpoint). A --resume from this run's own checkpoint takes precedence."),
+    prune: {
+      sparsity: f('number', 0, "Unstructured magnitude pruning (train/prune.ts, docs/prune.md): the final fraction s_f of the prunable weights (every Linear's and Conv2d's weight; not embeddings, norms or biases) that are zero; 0: off. Below 1.", { min: 0 }),
+      scope: f('string', 'global', "'global': one magnitude threshold over all prunable weights (torch's global_unstructured); 'layer': the same sparsity in each tensor.", { oneOf: ['global', 'layer'] }),
+      start: f('integer', 0, 'First mask update t0 (steps completed; 0: before the first step). Dense before it.', { min: 0 }),
+      end: f('integer', -1, 'Step t1 at which the cubic ramp reaches sparsity (Zhu & Gupta: s_t = s_f + (s_i - s_f)(1 - (t - t0) / (t1 - t0))^3); -1: round(0.75 x train.steps). The masks stay fixed after it.', { min: -1 }),
+      every: f('integer', 10, "Steps between mask updates (Zhu & Gupta's delta t).", { min: 1 }),
+      initial: f('number', 0, 'Sparsity s_i of the first mask update (at start); at most sparsity.', { min: 0 }),
+    },
     checkpointing: f('string', 'none', "Activation checkpointing: 'none', 'full' (keep each block's input, recompute the block in the backward) or 'selective' (recompute attention internals only).", { oneOf: ['none', 'full', 'selective'] }),
   },
   parallel: {
@@ -130,6 +138,7 @@ export interface RunConfig {
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
     precision: 'fp32' | 'fp16' | 'bf16'; qat: boolean; matmulPrecision: 'highest' | 'medium'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     init: string; checkpointing: 'none' | 'full' | 'selective';
+    prune: { sparsity: number; scope: 'global' | 'layer'; start: number; end: number; every: number; initial: number };
   };
   parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
@@ -186,6 +195,20 @@ export function parseConfig(json: unknown, source = 'config'): RunConfig {
     if (cfg.parallel.sp) throw new ConfigError(`${source}: 'model.moe' with 'parallel.sp': mixture of experts on sequence-parallel token shards is not supported yet`);
     if (cfg.parallel.ep > 1 && moe.experts % cfg.parallel.ep !== 0) throw new ConfigError(`${source}: 'parallel.ep' (${cfg.parallel.ep}) must divide 'model.moe.experts' (${moe.experts})`);
   } else if (cfg.parallel.ep > 1) throw new ConfigError(`${source}: 'parallel.ep' (${cfg.parallel.ep}) needs mixture-of-experts layers ('model.moe.experts' > 0)`);
+  const pr = cfg.train.prune;
+  if (pr.sparsity >= 1) throw new ConfigError(`${source}: 'train.prune.sparsity' must be < 1 (the fraction of prunable weights that are zero), got ${pr.sparsity}`);
+  if (pr.sparsity > 0) {
+    // end -1: the 3/4 point (train/prune.ts pruneSchedule resolves it the same way).
+    const end = pr.end < 0 ? Math.round(0.75 * cfg.train.steps) : pr.end;
+    if (pr.initial > pr.sparsity) throw new ConfigError(`${source}: 'train.prune.initial' (${pr.initial}) must be at most 'train.prune.sparsity' (${pr.sparsity})`);
+    if (end < pr.start) throw new ConfigError(`${source}: 'train.prune.end' (${end}${pr.end < 0 ? ` = round(0.75 x train.steps)` : ''}) must be >= 'train.prune.start' (${pr.start})`);
+    if (end > cfg.train.steps) throw new ConfigError(`${source}: 'train.prune.end' (${end}) must be <= 'train.steps' (${cfg.train.steps}): the ramp would not reach the sparsity`);
+    // Masks come from whole tensors, the same on every rank: shards (tp, pp, ZeRO 3, ep) would give each rank its own thresholds.
+    const par = cfg.parallel;
+    if (par.tp > 1 || par.pp > 1 || par.zero === 3 || par.ep > 1) {
+      throw new ConfigError(`${source}: 'train.prune' needs every rank to hold the whole parameters (parallel.tp ${par.tp}, parallel.pp ${par.pp}, parallel.zero ${par.zero}, parallel.ep ${par.ep}): use data parallelism, with ZeRO 1 or 2 at most`);
+    }
+  }
   if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
   return cfg;
 }

@@ -59,6 +59,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed } from './checkpoint.js';
 import type { Checkpoint, LazyTensor } from './checkpoint.js';
 import type { RunConfig } from './config.js';
+import { Pruner, pruneSchedule, prunableNames } from './prune.js';
 import { gradStep } from './step.js';
 import type { GradStep } from './step.js';
 import type { Task } from './task.js';
@@ -77,6 +78,8 @@ export interface StepMetrics {
   elapsed_s: number;
   /** Evaluation steps only: the loss on the held-out data, and the task's metrics (accuracy, perplexity, ...). */
   val_loss?: number;
+  /** `train.prune`, logged steps only: the fraction of prunable weights that are exactly zero. */
+  sparsity?: number;
   [metric: string]: number | undefined;
 }
 
@@ -225,6 +228,8 @@ export class Trainer {
   private readonly placements: Placements | null;
   /** fp16's dynamic loss scale; null for fp32 and bf16 (unscaled). */
   readonly scaler: LossScaler | null;
+  /** `train.prune`'s masks over the parameters (train/prune.ts); null with pruning off. */
+  readonly pruner: Pruner | null;
   /** The global gradient norm of this rank's buffer (shards' squares summed over tp). */
   private readonly gradNorm: (g: Float32Array | Float64Array) => Promise<number>;
   /** The groups collectives in the step run on; filled by `run` (making groups is async). */
@@ -342,6 +347,11 @@ export class Trainer {
     const checkpointing = taskCheckpointing(task, t.checkpointing);
     if (t.qat && (t.precision !== 'fp32' || tp > 1 || cfg.parallel.pp > 1 || cfg.parallel.zero === 3)) {
       throw new Error(`train.qat: quantization-aware training runs in fp32 on whole tensors (train.precision '${t.precision}', parallel.tp ${tp}, parallel.pp ${cfg.parallel.pp}, parallel.zero ${cfg.parallel.zero}); per-channel weight ranges over shards would differ from the single-process model's`);
+    }
+    this.pruner = null;
+    // (parseConfig refused the parallel modes that shard the parameters.)
+    if (t.prune.sparsity > 0) {
+      this.pruner = new Pruner(layout, prunableNames(task.model), t.prune.scope, pruneSchedule(t.prune, t.steps));
     }
     const stepOptions: StepGraphOptions = { precision: t.precision, lossScale: this.scaler !== null, ...(checkpointing ? { checkpointing } : {}), ...(t.qat ? { qat: {} } : {}) };
     if (ddpPath) {
@@ -476,6 +486,7 @@ export class Trainer {
     } else {
       this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.momentum > 0 ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
     }
+    this.pruner?.load(ck.optimizer, ofile);
     return { step: st.step, loader: loaderState! };
   }
 
@@ -605,7 +616,7 @@ export class Trainer {
     const vectors = o instanceof Adafactor ? null : o.offloaded ? o.offloaded.names.map((key, i) => [key, o.offloaded!.files[i]!] as const)
       : Object.entries(await o.stateVectors()).map(([key, buf]) => [key, buf.data as Float32Array] as const);
     const optimizer = o instanceof Adafactor ? heldTensors(o.namedTensors()) : vectors!.flatMap(([key, v]) => this.lazyTensors(v, this.zero !== null, `${key}.`));
-    return { weights, optimizer };
+    return { weights, optimizer: [...optimizer, ...(this.pruner?.checkpointTensors() ?? [])] };
   }
 
   /**
@@ -704,6 +715,8 @@ export class Trainer {
     let step = resumed?.step ?? 0;
     if (lead) { if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, ''); }
     if (this.ddp) await this.ddp.broadcastParameters(this.experts.size > 0 ? { names: this.experts, group: this.edp } : undefined);
+    // Masks hold before the first step too: a mask update due now (start 0), or restored ones re-applied.
+    this.pruner?.step(step, this.params.flat.data);
     const loader = await createLoader({
       ...task.trainLoader, dataset: task.train, batch: cfg.train.batch, depth: 2,
       sampler: task.sampling({ seed: cfg.train.dataSeed, rank: this.dp.index, worldSize: this.dp.size }),
@@ -753,11 +766,13 @@ export class Trainer {
         const { gradNorm, skipped } = await this.optimizerStep(lr);
         const moe = await this.moeMetrics();
         step++;
+        this.pruner?.step(step, this.params.flat.data);
         losses.push(loss);
         const elapsed = (performance.now() - t0) / 1000;
         const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         if (moe) Object.assign(m, moe);
+        if (this.pruner && (step % cfg.log.every === 0 || step % cfg.eval.every === 0 || step === stop)) m.sparsity = this.pruner.sparsity(this.params.flat.data);
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
         if ((lead || this.tp.size > 1 || this.ep.size > 1 || this.zero3 || this.pipe) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
@@ -775,7 +790,8 @@ export class Trainer {
         const eta = ((stop - step) * elapsed) / (step - first);
         const extra = evaluated === null ? '' : Object.entries(evaluated).map(([k, v]) => `  ${k === 'val_loss' ? 'val' : k} ${v.toFixed(4)}`).join('');
         const scale = (this.scaler ? `  scale ${this.scaler.scale}${this.scaler.skipped > 0 ? ` (${this.scaler.skipped} skipped)` : ''}` : '') +
-          (moe ? `  experts max/mean ${moe['moe_balance']!.toFixed(2)} dropped ${(100 * moe['moe_dropped']!).toFixed(1)}%` : '');
+          (moe ? `  experts max/mean ${moe['moe_balance']!.toFixed(2)} dropped ${(100 * moe['moe_dropped']!).toFixed(1)}%` : '') +
+          (m.sparsity !== undefined ? `  sparsity ${m.sparsity.toFixed(3)}` : '');
         const line = `step ${step}/${steps}  loss ${loss.toFixed(4)}${extra}${scale}  ` +
           `${Math.round(m[unitKey]!).toLocaleString()} ${task.unit === 'tokens' ? 'tok' : 'ex'}/s  ETA ${fmtTime(eta)}`;
         if (tty) out!.write(`\r${line}\x1b[K${evaluated !== null ? '\n' : ''}`);
