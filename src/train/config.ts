@@ -73,6 +73,11 @@ export const SCHEMA = {
     lossScaleHysteresis: f('integer', 1, "fp16: overflows tolerated before the scale halves, each still skipped (DeepSpeed's hysteresis; 1: GradScaler).", { min: 1 }),
     lossScaleMin: f('number', 1, 'fp16: the loss scale never falls below this.', { min: 0 }),
     checkpointing: f('string', 'none', "Activation checkpointing: 'none', 'full' (keep each block's input, recompute the block in the backward) or 'selective' (recompute attention internals only).", { oneOf: ['none', 'full', 'selective'] }),
+    distill: {
+      teacher: f('string', '', "Knowledge distillation (docs/distill.md): a run directory or checkpoint directory of a trained teacher of the same model.kind (the GPT: the same tokenizer), run in eval mode in float32 inside each step; '' means off. Checked when the trainer starts."),
+      alpha: f('number', 0.5, 'Weight of the soft-target term: loss = alpha T^2 KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) hard loss, KL averaged like the hard loss (per example; the GPT: per token). In [0, 1].', { min: 0 }),
+      temperature: f('number', 2, 'Softmax temperature T of the soft targets (> 0; Hinton et al. 2015).', { min: 0 }),
+    },
   },
   parallel: {
     tp: f('integer', 1, 'Tensor parallel degree (Megatron-LM layout; the GPT only). Data parallel takes the rest: dp = ranks / tp.', { min: 1 }),
@@ -127,6 +132,7 @@ export interface RunConfig {
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
     precision: 'fp32' | 'fp16' | 'bf16'; qat: boolean; matmulPrecision: 'highest' | 'medium'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     checkpointing: 'none' | 'full' | 'selective';
+    distill: { teacher: string; alpha: number; temperature: number };
   };
   parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
@@ -183,6 +189,9 @@ export function parseConfig(json: unknown, source = 'config'): RunConfig {
     if (cfg.parallel.sp) throw new ConfigError(`${source}: 'model.moe' with 'parallel.sp': mixture of experts on sequence-parallel token shards is not supported yet`);
     if (cfg.parallel.ep > 1 && moe.experts % cfg.parallel.ep !== 0) throw new ConfigError(`${source}: 'parallel.ep' (${cfg.parallel.ep}) must divide 'model.moe.experts' (${moe.experts})`);
   } else if (cfg.parallel.ep > 1) throw new ConfigError(`${source}: 'parallel.ep' (${cfg.parallel.ep}) needs mixture-of-experts layers ('model.moe.experts' > 0)`);
+  const kd = cfg.train.distill;
+  if (kd.alpha > 1) throw new ConfigError(`${source}: 'train.distill.alpha' must be in [0, 1], got ${kd.alpha}`);
+  if (!(kd.temperature > 0)) throw new ConfigError(`${source}: 'train.distill.temperature' must be > 0, got ${kd.temperature}`);
   if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
   return cfg;
 }
