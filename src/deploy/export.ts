@@ -12,10 +12,9 @@
  *
  * docs/deploy-export.md describes the files, the sidecar JSON and how to run them.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { MNIST_SHAPE } from '../data/mnist.js';
-import { tokenizerFromJSON } from '../data/tokenizer.js';
 import type { TokenizerJSON } from '../data/tokenizer.js';
 import type { Value } from '../ir/graph.js';
 import { topoNodes } from '../ir/graph.js';
@@ -23,13 +22,9 @@ import { toModelProto } from '../ir/onnx/export.js';
 import { GPT, gptWidths } from '../nn/gpt.js';
 import type { KV } from '../nn/gpt.js';
 import type { Module } from '../nn/module.js';
-import { bindParameters, loadStateDict } from '../nn/module.js';
-import { convNet } from '../nn/vision.js';
 import { placeholder } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { loadCheckpoint } from '../train/checkpoint.js';
-import { parseConfig } from '../train/config.js';
-import { gptConfig } from '../train/tasks/lm.js';
+import { modelOfRun } from '../train/run_model.js';
 
 export type GptExportKind = 'logits' | 'step';
 export type RunExportKind = GptExportKind | 'both';
@@ -98,15 +93,10 @@ export interface ExportManifest {
  * tokenizer. Returns every file written.
  */
 export function exportRun(path: string, opts: { out: string; kind?: RunExportKind }): { files: string[]; manifest: ExportManifest } {
-  if (!existsSync(path)) throw new Error(`weft export: ${path} does not exist (expected a run directory or a checkpoint directory)`);
-  let ck;
-  try { ck = loadCheckpoint(path); } catch (e) { throw new Error(`weft export: ${path} is not a run or checkpoint directory: ${(e as Error).message}`); }
-  const state = ck.state as { config?: unknown; tokenizer?: TokenizerJSON } | null;
-  if (state?.config === undefined) throw new Error(`weft export: ${ck.dir} has no run config in state.json (a run of weft train or the Trainer); export a model built in TypeScript with exportGpt / exportCnn`);
-  const cfg = parseConfig(state.config, `${ck.dir}/state.json config`);
+  const run = modelOfRun(path, 'weft export');
   const kind = opts.kind ?? 'both';
   const stem = opts.out.replace(/\.onnx$/, '');
-  const manifest: ExportManifest = { format: 'weft-export', version: 1, checkpoint: ck.dir, step: ck.step, kind: cfg.model.kind, models: {} };
+  const manifest: ExportManifest = { format: 'weft-export', version: 1, checkpoint: run.dir, step: run.step, kind: run.kind, models: {} };
   const files: string[] = [];
   mkdirSync(dirname(opts.out), { recursive: true });
   const write = (file: string, e: Exported, k: GptExportKind | 'classifier'): void => {
@@ -114,23 +104,16 @@ export function exportRun(path: string, opts: { out: string; kind?: RunExportKin
     files.push(file);
     manifest.models[basename(file)] = { kind: k, inputs: e.inputs, outputs: e.outputs };
   };
-  if (cfg.model.kind === 'gpt') {
-    const tokJson = state.tokenizer ?? { type: 'byte' };
-    const tokenizer = tokenizerFromJSON(tokJson, `${ck.dir}/state.json`);
-    const model = new GPT(gptConfig(cfg, tokenizer.vocabSize));
-    loadStateDict(bindParameters(model), ck.weights);
+  if (run.kind === 'gpt') {
+    const model = run.model;
     if (kind === 'logits' || kind === 'both') write(opts.out, exportGpt(model, { kind: 'logits' }), 'logits');
     if (kind === 'step') write(opts.out, exportGpt(model, { kind: 'step' }), 'step');
     if (kind === 'both') write(`${stem}.step.onnx`, exportGpt(model, { kind: 'step' }), 'step');
-    manifest.gpt = { config: model.config, tokenizer: tokJson };
+    manifest.gpt = { config: model.config, tokenizer: run.tokenizer };
   } else {
-    if (kind !== 'both' && kind !== 'logits') throw new Error(`weft export: --kind ${kind} is a GPT model; ${ck.dir} is a CNN run (it exports its classifier)`);
-    const m = cfg.model;
-    const classes = 10; // MNIST, data.images' one choice (config.ts)
-    const model = convNet({ input: [...MNIST_SHAPE], classes, channels: m.channels, hidden: m.hidden, batchNorm: m.batchNorm, dropout: m.dropout });
-    loadStateDict(bindParameters(model), ck.weights);
-    write(opts.out, exportCnn(model), 'classifier');
-    manifest.cnn = { input: [...MNIST_SHAPE], classes, scale: 1 / 255 };
+    if (kind !== 'both' && kind !== 'logits') throw new Error(`weft export: --kind ${kind} is a GPT model; ${run.dir} is a CNN run (it exports its classifier)`);
+    write(opts.out, exportCnn(run.model, run.input), 'classifier');
+    manifest.cnn = { input: [...run.input], classes: run.classes, scale: 1 / 255 };
   }
   const side = `${stem}.json`;
   writeFileSync(side, `${JSON.stringify(manifest, null, 1)}\n`);

@@ -25,6 +25,7 @@ import type { DType } from './dtype.js';
 import type { Node, Value } from './graph.js';
 import { apply } from './registry.js';
 import { rewrite } from './rewrite.js';
+import { withScope } from './scope.js';
 
 export type HalfDType = 'float16' | 'bfloat16';
 type AutocastClass = 'half' | 'fp32' | 'promote';
@@ -42,6 +43,16 @@ put('promote', `Add Sub Mul Div Neg Abs Sign Sqrt Reciprocal Tanh Sigmoid Relu E
 
 /** The autocast class of an op, or null when it has no half-precision path. */
 export const autocastClass = (op: string): AutocastClass | null => CLASSES[op] ?? null;
+
+/** The scope (ir/scope.ts) of nodes traced inside `fullPrecision`: autocast leaves them as traced. */
+export const FULL_PRECISION_SCOPE = 'autocast.fp32';
+
+/**
+ * Traces `fn` so that autocast keeps what it computes in float32 (torch.autocast(enabled=False)):
+ * a distillation teacher's forward, whose soft targets half precision would blur. Its nodes carry
+ * the scope FULL_PRECISION_SCOPE; a module scoped inside it (nn `scopeModules`) would override it.
+ */
+export function fullPrecision<T>(fn: () => T): T { return withScope(FULL_PRECISION_SCOPE, fn); }
 
 export interface AutocastOptions {
   /** The compute dtype of `half` ops. */
@@ -70,6 +81,7 @@ export function autocast(outputs: readonly Value[], o: AutocastOptions): Value[]
   };
   const weak = (v: Value): boolean => v.node === null && (v.constant || o.params.has(v));
   const out = rewrite(outputs, (n: Node, inputs) => {
+    if (n.scope === FULL_PRECISION_SCOPE) return null;
     const cls = autocastClass(n.op);
     const floats = inputs.map((v) => v !== null && isFloat(v.dtype) && v.dtype !== 'float64');
     if (!floats.some(Boolean)) return null;

@@ -84,6 +84,11 @@ export const SCHEMA = {
       initial: f('number', 0, 'Sparsity s_i of the first mask update (at start); at most sparsity.', { min: 0 }),
     },
     checkpointing: f('string', 'none', "Activation checkpointing: 'none', 'full' (keep each block's input, recompute the block in the backward) or 'selective' (recompute attention internals only).", { oneOf: ['none', 'full', 'selective'] }),
+    distill: {
+      teacher: f('string', '', "Knowledge distillation (docs/distill.md): a run directory or checkpoint directory of a trained teacher of the same model.kind (the GPT: the same tokenizer), run in eval mode in float32 inside each step; '' means off. Checked when the trainer starts."),
+      alpha: f('number', 0.5, 'Weight of the soft-target term: loss = alpha T^2 KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) hard loss, KL averaged like the hard loss (per example; the GPT: per token). In [0, 1].', { min: 0 }),
+      temperature: f('number', 2, 'Softmax temperature T of the soft targets (> 0; Hinton et al. 2015).', { min: 0 }),
+    },
   },
   parallel: {
     tp: f('integer', 1, 'Tensor parallel degree (Megatron-LM layout; the GPT only). Data parallel takes the rest: dp = ranks / tp.', { min: 1 }),
@@ -139,6 +144,7 @@ export interface RunConfig {
     precision: 'fp32' | 'fp16' | 'bf16'; qat: boolean; matmulPrecision: 'highest' | 'medium'; lossScale: number; lossScaleWindow: number; lossScaleHysteresis: number; lossScaleMin: number;
     init: string; checkpointing: 'none' | 'full' | 'selective';
     prune: { sparsity: number; scope: 'global' | 'layer'; start: number; end: number; every: number; initial: number };
+    distill: { teacher: string; alpha: number; temperature: number };
   };
   parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
@@ -209,6 +215,9 @@ export function parseConfig(json: unknown, source = 'config'): RunConfig {
       throw new ConfigError(`${source}: 'train.prune' needs every rank to hold the whole parameters (parallel.tp ${par.tp}, parallel.pp ${par.pp}, parallel.zero ${par.zero}, parallel.ep ${par.ep}): use data parallelism, with ZeRO 1 or 2 at most`);
     }
   }
+  const kd = cfg.train.distill;
+  if (kd.alpha > 1) throw new ConfigError(`${source}: 'train.distill.alpha' must be in [0, 1], got ${kd.alpha}`);
+  if (!(kd.temperature > 0)) throw new ConfigError(`${source}: 'train.distill.temperature' must be > 0, got ${kd.temperature}`);
   if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
   return cfg;
 }

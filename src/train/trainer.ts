@@ -60,6 +60,8 @@ import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed } from './chec
 import type { Checkpoint, LazyTensor } from './checkpoint.js';
 import type { RunConfig } from './config.js';
 import { Pruner, pruneSchedule, prunableNames } from './prune.js';
+import { distillation } from './distill.js';
+import type { Distillation } from './distill.js';
 import { gradStep } from './step.js';
 import type { GradStep } from './step.js';
 import type { Task } from './task.js';
@@ -203,6 +205,8 @@ export class Trainer {
   /** ZeRO stage 3's plan: the parameter shard, and the rewrite that gathers parameters per layer; null below stage 3. */
   readonly zero3: ZeroStage3 | null;
   readonly opt: Optimizer;
+  /** The teacher of `train.distill` and its loss (train/distill.ts); null without distillation. */
+  readonly distill: Distillation | null;
   readonly pg: ProcessGroup;
   private readonly schedule: Schedule;
   private readonly step: GradStep | null;
@@ -340,8 +344,13 @@ export class Trainer {
       ? warmupCosine({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1', totalSteps: t.steps, minLr: Math.min(t.minLr, t.lr) })
       : warmupConstant({ lr: t.lr, warmupSteps: t.warmup, warmup: 'step+1' });
     const scale = 1 / t.accumulate;
+    const distill = this.distill = distillation(cfg, task);
     const loss = (...fields: Tensor[]): Tensor => {
-      const l = task.loss(task.forward(...fields.slice(0, -1)), fields[fields.length - 1]!);
+      const inputs = fields.slice(0, -1);
+      const out = task.forward(...inputs);
+      const hard = task.loss(out, fields[fields.length - 1]!);
+      // Distillation mixes the teacher's soft targets in (train/distill.ts); the evaluation stays the task's own loss.
+      const l = distill === null ? hard : distill.loss(out, hard, inputs);
       return scale === 1 ? l : l.mul(scale);
     };
     const checkpointing = taskCheckpointing(task, t.checkpointing);
