@@ -18,11 +18,9 @@
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { saveTokenizer, tokenizerFromJSON } from '../data/tokenizer.js';
-import type { TokenizerJSON } from '../data/tokenizer.js';
 import { loadCheckpoint, saveCheckpoint } from '../train/checkpoint.js';
-import type { Checkpoint } from '../train/checkpoint.js';
-import { parseConfig } from '../train/config.js';
 import { PRUNE_CRITERIA, pruneRun } from '../train/prune_structured.js';
+import { readRun } from '../train/run_model.js';
 import type { PruneCriterion, PruneReport, StructuredPruneOptions } from '../train/prune_structured.js';
 import { parse, UsageError } from './args.js';
 
@@ -63,13 +61,7 @@ export async function pruneCommand(argv: string[]): Promise<void> {
     if (v !== undefined) options[k] = v;
   }
 
-  if (!existsSync(src)) throw new Error(`weft prune: ${src} does not exist (expected a run directory or a checkpoint directory)`);
-  let ck: Checkpoint;
-  try { ck = loadCheckpoint(src); } catch (e) { throw new Error(`weft prune: ${src} is not a run or checkpoint directory: ${(e as Error).message}`); }
-  const state = ck.state as { config?: unknown; tokenizer?: TokenizerJSON } | null;
-  if (state?.config === undefined) throw new Error(`weft prune: ${join(ck.dir, 'state.json')} has no run config (a checkpoint of weft train or the Trainer holds one)`);
-  const cfg = parseConfig(state.config, `${join(ck.dir, 'state.json')} config`);
-  const tokJson = cfg.model.kind === 'gpt' ? state.tokenizer ?? { type: 'byte' as const } : null;
+  const { ck, cfg, tokenizer: tokJson } = readRun(src, 'weft prune');
   const tokenizer = tokJson === null ? null : tokenizerFromJSON(tokJson, join(ck.dir, 'state.json'));
   const pruned = pruneRun(cfg, ck.weights, tokenizer?.vocabSize ?? null, options);
   const config = pruned.config;

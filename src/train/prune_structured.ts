@@ -39,7 +39,6 @@
  *   const r = pruneRun(cfg, ck.weights, null, { channels: 0.5 });
  *   // r.config.model.channels: [16, 32, 64]; r.weights: the sliced tensors; r.report.params
  */
-import { MNIST_SHAPE } from '../data/mnist.js';
 import { GPT, gptWidths } from '../nn/gpt.js';
 import type { GPTConfig } from '../nn/gpt.js';
 import { Linear } from '../nn/layers.js';
@@ -48,6 +47,7 @@ import type { Module } from '../nn/module.js';
 import { BatchNorm2d, Conv2d, convNet } from '../nn/vision.js';
 import type { ConvNetConfig } from '../nn/vision.js';
 import type { RunConfig } from './config.js';
+import { cnnConfig } from './run_model.js';
 import { gptConfig } from './tasks/lm.js';
 
 export const PRUNE_CRITERIA = ['l1', 'l2', 'gamma'] as const;
@@ -314,9 +314,7 @@ export function pruneGpt(c: GPTConfig, weights: WholeTensors, o: StructuredPrune
 export function pruneRun(cfg: RunConfig, weights: WholeTensors, vocab: number | null, o: StructuredPruneOptions): Pruned<RunConfig> {
   const config = structuredClone(cfg);
   if (cfg.model.kind === 'cnn') {
-    const m = cfg.model;
-    const classes = 10; // MNIST, data.images' one choice (config.ts), as deploy/export.ts
-    const r = pruneConvNet({ input: [...MNIST_SHAPE], classes, channels: m.channels, hidden: m.hidden, batchNorm: m.batchNorm, dropout: m.dropout }, weights, o);
+    const r = pruneConvNet(cnnConfig(cfg), weights, o);
     config.model.channels = [...r.config.channels];
     config.model.hidden = r.config.hidden;
     return { ...r, config };
