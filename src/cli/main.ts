@@ -62,7 +62,7 @@ const USAGE = `usage:
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
-Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, mnist-cnn.json.`;
+Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, brown-moe.json, mnist-cnn.json, mnist-distill.json.`;
 
 /**
  * `--nproc N` starts N ranks as worker threads (the threads backend); `--backend mpi` (or running
