@@ -6,3 +6,5 @@ export { shardedNorm, wholeTensor, localPart } from './tensor_parallel.js';
 export type { Placements } from './tensor_parallel.js';
 // Pipeline schedules as data; their generic names (simulate, validate, Action) stay under one namespace: weft.pipeline.*.
 export * as pipeline from './pipeline_schedule.js';
+// The parameter server's key placement (issue 17 builds the servers on it).
+export { HashRing, hashKey, movedKeys, rowKey } from './hash_ring.js';
