@@ -51,9 +51,7 @@ function sampler(n: number, seed: number): () => number[] {
   let order: number[] = [];
   return () => {
     if (order.length < BATCH) {
-      const e = Array.from({ length: n }, (_, i) => i);
-      for (let i = n - 1; i > 0; i--) { const j = rng.int(i + 1); [e[i], e[j]] = [e[j]!, e[i]!]; }
-      order = order.concat(e);
+      order = order.concat(rng.shuffle(Array.from({ length: n }, (_, i) => i)));
     }
     return order.splice(0, BATCH);
   };

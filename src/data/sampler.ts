@@ -127,13 +127,7 @@ export class SequentialSampler implements Sampler {
   /** This rank's records for `epoch`, in order. */
   shareOf(epoch: number): number[] {
     const order = Array.from({ length: this.count }, (_, i) => i);
-    if (this.shuffle) {
-      const rng = new Rng(this.seed + epoch);
-      for (let i = order.length - 1; i > 0; i--) {
-        const j = rng.int(i + 1);
-        [order[i], order[j]] = [order[j]!, order[i]!];
-      }
-    }
+    if (this.shuffle) new Rng(this.seed + epoch).shuffle(order);
     const total = this.perRank * this.worldSize;
     const share: number[] = [];
     for (let p = this.rank; p < total; p += this.worldSize) {

@@ -90,11 +90,7 @@ export function insertDecoys(g: OnnxGraph, count: number, opset: number, rng: Rn
 /** A random permutation of 0..n-1 other than the identity (n >= 2; Fisher-Yates, redrawn when it is the identity). */
 function shuffled(n: number, rng: Rng): number[] {
   for (;;) {
-    const p = Array.from({ length: n }, (_, i) => i);
-    for (let i = n - 1; i > 0; i--) {
-      const j = rng.int(i + 1);
-      [p[i], p[j]] = [p[j]!, p[i]!];
-    }
+    const p = rng.shuffle(Array.from({ length: n }, (_, i) => i));
     if (p.some((x, i) => x !== i)) return p;
   }
 }

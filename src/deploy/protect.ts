@@ -97,7 +97,7 @@ export function protect(model: OnnxModel, opts: ProtectOptions = {}): { model: O
   topoSort(g);
   if (shuffle) {
     g.nodes = randomOrder(g, rng);
-    g.initializers = permute(g.initializers, rng);
+    g.initializers = rng.shuffle(g.initializers.slice());
   }
   const shuffled = !sameOrder(original, g.nodes);
   const { counts, io } = rename(g, rng, opts.renameIo ?? false);
@@ -205,15 +205,6 @@ function randomOrder(g: OnnxGraph, rng: Rng): OnnxNode[] {
     for (const r of readers[i]!) if (--waiting[r]! === 0) ready.push(r);
   }
   return out;
-}
-
-function permute<T>(xs: readonly T[], rng: Rng): T[] {
-  const p = xs.slice();
-  for (let i = p.length - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    [p[i], p[j]] = [p[j]!, p[i]!];
-  }
-  return p;
 }
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';

@@ -90,44 +90,18 @@ function flatten(v: unknown, dims: readonly number[], depth: number, out: unknow
 
 /** JSON values to a typed array of `dtype`, refusing what the dtype cannot hold exactly (naming the index). */
 function toTyped(values: readonly unknown[], dtype: DType, where: string): TypedArray {
-  const n = values.length;
   const bad = (i: number, want: string): never => {
     throw new RequestError(`${where}: element ${i} is ${JSON.stringify(values[i]) ?? String(values[i])}, expected ${want} (dtype ${dtype})`);
   };
-  if (dtype === 'bool') {
-    const out = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      const x = values[i];
-      if (x === true || x === 1) out[i] = 1;
-      else if (!(x === false || x === 0)) bad(i, 'true, false, 0 or 1');
-    }
-    return out;
-  }
   const range = INT_RANGE[dtype];
-  if (range !== undefined) {
-    for (let i = 0; i < n; i++) {
-      const x = values[i];
-      if (typeof x !== 'number' || !Number.isInteger(x) || x < range[0] || x > range[1]) bad(i, `an integer in [${range[0]}, ${range[1]}]`);
-    }
-    if (dtype === 'int64') {
-      const out = new BigInt64Array(n);
-      for (let i = 0; i < n; i++) out[i] = BigInt(values[i] as number);
-      return out;
-    }
-    const out = allocate(dtype, n) as Exclude<TypedArray, BigInt64Array>;
-    for (let i = 0; i < n; i++) out[i] = values[i] as number;
-    return out;
-  }
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < values.length; i++) {
     const x = values[i];
-    if (typeof x !== 'number' || !Number.isFinite(x)) bad(i, 'a finite number');
+    if (dtype === 'bool') { if (!(x === true || x === false || x === 0 || x === 1)) bad(i, 'true, false, 0 or 1'); }
+    else if (range !== undefined) { if (typeof x !== 'number' || !Number.isInteger(x) || x < range[0] || x > range[1]) bad(i, `an integer in [${range[0]}, ${range[1]}]`); }
+    else if (typeof x !== 'number' || !Number.isFinite(x)) bad(i, 'a finite number');
   }
-  if (dtype === 'float32' || dtype === 'float64') {
-    const out = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = values[i] as number;
-    return out;
-  }
-  return fromNumbers(dtype, values as number[]);
+  // Checked: every value is a number the dtype holds (booleans as 0 / 1).
+  return fromNumbers(dtype, dtype === 'bool' ? values.map(Number) : (values as number[]));
 }
 
 /** One input's value: a nested array, or `{"dims": [...], "data": [flat values]}`. */

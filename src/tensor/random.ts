@@ -33,6 +33,15 @@ export class Rng {
   /** Uniform integer in [0, n). */
   int(n: number): number { return Math.floor(this.uniform() * n); }
 
+  /** Shuffles `xs` in place (Fisher-Yates, from the last element down) and returns it. */
+  shuffle<A extends { length: number; [i: number]: unknown }>(xs: A): A {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [xs[i], xs[j]] = [xs[j], xs[i]];
+    }
+    return xs;
+  }
+
   /** Standard normal (Box-Muller). */
   normal(): number {
     const u = 1 - this.uniform();

@@ -53,8 +53,7 @@ export const distinct = (shape: readonly number[], gap = 0.1): InputSpec => ({
   make: (rng, n) => {
     const a = floats(n, () => 0);
     for (let i = 0; i < n; i++) a[i] = (i - n / 2) * gap + rng.uniform() * gap * 0.1;
-    for (let i = n - 1; i > 0; i--) { const j = rng.int(i + 1); [a[i], a[j]] = [a[j]!, a[i]!]; }
-    return a;
+    return rng.shuffle(a);
   },
 });
 
