@@ -16,8 +16,8 @@
 /** The default virtual nodes per server: with 160, measured shares stay within a few percent of even (test/hash_ring.test.ts). */
 export const DEFAULT_VIRTUAL_NODES = 160;
 
-/** Murmur3's 32-bit finalizer: every input bit flips about half of the output bits. */
-function fmix32(h: number): number {
+/** Murmur3's 32-bit finalizer (a bijection on uint32): every input bit flips about half of the output bits. Shared by the ring and the parameter server's counter-based init. */
+export function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
