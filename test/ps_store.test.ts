@@ -3,13 +3,17 @@
  * float64 references written here (rows touched on different steps, untouched rows bit-unchanged),
  * synchronous accumulation equal to one step on the summed gradient, the counter-based normal init
  * (order- and server-independent, N(0, std^2) by its moments), export/import and removal keeping
- * rows bit-identical, and errors that name
+ * rows bit-identical, the shard file round trip and a 3 -> 2 server reshard, and errors that name
  * the table and the argument.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { HashRing, rowKey } from '../src/parallel/hash_ring.js';
 import { ShardStore } from '../src/parallel/ps/store.js';
 import type { PsOptimizerConfig, PsOptimizerKind, RowsBlob, TableSpec } from '../src/parallel/ps/store.js';
+import { decodeShard, encodeShard } from '../src/train/ps_shard_file.js';
+import { CheckpointError, encodeSafetensors } from '../src/train/safetensors.js';
+import type { TensorIn } from '../src/train/safetensors.js';
 
 const opt = (kind: PsOptimizerKind, over: Partial<PsOptimizerConfig> = {}): PsOptimizerConfig =>
   ({ kind, lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, initialAccumulator: 0.1, ...over });
@@ -303,6 +307,59 @@ test('removeRows refuses a row with a pending gradient; moving the last slot car
   assert.deepEqual([...out], [7, 6, 29, 28]);
 });
 
+test('shard file: encode/decode round trip is bit-identical for sgd, adagrad and adam, and keeps the metadata', () => {
+  for (const kind of ['sgd', 'adagrad', 'adam'] as const) {
+    const s = trainedStore(kind, [1, 2, 3, 500, 2 ** 31 - 1]);
+    const blobs = [s.exportRows(0), s.exportRows(4)];
+    const bytes = encodeShard(blobs, { step: '12', server: 'ps1' });
+    const back = decodeShard(bytes, 'ps1.safetensors');
+    assert.deepEqual(back.meta, { step: '12', server: 'ps1' });
+    assert.equal(back.blobs.length, 2);
+    back.blobs.forEach((b, i) => assertBlobsIdentical(b, blobs[i]!, `${kind} table ${blobs[i]!.table}`));
+  }
+  const empty = new ShardStore([given(9, 4)], opt('adam')).exportRows(9);
+  const [b] = decodeShard(encodeShard([empty], {}), 'empty').blobs;
+  assertBlobsIdentical(b!, empty, 'no rows');
+});
+
+test('reshard: 3 servers -> 3 files -> 2 new servers keep the union of rows, none lost or duplicated, bit-identical', () => {
+  const old = new HashRing(['ps0', 'ps1', 'ps2']);
+  const keys = Array.from({ length: 3000 }, (_, i) => (i * 40_503 + 11) % 2 ** 31);
+  const dense = [0, 1, 2, 3];
+  const stores = old.servers.map((_, me) => trainedStore('adagrad', keys.filter((k) => old.owner(rowKey(0, k)) === me)));
+  // Dense chunks were created by every store in trainedStore: keep each only on its owner.
+  stores.forEach((s, me) => s.removeRows(4, Int32Array.from(dense.filter((k) => old.owner(rowKey(4, k)) !== me))));
+  const files = stores.map((s, me) => encodeShard([s.exportRows(0), s.exportRows(4)], { server: `ps${me}` }));
+  const ring = new HashRing(['ps0', 'ps1']);
+  const fresh = ring.servers.map(() => new ShardStore([stores[0]!.table(0), stores[0]!.table(4)], opt('adagrad')));
+  fresh.forEach((s, me) => {
+    files.forEach((f, i) => {
+      for (const blob of decodeShard(f, `ps${i}.safetensors`).blobs) s.importRows(blob, (k) => ring.owner(rowKey(blob.table, k)) === me);
+    });
+  });
+  for (const [table, want] of [[0, keys.length], [4, dense.length]] as const) {
+    assert.equal(fresh[0]!.size(table) + fresh[1]!.size(table), want, `table ${table}: rows kept`);
+    const merged = (ss: ShardStore[]): Map<number, string> => {
+      const m = new Map<number, string>();
+      for (const s of ss) {
+        const b = s.exportRows(table);
+        b.keys.forEach((k, i) => {
+          assert.ok(!m.has(k), `table ${table} key ${k} on two servers`);
+          const slice = (a: Float32Array | Int32Array, w: number): string => [...new Uint32Array(a.buffer, a.byteOffset + 4 * i * w, w)].join(',');
+          m.set(k, `${slice(b.values, b.dim)}|${b.versions[i]}|${slice(b.state['accum']!, b.dim)}`);
+        });
+      }
+      return m;
+    };
+    const before = merged(stores);
+    const after = merged(fresh);
+    assert.equal(after.size, before.size);
+    for (const [k, v] of before) assert.equal(after.get(k), v, `table ${table} key ${k}`);
+    // Each new server holds exactly the keys the new ring gives it.
+    fresh.forEach((s, me) => s.exportRows(table).keys.forEach((k) => assert.equal(ring.owner(rowKey(table, k)), me)));
+  }
+});
+
 test('bad input: errors name the table, the argument and both lengths, the key, the optimizer field', () => {
   const s = new ShardStore([given(0, 3, 'emb')], opt('adam'));
   assert.throws(() => s.pull(5, Int32Array.of(1), new Float32Array(3), new Int32Array(1)), /ShardStore\.pull: no table 5 \(tables: 0 'emb'\)/);
@@ -330,4 +387,32 @@ test('bad input: errors name the table, the argument and both lengths, the key, 
   const one = s.exportRows(0);
   assert.throws(() => s.importRows({ ...one, state: { m: one.state['m']!, v: one.state['v']! } }), /the blob has no adam state 'steps' \(state: m, v\)/);
   assert.throws(() => s.importRows({ ...one, versions: new Int32Array(2) }), /blob\.versions must have keys\.length = 1 elements, got 2/);
+});
+
+test('shard file: a malformed file is an error naming the source and the tensor', () => {
+  const s = trainedStore('adam', [1, 2, 3]);
+  const blob = s.exportRows(0);
+  const src = 'ckpt/ps2.safetensors';
+  const bad = (tensors: Record<string, TensorIn>, re: RegExp): void => {
+    assert.throws(() => decodeShard(encodeSafetensors(tensors), src), (e: unknown) => {
+      assert.ok(e instanceof CheckpointError, String(e));
+      assert.match(e.message, new RegExp(`^ckpt/ps2\\.safetensors: .*${re.source}`));
+      return true;
+    });
+  };
+  const good: Record<string, TensorIn> = {
+    '0.keys': { shape: [3], data: blob.keys }, '0.values': { shape: [3, 9], data: blob.values }, '0.versions': { shape: [3], data: blob.versions },
+    '0.state.m': { shape: [3, 9], data: blob.state['m']! }, '0.state.v': { shape: [3, 9], data: blob.state['v']! }, '0.state.steps': { shape: [3], data: blob.state['steps']! },
+  };
+  assert.equal(decodeShard(encodeSafetensors(good), src).blobs[0]!.optimizer, 'adam');
+  const { '0.versions': _v, ...noVersions } = good;
+  bad(noVersions, /table 0 has no tensor '0\.versions'/);
+  const { '0.state.steps': _s, ...noSteps } = good;
+  bad(noSteps, /table 0 carries state m, v, which is no optimizer's/);
+  bad({ ...good, '0.versions': { shape: [3], data: new Float32Array(3) } }, /tensor '0\.versions' must be I32 of rank 1, got F32 \[3\]/);
+  bad({ ...good, '0.state.v': { shape: [2, 9], data: new Float32Array(18) } }, /tensor '0\.state\.v' has shape \[2, 9\], expected \[3, 9\]/);
+  bad({ ...good, 'emb.weight': { shape: [1], data: new Float32Array(1) } }, /tensor 'emb\.weight' is not a shard tensor/);
+  bad({ ...good, '0.keys': { shape: [3], data: Int32Array.of(1, -4, 9) } }, /tensor '0\.keys' has keys\[1\] = -4/);
+  assert.throws(() => encodeShard([blob, blob], {}), /encodeShard: table 0 is given twice/);
+  assert.throws(() => encodeShard([{ ...blob, state: {} }], {}), /encodeShard: table 0 \(adam\) must carry state m, v, steps, got none/);
 });
