@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HashRing, rowKey } from '../src/parallel/hash_ring.js';
-import { ShardStore } from '../src/parallel/ps/store.js';
+import { normalRow, ShardStore } from '../src/parallel/ps/store.js';
 import type { PsOptimizerConfig, PsOptimizerKind, RowsBlob, TableSpec } from '../src/parallel/ps/store.js';
 import { decodeShard, encodeShard } from '../src/train/ps_shard_file.js';
 import { CheckpointError, encodeSafetensors } from '../src/train/safetensors.js';
@@ -166,6 +166,9 @@ test('normal init: a row is the same whatever order, call or store touches it, a
   assert.deepEqual(bits(again.subarray(9, 18)), bits(first.subarray(0, 9)), 'key 5');
   assert.deepEqual(bits(pull(b, 1, [123456])), bits(first.subarray(18, 27)), 'key 123456');
   assert.notDeepEqual(bits(pull(b, 0, [5])), bits(first.subarray(0, 9)), 'another table id');
+  const direct = new Float32Array(9);
+  normalRow(42, 1, 9, 0.02, direct, 0, 9);
+  assert.deepEqual(bits(direct), bits(first.subarray(9, 18)), 'normalRow is the init');
   const other = new ShardStore([spec(1, 43)], opt('sgd'));
   assert.notDeepEqual(bits(pull(other, 1, [5])), bits(first.subarray(0, 9)), 'another seed');
 });
