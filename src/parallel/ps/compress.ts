@@ -81,7 +81,7 @@ export function encodePush(grads: Float32Array, dim: number, mode: PushCompressi
     const s = scales[r * w]!; // the float32 scale the server will read
     if (s === 0 || s !== s) continue; // zeros (or a poisoned row: NaN x 0 is NaN)
     const b = 4 * (r * w + 1);
-    // floor(x + 1/2) rounds half up as Math.round does; on Node 20 it measured 2.3x faster (50k
+    // floor(x + 1/2) rounds half up as Math.round does (but for the last bit of x + 1/2); on Node 20 it measured 2.3x faster (50k
     // rows of dim 9: 3.9 against 8.7 ms). |g| <= max, so |g / s| <= 127 up to the float32 rounding of s; the clamp only
     // acts when s is a subnormal float32 (few significant bits), where 128 would wrap to -128.
     for (let j = 0; j < dim; j++) {
