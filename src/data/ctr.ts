@@ -165,7 +165,7 @@ interface Planted {
 const stream = (seed: number, k: number): Rng => new Rng(seed * 4 + k);
 
 /** P(rank r) = (r + 1)^-s / H(vocab, s): the Zipf CDF, normalized so its last entry is exactly 1. */
-export function zipfCdf(vocab: number, s: number): Float64Array {
+function zipfCdf(vocab: number, s: number): Float64Array {
   const cdf = new Float64Array(vocab);
   let acc = 0;
   for (let r = 0; r < vocab; r++) cdf[r] = acc += (r + 1) ** -s;

@@ -18,5 +18,5 @@ export { BatchMaker, batchField, importRecordHook } from './batch.js';
 export type { Batch, BatchField, RecordHook, SkippedRecord, Produced } from './batch.js';
 export { SyncLoader, PrefetchLoader, createLoader } from './loader.js';
 export type { Loader, LoaderOptions, LoaderState, LoaderStats, PrefetchOptions } from './loader.js';
-export { plantedCtr, hashFeature, checkCtrSpec, hashCollisions, zipfCdf, DEFAULT_CTR } from './ctr.js';
+export { plantedCtr, hashFeature, checkCtrSpec, hashCollisions, DEFAULT_CTR } from './ctr.js';
 export type { CtrSpec, CtrSplit } from './ctr.js';
