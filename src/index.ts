@@ -34,6 +34,7 @@ export { fit, earlyStopping } from './train/fit.js';
 export type { FitOptions } from './train/fit.js';
 export { accuracy, topK, crossEntropy, perplexity, metricByName } from './train/metrics.js';
 export type { MetricFn, DerivedMetrics } from './train/metrics.js';
+export { auc, logLossFromLogits } from './train/auc.js';
 export type { Task, TaskDataset, EvalData, TrainSampling } from './train/task.js';
 export { taskCheckpointing } from './train/task.js';
 export { taskFromConfig, LanguageModelTask, SupervisedTask } from './train/tasks/index.js';

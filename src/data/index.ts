@@ -1,4 +1,4 @@
-/** The data layer: corpora, tokenizers, datasets of typed records, image transforms, samplers and (prefetching) loaders. */
+/** The data layer: corpora, tokenizers, datasets of typed records, image transforms, samplers, (prefetching) loaders, and planted synthetic CTR data. */
 export { brownText, brownSplit, writeBrownText, brownFileIds, brownFileText, brownDir } from './brown.js';
 export { ByteTokenizer, BpeTokenizer, loadTokenizer, saveTokenizer, tokenizerFromJSON } from './tokenizer.js';
 export type { Tokenizer, TokenizerJSON, BpeTrainStats } from './tokenizer.js';
@@ -18,3 +18,5 @@ export { BatchMaker, batchField, importRecordHook } from './batch.js';
 export type { Batch, BatchField, RecordHook, SkippedRecord, Produced } from './batch.js';
 export { SyncLoader, PrefetchLoader, createLoader } from './loader.js';
 export type { Loader, LoaderOptions, LoaderState, LoaderStats, PrefetchOptions } from './loader.js';
+export { plantedCtr, hashFeature, checkCtrSpec, hashCollisions, DEFAULT_CTR } from './ctr.js';
+export type { CtrSpec, CtrSplit } from './ctr.js';
