@@ -10,14 +10,17 @@
  *
  * Failure: an operation that does not move for `timeoutMs` fails naming the peer it waits for and
  * leaves its group unusable on this rank (later operations fail at once); an abort (a rank died)
- * fails everything; a peer that has returned from its entry while still awaited fails the wait.
+ * fails everything; a peer that has returned from its entry, or failed without aborting the launch
+ * (a rank the launch tolerates losing), while still awaited fails the wait: a collective breaks its
+ * group, a point-to-point operation fails alone and the group stays usable with its other peers
+ * (a parameter server goes on serving the workers that remain).
  * Ranks that disagree on a collective's header all fail it and the group stays usable.
  */
 import { receiveMessageOnPort } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { CommArray } from '../process_group.js';
 import { collective, Group, Mismatch, Task } from './comm_group.js';
-import { Control, RUNNING, typedView } from './layout.js';
+import { Control, FAILED, RUNNING, typedView } from './layout.js';
 import { p2pRecv, p2pSend } from './p2p.js';
 import type { RecvEntry } from './p2p.js';
 import { now } from './protocol.js';
@@ -90,7 +93,9 @@ export class Engine {
     task.waitingOn = r.value;
     if (this.work !== before) { task.lastProgress = t; return false; }
     if (gone && r.value === peer) {
-      this.breakGroup(g, `${g.who(g.rank)}: ${task.desc} cannot complete: ${g.who(peer)} has already returned from its entry`, task);
+      const why = `${g.who(g.rank)}: ${task.desc} cannot complete: ${g.who(peer)} ${this.control.status(g.members[peer]!) === FAILED ? 'has failed' : 'has already returned from its entry'}`;
+      if (task.queue === g.collQueue) this.breakGroup(g, why, task);
+      else this.finish(task, why);
       return true;
     }
     if (t - task.lastProgress >= this.init.timeoutMs) {

@@ -39,6 +39,16 @@ export interface LaunchOptions {
   graceMs?: number;
   /** All-reduce algorithm of every group: 'auto' (default: by size, see `chooseAllReduce`) or a fixed one. */
   allReduceAlgorithm?: 'auto' | AllReduceAlgorithm;
+  /**
+   * Ranks the job survives losing (a parameter server's workers under ASP or SSP): when one fails,
+   * only its own operations end: it is marked failed, `onTolerated` is told, and every other rank
+   * runs on (a point-to-point operation waiting on it fails alone; a collective waiting on it breaks
+   * its group). The launch resolves with `undefined` as that rank's result, unless a rank outside
+   * this set fails too.
+   */
+  tolerate?: readonly number[];
+  /** Called (on the launching thread) when a tolerated rank fails. */
+  onTolerated?: (rank: number, error: Error) => void;
 }
 
 /** The launch failed: `rank` failed first with `cause`; `failures` lists every rank that failed, `results` what the others returned. */
@@ -100,9 +110,18 @@ export function launchThreads<R = unknown>(opts: LaunchOptions): Promise<R[]> {
       timers.push(setTimeout(() => { for (const w of workers) void w.terminate(); }, graceMs));
     };
     const reply = (w: Worker, m: ToRank): void => w.postMessage(m);
+    const tolerated = new Set(opts.tolerate ?? []);
+    const lost: { rank: number; error: Error }[] = [];
     const fail = (rank: number, error: Error): void => {
       if (finished[rank]) return;
       finished[rank] = true;
+      if (tolerated.has(rank) && failures.length === 0) {
+        lost.push({ rank, error });
+        control.setStatus(rank, FAILED);
+        if (++returned === nproc) terminateAllLater();
+        opts.onTolerated?.(rank, error);
+        return;
+      }
       failures.push({ rank, error });
       if (failures.length > 1) { control.setStatus(rank, FAILED); return; }
       control.abort(rank, `${error.name}: ${error.message}`);
@@ -116,6 +135,7 @@ export function launchThreads<R = unknown>(opts: LaunchOptions): Promise<R[]> {
       for (const t of timers) clearTimeout(t);
       if (failures.length === 0) { resolve(results as R[]); return; }
       const first = failures[0]!;
+      failures.push(...lost);
       const others = failures.slice(1).map((f) => f.rank);
       const more = others.length > 0 ? ` (ranks ${others.join(', ')} failed after it)` : '';
       reject(new LaunchError(`rank ${first.rank} failed: ${first.error.name}: ${first.error.message}${more}`, first.rank, failures, results, first.error));
