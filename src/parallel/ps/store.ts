@@ -345,6 +345,9 @@ export class ShardStore {
     });
   }
 
+  /** The optimizer every table of this store is updated by. */
+  get optimizer(): PsOptimizerKind { return this.opt.kind; }
+
   /** The spec of table `id` (an error naming the id if unknown). */
   table(id: number): TableSpec { return this.get(id, 'ShardStore.table').spec; }
 
