@@ -19,6 +19,8 @@ import { loadConfig, parseConfig } from '../train/config.js';
 import type { RunConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
+import { runPs } from '../train/ps_train.js';
+import { psRoles } from '../parallel/ps/protocol.js';
 import { DDP_PROGRAMS } from '../parallel/ddp.js';
 import { BENCH_DEFAULTS, measureWeft, measureWeftRanks, sideBySide } from './bench.js';
 import { launchThreads } from '../comm/threads/launch.js';
@@ -91,11 +93,20 @@ async function train(argv: string[]): Promise<void> {
   if (backend === 'mpi') {
     if (opt.has('--nproc')) throw new UsageError('with --backend mpi the rank count comes from mpirun -np, not --nproc');
     const pg = initMpi({ timeoutMs: cfg.dist.timeoutS * 1000 });
-    try { await new Trainer(cfg, { pg }).run({ resume, ...(trace ? { trace } : {}) }); } finally { await pg.destroy(); }
+    try {
+      if (cfg.ps.servers > 0) await runPs(cfg, pg, { resume });
+      else await new Trainer(cfg, { pg }).run({ resume, ...(trace ? { trace } : {}) });
+    } finally { await pg.destroy(); }
   } else if (backend !== 'threads') {
     throw new UsageError(`--backend must be threads or mpi, got '${backend}'`);
   } else if (nproc > 1) {
-    await launchThreads({ nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000 });
+    await launchThreads({
+      nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000,
+      // Under SSP and ASP the job outlives a worker: the servers' clock bound leaves it out.
+      ...(cfg.ps.servers > 0 && cfg.ps.mode !== 'bsp' ? { tolerate: psRoles(nproc, cfg.ps.servers).workers, onTolerated: (r: number, e: Error) => process.stderr.write(`weft: worker ${r} failed (${e.message}); the other workers go on (ps.mode ${cfg.ps.mode})\n`) } : {}),
+    });
+  } else if (cfg.ps.servers > 0) {
+    psRoles(1, cfg.ps.servers);
   } else {
     await new Trainer(cfg).run({ resume, ...(trace ? { trace } : {}) });
   }

@@ -16,7 +16,7 @@ const isField = (x: Field | Schema): x is Field => typeof (x as Field).kind === 
 export const SCHEMA = {
   out: f('string', 'runs/brown', 'Run directory: metrics, checkpoints, tokenizer.'),
   model: {
-    kind: f('string', 'gpt', "'gpt' (a language model on data.text) or 'cnn' (an image classifier on data.images).", { oneOf: ['gpt', 'cnn'] }),
+    kind: f('string', 'gpt', "'gpt' (a language model on data.text), 'cnn' (an image classifier on data.images) or 'ctr' (DeepFM on data.ctr's hashed categorical features, trained on a parameter server: ps.servers >= 1).", { oneOf: ['gpt', 'cnn', 'ctr'] }),
     ctx: f('integer', 128, 'Context length (tokens per sequence).', { min: 1 }),
     d: f('integer', 256, 'Model width.', { min: 1 }),
     layers: f('integer', 4, 'Transformer blocks.', { min: 1 }),
@@ -29,6 +29,11 @@ export const SCHEMA = {
     mlpRatio: f('integer', 4, 'GPT: MLP hidden width as a multiple of d (4: GPT-2).', { min: 1 }),
     headDim: f('integer', 0, 'GPT: width of each attention head (0: d / heads); set by weft prune when heads are removed (qkv Linear(d, 3 heads headDim), proj Linear(heads headDim, d)).', { min: 0 }),
     mlpHidden: f('integer', 0, 'GPT: MLP hidden width in neurons (0: mlpRatio x d); set by weft prune when neurons are removed.', { min: 0 }),
+    ctr: {
+      dim: f('integer', 8, 'CTR: embedding width k of each id (a row of the table is 1 + k: a first-order weight and the embedding).', { min: 1 }),
+      hidden: f('integers', [64, 32], "CTR: hidden widths of DeepFM's deep part (ReLU between).", { min: 1 }),
+      initStd: f('number', 0.01, 'CTR: std of the normal init of the table rows (drawn per row id, the same on any number of servers).', { min: 0 }),
+    },
     moe: {
       experts: f('integer', 0, 'GPT: experts per mixture-of-experts layer (0: none, every block keeps its MLP).', { min: 0 }),
       topK: f('integer', 2, 'Experts each token is sent to: 1 (Switch Transformer), 2 (GShard).', { min: 1 }),
@@ -47,6 +52,13 @@ export const SCHEMA = {
     tokenizer: f('string', 'byte', "'byte' (vocab 256) or 'bpe' (trained on the training split, saved in the run dir).", { oneOf: ['byte', 'bpe'] }),
     bpeVocab: f('integer', 512, 'Vocabulary size of the BPE tokenizer.', { min: 257 }),
     valFraction: f('number', 0.05, 'GPT: last fraction of the text held out for validation (split by position).', { min: 0 }),
+    ctr: {
+      fields: f('integers', [], "CTR: vocabulary size of each categorical field of the planted generator (data/ctr.ts); [] means its defaults.", { min: 1 }),
+      rows: f('integer', 1048576, 'CTR: rows of the hashed embedding table (every (field, value) hashes to one).', { min: 1 }),
+      train: f('integer', 1000000, 'CTR: training examples drawn from the planted model.', { min: 1 }),
+      test: f('integer', 100000, 'CTR: test examples (independent draws; the planted logits give the best possible AUC).', { min: 1 }),
+      seed: f('integer', 0, 'CTR: seed of the planted model and its draws.'),
+    },
   },
   train: {
     steps: f('integer', 600, 'Optimizer steps.', { min: 1 }),
@@ -103,6 +115,23 @@ export const SCHEMA = {
     ep: f('integer', 1, 'Expert parallel degree: each MoE layer\'s experts split over ep consecutive data-parallel ranks, tokens routed to them by all-to-all (DeepSpeed-MoE); must divide model.moe.experts and the data-parallel ranks.', { min: 1 }),
     stages: f('integers', [], 'Pipeline: the GPT blocks of each piece (pp x chunks numbers summing to model.layers); [] means an equal share each (model.layers must divide).'),
   },
+  ps: {
+    servers: f('integer', 0, 'Parameter server (docs/parameter-server.md): server ranks among the launched ranks (the last ps.servers ranks; the others are workers); 0: off. Needs model.kind ctr.', { min: 0 }),
+    mode: f('string', 'bsp', "Consistency: 'bsp' (a worker's step t reads after every worker's pushes of t - 1; pushes of a step applied together), 'ssp' (a worker at most ps.staleness steps ahead of the slowest; pushes applied as they come) or 'asp' (no waits).", { oneOf: ['bsp', 'ssp', 'asp'] }),
+    staleness: f('integer', 2, "SSP's bound s: a worker at step c waits until every live worker has finished c - s steps.", { min: 0 }),
+    optimizer: f('string', 'adagrad', "Server-side optimizer, sparse-aware (rows a step does not touch are not updated): 'sgd', 'adagrad' or 'adam' (per-row step counts).", { oneOf: ['sgd', 'adagrad', 'adam'] }),
+    lr: f('number', 0.05, 'Server-side learning rate.', { min: 0 }),
+    beta1: f('number', 0.9, 'Adam beta1 (server side).', { min: 0 }),
+    beta2: f('number', 0.999, 'Adam beta2 (server side).', { min: 0 }),
+    eps: f('number', 1e-8, 'Adagrad and Adam eps (server side).', { min: 0 }),
+    initialAccumulator: f('number', 0.1, "Adagrad's initial accumulator.", { min: 0 }),
+    compression: f('string', 'none', "Pushes on the wire: 'none' (float32), 'fp16' (half the bytes) or 'int8' (per-row absmax scale; about a quarter).", { oneOf: ['none', 'fp16', 'int8'] }),
+    chunk: f('integer', 1024, 'Dense parameters travel as rows of this many floats, each placed on the ring like an embedding row.', { min: 1 }),
+    prefetch: f('boolean', true, "SSP (staleness >= 1) and ASP: pull the next batch's rows while this batch computes (its reads then miss this worker's own last push)."),
+    virtualNodes: f('integer', 160, 'Points per server on the consistent-hash ring.', { min: 1 }),
+    active: f('integer', 0, 'Servers on the ring at step 0 (the first ps.active of ps.servers; 0: all). The others hold nothing until a ps.resize adds them.', { min: 0 }),
+    resize: f('integers', [], 'Ring changes while training, pairs [step, servers, ...]: after that many steps the first `servers` servers hold the keys; the rows that change owner move between servers with their optimizer state (a barrier at that step; only about 1/S of the keys move).'),
+  },
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
     programs: f('string', 'tail', "Data parallel: where the backward is cut so that all-reduce overlaps it. 'tail': once, before the last eighth of the gradients (a bucket of its own; every other bucket's all-reduce runs during its backward); 'buckets': before every bucket (PyTorch's overlap, more activations copied between programs); 'none': one program, all-reduce after it.", { oneOf: ['tail', 'buckets', 'none'] }),
@@ -133,11 +162,12 @@ export const SCHEMA = {
 export interface RunConfig {
   out: string;
   model: {
-    kind: 'gpt' | 'cnn'; ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number;
+    kind: 'gpt' | 'cnn' | 'ctr'; ctx: number; d: number; layers: number; heads: number; dropout: number; initStd: number;
     channels: number[]; hidden: number; batchNorm: boolean; mlpRatio: number; headDim: number; mlpHidden: number;
+    ctr: { dim: number; hidden: number[]; initStd: number };
     moe: { experts: number; topK: number; every: number; capacityFactor: number; dropTokens: boolean; noisy: boolean; auxLoss: number; zLoss: number };
   };
-  data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number };
+  data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number; ctr: { fields: number[]; rows: number; train: number; test: number; seed: number } };
   train: {
     steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd' | 'adafactor'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;
@@ -147,6 +177,10 @@ export interface RunConfig {
     distill: { teacher: string; alpha: number; temperature: number };
   };
   parallel: { tp: number; sp: boolean; zero: number; offload: 'none' | 'disk'; offloadDir: string; pp: number; schedule: 'gpipe' | '1f1b' | 'interleaved'; microbatches: number; chunks: number; ep: number; stages: number[] };
+  ps: {
+    servers: number; mode: 'bsp' | 'ssp' | 'asp'; staleness: number; optimizer: 'sgd' | 'adagrad' | 'adam'; lr: number; beta1: number; beta2: number; eps: number;
+    initialAccumulator: number; compression: 'none' | 'fp16' | 'int8'; chunk: number; prefetch: boolean; virtualNodes: number; active: number; resize: number[];
+  };
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number };
@@ -218,6 +252,21 @@ export function parseConfig(json: unknown, source = 'config'): RunConfig {
   const kd = cfg.train.distill;
   if (kd.alpha > 1) throw new ConfigError(`${source}: 'train.distill.alpha' must be in [0, 1], got ${kd.alpha}`);
   if (!(kd.temperature > 0)) throw new ConfigError(`${source}: 'train.distill.temperature' must be > 0, got ${kd.temperature}`);
+  const ps = cfg.ps;
+  if (cfg.model.kind === 'ctr' && ps.servers === 0) throw new ConfigError(`${source}: 'model.kind' 'ctr' trains on a parameter server: set 'ps.servers' (e.g. --set ps.servers=1 with --nproc 2 or more)`);
+  if (ps.servers > 0) {
+    if (cfg.model.kind !== 'ctr') throw new ConfigError(`${source}: 'ps.servers' (${ps.servers}): the parameter server trains model.kind 'ctr', got '${cfg.model.kind}'`);
+    if (ps.active > ps.servers) throw new ConfigError(`${source}: 'ps.active' (${ps.active}) must be at most 'ps.servers' (${ps.servers})`);
+    if (ps.resize.length % 2 !== 0) throw new ConfigError(`${source}: 'ps.resize' must be pairs [step, servers, ...], got ${ps.resize.length} numbers`);
+    for (let i = 0; i < ps.resize.length; i += 2) {
+      const [step, n] = [ps.resize[i]!, ps.resize[i + 1]!];
+      if (step < 1 || (i > 0 && step <= ps.resize[i - 2]!)) throw new ConfigError(`${source}: 'ps.resize' steps must increase from 1, got ${step} at [${i}]`);
+      if (n < 1 || n > ps.servers) throw new ConfigError(`${source}: 'ps.resize' [${i + 1}]: ${n} servers, must be in [1, ps.servers = ${ps.servers}]`);
+    }
+    if (ps.beta1 >= 1 || ps.beta2 >= 1) throw new ConfigError(`${source}: 'ps.beta1' and 'ps.beta2' must be < 1, got ${ps.beta1} and ${ps.beta2}`);
+    const par = cfg.parallel;
+    if (par.tp > 1 || par.pp > 1 || par.zero > 0 || par.ep > 1) throw new ConfigError(`${source}: 'ps.servers' (${ps.servers}) with parallel.tp ${par.tp}, pp ${par.pp}, zero ${par.zero}, ep ${par.ep}: parameter-server training has workers and servers only`);
+  }
   if (cfg.data.valFraction >= 1) throw new ConfigError(`${source}: 'data.valFraction' must be < 1, got ${cfg.data.valFraction}`);
   return cfg;
 }
