@@ -43,6 +43,7 @@ import { QUANTIZE_USAGE, quantizeCommand } from './quantize_cmd.js';
 import { SERVE_USAGE, serveCommand } from './serve_cmd.js';
 import { KEYGEN_USAGE, keygenCommand, PROTECT_USAGE, protectCommand } from './protect_cmd.js';
 import { PRUNE_USAGE, pruneCommand } from './prune_cmd.js';
+import { EVAL_USAGE, evalCommand } from './eval_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
@@ -61,10 +62,11 @@ const USAGE = `usage:
   ${PROTECT_USAGE}
   ${KEYGEN_USAGE}
   ${PRUNE_USAGE}
+  ${EVAL_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
-Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, brown-moe.json, mnist-cnn.json, mnist-distill.json.`;
+Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, brown-moe.json, mnist-cnn.json, mnist-distill.json, ctr.json (weft train recipes/ctr.json --nproc 6: 4 workers, 2 parameter servers).`;
 
 /**
  * `--nproc N` starts N ranks as worker threads (the threads backend); `--backend mpi` (or running
@@ -299,6 +301,7 @@ async function main(): Promise<void> {
   else if (cmd === 'protect') await protectCommand(rest);
   else if (cmd === 'keygen') await keygenCommand(rest);
   else if (cmd === 'prune') await pruneCommand(rest);
+  else if (cmd === 'eval') await evalCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 

@@ -26,7 +26,7 @@ import { psRoles, serverName } from '../parallel/ps/protocol.js';
 import type { ServerStats } from '../parallel/ps/protocol.js';
 import { runServer } from '../parallel/ps/server.js';
 import type { Resize } from '../parallel/ps/server.js';
-import { ShardStore } from '../parallel/ps/store.js';
+import { normalRow, ShardStore } from '../parallel/ps/store.js';
 import type { PsOptimizerConfig, RowsBlob, TableSpec } from '../parallel/ps/store.js';
 import { decodeShard, encodeShard } from './ps_shard_file.js';
 import { setThreads } from '../runtime/executor.js';
@@ -35,6 +35,7 @@ import { compile } from '../tensor/compile.js';
 import { Tensor } from '../tensor/tensor.js';
 import { auc, logLossFromLogits } from './auc.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName } from './checkpoint.js';
+import { parseConfig } from './config.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
 
@@ -309,4 +310,48 @@ export async function evaluateCtr(model: DeepFM, params: BoundParameters, denseL
   }
   params.flat.data.set(was);
   return { auc: auc(logits, test.labels), logLoss: logLossFromLogits(logits, test.labels), oracleAuc: auc(test.logits, test.labels), oracleLogLoss: logLossFromLogits(test.logits, test.labels) };
+}
+
+/**
+ * `weft eval`: a CTR run's checkpoint (a run directory: its latest; or a step directory) on its
+ * planted test split, read from the shard files whatever number of servers wrote them; rows the
+ * checkpoint does not hold were never touched and are their init, as a server would create them.
+ */
+export async function evaluateCheckpoint(path: string, opts: { test?: number } = {}): Promise<{ step: number; examples: number; servers: number } & NonNullable<PsRunResult['eval']>> {
+  const ck = loadCheckpoint(path);
+  const isStep = existsSync(join(path, 'state.json'));
+  const runDir = isStep ? join(path, '..') : path;
+  const state = ck.state as { config?: unknown; step: number; ps?: { shards: string; servers: number } };
+  if (state.ps === undefined) throw new Error(`weft eval: ${path} is not a parameter-server (model.kind 'ctr') checkpoint: its state.json has no 'ps' entry`);
+  const cfg = parseConfig(state.config, `${path} state.json config`);
+  if (opts.test !== undefined) cfg.data.ctr.test = opts.test;
+  const data = ctrData(cfg);
+  const F = data.test.fields;
+  const { model, params, denseLength } = ctrModel(cfg, F, Math.min(cfg.train.batch * 4, 4096));
+  const tables = psTables(cfg);
+  const rows = new Map<number, Float32Array>();
+  const dense = new Float32Array(Math.ceil(denseLength / cfg.ps.chunk) * cfg.ps.chunk);
+  for (const file of readShards(runDir, state, path)) {
+    for (const b of file) {
+      for (let i = 0; i < b.keys.length; i++) {
+        const v = b.values.subarray(i * b.dim, (i + 1) * b.dim);
+        if (b.table === EMB) rows.set(b.keys[i]!, v);
+        else if (b.table === DENSE) dense.set(v, b.keys[i]! * b.dim);
+      }
+    }
+  }
+  const emb = tables[1]!;
+  const dim = emb.dim;
+  const init = emb.init as { kind: 'normal'; std: number; seed: number };
+  const rowsOf = async (keys: Int32Array): Promise<Float32Array> => {
+    const out = new Float32Array(keys.length * dim);
+    keys.forEach((k, i) => {
+      const r = rows.get(k);
+      if (r !== undefined) out.set(r, i * dim);
+      else normalRow(init.seed, EMB, k, init.std, out, i * dim, dim);
+    });
+    return out;
+  };
+  const e = await evaluateCtr(model, params, denseLength, data.test, rowsOf, async () => dense);
+  return { step: state.step, examples: data.test.n, servers: state.ps.servers, ...e };
 }
