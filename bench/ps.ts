@@ -1,9 +1,10 @@
 /**
  * The parameter server measured (docs/parameter-server.md), JSON on stdout:
  * - `straggler`: W workers, one of them 3x slower (each step sleeps base or 3 x base ms beside its
- *   compute), under BSP, SSP (s = 2) and ASP: examples/s summed over the workers, each worker's
- *   own rate while it runs.
- * - `sparse`: bytes pushed per step at two table sizes (2^20 and 2^23 rows), same data.
+ *   compute), under BSP, SSP (s = 2) and ASP (and ASP without prefetching the next batch's rows):
+ *   examples/s summed over the workers, each worker's own rate while it runs.
+ * - `sparse`: bytes a worker sends and receives per step at two table sizes (2^20 and 2^23 rows, same
+ *   data) and three batch sizes: they follow the batch's distinct ids, not the table.
  * - `ctr`: the recipe's DeepFM to the end under BSP and ASP: AUC and log loss against the planted
  *   model's (the best possible).
  * `npm run bench:ps -- [straggler|sparse|ctr ...] [--steps N] [--servers S] [--workers W]`
@@ -43,18 +44,21 @@ const result: Record<string, unknown> = { bench: 'ps', cpu: { model: cpuInfo().m
 if (which.includes('straggler')) {
   const steps = opt('--steps', 60);
   const rows: Record<string, unknown>[] = [];
-  for (const mode of ['bsp', 'ssp', 'asp']) {
-    const r = await launch(cfg({ mode, steps, train: 200_000 }), { worker: 0, factor: 3, baseMs: opt('--base-ms', 20) });
+  for (const [mode, prefetch] of [['bsp', false], ['ssp', true], ['asp', true], ['asp', false]] as const) {
+    const c = cfg({ mode, steps, train: 200_000 }) as { ps: Record<string, unknown> };
+    c.ps['prefetch'] = prefetch;
+    const r = await launch(c, { worker: 0, factor: 3, baseMs: opt('--base-ms', 20) });
     const ws = r.slice(0, W);
-    rows.push({ mode, examples_s: Math.round(ws.reduce((a, x) => a + x.examplesPerSecond!, 0)), per_worker: ws.map((x) => Math.round(x.examplesPerSecond!)), max_staleness: Math.max(...r.slice(W).map((x) => x.stats!.maxStaleness)) });
+    rows.push({ mode, prefetch, examples_s: Math.round(ws.reduce((a, x) => a + x.examplesPerSecond!, 0)), per_worker: ws.map((x) => Math.round(x.examplesPerSecond!)), max_staleness: Math.max(...r.slice(W).map((x) => x.stats!.maxStaleness)) });
   }
   result['straggler'] = { steps, slow_worker: 0, factor: 3, base_ms: opt('--base-ms', 20), rows };
 }
 if (which.includes('sparse')) {
   const rows: Record<string, unknown>[] = [];
-  for (const n of [1 << 20, 1 << 23]) {
-    const r = await launch(cfg({ mode: 'bsp', steps: 20, rows: n, train: 200_000 }));
-    rows.push({ table_rows: n, bytes_out_per_step: Math.round(r[0]!.bytesPerStep!.out), bytes_in_per_step: Math.round(r[0]!.bytesPerStep!.in) });
+  for (const [n, batch] of [[1 << 20, 512], [1 << 20, 1024], [1 << 23, 1024], [1 << 20, 2048]] as const) {
+    const r = await launch(cfg({ mode: 'bsp', steps: 20, rows: n, train: 200_000, batch }));
+    const b = r[0]!.bytesPerStep!;
+    rows.push({ table_rows: n, batch, distinct_ids_per_step: Math.round(b.rows), bytes_out_per_step: Math.round(b.out), bytes_in_per_step: Math.round(b.in), bytes_out_per_id: +(b.out / b.rows).toFixed(1) });
   }
   result['sparse'] = rows;
 }
@@ -70,4 +74,5 @@ if (which.includes('ctr')) {
   result['ctr'] = rows;
 }
 rmSync(out, { recursive: true, force: true });
-process.stdout.write(`${JSON.stringify(result, null, 1)}\n`);
+// The ranks print their progress lines on stdout too: the result is the last line.
+process.stdout.write(`${JSON.stringify(result)}\n`);

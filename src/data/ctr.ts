@@ -23,7 +23,7 @@
  *   const { train, test } = plantedCtr({ train: 100_000 });
  *   auc(test.logits, test.labels);   // the oracle AUC, about 0.79 at the defaults
  */
-import { Rng } from '../tensor/random.js';
+import { fmix32, Rng } from '../tensor/random.js';
 
 export interface CtrSpec {
   /** Vocabulary size of each categorical field: field f takes values in [0, fields[f]). */
@@ -93,15 +93,6 @@ export interface CtrSplit {
   fields: number;
 }
 
-/** Murmur3's 32-bit finalizer: every input bit flips about half of the output bits. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /**
  * The hashed row of value `value` of field `field`: a 53-bit hash of (field, value), mod rows.

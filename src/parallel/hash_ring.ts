@@ -12,19 +12,11 @@
  *   ring.owner(rowKey(table, 1234));   // 0 or 1: an index into ring.servers
  *   const grown = ring.withServer('ps2');
  */
+import { fmix32 } from '../tensor/random.js';
 
 /** The default virtual nodes per server: with 160, measured shares stay within a few percent of even (test/hash_ring.test.ts). */
 export const DEFAULT_VIRTUAL_NODES = 160;
 
-/** Murmur3's 32-bit finalizer (a bijection on uint32): every input bit flips about half of the output bits. Shared by the ring and the parameter server's counter-based init. */
-export function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /** A 32-bit hash of a non-negative integer key below 2^53 (its two 32-bit halves mixed in turn). */
 export function hashKey(key: number): number {

@@ -56,3 +56,17 @@ export class Rng {
 }
 
 const rotl = (x: number, k: number): number => ((x << k) | (x >>> (32 - k))) >>> 0;
+
+/**
+ * Murmur3's 32-bit finalizer (a bijection on uint32): every input bit flips about half of the
+ * output bits. The one mixer of the hash ring, the CTR generator's feature hash and the parameter
+ * server's counter-based row init.
+ */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}

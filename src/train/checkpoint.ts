@@ -393,7 +393,8 @@ function numberTensors(tensors: Map<string, SafeTensor>, file: string): Map<stri
 }
 
 /** Writes a file from its pieces, in order, and fsyncs it before returning. */
-function writeDurable(path: string, parts: readonly (Uint8Array | string)[]): void {
+/** Writes a new file (it must not exist) and fsyncs it. */
+export function writeDurable(path: string, parts: readonly (Uint8Array | string)[]): void {
   const fd = openSync(path, 'wx');
   try {
     for (const p of parts) writeFileSync(fd, p);
@@ -404,7 +405,7 @@ function writeDurable(path: string, parts: readonly (Uint8Array | string)[]): vo
 }
 
 /** fsync of a directory makes renames and new entries in it durable (POSIX; a no-op where unsupported). */
-function fsyncDir(dir: string): void {
+export function fsyncDir(dir: string): void {
   let fd: number;
   try {
     fd = openSync(dir, 'r');

@@ -9,9 +9,9 @@
  * complete ones). Any number of servers resumes from any checkpoint: each reads every shard file
  * and keeps the rows the ring now gives it.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync, appendFileSync, readFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { plantedCtr } from '../data/ctr.js';
 import type { CtrSplit } from '../data/ctr.js';
@@ -34,7 +34,7 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import { Tensor } from '../tensor/tensor.js';
 import { auc, logLossFromLogits } from './auc.js';
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName } from './checkpoint.js';
+import { fsyncDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName, writeDurable } from './checkpoint.js';
 import { parseConfig } from './config.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
@@ -59,9 +59,9 @@ export interface PsRunResult {
   steps: number;
   /** Servers: their counters. Workers: null. */
   stats: ServerStats | null;
-  /** Worker 0: the last evaluation; and each worker's bytes sent and received per step on average. */
+  /** Worker 0: the last evaluation. Every worker: bytes it sent and received per training step on average, and its examples/s. */
   eval?: { auc: number; logLoss: number; oracleAuc: number; oracleLogLoss: number };
-  bytesPerStep?: { out: number; in: number };
+  bytesPerStep?: { out: number; in: number; rows: number };
   examplesPerSecond?: number;
   /** Worker 0: the dense parameters at the end (tests compare runs). */
   dense?: Float32Array;
@@ -105,13 +105,13 @@ export function ctrModel(cfg: RunConfig, fields: number, batch = cfg.train.batch
 const shardDir = (out: string, step: number): string => join(out, 'ps', stepDirName(step));
 const shardFile = (dir: string, index: number, servers: number): string => join(dir, `shard-${index}-of-${servers}.safetensors`);
 
-function writeDurable(path: string, bytes: Uint8Array): void {
+/** A shard file written under a temporary name, fsynced and renamed into place. */
+function writeShard(path: string, bytes: Uint8Array): void {
   const tmp = `${path}.tmp`;
-  writeFileSync(tmp, bytes);
-  const fd = openSync(tmp, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
+  rmSync(tmp, { force: true });
+  writeDurable(tmp, [bytes]);
   renameSync(tmp, path);
+  fsyncDir(dirname(path));
 }
 
 /** Every row of every shard file of a checkpoint's parameter-server state, as blobs per file. */
@@ -151,7 +151,7 @@ async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[
     save: async (clock, blobs) => {
       const dir = shardDir(cfg.out, clock);
       mkdirSync(dir, { recursive: true });
-      writeDurable(shardFile(dir, index, S), encodeShard(blobs, { step: String(clock), server: String(index), servers: String(S) }));
+      writeShard(shardFile(dir, index, S), encodeShard(blobs, { step: String(clock), server: String(index), servers: String(S) }));
     },
   });
   return { role: 'server', index, steps: 0, stats };
@@ -191,6 +191,12 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   const metricsPath = join(cfg.out, 'metrics.jsonl');
   if (lead) mkdirSync(cfg.out, { recursive: true });
   if (lead && latest === null) writeFileSync(metricsPath, '');
+  // A resume drops the lines of steps after its checkpoint (written before a crash), so no step is logged twice.
+  if (lead && latest !== null && existsSync(metricsPath)) {
+    const stepOf = (l: string): number => { try { return (JSON.parse(l) as { step: number }).step; } catch { return Infinity; } };
+    const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '' && stepOf(l) <= start);
+    writeFileSync(metricsPath, kept.map((l) => `${l}\n`).join(''));
+  }
 
   const draw = (t: number): Promise<Pulled> => {
     const ids = new Int32Array(B * F);
@@ -216,7 +222,10 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   let lastEval: PsRunResult['eval'];
   let tLog = performance.now();
   let window = 0;
+  // Bytes of the training steps alone (not evaluation or checkpoint traffic).
+  const stepBytes = { out: 0, in: 0, rows: 0 };
   for (; t < cfg.train.steps; t++) {
+    const b0 = { out: ps.bytesOut, in: ps.bytesIn };
     const cur = await (next ?? draw(t));
     next = prefetch && t + 1 < cfg.train.steps ? draw(t + 1) : null;
     opts.onRead?.(wi, t, cur.minClock);
@@ -227,6 +236,9 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
     denseGrad.set(grads.data.subarray(0, denseLength));
     await Promise.all([ps.push(DENSE, denseKeys, denseGrad, t), ps.push(EMB, cur.keys, grads.data.slice(rowsSlot.offset, rowsSlot.offset + U * rowDim), t)]);
     await ps.clock(t + 1);
+    stepBytes.rows += U;
+    stepBytes.out += ps.bytesOut - b0.out;
+    stepBytes.in += ps.bytesIn - b0.in;
     if (opts.failAt !== undefined && opts.failAt.worker === wi && opts.failAt.step === t + 1) throw new Error(`worker ${wi}: injected failure after step ${t + 1}`);
     const delay = opts.delayMs?.(wi, t) ?? 0;
     if (delay > 0) await new Promise((r) => setTimeout(r, delay));
@@ -266,7 +278,7 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   const stepsRun = t - start;
   const result: PsRunResult = {
     role: 'worker', index: wi, steps: stepsRun, stats: null,
-    bytesPerStep: { out: (ps.bytesOut) / Math.max(1, stepsRun), in: ps.bytesIn / Math.max(1, stepsRun) },
+    bytesPerStep: { out: stepBytes.out / Math.max(1, stepsRun), in: stepBytes.in / Math.max(1, stepsRun), rows: stepBytes.rows / Math.max(1, stepsRun) },
     examplesPerSecond: (stepsRun * B) / elapsed,
   };
   if (lead) {

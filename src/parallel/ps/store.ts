@@ -39,7 +39,7 @@
  *   store.pull(0, keys, rows, versions);          // creates both rows, versions [0, 0]
  *   store.apply(0, keys, grads, 1 / batchSize);   // versions [1, 1]
  */
-import { fmix32 } from '../hash_ring.js';
+import { fmix32 } from '../../tensor/random.js';
 
 export type PsOptimizerKind = 'sgd' | 'adagrad' | 'adam';
 

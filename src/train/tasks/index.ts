@@ -14,6 +14,9 @@ export type { SupervisedTaskOptions } from './supervised.js';
 /** The task of a run config. */
 export function taskFromConfig(cfg: RunConfig): Task {
   if (cfg.model.kind === 'gpt') return new LanguageModelTask(cfg);
+  if (cfg.model.kind === 'ctr') {
+    throw new Error("model.kind 'ctr' trains on a parameter server (docs/parameter-server.md), not as a task of the trainer: weft train <config> --nproc N with ps.servers < N; weft memory and weft export do not cover it yet");
+  }
   return imageTask(cfg);
 }
 
