@@ -105,6 +105,17 @@ test('resize while training: a third server joins at step 3, two leave at step 5
   assert.ok(s2!.movedIn > 0.15 * held && s2!.movedIn <= 0.6 * held, `moved ${s2!.movedIn} of ${held} rows joining a third server (1.2 / S = 0.6)`);
 });
 
+test('SSP and ASP resize too: the run finishes, every row is on one server, and from the removal ps0 holds them all', async () => {
+  for (const mode of ['ssp', 'asp']) {
+    const out = tmp();
+    const r = await run(6, { kind: 'train', slow: { worker: 0, ms: 5 }, config: config(out, { servers: 3, active: 2, resize: [3, 3, 6, 1], batch: 16, steps: 9, mode }) });
+    assert.equal(r[1]!.steps, 9);
+    const files = readShards(out, loadCheckpoint(out).state as { ps?: { shards: string; servers: number } }, out);
+    assert.deepEqual(files.map((f) => f.reduce((n, blob) => n + blob.keys.length, 0) > 0), [true, false, false], mode);
+    assert.ok(rowsOf(out).size > 100);
+  }
+});
+
 test('a checkpoint taken at a resize step holds the moved rows: resumed on 2 servers it equals 6 steps on 1', async () => {
   const a = tmp(); const b = tmp();
   const whole = await run(3, { kind: 'train', config: config(a, { servers: 1, batch: 16, steps: 6 }) });
