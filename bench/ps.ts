@@ -2,7 +2,8 @@
  * The parameter server measured (docs/parameter-server.md), JSON on stdout:
  * - `straggler`: W workers, one of them 3x slower (each step sleeps base or 3 x base ms beside its
  *   compute), under BSP, SSP (s = 2) and ASP (and ASP without prefetching the next batch's rows):
- *   examples/s summed over the workers, each worker's own rate while it runs.
+ *   examples/s summed over the workers, each worker's own rate while it runs. Then a rotating
+ *   straggler (worker step mod W is the slow one), the transient delays SSP is for.
  * - `sparse`: bytes a worker sends and receives per step at two table sizes (2^20 and 2^23 rows, same
  *   data) and three batch sizes: they follow the batch's distinct ids, not the table.
  * - `ctr`: the recipe's DeepFM to the end under BSP and ASP: AUC and log loss against the planted
@@ -37,19 +38,20 @@ function cfg(over: { mode: string; steps: number; rows?: number; train?: number;
   };
 }
 
-const launch = (config: unknown, slow?: { worker: number; factor: number; baseMs: number }): Promise<PsRunResult[]> =>
+const launch = (config: unknown, slow?: { worker: number; factor: number; baseMs: number; rotate?: boolean }): Promise<PsRunResult[]> =>
   launchThreads<PsRunResult>({ nproc: W + S, entry, args: { config, ...(slow ? { slow } : {}) }, timeoutMs: 600_000 });
 
 const result: Record<string, unknown> = { bench: 'ps', cpu: { model: cpuInfo().model, isa: cpuInfo().isa }, servers: S, workers: W };
 if (which.includes('straggler')) {
   const steps = opt('--steps', 60);
   const rows: Record<string, unknown>[] = [];
-  for (const [mode, prefetch] of [['bsp', false], ['ssp', true], ['asp', true], ['asp', false]] as const) {
+  for (const [straggler, mode, prefetch] of [['worker 0', 'bsp', false], ['worker 0', 'ssp', true], ['worker 0', 'asp', true], ['worker 0', 'asp', false],
+    ['rotating', 'bsp', false], ['rotating', 'ssp', true], ['rotating', 'asp', true]] as const) {
     const c = cfg({ mode, steps, train: 200_000 }) as { ps: Record<string, unknown> };
     c.ps['prefetch'] = prefetch;
-    const r = await launch(c, { worker: 0, factor: 3, baseMs: opt('--base-ms', 20) });
+    const r = await launch(c, { worker: 0, factor: 3, baseMs: opt('--base-ms', 20), rotate: straggler === 'rotating' });
     const ws = r.slice(0, W);
-    rows.push({ mode, prefetch, examples_s: Math.round(ws.reduce((a, x) => a + x.examplesPerSecond!, 0)), per_worker: ws.map((x) => Math.round(x.examplesPerSecond!)), max_staleness: Math.max(...r.slice(W).map((x) => x.stats!.maxStaleness)) });
+    rows.push({ straggler, mode, prefetch, examples_s: Math.round(ws.reduce((a, x) => a + x.examplesPerSecond!, 0)), per_worker: ws.map((x) => Math.round(x.examplesPerSecond!)), max_staleness: Math.max(...r.slice(W).map((x) => x.stats!.maxStaleness)) });
   }
   result['straggler'] = { steps, slow_worker: 0, factor: 3, base_ms: opt('--base-ms', 20), rows };
 }
