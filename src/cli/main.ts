@@ -102,6 +102,7 @@ async function train(argv: string[]): Promise<void> {
   } else if (backend !== 'threads') {
     throw new UsageError(`--backend must be threads or mpi, got '${backend}'`);
   } else if (nproc > 1) {
+    if (cfg.ps.servers > 0) psRoles(nproc, cfg.ps.servers);
     await launchThreads({
       nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000,
       // Under SSP and ASP the job outlives a worker: the servers' clock bound leaves it out.
