@@ -105,8 +105,9 @@ async function train(argv: string[]): Promise<void> {
     if (cfg.ps.servers > 0) psRoles(nproc, cfg.ps.servers);
     await launchThreads({
       nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000,
-      // Under SSP and ASP the job outlives a worker: the servers' clock bound leaves it out.
-      ...(cfg.ps.servers > 0 && cfg.ps.mode !== 'bsp' ? { tolerate: psRoles(nproc, cfg.ps.servers).workers, onTolerated: (r: number, e: Error) => process.stderr.write(`weft: worker ${r} failed (${e.message}); the other workers go on (ps.mode ${cfg.ps.mode})\n`) } : {}),
+      // Under SSP and ASP the job outlives a worker, but not worker 0, which logs and checkpoints:
+      // the servers' clock bound leaves it out.
+      ...(cfg.ps.servers > 0 && cfg.ps.mode !== 'bsp' ? { tolerate: psRoles(nproc, cfg.ps.servers).workers.slice(1), onTolerated: (r: number, e: Error) => process.stderr.write(`weft: worker ${r} failed (${e.message}); the other workers go on (ps.mode ${cfg.ps.mode})\n`) } : {}),
     });
   } else if (cfg.ps.servers > 0) {
     psRoles(1, cfg.ps.servers);
