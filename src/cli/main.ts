@@ -20,6 +20,8 @@ import type { RunConfig } from '../train/config.js';
 import { Generator } from '../train/generate.js';
 import { Trainer } from '../train/trainer.js';
 import { runPs } from '../train/ps_train.js';
+import { withRestarts } from '../train/restart.js';
+import { LAUNCH_USAGE, launchCommand } from './launch_cmd.js';
 import { psRoles } from '../parallel/ps/protocol.js';
 import { DDP_PROGRAMS } from '../parallel/ddp.js';
 import { BENCH_DEFAULTS, measureWeft, measureWeftRanks, sideBySide } from './bench.js';
@@ -46,7 +48,7 @@ import { PRUNE_USAGE, pruneCommand } from './prune_cmd.js';
 import { EVAL_USAGE, evalCommand } from './eval_cmd.js';
 
 const USAGE = `usage:
-  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--budget 8GB] [--trace DIR]
+  weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--max-restarts K] [--budget 8GB] [--trace DIR]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
   weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--programs tail|buckets|none] [--precision fp32|bf16|fp16] [--matmul-precision highest|medium] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
@@ -63,6 +65,7 @@ const USAGE = `usage:
   ${KEYGEN_USAGE}
   ${PRUNE_USAGE}
   ${EVAL_USAGE}
+  ${LAUNCH_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
 --set parallel.sp=true, --set dist.syncBatchNorm=true, --set train.optimizer=adafactor.
@@ -73,7 +76,7 @@ Recipes: recipes/brown-small.json, brown-parity.json, brown-adafactor.json, brow
  * under mpirun) makes this process one rank of the MPI job.
  */
 async function train(argv: string[]): Promise<void> {
-  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend', '--budget', '--trace'], ['--resume']);
+  const { pos, sets, on, opt } = parse(argv, ['--nproc', '--backend', '--budget', '--trace', '--max-restarts'], ['--resume']);
   if (pos.length !== 1) throw new UsageError('weft train takes one config file');
   const cfg = loadConfig(pos[0]!, sets);
   const underMpi = process.env['OMPI_COMM_WORLD_SIZE'] !== undefined;
@@ -92,8 +95,13 @@ async function train(argv: string[]): Promise<void> {
       + 'or as worker threads of one process with --nproc N');
   }
   if (opt.has('--budget')) checkBudget(opt.get('--budget')!, pos[0]!, sets, cfg, backend === 'mpi' ? Number(process.env['OMPI_COMM_WORLD_SIZE'] ?? 1) : nproc, backend);
+  const maxRestarts = num(opt, '--max-restarts', 0);
+  if (!Number.isInteger(maxRestarts) || maxRestarts < 0) throw new UsageError(`--max-restarts must be an integer >= 0, got ${opt.get('--max-restarts')}`);
+  // A restart resumes from the newest checkpoint the failed attempt left.
+  const restarting = (run: (resume: boolean) => Promise<unknown>): Promise<number> => withRestarts(async (n) => { await run(resume || n > 0); }, { maxRestarts });
   if (backend === 'mpi') {
     if (opt.has('--nproc')) throw new UsageError('with --backend mpi the rank count comes from mpirun -np, not --nproc');
+    if (maxRestarts > 0) throw new UsageError(`--max-restarts under mpirun: a dead process ends the whole MPI job, so restart it from outside: weft launch --max-restarts ${maxRestarts} -- mpirun -np N weft train ${pos[0]}`);
     const pg = initMpi({ timeoutMs: cfg.dist.timeoutS * 1000 });
     try {
       if (cfg.ps.servers > 0) await runPs(cfg, pg, { resume });
@@ -103,16 +111,16 @@ async function train(argv: string[]): Promise<void> {
     throw new UsageError(`--backend must be threads or mpi, got '${backend}'`);
   } else if (nproc > 1) {
     if (cfg.ps.servers > 0) psRoles(nproc, cfg.ps.servers);
-    await launchThreads({
-      nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000,
+    await restarting((again) => launchThreads({
+      nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume: again, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000,
       // Under SSP and ASP the job outlives a worker, but not worker 0, which logs and checkpoints:
       // the servers' clock bound leaves it out.
       ...(cfg.ps.servers > 0 && cfg.ps.mode !== 'bsp' ? { tolerate: psRoles(nproc, cfg.ps.servers).workers.slice(1), onTolerated: (r: number, e: Error) => process.stderr.write(`weft: worker ${r} failed (${e.message}); the other workers go on (ps.mode ${cfg.ps.mode})\n`) } : {}),
-    });
+    }));
   } else if (cfg.ps.servers > 0) {
     psRoles(1, cfg.ps.servers);
   } else {
-    await new Trainer(cfg).run({ resume, ...(trace ? { trace } : {}) });
+    await restarting((again) => new Trainer(cfg).run({ resume: again, ...(trace ? { trace } : {}) }));
   }
 }
 
@@ -304,6 +312,7 @@ async function main(): Promise<void> {
   else if (cmd === 'keygen') await keygenCommand(rest);
   else if (cmd === 'prune') await pruneCommand(rest);
   else if (cmd === 'eval') await evalCommand(rest);
+  else if (cmd === 'launch') await launchCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }
 

@@ -118,6 +118,11 @@ export interface TrainOptions {
   resume?: boolean;
   /** Stop (with a checkpoint) after this many completed steps: for tests and preemption. */
   stopAfter?: number;
+  /**
+   * Called on every rank after each step (its metrics written, before its checkpoint): fault
+   * injection for chaos tests (a rank that exits here dies mid-run), preemption signals.
+   */
+  afterStep?: (step: number, rank: number) => void | Promise<void>;
   /** Progress and summary output; default process.stdout. Null: silent. */
   out?: NodeJS.WritableStream | null;
   /**
@@ -794,6 +799,7 @@ export class Trainer {
         }
         if (lead) appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
         await call((c) => c.onStepEnd?.(m, ctx(step)));
+        await o.afterStep?.(step, this.pg.rank);
         if (evaluated !== null) await call((c) => c.onEvalEnd?.(evaluated!, ctx(step)));
         if (this.pg.size > 1 && this.callbacks.length > 0) stopRequested = await this.agreeToStop(stopRequested);
         const eta = ((stop - step) * elapsed) / (step - first);
