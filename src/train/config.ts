@@ -146,6 +146,7 @@ export const SCHEMA = {
   },
   checkpoint: {
     every: f('integer', 200, 'Checkpoint every N steps (and at the end).', { min: 1 }),
+    async: f('boolean', false, 'Asynchronous checkpoints: the step copies the state into memory (one more copy of the weights and optimizer state) and goes on; a writer thread saves it (the same atomic files); the next save waits for it. Metrics record checkpoint_blocked_ms, the time the step was held.'),
     keep: f('integer', 3, 'Complete checkpoints kept (oldest deleted first).', { min: 1 }),
   },
   log: {
@@ -183,7 +184,7 @@ export interface RunConfig {
   };
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
-  checkpoint: { every: number; keep: number };
+  checkpoint: { every: number; keep: number; async: boolean };
   log: { every: number };
   sample: { prompt: string; tokens: number; temperature: number; topK: number };
 }

@@ -56,8 +56,9 @@ import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { Tensor } from '../tensor/tensor.js';
-import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed } from './checkpoint.js';
-import type { Checkpoint, LazyTensor } from './checkpoint.js';
+import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed, stepDirName } from './checkpoint.js';
+import type { Checkpoint, CheckpointTensor, LazyTensor } from './checkpoint.js';
+import { BackgroundCheckpointer } from './async_checkpoint.js';
 import type { RunConfig } from './config.js';
 import { Pruner, pruneSchedule, prunableNames } from './prune.js';
 import { distillation } from './distill.js';
@@ -139,6 +140,8 @@ export interface TrainResult {
   /** Every evaluation: its step and metrics (val_loss and the task's). */
   evals: { step: number; metrics: Record<string, number> }[];
   checkpoint: string | null;
+  /** Each checkpoint: how long the step was held for it, and (asynchronous ones) how long the writer took. */
+  checkpoints: { step: number; blockedMs: number; writeMs: number | null }[];
   /** What the task printed at the end (a text sample), or null. */
   sample: string | null;
   /** Throughput in the task's unit (tokens/s for text, examples/s for images). */
@@ -220,6 +223,8 @@ export class Trainer {
   private evalBatches: Feed[][] | null = null;
   private readonly metricsPath: string;
   private readonly callbacks: readonly Callback[];
+  /** Rank 0's writer thread for asynchronous checkpoints (started at the first one). */
+  private readonly writer = new BackgroundCheckpointer();
   /** The mesh: dp x tp, ranks row-major (tp fastest); this rank's coordinates. */
   readonly dp: { size: number; index: number };
   readonly tp: { size: number; index: number };
@@ -614,11 +619,25 @@ export class Trainer {
     // tensor-parallel shard over tp, a pipeline stage's tensor sent to rank 0), every rank reading
     // in the same order, rank 0 writing.
     const { weights, optimizer } = this.pipe ? await this.pipelineTensors() : await this.shardedTensors();
-    if (this.pg.rank !== 0) {
-      for (const [, t] of [...weights, ...optimizer]) await t.read();
-      return null;
+    if (!this.cfg.checkpoint.async) {
+      if (this.pg.rank !== 0) {
+        for (const [, t] of [...weights, ...optimizer]) await t.read();
+        return null;
+      }
+      return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
     }
-    return saveCheckpointStreamed(this.cfg.out, step, { weights, optimizer, state, keep: this.cfg.checkpoint.keep });
+    // Asynchronous: the previous write must have landed; then a copy of every tensor (read in the
+    // same order on every rank: the reads are collectives) goes to the writer thread.
+    if (this.pg.rank === 0) await this.writer.idle();
+    const copy = async (list: readonly (readonly [string, LazyTensor])[]): Promise<[string, CheckpointTensor][]> => {
+      const out: [string, CheckpointTensor][] = [];
+      for (const [k, t] of list) { const d = await t.read(); if (this.pg.rank === 0) out.push([k, { shape: t.shape, data: d.slice() }]); }
+      return out;
+    };
+    const snap = { weights: await copy(weights), optimizer: await copy(optimizer), state, keep: this.cfg.checkpoint.keep };
+    if (this.pg.rank !== 0) return null;
+    this.writer.start(this.cfg.out, step, snap);
+    return join(this.cfg.out, stepDirName(step));
   }
 
   /** A checkpoint's tensors, read lazily: the parameters (gathered over dp and tp where sharded) and buffers, and the optimizer's state. */
@@ -754,6 +773,9 @@ export class Trainer {
     const t0 = performance.now();
     const first = step;
     let checkpoint: string | null = null;
+    const checkpoints: TrainResult['checkpoints'] = [];
+    // The time the last checkpoint held its step, reported with the next step's metrics.
+    let blocked: number | null = null;
     try {
       while (step < stop) {
         const lr = this.schedule(step);
@@ -786,6 +808,7 @@ export class Trainer {
         const m: StepMetrics = { step, loss, lr, grad_norm: gradNorm, [unitKey]: ((step - first) * A * B * units * this.dp.size) / elapsed, elapsed_s: elapsed };
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         if (moe) Object.assign(m, moe);
+        if (blocked !== null) { m['checkpoint_blocked_ms'] = Number(blocked.toFixed(1)); blocked = null; }
         if (this.pruner && (step % cfg.log.every === 0 || step % cfg.eval.every === 0 || step === stop)) m.sparsity = this.pruner.sparsity(this.params.flat.data);
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
@@ -813,7 +836,10 @@ export class Trainer {
         else if (step % cfg.log.every === 0 || evaluated !== null) say(line);
         const ending = stopRequested || step === stop;
         if (step % cfg.checkpoint.every === 0 || ending) {
+          const tc = performance.now();
           checkpoint = await this.save(step, loader);
+          blocked = performance.now() - tc;
+          checkpoints.push({ step, blockedMs: blocked, writeMs: null });
           if (checkpoint !== null) { const p = checkpoint; await call((c) => c.onCheckpoint?.(p, ctx(step))); }
         }
         if (stopRequested) break;
@@ -824,6 +850,9 @@ export class Trainer {
       // Offloaded optimizer state: pending writes land and the files close (a trainer runs once).
       if (!(this.opt instanceof Adafactor)) await this.opt.close();
       await this.zero3?.close();
+      // The last asynchronous checkpoint lands before the run returns (its error, if any, is the run's).
+      await this.writer.close();
+      for (const c of checkpoints) if (this.writer.last?.step === c.step) c.writeMs = this.writer.last.ms;
     }
     const tokensPerS = ((step - first) * A * B * units * this.dp.size) / ((performance.now() - t0) / 1000 || 1);
     if (o.trace !== undefined) {
@@ -859,7 +888,7 @@ export class Trainer {
       `activations ${mib(memory.activations_bytes)}, step peak ${mib(memory.step_peak_bytes)} (liveness); peak RSS ${mib(memory.peak_rss_bytes)}${overRanks}`);
     const file: MemoryFile = { ...memory, backend: this.pg.backend, ranks };
     if (lead) writeFileSync(join(cfg.out, 'memory.json'), `${JSON.stringify(file)}\n`);
-    const result = { steps: step, losses, valLosses, evals, checkpoint, sample, tokensPerS, memory };
+    const result = { steps: step, losses, valLosses, evals, checkpoint, checkpoints, sample, tokensPerS, memory };
     await call((c) => c.onTrainEnd?.(result, ctx(step)));
     return result;
   }
