@@ -1,13 +1,17 @@
 /**
- * Making one batch: draw record indices from the sampler, read each record, check it against the
- * dataset's fields, skip the bad ones, and stack the rest into one array per field (int64 fields as
- * BigInt64Array: the model's Gather and targets take int64). Shared by the in-thread loader and the
- * prefetch worker, so both produce identical batches from identical state.
+ * Making one batch: draw record indices from the sampler, read each record (again, after a wait,
+ * when the read fails with a transient error: retry.ts), check it against the dataset's fields,
+ * skip the bad ones, and stack the rest into one array per field (int64 fields as BigInt64Array:
+ * the model's Gather and targets take int64). Shared by the in-thread loader and the prefetch
+ * worker, so both produce identical batches from identical state.
  */
 import { endianness } from 'node:os';
 import { pathToFileURL } from 'node:url';
+import type { Rng } from '../tensor/random.js';
 import type { DataRecord, Dataset, FieldDType, FieldValues, IntArray } from './record.js';
 import { rowSize } from './record.js';
+import { DEFAULT_RETRY, retryDelays, sleep, sleepSync, transientLabel } from './retry.js';
+import type { RetryPolicy } from './retry.js';
 import type { Sampler, SamplerState } from './sampler.js';
 import { batchRng } from './transforms.js';
 
@@ -43,6 +47,22 @@ export function batchField(b: Batch, name: string): BatchField {
 
 export interface SkippedRecord { index: number; record: string; reason: string }
 
+/** A record whose read failed with a transient error and was tried again. */
+export interface RetriedRecord {
+  index: number;
+  /** The dataset's name for it (`describe`). */
+  record: string;
+  /** Reads after the first: 1..policy.retries. */
+  retries: number;
+  /** The wait before each retry, in ms. */
+  delaysMs: number[];
+  /** The first error's transient label (its Node code, or e.g. 'TransientError') and message. */
+  code: string;
+  message: string;
+  /** true: a retry read it and it is in the batch; false: it kept failing and was skipped. */
+  recovered: boolean;
+}
+
 /** Called for every record before it enters a batch; throwing marks the record bad (it is skipped). */
 export type RecordHook = (index: number, record: DataRecord) => void;
 
@@ -50,6 +70,8 @@ export interface Produced {
   /** Null when the sampler was exhausted before any record of this batch. */
   batch: Batch | null;
   skipped: SkippedRecord[];
+  /** Records read again after transient errors (recovered, or also in `skipped`). */
+  retried: RetriedRecord[];
   /** The sampler's state after this batch: resuming from it yields the next batch. */
   state: SamplerState;
 }
@@ -99,13 +121,22 @@ export interface BatchMakerOptions {
   rank?: number;
   /** Index in the loader's stream of the first batch this maker makes (`LoaderState.batches` on resume). Default 0. */
   firstBatch?: number;
+  /** How reads that fail with a transient error are retried (validated by `retryPolicy`). Default `DEFAULT_RETRY`. */
+  retry?: RetryPolicy;
 }
+
+/** What making a batch asks of its driver: wait this many ms (a retry's backoff), then resume. */
+type Making = Generator<number, Produced, void>;
+
+const messageOf = (e: unknown): string => (e === null || e === undefined ? String(e) : (e as Error).message ?? String(e));
 
 export class BatchMaker {
   private readonly B: number;
   private readonly maxSkips: number;
   private readonly seed: number;
   private readonly rank: number;
+  /** The wait before each retry of a read, in ms (`retryDelays`). */
+  private readonly delays: readonly number[];
   /** Index of the next batch in the loader's stream. */
   private index: number;
 
@@ -116,26 +147,44 @@ export class BatchMaker {
     this.seed = opts.seed ?? 0;
     this.rank = opts.rank ?? 0;
     this.index = opts.firstBatch ?? 0;
+    this.delays = retryDelays(opts.retry ?? DEFAULT_RETRY);
     if (!Number.isSafeInteger(this.seed)) throw new Error(`BatchMaker: seed must be an integer, got ${this.seed}`);
     if (!(Number.isInteger(this.index) && this.index >= 0)) throw new Error(`BatchMaker: firstBatch must be an integer >= 0, got ${this.index}`);
   }
 
+  /**
+   * The next batch, blocking this thread through any retry's backoff. Same batches as `makeAsync`.
+   */
   make(): Produced {
+    const m = this.making();
+    for (let r = m.next(); ; r = m.next()) {
+      if (r.done === true) return r.value;
+      sleepSync(r.value);
+    }
+  }
+
+  /** The next batch, awaiting any retry's backoff (the thread stays free for messages and timers). */
+  async makeAsync(): Promise<Produced> {
+    const m = this.making();
+    for (let r = m.next(); ; r = m.next()) {
+      if (r.done === true) return r.value;
+      await sleep(r.value);
+    }
+  }
+
+  /** One batch, yielding each backoff to the driver. */
+  private *making(): Making {
     const rows: DataRecord[] = [];
     const skipped: SkippedRecord[] = [];
+    const retried: RetriedRecord[] = [];
     const rng = batchRng(this.seed, this.rank, this.index);
     let inARow = 0;
     while (rows.length < this.B) {
       const i = this.sampler.next();
       if (i === null) break;
-      let rec: DataRecord;
-      try {
-        rec = this.dataset.record(i, rng);
-        const why = misfit(this.dataset, rec);
-        if (why !== null) throw new Error(why);
-        this.opts.hook?.(i, rec);
-      } catch (e) {
-        const s = { index: i, record: this.dataset.describe(i), reason: (e as Error).message ?? String(e) };
+      const read = yield* this.read(i, rng, retried);
+      if (typeof read === 'string') {
+        const s = { index: i, record: this.dataset.describe(i), reason: read };
         skipped.push(s);
         if (++inARow >= this.maxSkips) {
           throw new Error(`data: ${inARow} records in a row failed; the last was record ${i} (${s.record}): ${s.reason}`);
@@ -143,10 +192,10 @@ export class BatchMaker {
         continue;
       }
       inARow = 0;
-      rows.push(rec);
+      rows.push(read);
     }
     const state = this.sampler.state();
-    if (rows.length === 0) return { batch: null, skipped, state };
+    if (rows.length === 0) return { batch: null, skipped, retried, state };
     this.index++;
     const B = rows.length;
     const fields = this.dataset.fields.map((f, k): BatchField => {
@@ -161,7 +210,46 @@ export class BatchMaker {
       rows.forEach((rec, r) => data.set(rec[k]!, r * n));
       return { name: f.name, dtype: f.dtype, shape, data };
     });
-    return { batch: { B, fields }, skipped, state };
+    return { batch: { B, fields }, skipped, retried, state };
+  }
+
+  /**
+   * Record i, checked; or why it is bad. A transient failure is retried after each of the policy's
+   * delays, with `rng` rewound to where the failed read began (so the read that succeeds draws
+   * what a first read would have); any other failure, or one after the last retry, is final.
+   */
+  private *read(i: number, rng: Rng, retried: RetriedRecord[]): Generator<number, DataRecord | string, void> {
+    const start = rng.getState();
+    const delaysMs: number[] = [];
+    let first: { code: string; message: string } | null = null;
+    for (;;) {
+      let failure: unknown;
+      try {
+        const rec = this.dataset.record(i, rng);
+        const why = misfit(this.dataset, rec);
+        if (why !== null) throw new Error(why);
+        this.opts.hook?.(i, rec);
+        if (first !== null) retried.push({ index: i, record: this.dataset.describe(i), retries: delaysMs.length, delaysMs, ...first, recovered: true });
+        return rec;
+      } catch (e) {
+        failure = e;
+      }
+      const code = transientLabel(failure);
+      if (code !== null && delaysMs.length < this.delays.length) {
+        first ??= { code, message: messageOf(failure) };
+        const ms = this.delays[delaysMs.length]!;
+        delaysMs.push(ms);
+        yield ms;
+        rng.setState(start);
+        continue;
+      }
+      const message = messageOf(failure);
+      if (first === null) return message;
+      retried.push({ index: i, record: this.dataset.describe(i), retries: delaysMs.length, delaysMs, ...first, recovered: false });
+      const n = delaysMs.length;
+      const label = code ?? (failure instanceof Error ? failure.name : typeof failure);
+      return `${label} after ${n} ${n === 1 ? 'retry' : 'retries'} (${delaysMs.join(', ')} ms): ${message}`;
+    }
   }
 }
 

@@ -12,6 +12,14 @@
  * `stats.skipped` and reported through `onSkip` (default: a console warning naming the record);
  * so is a record that does not fit the dataset's fields.
  *
+ * A read that fails with a transient error (a Node code in `TRANSIENT_CODES` such as EIO, or a
+ * `TransientError`: retry.ts) is retried first, `retries` times after waits of `backoffMs`,
+ * doubling up to `maxBackoffMs`; each retry counts in `stats.retries`, and each retried record is
+ * reported through `onRetry` (default: a console warning naming it and its error). A record that still fails is a bad record, its reason naming the
+ * retries ("EIO after 3 retries (50, 100, 200 ms): ..."). Retries happen where records are read
+ * (the worker, or the calling thread) and never change a batch or the sampler's position. With a
+ * prefetch worker, one batch's retries must fit in `timeoutMs` (at the defaults, 350 ms per record).
+ *
  * Random image transforms draw from a generator per batch, `batchRng(augmentSeed, rank, index)`,
  * where index is the batch's position in the loader's stream (`LoaderState.batches` before it):
  * a resumed loader yields exactly the batches, augmentations included, of an uninterrupted one.
@@ -30,13 +38,15 @@
 import { Worker } from 'node:worker_threads';
 import { workerExecArgv } from '../runtime/workers.js';
 import { BatchMaker, importRecordHook } from './batch.js';
-import type { Batch, BatchField, Produced, RecordHook, SkippedRecord } from './batch.js';
+import type { Batch, BatchField, Produced, RecordHook, RetriedRecord, SkippedRecord } from './batch.js';
 import type { Dataset } from './dataset.js';
+import { retryPolicy } from './retry.js';
+import type { RetryPolicy } from './retry.js';
 import { samplerFromSpec } from './sampler.js';
 import type { SamplerSpec, SamplerState } from './sampler.js';
 import type { FromWorker, ToWorker, WorkerInit } from './prefetch_worker.js';
 
-export type { Batch, BatchField, RecordHook, SkippedRecord };
+export type { Batch, BatchField, RecordHook, RetriedRecord, SkippedRecord };
 
 export interface LoaderState {
   /** The sampler's state after the last consumed batch. */
@@ -50,6 +60,8 @@ export interface LoaderStats {
   batches: number;
   /** Records skipped in those batches. */
   skipped: number;
+  /** Retried reads in those batches (a record read on its third try counts 2). */
+  retries: number;
   /** Milliseconds `next()` spent waiting for the worker (0 when prefetch keeps up). */
   waitMs: number;
 }
@@ -67,13 +79,22 @@ export interface LoaderOptions {
   onSkip?: (s: SkippedRecord) => void;
   /** Fail after this many bad records in a row. Default 1000. */
   maxConsecutiveSkips?: number;
+  /** Reads of a record after a transient error before it counts as bad; 0: no retries. Default 3. */
+  retries?: number;
+  /** The wait before the first retry of a read, in ms, doubling before each next one. Default 50. */
+  backoffMs?: number;
+  /** The longest wait before a retry, in ms. Default max(1000, backoffMs). */
+  maxBackoffMs?: number;
+  /** Called for each retried record as its batch is consumed. Default: console.warn, one line per record. */
+  onRetry?: (r: RetriedRecord) => void;
   /** Seed of the per-batch transform generators (with the sampler's rank). Default: the sampler's seed. */
   augmentSeed?: number;
 }
 
 /** The BatchMaker settings a loader's options imply (shared by both loaders, so they agree). */
-export function makerOptions(opts: LoaderOptions): { seed: number; rank: number; firstBatch: number } {
-  return { seed: opts.augmentSeed ?? opts.sampler.seed ?? 0, rank: opts.sampler.rank ?? 0, firstBatch: opts.state?.batches ?? 0 };
+export function makerOptions(opts: LoaderOptions): { seed: number; rank: number; firstBatch: number; retry: RetryPolicy } {
+  const retry = retryPolicy({ retries: opts.retries, backoffMs: opts.backoffMs, maxBackoffMs: opts.maxBackoffMs });
+  return { seed: opts.augmentSeed ?? opts.sampler.seed ?? 0, rank: opts.sampler.rank ?? 0, firstBatch: opts.state?.batches ?? 0, retry };
 }
 
 export interface PrefetchOptions extends LoaderOptions {
@@ -94,12 +115,20 @@ export interface Loader extends AsyncIterable<Batch> {
 }
 
 const warnSkip = (s: SkippedRecord): void => console.warn(`weft data: skipped record ${s.index} (${s.record}): ${s.reason}`);
+const warnRetry = (r: RetriedRecord): void => {
+  const error = r.message.startsWith(r.code) ? r.message : `${r.code}: ${r.message}`;
+  const outcome = r.recovered ? `read on retry ${r.retries}` : `still failing after ${r.retries} ${r.retries === 1 ? 'retry' : 'retries'}, skipped`;
+  console.warn(`weft data: record ${r.index} (${r.record}) failed with ${error}; ${outcome} (waits ${r.delaysMs.join(', ')} ms)`);
+};
 
-/** The accounting both loaders share: stats, skip reports, and the consumed state. */
+/** The accounting both loaders share: stats, skip and retry reports, the consumed state, and one batch at a time. */
 abstract class LoaderBase implements Loader {
-  readonly stats: LoaderStats = { batches: 0, skipped: 0, waitMs: 0 };
+  readonly stats: LoaderStats = { batches: 0, skipped: 0, retries: 0, waitMs: 0 };
   protected ended = false;
   private consumed: LoaderState;
+  private chain: Promise<unknown> = Promise.resolve();
+  /** `next()` calls not yet settled. */
+  protected pending = 0;
 
   constructor(protected readonly opts: LoaderOptions) {
     this.consumed = opts.state ?? { sampler: samplerFromSpec(opts.sampler).state(), batches: 0 };
@@ -108,14 +137,26 @@ abstract class LoaderBase implements Loader {
     }
   }
 
-  abstract next(): Promise<Batch | null>;
+  /** The next batch (or null at the end); called one at a time. */
+  protected abstract take(): Promise<Batch | null>;
   abstract close(): Promise<void>;
+
+  /** Calls run one after another, so concurrent `next()`s get consecutive batches. */
+  next(): Promise<Batch | null> {
+    this.pending++;
+    const p = this.chain.then(() => this.take()).finally(() => { this.pending--; });
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
 
   state(): LoaderState { return { sampler: structuredClone(this.consumed.sampler), batches: this.consumed.batches }; }
 
   /** Record that the caller consumed this produced batch (or the end of the stream). */
-  protected consume(skipped: readonly SkippedRecord[], state: SamplerState, batch: Batch | null): Batch | null {
+  protected consume(p: Pick<Produced, 'skipped' | 'retried' | 'state'>, batch: Batch | null): Batch | null {
+    const { skipped, retried, state } = p;
+    for (const r of retried) (this.opts.onRetry ?? warnRetry)(r);
     for (const s of skipped) (this.opts.onSkip ?? warnSkip)(s);
+    this.stats.retries += retried.reduce((n, r) => n + r.retries, 0);
     this.stats.skipped += skipped.length;
     if (batch === null) this.ended = true; else this.stats.batches++;
     this.consumed = { sampler: state, batches: this.consumed.batches + (batch === null ? 0 : 1) };
@@ -143,13 +184,20 @@ export class SyncLoader extends LoaderBase {
     return new SyncLoader(opts, opts.recordHook === undefined ? undefined : await importRecordHook(opts.recordHook));
   }
 
+  /** The next batch, made now; a retry's backoff blocks the calling thread (`next()` awaits it instead). */
   nextSync(): Batch | null {
+    if (this.pending > 0) throw new Error(`SyncLoader: nextSync() while ${this.pending} next() call(s) are unsettled; await them first`);
     if (this.ended) return null;
     const p: Produced = this.maker.make();
-    return this.consume(p.skipped, p.state, p.batch);
+    return this.consume(p, p.batch);
   }
 
-  async next(): Promise<Batch | null> { return this.nextSync(); }
+  protected async take(): Promise<Batch | null> {
+    if (this.ended) return null;
+    const p = await this.maker.makeAsync();
+    return this.consume(p, p.batch);
+  }
+
   async close(): Promise<void> { this.ended = true; }
 }
 
@@ -165,7 +213,6 @@ export class PrefetchLoader extends LoaderBase {
   private failure: Error | null = null;
   private exited = false;
   private closed = false;
-  private chain: Promise<unknown> = Promise.resolve();
 
   private constructor(opts: PrefetchOptions) {
     super(opts);
@@ -226,14 +273,7 @@ export class PrefetchLoader extends LoaderBase {
     });
   }
 
-  /** Calls run one after another, so concurrent `next()`s get consecutive batches. */
-  next(): Promise<Batch | null> {
-    const p = this.chain.then(() => this.take());
-    this.chain = p.catch(() => undefined);
-    return p;
-  }
-
-  private async take(): Promise<Batch | null> {
+  protected async take(): Promise<Batch | null> {
     if (this.closed) throw new Error(`data loader '${this.name}' is closed`);
     if (this.ended) return null;
     const t0 = performance.now();
@@ -244,9 +284,9 @@ export class PrefetchLoader extends LoaderBase {
       throw this.failure!;
     }
     if (m.type === 'ready') throw new Error(`data loader worker '${this.name}' sent 'ready' twice`);
-    if (m.type === 'end') return this.consume(m.skipped, m.state, null);
+    if (m.type === 'end') return this.consume(m, null);
     this.worker.postMessage({ type: 'more' } satisfies ToWorker);
-    return this.consume(m.skipped, m.state, m.batch);
+    return this.consume(m, m.batch);
   }
 
   /** Terminate the worker; batches made ahead are dropped (`state()` does not count them). */
