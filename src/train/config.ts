@@ -52,6 +52,8 @@ export const SCHEMA = {
     tokenizer: f('string', 'byte', "'byte' (vocab 256) or 'bpe' (trained on the training split, saved in the run dir).", { oneOf: ['byte', 'bpe'] }),
     bpeVocab: f('integer', 512, 'Vocabulary size of the BPE tokenizer.', { min: 257 }),
     valFraction: f('number', 0.05, 'GPT: last fraction of the text held out for validation (split by position).', { min: 0 }),
+    readRetries: f('integer', 3, 'A record whose read fails with a transient error (EIO, EAGAIN, ETIMEDOUT, ... or a TransientError) is read again this many times, with backoff, before it counts as bad (skipped and counted); 0: no retries.', { min: 0 }),
+    readBackoffMs: f('number', 50, 'The first wait before a retried read, doubling each retry (capped at 1 s or this, whichever is larger).', { min: 0 }),
     ctr: {
       fields: f('integers', [], "CTR: vocabulary size of each categorical field of the planted generator (data/ctr.ts); [] means its defaults.", { min: 1 }),
       rows: f('integer', 1048576, 'CTR: rows of the hashed embedding table (every (field, value) hashes to one).', { min: 1 }),
@@ -168,7 +170,7 @@ export interface RunConfig {
     ctr: { dim: number; hidden: number[]; initStd: number };
     moe: { experts: number; topK: number; every: number; capacityFactor: number; dropTokens: boolean; noisy: boolean; auxLoss: number; zLoss: number };
   };
-  data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number; ctr: { fields: number[]; rows: number; train: number; test: number; seed: number } };
+  data: { text: string; images: 'mnist'; cropPadding: number; tokenizer: 'byte' | 'bpe'; bpeVocab: number; valFraction: number; readRetries: number; readBackoffMs: number; ctr: { fields: number[]; rows: number; train: number; test: number; seed: number } };
   train: {
     steps: number; batch: number; accumulate: number; optimizer: 'adamw' | 'sgd' | 'adafactor'; lr: number; minLr: number; schedule: 'cosine' | 'constant';
     warmup: number; beta1: number; beta2: number; eps: number; momentum: number; adafactorBeta1: number; weightDecay: number; clip: number; seed: number; dataSeed: number; threads: number;

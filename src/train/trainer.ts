@@ -751,7 +751,7 @@ export class Trainer {
     // Masks hold before the first step too: a mask update due now (start 0), or restored ones re-applied.
     this.pruner?.step(step, this.params.flat.data);
     const loader = await createLoader({
-      ...task.trainLoader, dataset: task.train, batch: cfg.train.batch, depth: 2,
+      ...task.trainLoader, dataset: task.train, batch: cfg.train.batch, depth: 2, retries: cfg.data.readRetries, backoffMs: cfg.data.readBackoffMs,
       sampler: task.sampling({ seed: cfg.train.dataSeed, rank: this.dp.index, worldSize: this.dp.size }),
       ...(resumed ? { state: resumed.loader } : {}),
     });
