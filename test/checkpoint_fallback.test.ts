@@ -12,9 +12,13 @@ import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
 import { CheckpointError, latestGoodCheckpoint, loadCheckpoint, SAVE_STAGES, saveCheckpoint, saveCheckpointStreamed, SimulatedCrash } from '../src/train/checkpoint.js';
 import type { Checkpoint, CheckpointTensor, LazyTensor, SaveOptions, SaveStage } from '../src/train/checkpoint.js';
+import { launchThreads } from '../src/comm/threads/launch.js';
 import { parseConfig } from '../src/train/config.js';
 import type { RunConfig } from '../src/train/config.js';
+import { EMB, readShards } from '../src/train/ps_train.js';
+import type { PsRunResult } from '../src/train/ps_train.js';
 import { Trainer } from '../src/train/trainer.js';
+import type { PsRankArgs } from './ps_rank.js';
 
 const root = mkdtempSync(join(tmpdir(), 'weft-fallback-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -307,4 +311,51 @@ test('Trainer --resume with step 6 damaged resumes from step 4 and ends bitwise 
   }
   // The damaged step 6 was re-saved whole on the way.
   assert.equal(loadCheckpoint(stepDir(b, 6)).step, 6);
+});
+
+/** ps_train.test.ts's small CTR run: 2 workers and 1 server (3 thread ranks), BSP, checkpoints every 2 steps. */
+const psConfig = (out: string, steps: number): unknown => ({
+  out, model: { kind: 'ctr', ctr: { dim: 4, hidden: [8] } },
+  data: { ctr: { fields: [5, 20, 60, 200], rows: 4096, train: 4000, test: 512, seed: 3 } },
+  train: { steps, batch: 16, threads: 1 },
+  ps: { servers: 1, mode: 'bsp', chunk: 64, optimizer: 'adagrad', lr: 0.05 },
+  eval: { every: 1000 }, checkpoint: { every: 2, keep: 3 }, log: { every: 1 },
+});
+
+const psRun = (args: PsRankArgs): Promise<PsRunResult[]> => launchThreads<PsRunResult>({ nproc: 3, entry: new URL('./ps_rank.js', import.meta.url), args, timeoutMs: 60_000 });
+
+/** Every embedding row of the checkpoint `latest` names, from its shard files. */
+function psRows(out: string): Map<number, number[]> {
+  const rows = new Map<number, number[]>();
+  for (const file of readShards(out, loadCheckpoint(out).state as { ps?: { shards: string; servers: number } }, out)) {
+    for (const b of file) if (b.table === EMB) b.keys.forEach((k, i) => rows.set(k, Array.from(b.values.subarray(i * b.dim, (i + 1) * b.dim))));
+  }
+  return rows;
+}
+
+test('parameter server --resume: a truncated shard file of step 4 resumes from step 2, and BSP ends equal to an uninterrupted run', async () => {
+  const [a, b] = [freshRun(), freshRun()];
+  const whole = await psRun({ kind: 'train', config: psConfig(a, 6) });
+  await psRun({ kind: 'train', config: psConfig(b, 4) });
+  const shard = join(b, 'ps', 'step-000004', 'shard-0-of-1.safetensors');
+  truncateSync(shard, 100);
+  // The run directory's own files all verify: only the shard check can reject step 4.
+  assert.equal(loadCheckpoint(stepDir(b, 4)).step, 4);
+  const withShards = (): ReturnType<typeof latestGoodCheckpoint> => latestGoodCheckpoint(b, { log: () => undefined, verify: (ck, path) => { readShards(b, ck.state as { ps?: { shards: string; servers: number } }, path); } });
+  assert.equal(withShards()!.checkpoint.step, 2);
+  assert.match(withShards()!.skipped[0]!.reason, /ps\/step-000004\/shard-0-of-1\.safetensors: header length \d+ .* runs past the end of the file/);
+  // A missing shard file the same (it is the resume below that meets the truncated one).
+  const bytes = readFileSync(shard);
+  rmSync(shard);
+  assert.match(withShards()!.skipped[0]!.reason, /shard file .*ps\/step-000004\/shard-0-of-1\.safetensors is missing \(1 servers wrote this checkpoint\)/);
+  writeFileSync(shard, bytes);
+
+  const resumed = await psRun({ kind: 'train', resume: true, config: psConfig(b, 6) });
+  assert.equal(resumed[0]!.steps, 4, 'steps 3..6 were run: the resume started at step 2');
+  assert.deepEqual(Array.from(resumed[0]!.dense!), Array.from(whole[0]!.dense!), 'dense parameters equal exactly');
+  const [x, y] = [psRows(a), psRows(b)];
+  assert.ok(x.size > 100, `${x.size} rows touched`);
+  assert.deepEqual(y, x, 'every embedding row equals exactly');
+  const steps = readFileSync(join(b, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; loss?: number }).filter((l) => l.loss !== undefined).map((l) => l.step);
+  assert.deepEqual(steps, [1, 2, 3, 4, 5, 6]);
 });
