@@ -301,6 +301,9 @@ const HASH_CHUNK = 4 << 20;
  * point). It does not decode: the hashes are the writer's own, of bytes it encoded itself. Right
  * after a save the files are in the page cache, so this catches what reached the files wrongly
  * (a short write, a stray writer, a file system bug), not a disk that will lose the pages later.
+ * Cost, measured (2-core VM, SHA-NI, warm page cache): 0.7-1.3 GB/s, about 1 ms per MB: 0.1 s
+ * for a 100 MB checkpoint, 0.24-0.39 s for 300 MB, where the save itself took 0.15-0.55 s. Paid
+ * only by saves that would delete something.
  */
 function verifyHashes(dir: string): void {
   const stateFile = join(dir, STATE);
