@@ -34,7 +34,7 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import { Tensor } from '../tensor/tensor.js';
 import { auc, logLossFromLogits } from './auc.js';
-import { fsyncDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName, writeDurable } from './checkpoint.js';
+import { fsyncDir, latestGoodCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName, writeDurable } from './checkpoint.js';
 import { parseConfig } from './config.js';
 import type { RunConfig } from './config.js';
 import { gradStep } from './step.js';
@@ -128,22 +128,41 @@ export async function runPs(cfg: RunConfig, pg: ProcessGroup, opts: PsRunOptions
   const roles = psRoles(pg.size, cfg.ps.servers);
   setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / roles.workers.length)));
   const tables = psTables(cfg);
-  const latest = opts.resume === true ? latestCheckpoint(cfg.out) : null;
-  if (pg.rank >= roles.workers.length) return serve(cfg, pg, roles, tables, latest);
-  return work(cfg, pg, roles, tables, latest, opts);
+  const resume = opts.resume === true ? psResumePoint(cfg.out, pg.rank === 0) : null;
+  if (pg.rank >= roles.workers.length) return serve(cfg, pg, roles, tables, resume);
+  // Workers need the state alone; the shard rows they read to verify are let go.
+  return work(cfg, pg, roles, tables, resume && { state: resume.state, shards: [] }, opts);
 }
 
-async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], latest: string | null): Promise<PsRunResult> {
+/** A checkpoint to resume from: its state, and the rows of every shard file it names. */
+interface PsResume { state: { step: number; sampler: SamplerState; workers: number; ps?: { shards: string; servers: number } }; shards: RowsBlob[][] }
+
+/**
+ * The newest checkpoint whose own files verify (latestGoodCheckpoint) and whose shard files under
+ * `<out>/ps/step-N` all exist and decode; one that fails either is skipped and worker 0 logs it.
+ * Every rank, worker or server, runs this same deterministic choice on the same files, so all
+ * resume from the same step: workers read the shards too (once, here), since a server that skipped
+ * a checkpoint must not meet workers that took it.
+ */
+function psResumePoint(out: string, lead: boolean): PsResume | null {
+  let shards: RowsBlob[][] = [];
+  const good = latestGoodCheckpoint(out, {
+    log: lead ? (line) => { process.stdout.write(`${line}\n`); } : () => undefined,
+    verify: (ck, path) => { shards = readShards(out, ck.state as PsResume['state'], path); },
+  });
+  return good === null ? null : { state: good.checkpoint.state as PsResume['state'], shards };
+}
+
+async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], resume: PsResume | null): Promise<PsRunResult> {
   const index = pg.rank - roles.workers.length;
   const S = roles.servers.length;
   const store = new ShardStore(tables, psOptimizer(cfg));
   let startClock = 0;
-  if (latest !== null) {
-    const ck = loadCheckpoint(latest);
-    startClock = (ck.state as { step: number }).step;
+  if (resume !== null) {
+    startClock = resume.state.step;
     const ring = psRings(cfg).at(startClock);
     const mine = (t: number) => (k: number): boolean => ring.ownerName(rowKey(t, k)) === serverName(index);
-    for (const file of readShards(cfg.out, ck.state as { ps?: { shards: string; servers: number } }, latest)) for (const b of file) store.importRows(b, mine(b.table));
+    for (const file of resume.shards) for (const b of file) store.importRows(b, mine(b.table));
   }
   const stats = await runServer(pg, {
     index, workers: roles.workers, store, tables, mode: cfg.ps.mode, staleness: cfg.ps.staleness, startClock,
@@ -159,7 +178,7 @@ async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[
 
 interface Pulled { after: SamplerState; keys: Int32Array; local: Int32Array; labels: Float32Array; dense: Float32Array; rows: Float32Array; minClock: number; waitMs: number }
 
-async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], latest: string | null, opts: PsRunOptions): Promise<PsRunResult> {
+async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], resume: PsResume | null, opts: PsRunOptions): Promise<PsRunResult> {
   const wi = pg.rank;
   const W = roles.workers.length;
   const lead = wi === 0;
@@ -178,8 +197,8 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
 
   let start = 0;
   let samplerState: SamplerState | undefined;
-  if (latest !== null) {
-    const st = loadCheckpoint(latest).state as { step: number; sampler: SamplerState; workers: number };
+  if (resume !== null) {
+    const st = resume.state;
     start = st.step;
     samplerState = reshardSamplerState(Array.from({ length: st.workers }, () => st.sampler), W, wi);
   } else if (lead) {
@@ -190,9 +209,9 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   const sampler = new RandomWindowSampler({ n: data.train.n, seed: cfg.train.dataSeed, rank: wi, worldSize: W }, samplerState);
   const metricsPath = join(cfg.out, 'metrics.jsonl');
   if (lead) mkdirSync(cfg.out, { recursive: true });
-  if (lead && latest === null) writeFileSync(metricsPath, '');
+  if (lead && resume === null) writeFileSync(metricsPath, '');
   // A resume drops the lines of steps after its checkpoint (written before a crash), so no step is logged twice.
-  if (lead && latest !== null && existsSync(metricsPath)) {
+  if (lead && resume !== null && existsSync(metricsPath)) {
     const stepOf = (l: string): number => { try { return (JSON.parse(l) as { step: number }).step; } catch { return Infinity; } };
     const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '' && stepOf(l) <= start);
     writeFileSync(metricsPath, kept.map((l) => `${l}\n`).join(''));

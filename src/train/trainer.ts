@@ -56,7 +56,7 @@ import { allGatherJson } from '../comm/json.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { Tensor } from '../tensor/tensor.js';
-import { latestCheckpoint, loadCheckpoint, saveCheckpointStreamed, stepDirName } from './checkpoint.js';
+import { latestGoodCheckpoint, loadCheckpoint, saveCheckpointStreamed, stepDirName } from './checkpoint.js';
 import type { Checkpoint, CheckpointTensor, LazyTensor } from './checkpoint.js';
 import { BackgroundCheckpointer } from './async_checkpoint.js';
 import type { RunConfig } from './config.js';
@@ -115,7 +115,7 @@ export interface TrainerOptions {
 }
 
 export interface TrainOptions {
-  /** Continue from the run directory's latest checkpoint. */
+  /** Continue from the run directory's newest checkpoint that verifies (a damaged newer one is skipped and logged). */
   resume?: boolean;
   /** Stop (with a checkpoint) after this many completed steps: for tests and preemption. */
   stopAfter?: number;
@@ -474,11 +474,16 @@ export class Trainer {
     return { ...m, ...(this.task.derived?.(m) ?? {}) };
   }
 
-  /** Restores weights, optimizer and data position from the run's latest checkpoint; returns its step and loader state. */
-  private restore(): { step: number; loader: LoaderState } | null {
-    const path = latestCheckpoint(this.cfg.out);
-    if (path === null) return null;
-    const ck = loadCheckpoint(path);
+  /**
+   * Restores weights, optimizer and data position from the run's newest checkpoint that verifies
+   * (`latestGoodCheckpoint`: a damaged newer one costs the steps since, `log` names it); returns its
+   * directory, step and loader state. Every rank runs this same deterministic choice on the same
+   * files, so all restore the same checkpoint (run() compares their choices).
+   */
+  private restore(log: (line: string) => void): { dir: string; step: number; loader: LoaderState } | null {
+    const good = latestGoodCheckpoint(this.cfg.out, { log });
+    if (good === null) return null;
+    const ck = good.checkpoint;
     this.loadWeights(ck);
     const layout = this.params.flat.layout;
     const ofile = join(ck.dir, 'optimizer.safetensors');
@@ -506,7 +511,7 @@ export class Trainer {
       this.opt.loadState({ t: st.optimizer.t, momentum: this.opt.momentum > 0 ? this.shardOf(flatFrom(layout, ck.optimizer, 'momentum.', ofile)) : null });
     }
     this.pruner?.load(ck.optimizer, ofile);
-    return { step: st.step, loader: loaderState! };
+    return { dir: ck.dir, step: st.step, loader: loaderState! };
   }
 
   /**
@@ -742,7 +747,12 @@ export class Trainer {
       this.context.groups['ep'] = ep === this.pg.size ? this.pg : await this.pg.split(tp.index + tp.size * Math.floor(this.dp.index / ep));
       if (ep < this.dp.size) this.edp = await this.pg.split(tp.index + tp.size * (this.dp.index % ep));
     }
-    const resumed = o.resume ? this.restore() : null;
+    const resumed = o.resume ? this.restore(say) : null;
+    if (o.resume && this.pg.size > 1) {
+      // A file system that showed the ranks different files would otherwise mix steps silently.
+      const dirs = await allGatherJson(this.pg, resumed?.dir ?? null);
+      dirs.forEach((d, r) => { if (d !== dirs[0]) throw new Error(`--resume: rank ${r} chose ${d ?? 'no checkpoint'}, rank 0 ${dirs[0] ?? 'no checkpoint'} (${cfg.out} reads differently on different ranks)`); });
+    }
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
     if (resumed === null && cfg.train.init !== '') say(`weft: weights from ${this.initFrom(cfg.train.init)} (train.init)`);
     let step = resumed?.step ?? 0;
