@@ -338,12 +338,21 @@ test('parameter server --resume: a truncated shard file of step 4 resumes from s
   const whole = await psRun({ kind: 'train', config: psConfig(a, 6) });
   await psRun({ kind: 'train', config: psConfig(b, 4) });
   const shard = join(b, 'ps', 'step-000004', 'shard-0-of-1.safetensors');
+  // One flipped byte among the values decodes fine, but the recorded SHA-256 catches it.
+  const original = readFileSync(shard);
+  const flipped = Buffer.from(original);
+  flipped[flipped.length - 7]! ^= 0x10;
+  writeFileSync(shard, flipped);
+  const withHash = latestGoodCheckpoint(b, { log: () => undefined, verify: (ck, path) => { readShards(b, ck.state as { ps?: { shards: string; servers: number } }, path); } });
+  assert.equal(withHash!.checkpoint.step, 2);
+  assert.match(withHash!.skipped[0]!.reason, /shard-0-of-1\.safetensors: SHA-256 mismatch/);
+  writeFileSync(shard, original);
   truncateSync(shard, 100);
   // The run directory's own files all verify: only the shard check can reject step 4.
   assert.equal(loadCheckpoint(stepDir(b, 4)).step, 4);
   const withShards = (): ReturnType<typeof latestGoodCheckpoint> => latestGoodCheckpoint(b, { log: () => undefined, verify: (ck, path) => { readShards(b, ck.state as { ps?: { shards: string; servers: number } }, path); } });
   assert.equal(withShards()!.checkpoint.step, 2);
-  assert.match(withShards()!.skipped[0]!.reason, /ps\/step-000004\/shard-0-of-1\.safetensors: header length \d+ .* runs past the end of the file/);
+  assert.match(withShards()!.skipped[0]!.reason, /ps\/step-000004\/shard-0-of-1\.safetensors: 100 bytes, the checkpoint recorded \d+/);
   // A missing shard file the same (it is the resume below that meets the truncated one).
   const bytes = readFileSync(shard);
   rmSync(shard);

@@ -10,6 +10,7 @@
  * and keeps the rows the ring now gives it.
  */
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { ProcessGroup } from '../comm/process_group.js';
@@ -115,13 +116,34 @@ function writeShard(path: string, bytes: Uint8Array): void {
 }
 
 /** Every row of every shard file of a checkpoint's parameter-server state, as blobs per file. */
-export function readShards(runDir: string, ckptState: { ps?: { shards: string; servers: number } }, source: string): RowsBlob[][] {
+export function readShards(runDir: string, ckptState: { ps?: PsCheckpointState }, source: string): RowsBlob[][] {
   const ps = ckptState.ps;
   if (ps === undefined) throw new Error(`${source}: not a parameter-server checkpoint (its state has no 'ps' entry)`);
   const dir = join(runDir, ps.shards);
   const files = Array.from({ length: ps.servers }, (_, i) => shardFile(dir, i, ps.servers));
   for (const f of files) if (!existsSync(f)) throw new Error(`${source}: shard file ${f} is missing (${ps.servers} servers wrote this checkpoint)`);
-  return files.map((f) => decodeShard(readFileSync(f), f).blobs);
+  return files.map((f, i) => {
+    const bytes = readFileSync(f);
+    // Checkpoints since the shards' hashes were recorded: a flipped byte is caught before decoding.
+    const want = ps.files?.[i];
+    if (want !== undefined) {
+      if (bytes.length !== want.bytes) throw new Error(`${f}: ${bytes.length} bytes, the checkpoint recorded ${want.bytes}`);
+      const got = createHash('sha256').update(bytes).digest('hex');
+      if (got !== want.sha256) throw new Error(`${f}: SHA-256 mismatch (the checkpoint recorded ${want.sha256.slice(0, 12)}..., the file has ${got.slice(0, 12)}...)`);
+    }
+    return decodeShard(bytes, f).blobs;
+  });
+}
+
+/** What a parameter-server checkpoint's state.json records of its shards. */
+export interface PsCheckpointState { shards: string; servers: number; mode?: string; files?: { bytes: number; sha256: string }[] }
+
+/** Byte length and SHA-256 of each shard file of a save (recorded in the run checkpoint, checked on resume). */
+function hashShards(out: string, step: number, servers: number): { bytes: number; sha256: string }[] {
+  return Array.from({ length: servers }, (_, i) => {
+    const bytes = readFileSync(shardFile(shardDir(out, step), i, servers));
+    return { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+  });
 }
 
 export async function runPs(cfg: RunConfig, pg: ProcessGroup, opts: PsRunOptions = {}): Promise<PsRunResult> {
@@ -287,7 +309,7 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
       await ps.save(done);
       saveCheckpoint(cfg.out, done, {
         weights: {}, optimizer: {},
-        state: { config: cfg, step: done, sampler: cur.after, workers: W, ps: { shards: join('ps', stepDirName(done)), servers: roles.servers.length, mode: cfg.ps.mode } },
+        state: { config: cfg, step: done, sampler: cur.after, workers: W, ps: { shards: join('ps', stepDirName(done)), servers: roles.servers.length, mode: cfg.ps.mode, files: hashShards(cfg.out, done, roles.servers.length) } },
         keep: cfg.checkpoint.keep,
       });
       pruneShardDirs(cfg.out);
