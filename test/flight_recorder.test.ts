@@ -1,12 +1,19 @@
 /**
- * The flight recorder (src/comm/flight.ts): the ring, its dumps, and turning it off. */
+ * The flight recorder (src/comm/flight.ts): the ring itself, then hangs on the threads backend (a
+ * rank that stops joining all-reduces; a receive from a rank that never sends). The ranks' entry
+ * is test/flight_rank.ts; dumps are read from the WEFT_FLIGHT_DIR files each rank writes. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FlightRecorder } from '../src/comm/flight.js';
 import type { FlightDump } from '../src/comm/flight.js';
+import { launchThreads, LaunchError } from '../src/comm/threads/launch.js';
+import type { FlightArgs } from './flight_rank.js';
+
+const entry = new URL('./flight_rank.js', import.meta.url);
+const TIMEOUT = 1500;
 
 test('the ring keeps the last N operations, oldest first, and ignores settling one it has dropped', () => {
   const out: string[] = [];
@@ -58,4 +65,83 @@ test('with capacity 0 nothing is recorded or dumped', () => {
   assert.equal(rec.trigger('x', []), false);
   assert.deepEqual(rec.snapshot().ops, []);
   assert.deepEqual(out, []);
+});
+
+interface Hang { error: LaunchError; dumps: (FlightDump | null)[]; stderr: string; ms: number }
+
+/** Launches a scenario that hangs; returns the launch's error, each rank's dump file and stderr. */
+async function hang(nproc: number, args: FlightArgs): Promise<Hang> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-flight-'));
+  const write = process.stderr.write;
+  let stderr = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => { stderr += chunk.toString(); return true; }) as typeof write;
+  const t0 = performance.now();
+  try {
+    await launchThreads({ nproc, entry, args, timeoutMs: TIMEOUT, graceMs: 500, env: { WEFT_FLIGHT_DIR: dir } });
+    assert.fail('the launch should fail');
+  } catch (e) {
+    const ms = performance.now() - t0;
+    process.stderr.write = write;
+    if (!(e instanceof LaunchError)) throw e;
+    const dumps = Array.from({ length: nproc }, (_, r) => {
+      const f = join(dir, `flight-rank-${r}.json`);
+      return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as FlightDump) : null;
+    });
+    return { error: e, dumps, stderr, ms };
+  } finally {
+    process.stderr.write = write;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('threads: a rank that stops joining all-reduces is named, with the sequence number, by every other rank\'s dump', async () => {
+  const { error, dumps, stderr, ms } = await hang(4, { scenario: 'collective', rounds: 3, hung: 2, sleepMs: 30_000 });
+  const never = /^rank 2 never arrived \(it last completed allReduce#3 on group world; its activity: 'sleeping instead of the next allReduce' \(for \d+\.\d s\)\)$/;
+  assert.match(error.message, /rank [013]: allReduce#4 timed out after 1500 ms: rank 2 never arrived \(it last completed allReduce#3 on group world; its activity: 'sleeping instead/);
+  assert.ok(ms < TIMEOUT + 5000, `the launch took ${ms} ms (timeout ${TIMEOUT})`);
+  for (const r of [0, 1, 3]) {
+    const d = dumps[r];
+    assert.ok(d, `rank ${r} wrote no dump:\n${stderr}`);
+    assert.equal(d.rank, r);
+    assert.equal(d.backend, 'threads');
+    assert.match(d.reason!, /allReduce#4 timed out after 1500 ms: rank 2 never arrived/);
+    assert.equal(d.activity, 'step 3');
+    assert.equal(d.waits.length, 1, JSON.stringify(d.waits));
+    const [w] = d.waits;
+    assert.deepEqual([w!.group, w!.label, w!.missing, w!.missingWorld], ['world', 'allReduce#4', [2], [2]]);
+    assert.match(w!.detail, never);
+    assert.deepEqual(d.ops.map((o) => [o.group, o.label, o.count, o.dtype]),
+      [['world', 'allReduce#1', 16, 'float32'], ['world', 'allReduce#2', 17, 'float32'], ['world', 'allReduce#3', 18, 'float32'], ['world', 'allReduce#4', 8, 'float32']]);
+    assert.deepEqual(d.ops.slice(0, 3).map((o) => o.state), ['completed', 'completed', 'completed']);
+    const stuck = d.ops[3]!;
+    assert.notEqual(stuck.state, 'completed');
+    // Written on this rank's own timeout or on the first one anywhere: all issued allReduce#4 together.
+    const waited = d.at - stuck.issuedAt;
+    assert.ok(waited >= TIMEOUT * 0.9 && waited < TIMEOUT + 3000, `rank ${r} dumped ${waited} ms after issuing allReduce#4`);
+    assert.match(stderr, new RegExp(`\\[flight rank ${r}\\] waiting: allReduce#4 on group world: rank 2 never arrived`));
+  }
+  // The rank that hung is free to run (it awaits a timer), so it dumps too: it did nothing wrong in the ring.
+  const h = dumps[2];
+  assert.ok(h, `the hung rank wrote no dump:\n${stderr}`);
+  assert.equal(h.activity, 'sleeping instead of the next allReduce');
+  assert.deepEqual(h.waits, []);
+  assert.deepEqual(h.ops.map((o) => `${o.label} ${o.state}`), ['allReduce#1 completed', 'allReduce#2 completed', 'allReduce#3 completed']);
+  assert.match(stderr, /\[rank 2\] \[flight rank 2\] activity: 'sleeping instead of the next allReduce'/);
+});
+
+test('threads: a receive from a rank that never sends names the peer, the tag and what it sent instead', async () => {
+  const { error, dumps, stderr } = await hang(2, { scenario: 'p2p', rounds: 2, hung: 1, sleepMs: 30_000 });
+  const detail = "rank 1 never sent a message with tag 7 (it last completed allReduce#2 on group world; its activity: 'sleeping instead of sending tag 7'";
+  assert.equal(error.rank, 0);
+  assert.ok(error.message.includes(`rank 0: recv#1 from rank 1 (tag 7) timed out after 1500 ms: ${detail}`), error.message);
+  assert.match(error.message, /messages from it with tag 5 are set aside unmatched\)/);
+  const d = dumps[0];
+  assert.ok(d, `rank 0 wrote no dump:\n${stderr}`);
+  assert.equal(d.waits.length, 1);
+  assert.deepEqual([d.waits[0]!.label, d.waits[0]!.missing], ['recv#1', [1]]);
+  assert.ok(d.waits[0]!.detail.startsWith(detail), d.waits[0]!.detail);
+  const recv = d.ops.at(-1)!;
+  assert.deepEqual([recv.op, recv.peer, recv.tag, recv.count, recv.dtype], ['recv', 1, 7, 3, 'int32']);
+  const sent = dumps[1]?.ops.at(-1);
+  assert.deepEqual([sent?.label, sent?.state, sent?.peer, sent?.tag], ['send#1', 'completed', 0, 5], `rank 1's dump:\n${stderr}`);
 });
