@@ -1,15 +1,20 @@
 /**
  * The flight recorder (src/comm/flight.ts): the ring itself, then hangs on the threads backend (a
- * rank that stops joining all-reduces; a receive from a rank that never sends). The ranks' entry
- * is test/flight_rank.ts; dumps are read from the WEFT_FLIGHT_DIR files each rank writes. */
+ * rank that stops joining all-reduces; a receive from a rank that never sends) and, where mpirun
+ * and the addon exist, on MPI. The ranks' entry is test/flight_rank.ts; dumps are read from the
+ * WEFT_FLIGHT_DIR files each rank writes.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { FlightRecorder } from '../src/comm/flight.js';
 import type { FlightDump } from '../src/comm/flight.js';
 import { launchThreads, LaunchError } from '../src/comm/threads/launch.js';
+import { bindingPath, NOT_BUILT } from '../src/comm/mpi/binding.js';
 import type { FlightArgs } from './flight_rank.js';
 
 const entry = new URL('./flight_rank.js', import.meta.url);
@@ -144,4 +149,43 @@ test('threads: a receive from a rank that never sends names the peer, the tag an
   assert.deepEqual([recv.op, recv.peer, recv.tag, recv.count, recv.dtype], ['recv', 1, 7, 3, 'int32']);
   const sent = dumps[1]?.ops.at(-1);
   assert.deepEqual([sent?.label, sent?.state, sent?.peer, sent?.tag], ['send#1', 'completed', 0, 5], `rank 1's dump:\n${stderr}`);
+});
+
+const mpiRank = fileURLToPath(new URL('./flight_rank.js', import.meta.url));
+const hasMpirun = spawnSync('sh', ['-c', 'command -v mpirun'], { stdio: 'ignore' }).status === 0;
+const missing = !bindingPath() ? NOT_BUILT : !hasMpirun ? 'mpirun is not on PATH (install openmpi-bin)' : null;
+const skip = missing && process.env['CI'] !== 'true' ? missing : false;
+
+test('mpi: when a rank hangs, every other rank\'s dump names the same stuck all-reduce and sequence number', { skip }, async () => {
+  if (missing) assert.fail(missing);
+  const dir = mkdtempSync(join(tmpdir(), 'weft-flight-'));
+  try {
+    const args = JSON.stringify({ scenario: 'collective', rounds: 3, hung: 2, sleepMs: 30_000, timeoutMs: TIMEOUT });
+    const child = spawn('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', '4', '-x', 'WEFT_FLIGHT_DIR', process.execPath, mpiRank, args], {
+      env: { ...process.env, WEFT_FLIGHT_DIR: dir, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => { clearTimeout(timer); resolve(c); }));
+    assert.notEqual(code, 0, out);
+    for (const r of [0, 1, 3]) {
+      const f = join(dir, `flight-rank-${r}.json`);
+      assert.ok(existsSync(f), `rank ${r} wrote no dump:\n${out}`);
+      const d = JSON.parse(readFileSync(f, 'utf8')) as FlightDump;
+      assert.equal(d.backend, 'mpi');
+      assert.equal(d.reason, `rank ${r}: allReduce#3 timed out after 1500 ms`);
+      assert.equal(d.activity, 'step 3');
+      assert.deepEqual(d.waits.map((w) => [w.group, w.label, w.missing]), [['world', 'allReduce#3', []]]);
+      assert.match(d.waits[0]!.detail, /^MPI does not show which ranks of the group \(world ranks 0,1,2,3\) joined allReduce#3/);
+      assert.deepEqual(d.ops.map((o) => [o.label, o.count, o.dtype, o.state]),
+        [['allReduce#0', 16, 'float32', 'completed'], ['allReduce#1', 17, 'float32', 'completed'], ['allReduce#2', 18, 'float32', 'completed'], ['allReduce#3', 8, 'float32', 'failed']]);
+      assert.match(out, new RegExp(`\\[flight rank ${r}\\] waiting: allReduce#3 on group world: MPI does not show`));
+    }
+    // MPI_Abort ends the rank that hung before anything asks it for a dump.
+    assert.equal(existsSync(join(dir, 'flight-rank-2.json')), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
