@@ -63,8 +63,9 @@ export class Engine {
         this.failAll((task) => `${task.group.who(task.group.rank)}: ${task.desc} failed: the process group was destroyed`);
         return;
       }
-      this.checkAbort();
+      // A timeout elsewhere first: an abort that follows it would fail the tasks its dump describes.
       this.checkTimeoutElsewhere();
+      this.checkAbort();
       const t = performance.now();
       const w0 = this.work;
       let finished = false;
