@@ -167,7 +167,7 @@ if (isMainThread) {
     assert.equal(results[1], 'slept');
     for (const r of [0, 2]) {
       const { first, later } = results[r] as { first: Caught; later: Caught };
-      assert.equal(first.message, `rank ${r}: allReduce#1 timed out after 1000 ms waiting for rank 1`);
+      assert.equal(first.message, `rank ${r}: allReduce#1 timed out after 1000 ms: rank 1 never arrived (it has completed no collective on group world)`);
       assert.ok(first.collective);
       assert.ok(first.ms >= 950 && first.ms < 5000, `timed out after ${first.ms} ms (timeout 1000; the bound leaves room for a loaded machine)`);
       assert.match(later.message, new RegExp(`^rank ${r}: allReduce#2 not run: the group is unusable after an earlier failure \\(rank ${r}: allReduce#1 timed out`));

@@ -10,4 +10,6 @@ export { initMpi, MpiProcessGroup } from './mpi/group.js';
 export type { MpiOptions } from './mpi/group.js';
 export { LocalProcessGroup } from './local.js';
 export { allGatherJson } from './json.js';
+export { flight, FlightRecorder, flightRecorder } from './flight.js';
+export type { FlightDump, FlightOp, FlightState, FlightWait } from './flight.js';
 export type { CollectiveContext } from './kernels.js';

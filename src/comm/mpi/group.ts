@@ -25,9 +25,16 @@
  *   it does not hold up other communicators or point-to-point traffic. Receives always compare
  *   the incoming size.
  * - Mean is a sum followed by a division by the group size (truncating for Int32Array).
+ * - Flight recorder (../flight.ts). Every operation is recorded; a timeout writes this rank's dump
+ *   before the job is aborted. MPI shows nothing of a collective's peers, so the dump names the op
+ *   and its sequence number and says so (the other ranks' dumps tell who reached it); for a
+ *   receive it names the peer and tag, for a send the peer. A rank that is itself stuck (no op of
+ *   its own times out) writes no dump: MPI_Abort ends it.
  */
 import { CollectiveError } from '../process_group.js';
 import type { CommArray, ProcessGroup, ReduceOp, Work } from '../process_group.js';
+import { flightRecorder } from '../flight.js';
+import type { FlightRecorder, FlightWait } from '../flight.js';
 import { loadMpiBinding } from './binding.js';
 import type { MpiBinding, MpiOp } from './binding.js';
 
@@ -36,7 +43,7 @@ export interface MpiOptions {
   timeoutMs?: number;
   /** Check before each collective that every rank agrees on it (see above). Default: on. */
   validate?: boolean;
-  /** Milliseconds between a timeout's rejection and MPI_Abort, for the error to be logged. Default 200. */
+  /** Milliseconds between a timeout's rejection and MPI_Abort, for the error and flight dumps to be written. Default 200. */
   abortGraceMs?: number;
 }
 
@@ -45,9 +52,12 @@ class MpiRuntime {
   state: 'running' | 'finalized' = 'running';
   inflight = 0;
   private aborting = false;
+  readonly flight: FlightRecorder;
 
   constructor(readonly binding: MpiBinding, readonly worldRank: number, readonly abortGraceMs: number) {
     process.on('exit', (code) => this.onExit(code));
+    this.flight = flightRecorder();
+    this.flight.attach(worldRank, 'mpi');
   }
 
   /** A timed-out operation: report it, then end the job (its MPI call can never be cancelled). */
@@ -77,6 +87,12 @@ class MpiRuntime {
 }
 
 const sameKind = (a: CommArray, b: CommArray): boolean => Object.getPrototypeOf(a) === Object.getPrototypeOf(b);
+const dtypeName = (a: CommArray | null | undefined): string =>
+  a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : a instanceof Int32Array ? 'int32' : '';
+
+/** What the flight recorder notes of an operation besides its label. */
+interface OpInfo { count: number; dtype: string; peer: number; tag: number }
+const NO_INFO: OpInfo = { count: 0, dtype: '', peer: -1, tag: -1 };
 const overlaps = (a: CommArray, b: CommArray): boolean =>
   a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 
@@ -98,6 +114,8 @@ export class MpiProcessGroup implements ProcessGroup {
     readonly worldRanks: readonly number[],
     readonly timeoutMs: number,
     readonly validate: boolean,
+    /** 'world', or the parent's name and the split that made it ("world/split#3:1"), for flight dumps. */
+    readonly name = 'world',
   ) {}
 
   private get isWorld(): boolean { return this.handle === 0; }
@@ -182,9 +200,10 @@ export class MpiProcessGroup implements ProcessGroup {
   async split(color: number, key: number = this.rank): Promise<ProcessGroup> {
     if (!Number.isInteger(color) || color < 0) throw new Error(`split: color must be an integer >= 0, got ${color}`);
     if (!Number.isInteger(key)) throw new Error(`split: key must be an integer, got ${key}`);
-    const { promise } = this.track('split', this.seq++, (seq) => this.rt.binding.split(this.handle, seq, this.validate, color, key));
+    const seq = this.seq++;
+    const { label, promise } = this.track('split', seq, (s) => this.rt.binding.split(this.handle, s, this.validate, color, key));
     const r = await promise;
-    return new MpiProcessGroup(this.rt, r.handle, r.rank, r.size, r.worldRanks, this.timeoutMs, this.validate);
+    return new MpiProcessGroup(this.rt, r.handle, r.rank, r.size, r.worldRanks, this.timeoutMs, this.validate, `${this.name}/${label}:${color}`);
   }
 
   /**
@@ -214,19 +233,34 @@ export class MpiProcessGroup implements ProcessGroup {
   }
 
   private work(kind: MpiOp['kind'], seq: number, args: Partial<MpiOp>): Work {
+    const a = kind === 'scatter' ? args.b : args.a ?? args.b;
+    const info: OpInfo = { count: a?.length ?? 0, dtype: dtypeName(a), peer: args.peer ?? -1, tag: args.tag ?? -1 };
     const { label, promise } = this.track(kind, seq, (s) =>
-      this.rt.binding.run({ ...args, kind, comm: this.handle, seq: s, validate: this.validate }));
+      this.rt.binding.run({ ...args, kind, comm: this.handle, seq: s, validate: this.validate }), info);
     // Failures surface in wait(); an operation nobody waits for is not an unhandled rejection.
     const outcome = promise.then(() => null, (e: unknown) => e);
     return { label, wait: async () => { const e = await outcome; if (e) throw e; } };
   }
 
+  /** What MPI lets us know of a timed-out operation's wait. */
+  private waitOf(kind: string, label: string, info: OpInfo): FlightWait {
+    const base = { group: this.name, label };
+    if (info.peer < 0) {
+      return { ...base, missing: [], missingWorld: [], detail: `MPI does not show which ranks of the group (world ranks ${this.worldRanks.join(',')}) joined ${label}: some rank never called it or is stuck in it; the other ranks' flight dumps show which of them reached it` };
+    }
+    const peer = { missing: [info.peer], missingWorld: [this.worldRanks[info.peer]!] };
+    if (kind === 'recv') return { ...base, ...peer, detail: `no message from rank ${info.peer} with tag ${info.tag} arrived` };
+    return { ...base, ...peer, detail: `rank ${info.peer} has not received it (MPI completes a send once its receive is matched, or for a small one once buffered)` };
+  }
+
   /** Runs one operation under the group's timeout; errors name this rank and the operation. */
-  private track<T>(kind: string, seq: number, run: (seq: number) => Promise<T>): { label: string; promise: Promise<T> } {
+  private track<T>(kind: string, seq: number, run: (seq: number) => Promise<T>, info: OpInfo = NO_INFO): { label: string; promise: Promise<T> } {
     const label = `${kind}#${seq}`;
     const me = `rank ${this.worldRanks[this.rank]}`;
     const where = this.isWorld ? '' : ` (group of world ranks ${this.worldRanks.join(',')})`;
     if (this.destroyed || this.rt.state !== 'running') throw new CollectiveError(`${me}: ${label}${where}: the process group was destroyed`);
+    const flight = this.rt.flight;
+    const ticket = flight.issue(this.name, kind, seq, label, info.count, info.dtype, info.peer, info.tag);
     this.rt.inflight++;
     const promise = new Promise<T>((resolve, reject) => {
       let settled = false;
@@ -238,13 +272,22 @@ export class MpiProcessGroup implements ProcessGroup {
       };
       const timer = setTimeout(() => {
         if (!finish()) return;
-        const err = new CollectiveError(`${me}: ${label}${where} timed out after ${this.timeoutMs} ms`);
+        const wait = this.waitOf(kind, label, info);
+        // A collective's message stays as it was (MPI knows nothing more); point-to-point names the wait.
+        const err = new CollectiveError(`${me}: ${label}${where} timed out after ${this.timeoutMs} ms${info.peer < 0 ? '' : `: ${wait.detail}`}`);
+        flight.settle(ticket, err.message);
+        flight.trigger(err.message, [wait]);
         this.rt.timedOut(err);
         reject(err);
       }, this.timeoutMs);
       run(seq).then(
-        (v) => { if (finish()) resolve(v); },
-        (e: unknown) => { if (finish()) reject(new CollectiveError(`${me}: ${label}${where}: ${(e as Error).message}`)); },
+        (v) => { if (finish()) { flight.settle(ticket, null); resolve(v); } },
+        (e: unknown) => {
+          if (!finish()) return;
+          const err = new CollectiveError(`${me}: ${label}${where}: ${(e as Error).message}`);
+          flight.settle(ticket, err.message);
+          reject(err);
+        },
       ).finally(() => { this.rt.inflight--; }).catch(() => undefined);
     });
     const settledPromise = promise.then(() => undefined, () => undefined);

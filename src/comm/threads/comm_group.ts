@@ -19,12 +19,17 @@ export class Mismatch extends Error {}
 /** What a group needs from its engine: the progress counter and the doorbells. */
 export interface EngineHost { work: number; readonly control: Control }
 
-/** One operation on the comm thread: its generator, where it queues, when it last moved. */
+/**
+ * One operation on the comm thread: its generator, where it queues, when it last moved. `label` is
+ * "allReduce#7" or "send#2", `desc` the longer phrase errors use; `seq` is a collective's sequence
+ * number (0 for point-to-point), `peer` a point-to-point operation's peer (-1 for collectives).
+ */
 export class Task {
   lastProgress = performance.now();
   waitingOn = -1;
-  constructor(readonly id: number, readonly desc: string, readonly group: Group, readonly gen: Gen,
-    readonly queue: Task[] | null, readonly recv: { src: number; entry: RecvEntry } | null = null) {}
+  constructor(readonly id: number, readonly label: string, readonly desc: string, readonly group: Group, readonly gen: Gen,
+    readonly queue: Task[] | null, readonly seq: number, readonly peer: number,
+    readonly recv: { src: number; entry: RecvEntry } | null = null) {}
 }
 
 export class Group implements CollHost {

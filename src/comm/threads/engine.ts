@@ -8,8 +8,11 @@
  * per-destination send queue, every posted receive) until none moves, then sleeps on its doorbell
  * (Atomics.wait) until a peer changes something, the nearest timeout, or 1 s.
  *
- * Failure: an operation that does not move for `timeoutMs` fails naming the peer it waits for and
- * leaves its group unusable on this rank (later operations fail at once); an abort (a rank died)
+ * Failure: an operation that does not move for `timeoutMs` fails naming what it waits for (the
+ * peers that never arrived and how far each got, see diagnose.ts) and leaves its group unusable on
+ * this rank (later operations fail at once). The launch's first timeout is recorded in the control
+ * block, and every comm thread that sees it sends its rank a flight dump request describing what
+ * that rank's pending operations wait for (see ../flight.ts); an abort (a rank died)
  * fails everything; a peer that has returned from its entry, or failed without aborting the launch
  * (a rank the launch tolerates losing), while still awaited fails the wait: a collective breaks its
  * group, a point-to-point operation fails alone and the group stays usable with its other peers
@@ -20,11 +23,12 @@ import { receiveMessageOnPort } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { CommArray } from '../process_group.js';
 import { collective, Group, Mismatch, Task } from './comm_group.js';
+import { describeWait } from './diagnose.js';
 import { Control, FAILED, RUNNING, typedView } from './layout.js';
 import { p2pRecv, p2pSend } from './p2p.js';
 import type { RecvEntry } from './p2p.js';
 import { now } from './protocol.js';
-import type { CommInit, FromComm, GroupInit, P2pRequest, StagingRef, ToComm } from './protocol.js';
+import type { CommInit, FlightWaitReport, FromComm, GroupInit, P2pRequest, StagingRef, ToComm } from './protocol.js';
 
 export class Engine {
   work = 0;
@@ -36,6 +40,7 @@ export class Engine {
   private readonly staging = new Map<number, SharedArrayBuffer>();
   private exiting = false;
   private abortSeen = false;
+  private flightSent = false;
 
   constructor(private readonly init: CommInit, world: GroupInit) {
     this.control = new Control(init.control);
@@ -58,6 +63,8 @@ export class Engine {
         this.failAll((task) => `${task.group.who(task.group.rank)}: ${task.desc} failed: the process group was destroyed`);
         return;
       }
+      // A timeout elsewhere first: an abort that follows it would fail the tasks its dump describes.
+      this.checkTimeoutElsewhere();
       this.checkAbort();
       const t = performance.now();
       const w0 = this.work;
@@ -99,7 +106,10 @@ export class Engine {
       return true;
     }
     if (t - task.lastProgress >= this.init.timeoutMs) {
-      this.breakGroup(g, `${g.who(g.rank)}: ${task.desc} timed out after ${this.init.timeoutMs} ms waiting for ${g.who(r.value)}`, task);
+      const why = `${g.who(g.rank)}: ${task.desc} timed out after ${this.init.timeoutMs} ms: ${describeWait(task, this.control).detail}`;
+      this.control.timedOut(this.init.rank, why);
+      this.sendFlight(why);
+      this.breakGroup(g, why, task);
       return true;
     }
     return false;
@@ -116,7 +126,7 @@ export class Engine {
         const desc = `${m.op}#${m.seq}`;
         if (this.refuse(m.id, g, desc)) return;
         const bufs = m.bufs.map((b) => this.view(b, m.dtype));
-        this.submit(new Task(m.id, desc, g!, collective(g!, m, bufs), g!.collQueue));
+        this.submit(new Task(m.id, desc, desc, g!, collective(g!, m, bufs), g!.collQueue, m.seq, -1));
         return;
       }
       case 'send': case 'recv': {
@@ -140,13 +150,14 @@ export class Engine {
 
   private submitP2p(g: Group, m: P2pRequest, desc: string): void {
     const arr = this.view(m.buf, m.dtype);
+    const label = `${m.type}#${m.seq}`;
     if (m.type === 'send') {
-      this.submit(new Task(m.id, desc, g, p2pSend(g, m.peer, m.tag, arr, m.dtype), g.sendQueues[m.peer]!));
+      this.submit(new Task(m.id, label, desc, g, p2pSend(g, m.peer, m.tag, arr, m.dtype), g.sendQueues[m.peer]!, 0, m.peer));
       return;
     }
     const entry: RecvEntry = { tag: m.tag, arr, dtype: m.dtype, desc, matched: false, complete: false, error: null };
     g.inbox[m.peer]!.posted.push(entry);
-    this.submit(new Task(m.id, desc, g, p2pRecv(g, m.peer, entry), null, { src: m.peer, entry }));
+    this.submit(new Task(m.id, label, desc, g, p2pRecv(g, m.peer, entry), null, 0, m.peer, { src: m.peer, entry }));
   }
 
   /** Fails a request at once when its group is gone or unusable or the launch aborted. */
@@ -177,6 +188,8 @@ export class Engine {
 
   private finish(task: Task, error: string | null): void {
     const g = task.group;
+    // Peers read it when they diagnose a wait (diagnose.ts).
+    if (error === null && task.seq > 0) Atomics.store(g.i32, g.geo.doneIndex(g.rank), task.seq);
     g.tasks.delete(task);
     this.active.delete(task);
     if (task.queue !== null) {
@@ -212,6 +225,26 @@ export class Engine {
     if (a === null) return;
     this.abortSeen = true;
     this.failAll((task) => this.abortMessage(task.group, task.desc, a));
+  }
+
+  /** Another rank of the launch timed out: this rank dumps its flight recorder too. */
+  private checkTimeoutElsewhere(): void {
+    if (this.flightSent) return;
+    const first = this.control.firstTimeout();
+    if (first !== null) this.sendFlight(first.reason);
+  }
+
+  /** Asks the rank thread to write its flight dump (once), with what each running operation waits for. */
+  private sendFlight(reason: string): void {
+    if (this.flightSent) return;
+    this.flightSent = true;
+    const waits: FlightWaitReport[] = [];
+    for (const task of this.active) {
+      const g = task.group;
+      const w = describeWait(task, this.control);
+      waits.push({ group: g.name, label: task.label, missing: w.missing, missingWorld: w.missing.map((p) => g.members[p]!), detail: w.detail });
+    }
+    this.post({ type: 'flight', reason, waits });
   }
 
   private failAll(reason: (task: Task) => string): void {

@@ -18,6 +18,7 @@ import { ALGORITHMS, DTYPE_BYTES, DTYPES, dtypeCode, INLINE_BYTES, groupGeometry
 import type { AllReduceAlgorithm, CollOp } from './layout.js';
 import { CommLink } from './link.js';
 import type { ThreadsWork } from './link.js';
+import { now } from './protocol.js';
 import type { CollRequest, GroupInit, P2pRequest, RankInit } from './protocol.js';
 
 export { ThreadsWork } from './link.js';
@@ -122,7 +123,11 @@ export class ThreadsProcessGroup implements ProcessGroup {
       bufs: bufs.map((b, i) => this.link.ref(stagings[i]!, b.length)),
     };
     if (hdr.counts !== undefined) req.counts = hdr.counts;
-    return this.link.submit(`${op}#${seq}`, req, stagings, finish === null ? null : () => finish(views));
+    const label = `${op}#${seq}`;
+    const count = op === 'allToAllV' ? bufs[0]!.length : hdr.count;
+    const at = now();
+    const ticket = this.link.flight.issue(this.name, op, seq, label, count, DTYPES[hdr.dtype]!, -1, -1, at);
+    return this.link.submit(label, req, stagings, finish === null ? null : () => finish(views), ticket, at);
   }
 
   allReduce(buf: CommArray, op: ReduceOp = 'sum'): ThreadsWork {
@@ -234,7 +239,10 @@ export class ThreadsProcessGroup implements ProcessGroup {
     const v = typedView(dtype, s.sab, 0, buf.length);
     if (type === 'send') copy(v, buf);
     const req: P2pRequest = { type, id: 0, gid: this.gid, seq, peer, tag, dtype, buf: this.link.ref(s, buf.length) };
-    return this.link.submit(`${type}#${seq}`, req, [s], type === 'recv' ? () => copy(buf, v) : null);
+    const label = `${type}#${seq}`;
+    const at = now();
+    const ticket = this.link.flight.issue(this.name, type, seq, label, buf.length, DTYPES[dtype]!, peer, tag, at);
+    return this.link.submit(label, req, [s], type === 'recv' ? () => copy(buf, v) : null, ticket, at);
   }
 
   send(buf: CommArray, dst: number, tag = 0): ThreadsWork { return this.p2p('send', buf, dst, tag); }

@@ -5,8 +5,11 @@
  *
  * Control block (one per launch, `Control`), Int32 words:
  *   [0] abort state (0 none, 1 set)    [1] world rank that failed   [2] reason length (bytes)
- *   [3] world size                      [16 + 16 r] doorbell of rank r's comm thread (one cache line each)
- *   [16 + 16 n + r] status of rank r (0 running, 1 returned, 2 failed), then the abort reason (UTF-8).
+ *   [3] world size                      [4] first timeout (0 none, -1 being written, 1 + world rank)
+ *   [5] its reason length               [16 + 16 r] doorbell of rank r's comm thread (one cache line each)
+ *   [16 + 16 n + r] status of rank r (0 running, 1 returned, 2 failed), then the abort reason and
+ *   the first timeout's reason (UTF-8), then per rank its flight recorder's activity (see
+ *   `setActivity`).
  * A comm thread sleeps on its own doorbell only; whoever changes something it may wait for
  * (a channel counter, a header stamp, the abort state, a status) increments and notifies it.
  *
@@ -14,6 +17,7 @@
  *   headers: per rank two slots (used by sequence numbers of alternating parity; each collective is
  *   a full synchronisation, so a slot is read by everyone before its owner reuses it) holding
  *   [stamp = seq, op, count, dtype, root, reduce, algorithm, nCounts, counts..., inline data];
+ *   then per rank the sequence number of the last collective it completed (for diagnosis);
  *   channels: per ordered pair (src, dst) one collective channel and one point-to-point channel,
  *   single-producer single-consumer rings of fixed-size slots; their data lies in dst's region of
  *   `regionBytes` (3/4 for collective channels, 1/4 for point-to-point). Messages of any length
@@ -59,6 +63,12 @@ const BELLS = 16;
 /** Int32 words between doorbells: 64 bytes, so ringing one rank does not invalidate its neighbours' line. */
 const BELL_STRIDE = 16;
 const REASON_BYTES = 4096;
+/** Per rank: [version, length] Int32, since (Float64), then the activity's UTF-8 bytes. */
+const ACTIVITY_BYTES = 256;
+const ACTIVITY_TEXT = ACTIVITY_BYTES - 16;
+const HUNG = 4;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 export class Control {
   readonly i32: Int32Array;
@@ -70,7 +80,7 @@ export class Control {
   }
 
   static create(size: number): Control {
-    const sab = new SharedArrayBuffer(align((BELLS + (BELL_STRIDE + 1) * size) * 4, 8) + REASON_BYTES);
+    const sab = new SharedArrayBuffer(align((BELLS + (BELL_STRIDE + 1) * size) * 4, 8) + 2 * REASON_BYTES + size * ACTIVITY_BYTES);
     new Int32Array(sab)[3] = size;
     return new Control(sab);
   }
@@ -95,7 +105,7 @@ export class Control {
   /** Records the first failure (later ones are ignored) and wakes every comm thread. Main thread only. */
   abort(rank: number, reason: string): void {
     if (Atomics.load(this.i32, 0) !== 0) return;
-    const bytes = new TextEncoder().encode(reason).subarray(0, REASON_BYTES);
+    const bytes = encoder.encode(reason).subarray(0, REASON_BYTES);
     new Uint8Array(this.sab, this.reasonOffset(), bytes.length).set(bytes);
     this.i32[1] = rank;
     this.i32[2] = bytes.length;
@@ -107,10 +117,62 @@ export class Control {
     if (Atomics.load(this.i32, 0) === 0) return null;
     const bytes = new Uint8Array(this.i32[2]!);
     bytes.set(new Uint8Array(this.sab, this.reasonOffset(), bytes.length));
-    return { rank: this.i32[1]!, reason: new TextDecoder().decode(bytes) };
+    return { rank: this.i32[1]!, reason: decoder.decode(bytes) };
+  }
+
+  /**
+   * Records the first timeout of the launch (later ones are ignored) and wakes every comm thread,
+   * so that every rank writes its flight dump. Any comm thread; true for the one that was first.
+   */
+  timedOut(rank: number, reason: string): boolean {
+    if (Atomics.compareExchange(this.i32, HUNG, 0, -1) !== 0) return false;
+    const bytes = encoder.encode(reason).subarray(0, REASON_BYTES);
+    new Uint8Array(this.sab, this.reasonOffset() + REASON_BYTES, bytes.length).set(bytes);
+    this.i32[HUNG + 1] = bytes.length;
+    Atomics.store(this.i32, HUNG, rank + 1);
+    this.ringAll();
+    return true;
+  }
+
+  /** The launch's first timeout, once its reason is complete. */
+  firstTimeout(): { rank: number; reason: string } | null {
+    const h = Atomics.load(this.i32, HUNG);
+    if (h <= 0) return null;
+    const bytes = new Uint8Array(this.i32[HUNG + 1]!);
+    bytes.set(new Uint8Array(this.sab, this.reasonOffset() + REASON_BYTES, bytes.length));
+    return { rank: h - 1, reason: decoder.decode(bytes) };
+  }
+
+  /**
+   * Rank thread of `rank` only: publishes its flight recorder's activity for peers' diagnostics
+   * (the first ACTIVITY_TEXT bytes). A version word, odd while writing, lets readers skip a torn copy.
+   */
+  setActivity(rank: number, text: string, at: number): void {
+    const off = this.activityOffset(rank);
+    const ver = off / 4;
+    const v = this.i32[ver]!;
+    Atomics.store(this.i32, ver, v + 1);
+    const { written } = encoder.encodeInto(text, new Uint8Array(this.sab, off + 16, ACTIVITY_TEXT));
+    this.i32[ver + 1] = written;
+    new Float64Array(this.sab, off + 8, 1)[0] = at;
+    Atomics.store(this.i32, ver, v + 2);
+  }
+
+  /** Rank `rank`'s latest activity, or null when none was noted (or it is being rewritten). */
+  activity(rank: number): { text: string; at: number } | null {
+    const off = this.activityOffset(rank);
+    const ver = off / 4;
+    const v = Atomics.load(this.i32, ver);
+    if (v === 0 || (v & 1) === 1) return null;
+    const bytes = new Uint8Array(Math.min(ACTIVITY_TEXT, this.i32[ver + 1]!));
+    bytes.set(new Uint8Array(this.sab, off + 16, bytes.length));
+    const at = new Float64Array(this.sab, off + 8, 1)[0]!;
+    if (Atomics.load(this.i32, ver) !== v) return null;
+    return { text: decoder.decode(bytes), at };
   }
 
   private reasonOffset(): number { return align((BELLS + (BELL_STRIDE + 1) * this.size) * 4, 8); }
+  private activityOffset(rank: number): number { return this.reasonOffset() + 2 * REASON_BYTES + rank * ACTIVITY_BYTES; }
 }
 
 /** Int32 words per channel slot's metadata: byte length, tag, element count, flags (dtype | FIRST). */
@@ -136,6 +198,8 @@ export interface GroupGeometry {
   bytes: number;
   /** Int32 index of channel (kind 0 collective / 1 point-to-point, src -> dst)'s counters. */
   ctlIndex(kind: number, src: number, dst: number): number;
+  /** Int32 index of the sequence number of the last collective rank r completed (0: none). */
+  doneIndex(r: number): number;
   dataOffset(kind: number, src: number, dst: number): number;
 }
 
@@ -152,7 +216,8 @@ export function groupGeometry(size: number, regionBytes = DEFAULT_REGION_BYTES):
   // Counters padded to 64 bytes apart: the sender's tail and the receiver's head live on
   // different cache lines.
   const chanInts = 32 + align(SLOTS * META, 16);
-  const ctlBase = align(2 * size * headerInts, 16);
+  const doneBase = 2 * size * headerInts;
+  const ctlBase = align(doneBase + size, 16);
   const ctlInts = ctlBase + 2 * size * size * chanInts;
   const dataBase = align(ctlInts * 4, 64);
   const region = (SLOTS * (collSlotBytes + p2pSlotBytes)) * peers;
@@ -161,6 +226,7 @@ export function groupGeometry(size: number, regionBytes = DEFAULT_REGION_BYTES):
     size, regionBytes, headerInts, inlineWord, collSlotBytes, p2pSlotBytes, slots: SLOTS,
     bytes: dataBase + (size > 1 ? region * size : 0),
     ctlIndex: (kind, src, dst) => ctlBase + ((kind * size + src) * size + dst) * chanInts,
+    doneIndex: (r) => doneBase + r,
     dataOffset: (kind, src, dst) => dataBase + dst * region + (kind === 0 ? 0 : SLOTS * collSlotBytes * peers)
       + pairIndex(src, dst) * SLOTS * (kind === 0 ? collSlotBytes : p2pSlotBytes),
   };

@@ -3,11 +3,15 @@
  * kept in a pool and sent to the comm thread once, then named by id), posts requests and rings the
  * comm thread's doorbell, and settles each `ThreadsWork` when its completion arrives, after copying
  * results out on this thread. Keeps the rank's event loop alive exactly while work is in flight.
+ * Records every operation in the rank's flight recorder (../flight.ts) and writes its dump when the
+ * comm thread reports a timeout (its own or another rank's).
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import type { Work } from '../process_group.js';
 import { CollectiveError } from '../process_group.js';
+import { flightRecorder } from '../flight.js';
+import type { FlightRecorder } from '../flight.js';
 import { Control } from './layout.js';
 import { now, workerExecArgv } from './protocol.js';
 import type { CollRequest, FromComm, GroupInit, P2pRequest, StagingRef, ToComm } from './protocol.js';
@@ -15,11 +19,10 @@ import type { CollRequest, FromComm, GroupInit, P2pRequest, StagingRef, ToComm }
 /** A handle on one operation; `completedAt` is when the comm thread finished it (wall-clock ms). */
 export class ThreadsWork implements Work {
   completedAt: number | null = null;
-  readonly issuedAt = now();
   readonly done: Promise<void>;
   settle!: (error: Error | null) => void;
 
-  constructor(readonly label: string) {
+  constructor(readonly label: string, readonly issuedAt = now()) {
     this.done = new Promise<void>((resolve, reject) => {
       this.settle = (e) => (e === null ? resolve() : reject(e));
     });
@@ -32,7 +35,7 @@ export class ThreadsWork implements Work {
 
 export interface Staging { id: number; sab: SharedArrayBuffer }
 
-interface Pending { work: ThreadsWork; finish: (() => void) | null; stagings: Staging[] }
+interface Pending { work: ThreadsWork; finish: (() => void) | null; stagings: Staging[]; ticket: number }
 
 /**
  * Freed staging buffers kept for reuse (gradient all-reduces repeat the same sizes): at most this
@@ -56,9 +59,14 @@ export class CommLink {
   private failure: string | null = null;
   private closing = false;
   private readonly exited: Promise<void>;
+  readonly flight: FlightRecorder;
 
   constructor(readonly rank: number, control: SharedArrayBuffer, timeoutMs: number, world: GroupInit) {
     this.control = new Control(control);
+    this.flight = flightRecorder();
+    this.flight.attach(rank, 'threads');
+    // Peers name this rank's activity when they time out waiting for it (diagnose.ts).
+    this.flight.share = (text, at) => this.control.setActivity(rank, text, at);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     this.worker = new Worker(new URL('./comm_worker.js', import.meta.url), {
@@ -104,21 +112,25 @@ export class CommLink {
     return { id: s.id, sab: s.sab, length };
   }
 
-  submit(label: string, req: CollRequest | P2pRequest, stagings: Staging[], finish: (() => void) | null): ThreadsWork {
-    const work = new ThreadsWork(label);
+  /** Posts `req`; `ticket` is its flight recorder entry (issued at `issuedAt`), settled with it. */
+  submit(label: string, req: CollRequest | P2pRequest, stagings: Staging[], finish: (() => void) | null, ticket: number, issuedAt: number): ThreadsWork {
+    const work = new ThreadsWork(label, issuedAt);
     if (this.failure !== null) {
-      work.settle(new CollectiveError(`rank ${this.rank}: ${label} failed: ${this.failure}`));
+      const e = new CollectiveError(`rank ${this.rank}: ${label} failed: ${this.failure}`);
+      this.flight.settle(ticket, e.message);
+      work.settle(e);
       this.release(stagings);
       return work;
     }
     req.id = this.nextId++;
-    this.pending.set(req.id, { work, finish, stagings });
+    this.pending.set(req.id, { work, finish, stagings, ticket });
     if (this.pending.size === 1) this.port.ref();
     this.post(req);
     return work;
   }
 
   private complete(m: FromComm): void {
+    if (m.type === 'flight') { this.flight.trigger(m.reason, m.waits); return; }
     const p = this.pending.get(m.id);
     if (p === undefined) return;
     this.pending.delete(m.id);
@@ -129,6 +141,7 @@ export class CommLink {
       try { p.finish(); } catch (e) { error = e as Error; }
     }
     this.release(p.stagings);
+    this.flight.settle(p.ticket, error === null ? null : error.message, m.at);
     p.work.settle(error);
   }
 
@@ -150,7 +163,9 @@ export class CommLink {
     this.failure ??= reason;
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
-      p.work.settle(new CollectiveError(`rank ${this.rank}: ${p.work.label} failed: ${reason}`));
+      const e = new CollectiveError(`rank ${this.rank}: ${p.work.label} failed: ${reason}`);
+      this.flight.settle(p.ticket, e.message);
+      p.work.settle(e);
     }
     this.port.unref();
   }

@@ -61,8 +61,16 @@ export type ToComm =
   | { type: 'forget'; ids: number[] }
   | { type: 'exit' };
 
-/** `at`: completion time on the comm thread (performance.timeOrigin + performance.now(), ms). */
-export type FromComm = { type: 'done'; id: number; error: string | null; at: number };
+/** What one of the rank's running operations waits for (flight.ts's FlightWait). */
+export interface FlightWaitReport { group: string; label: string; missing: number[]; missingWorld: number[]; detail: string }
+
+/**
+ * `at`: completion time on the comm thread (performance.timeOrigin + performance.now(), ms).
+ * 'flight': a timeout here or elsewhere in the launch; the rank writes its flight dump.
+ */
+export type FromComm =
+  | { type: 'done'; id: number; error: string | null; at: number }
+  | { type: 'flight'; reason: string; waits: FlightWaitReport[] };
 
 /** What a comm thread starts with. */
 export interface CommInit {
