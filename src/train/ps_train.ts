@@ -13,6 +13,7 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renam
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
+import { flight } from '../comm/flight.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { plantedCtr } from '../data/ctr.js';
 import type { CtrSplit } from '../data/ctr.js';
@@ -268,7 +269,9 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   const stepBytes = { out: 0, in: 0, rows: 0 };
   for (; t < cfg.train.steps; t++) {
     const b0 = { out: ps.bytesOut, in: ps.bytesIn };
+    flight.note(`step ${t + 1}: pulling the batch's rows`);
     const cur = await (next ?? draw(t));
+    flight.note(`step ${t + 1}: forward, backward and pushes`);
     next = prefetch && t + 1 < cfg.train.steps ? draw(t + 1) : null;
     opts.onRead?.(wi, t, cur.minClock);
     params.flat.data.set(cur.dense.subarray(0, denseLength), 0);

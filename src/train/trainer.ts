@@ -53,6 +53,7 @@ import { expertHook } from '../parallel/expert.js';
 import { deviceMesh } from '../comm/process_group.js';
 import type { CollectiveContext } from '../comm/kernels.js';
 import { allGatherJson } from '../comm/json.js';
+import { flight } from '../comm/flight.js';
 import { LocalProcessGroup } from '../comm/local.js';
 import type { ProcessGroup } from '../comm/process_group.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -793,8 +794,11 @@ export class Trainer {
         for (let a = 0; a < A; a++) {
           const b = await loader.next();
           if (b === null) throw new Error('training data ran out (the training samplers are endless; this is a bug)');
+          // What a hang dump says this rank was doing (comm/flight.ts).
+          flight.note(`step ${step + 1}: forward and backward${A > 1 ? ` of micro-batch ${a + 1}/${A}` : ''}`);
           loss += await this.microStep(b, a === 0, a === A - 1);
         }
+        flight.note(`step ${step + 1}: gradient reduction and optimizer`);
         const dpGroup = this.dpGroup();
         // Tensor parallel x data parallel: the replicas average their gradients after the step
         // (reduce-scattered into the shards at ZeRO stage 2; inside the step at stage 3).
@@ -823,6 +827,7 @@ export class Trainer {
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
         if ((lead || this.tp.size > 1 || this.ep.size > 1 || this.zero3 || this.pipe) && task.eval !== null && (step % cfg.eval.every === 0 || step === stop)) {
+          flight.note(`step ${step}: evaluation`);
           evaluated = await this.evaluate();
           Object.assign(m, evaluated);
           valLosses.push({ step, val_loss: evaluated['val_loss']! });
@@ -847,6 +852,7 @@ export class Trainer {
         const ending = stopRequested || step === stop;
         if (step % cfg.checkpoint.every === 0 || ending) {
           const tc = performance.now();
+          flight.note(`step ${step}: checkpoint`);
           checkpoint = await this.save(step, loader);
           blocked = performance.now() - tc;
           checkpoints.push({ step, blockedMs: blocked, writeMs: null });
