@@ -305,16 +305,21 @@ const HASH_CHUNK = 4 << 20;
  * for a 100 MB checkpoint, 0.24-0.39 s for 300 MB, where the save itself took 0.15-0.55 s. Paid
  * only by saves that would delete something.
  */
-function verifyHashes(dir: string): void {
-  const stateFile = join(dir, STATE);
-  if (!existsSync(stateFile)) throw new CheckpointError(`${stateFile} is missing`);
+/** state.json's envelope, parsed and checked (errors name the file). */
+function readEnvelope(stateFile: string): ReturnType<typeof checkEnvelope> {
   let doc: unknown;
   try {
     doc = JSON.parse(readFileSync(stateFile, 'utf8'));
   } catch (e) {
     throw new CheckpointError(`${stateFile}: not valid JSON (${errorText(e)})`);
   }
-  const env = checkEnvelope(doc, stateFile);
+  return checkEnvelope(doc, stateFile);
+}
+
+function verifyHashes(dir: string): void {
+  const stateFile = join(dir, STATE);
+  if (!existsSync(stateFile)) throw new CheckpointError(`${stateFile} is missing`);
+  const env = readEnvelope(stateFile);
   const buf = Buffer.allocUnsafe(HASH_CHUNK);
   for (const f of FILES) {
     const file = join(dir, f);
@@ -400,13 +405,7 @@ export function loadCheckpoint(path: string): Checkpoint {
   if (!existsSync(stateFile)) {
     throw new CheckpointError(`${stateFile} is missing${isRun ? '' : ` (and ${join(path, LATEST)} does not exist either: not a run directory)`}`);
   }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(readFileSync(stateFile, 'utf8'));
-  } catch (e) {
-    throw new CheckpointError(`${stateFile}: not valid JSON (${errorText(e)})`);
-  }
-  const env = checkEnvelope(doc, stateFile);
+  const env = readEnvelope(stateFile);
   const m = STEP_DIR.exec(basename(dir));
   if (m && Number(m[1]) !== env.step) throw new CheckpointError(`${stateFile} records step ${env.step}, but its directory is ${basename(dir)}`);
   const [weights, optimizer] = FILES.map((f) => {
