@@ -110,15 +110,16 @@ async function train(argv: string[]): Promise<void> {
   } else if (backend !== 'threads') {
     throw new UsageError(`--backend must be threads or mpi, got '${backend}'`);
   } else if (nproc > 1) {
-    if (cfg.ps.servers > 0) psRoles(nproc, cfg.ps.servers);
+    // Too few ranks for the servers is an error before any rank starts.
+    const ps = cfg.ps.servers > 0 ? psRoles(nproc, cfg.ps.servers) : null;
     await restarting((again) => launchThreads({
       nproc, entry: new URL('./rank.js', import.meta.url), args: { config: pos[0]!, sets, resume: again, ...(trace ? { trace } : {}) }, timeoutMs: cfg.dist.timeoutS * 1000,
       // Under SSP and ASP the job outlives a worker, but not worker 0, which logs and checkpoints:
       // the servers' clock bound leaves it out.
-      ...(cfg.ps.servers > 0 && cfg.ps.mode !== 'bsp' ? { tolerate: psRoles(nproc, cfg.ps.servers).workers.slice(1), onTolerated: (r: number, e: Error) => process.stderr.write(`weft: worker ${r} failed (${e.message}); the other workers go on (ps.mode ${cfg.ps.mode})\n`) } : {}),
+      ...(ps !== null && cfg.ps.mode !== 'bsp' ? { tolerate: ps.workers.slice(1), onTolerated: (r: number, e: Error) => process.stderr.write(`weft: worker ${r} failed (${e.message}); the other workers go on (ps.mode ${cfg.ps.mode})\n`) } : {}),
     }));
   } else if (cfg.ps.servers > 0) {
-    psRoles(1, cfg.ps.servers);
+    psRoles(1, cfg.ps.servers); // throws: one rank leaves no worker beside the servers
   } else {
     await restarting((again) => new Trainer(cfg).run({ resume: again, ...(trace ? { trace } : {}) }));
   }

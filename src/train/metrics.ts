@@ -4,6 +4,7 @@
  * metric leaves onnxruntime. The trainer averages them over the evaluation set weighted by batch
  * size (a metric of the whole set, not a mean of batch means when the last batch is short).
  */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import * as b from '../ir/build.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -48,4 +49,15 @@ export function metricByName(name: string): MetricFn {
   const top = /^top(\d+)$/.exec(name);
   if (top) return topK(Number(top[1]));
   throw new Error(`unknown metric '${name}' (known: accuracy, topK such as top5)`);
+}
+
+/**
+ * Keeps the lines of metrics.jsonl for steps up to `step` (a resumed run rewrites what came after
+ * its checkpoint, so no step is logged twice); a line a crash left half-written is dropped too.
+ */
+export function trimMetrics(path: string, step: number): void {
+  if (!existsSync(path)) return;
+  const stepOf = (l: string): number => { try { return (JSON.parse(l) as { step: number }).step; } catch { return Infinity; } };
+  const keep = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim() !== '' && stepOf(l) <= step);
+  writeFileSync(path, keep.map((l) => `${l}\n`).join(''));
 }

@@ -39,6 +39,7 @@ import { auc, logLossFromLogits } from './auc.js';
 import { fsyncDir, latestGoodCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName, writeDurable } from './checkpoint.js';
 import { parseConfig } from './config.js';
 import type { RunConfig } from './config.js';
+import { trimMetrics } from './metrics.js';
 import { gradStep } from './step.js';
 
 /** The dense parameters' table (rows are ps.chunk-float pieces of the flat vector) and the embedding table. */
@@ -51,8 +52,6 @@ export interface PsRunOptions {
   delayMs?: (worker: number, step: number) => number;
   /** Tests: worker `w` throws after finishing step `t` (a dead worker). */
   failAt?: { worker: number; step: number };
-  /** Tests: called on each worker after every step with what it read (clock, the servers' min clock). */
-  onRead?: (worker: number, clock: number, minClock: number) => void;
 }
 
 export interface PsRunResult {
@@ -151,14 +150,15 @@ export async function runPs(cfg: RunConfig, pg: ProcessGroup, opts: PsRunOptions
   const roles = psRoles(pg.size, cfg.ps.servers);
   setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / roles.workers.length)));
   const tables = psTables(cfg);
+  const rings = psRings(cfg);
   const resume = opts.resume === true ? psResumePoint(cfg.out, pg.rank === 0) : null;
-  if (pg.rank >= roles.workers.length) return serve(cfg, pg, roles, tables, resume);
+  if (pg.rank >= roles.workers.length) return serve(cfg, pg, roles, tables, rings, resume);
   // Workers need the state alone; the shard rows they read to verify are let go.
-  return work(cfg, pg, roles, tables, resume && { state: resume.state, shards: [] }, opts);
+  return work(cfg, pg, roles, tables, rings, resume && { state: resume.state, shards: [] }, opts);
 }
 
 /** A checkpoint to resume from: its state, and the rows of every shard file it names. */
-interface PsResume { state: { step: number; sampler: SamplerState; workers: number; ps?: { shards: string; servers: number } }; shards: RowsBlob[][] }
+interface PsResume { state: { step: number; sampler: SamplerState; workers: number; ps?: PsCheckpointState }; shards: RowsBlob[][] }
 
 /**
  * The newest checkpoint whose own files verify (latestGoodCheckpoint) and whose shard files under
@@ -176,20 +176,22 @@ function psResumePoint(out: string, lead: boolean): PsResume | null {
   return good === null ? null : { state: good.checkpoint.state as PsResume['state'], shards };
 }
 
-async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], resume: PsResume | null): Promise<PsRunResult> {
+type Rings = ReturnType<typeof psRings>;
+
+async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], rings: Rings, resume: PsResume | null): Promise<PsRunResult> {
   const index = pg.rank - roles.workers.length;
   const S = roles.servers.length;
   const store = new ShardStore(tables, psOptimizer(cfg));
   let startClock = 0;
   if (resume !== null) {
     startClock = resume.state.step;
-    const ring = psRings(cfg).at(startClock);
+    const ring = rings.at(startClock);
     const mine = (t: number) => (k: number): boolean => ring.ownerName(rowKey(t, k)) === serverName(index);
     for (const file of resume.shards) for (const b of file) store.importRows(b, mine(b.table));
   }
   const stats = await runServer(pg, {
     index, workers: roles.workers, store, tables, mode: cfg.ps.mode, staleness: cfg.ps.staleness, startClock,
-    servers: roles.servers, resizes: psRings(cfg).resizes,
+    servers: roles.servers, resizes: rings.resizes,
     save: async (clock, blobs) => {
       const dir = shardDir(cfg.out, clock);
       mkdirSync(dir, { recursive: true });
@@ -201,7 +203,7 @@ async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[
 
 interface Pulled { after: SamplerState; keys: Int32Array; local: Int32Array; labels: Float32Array; dense: Float32Array; rows: Float32Array; minClock: number; waitMs: number }
 
-async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], resume: PsResume | null, opts: PsRunOptions): Promise<PsRunResult> {
+async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]; servers: number[] }, tables: TableSpec[], rings: Rings, resume: PsResume | null, opts: PsRunOptions): Promise<PsRunResult> {
   const wi = pg.rank;
   const W = roles.workers.length;
   const lead = wi === 0;
@@ -214,7 +216,7 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   const chunk = cfg.ps.chunk;
   const nChunks = Math.ceil(denseLength / chunk);
   const denseKeys = Int32Array.from({ length: nChunks }, (_, i) => i);
-  const ps = new PsClient(pg, { servers: roles.servers, ring: psRings(cfg).at, tables, worker: wi, compression: cfg.ps.compression });
+  const ps = new PsClient(pg, { servers: roles.servers, ring: rings.at, tables, worker: wi, compression: cfg.ps.compression });
   const rowsSlot = params.flat.layout.slot('rows.w');
   const rowDim = 1 + cfg.model.ctr.dim;
 
@@ -233,12 +235,7 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
   const metricsPath = join(cfg.out, 'metrics.jsonl');
   if (lead) mkdirSync(cfg.out, { recursive: true });
   if (lead && resume === null) writeFileSync(metricsPath, '');
-  // A resume drops the lines of steps after its checkpoint (written before a crash), so no step is logged twice.
-  if (lead && resume !== null && existsSync(metricsPath)) {
-    const stepOf = (l: string): number => { try { return (JSON.parse(l) as { step: number }).step; } catch { return Infinity; } };
-    const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l.trim() !== '' && stepOf(l) <= start);
-    writeFileSync(metricsPath, kept.map((l) => `${l}\n`).join(''));
-  }
+  if (lead && resume !== null) trimMetrics(metricsPath, start);
 
   const draw = (t: number): Promise<Pulled> => {
     const ids = new Int32Array(B * F);
@@ -273,7 +270,6 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
     const cur = await (next ?? draw(t));
     flight.note(`step ${t + 1}: forward, backward and pushes`);
     next = prefetch && t + 1 < cfg.train.steps ? draw(t + 1) : null;
-    opts.onRead?.(wi, t, cur.minClock);
     params.flat.data.set(cur.dense.subarray(0, denseLength), 0);
     params.flat.data.set(cur.rows, rowsSlot.offset);
     const U = cur.keys.length;

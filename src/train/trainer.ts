@@ -8,7 +8,7 @@
  * draw the same batches (and augmentations) from the same parameters and compute the same losses
  * as an uninterrupted run.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { createLoader, SyncLoader } from '../data/loader.js';
@@ -60,6 +60,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { latestGoodCheckpoint, loadCheckpoint, saveCheckpointStreamed, stepDirName } from './checkpoint.js';
 import type { Checkpoint, CheckpointTensor, LazyTensor } from './checkpoint.js';
 import { BackgroundCheckpointer } from './async_checkpoint.js';
+import { trimMetrics } from './metrics.js';
 import type { RunConfig } from './config.js';
 import { Pruner, pruneSchedule, prunableNames } from './prune.js';
 import { distillation } from './distill.js';
@@ -711,13 +712,6 @@ export class Trainer {
     return this.step!(feeds, { accumulate: !first, ...(lossScale ? { lossScale } : {}) });
   }
 
-  /** Keeps the metrics of steps up to `step` (a resumed run rewrites what came after its checkpoint). */
-  private trimMetrics(step: number): void {
-    if (!existsSync(this.metricsPath)) return;
-    const keep = readFileSync(this.metricsPath, 'utf8').split('\n').filter((l) => l.trim() && (JSON.parse(l) as StepMetrics).step <= step);
-    writeFileSync(this.metricsPath, keep.map((l) => `${l}\n`).join(''));
-  }
-
   async run(o: TrainOptions = {}): Promise<TrainResult> {
     const { cfg, task } = this;
     const lead = this.pg.rank === 0;
@@ -757,7 +751,7 @@ export class Trainer {
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
     if (resumed === null && cfg.train.init !== '') say(`weft: weights from ${this.initFrom(cfg.train.init)} (train.init)`);
     let step = resumed?.step ?? 0;
-    if (lead) { if (resumed) this.trimMetrics(step); else writeFileSync(this.metricsPath, ''); }
+    if (lead) { if (resumed) trimMetrics(this.metricsPath, step); else writeFileSync(this.metricsPath, ''); }
     if (this.ddp) await this.ddp.broadcastParameters(this.experts.size > 0 ? { names: this.experts, group: this.edp } : undefined);
     // Masks hold before the first step too: a mask update due now (start 0), or restored ones re-applied.
     this.pruner?.step(step, this.params.flat.data);
