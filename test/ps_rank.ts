@@ -48,7 +48,7 @@ export default async function (pg: ProcessGroup, args: PsRankArgs): Promise<unkn
   const W = roles.workers.length;
   if (pg.rank >= W) {
     const store = new ShardStore(tables, { kind: 'sgd', lr: 1, beta1: 0.9, beta2: 0.999, eps: 1e-8, initialAccumulator: 0.1 });
-    return runServer(pg, { index: pg.rank - W, workers: roles.workers, store, tables, mode: c.mode, staleness: c.staleness, save: async () => {} });
+    return runServer(pg, { index: pg.rank - W, workers: roles.workers, store, tables, mode: c.mode, staleness: c.staleness, save: async () => ({ bytes: 0, sha256: '' }) });
   }
   const ring = new HashRing(roles.servers.map((_, i) => serverName(i)));
   const ps = new PsClient(pg, { servers: roles.servers, ring, tables, worker: pg.rank });

@@ -138,14 +138,6 @@ export function readShards(runDir: string, ckptState: { ps?: PsCheckpointState }
 /** What a parameter-server checkpoint's state.json records of its shards. */
 export interface PsCheckpointState { shards: string; servers: number; mode?: string; files?: { bytes: number; sha256: string }[] }
 
-/** Byte length and SHA-256 of each shard file of a save (recorded in the run checkpoint, checked on resume). */
-function hashShards(out: string, step: number, servers: number): { bytes: number; sha256: string }[] {
-  return Array.from({ length: servers }, (_, i) => {
-    const bytes = readFileSync(shardFile(shardDir(out, step), i, servers));
-    return { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
-  });
-}
-
 export async function runPs(cfg: RunConfig, pg: ProcessGroup, opts: PsRunOptions = {}): Promise<PsRunResult> {
   const roles = psRoles(pg.size, cfg.ps.servers);
   setThreads(cfg.train.threads > 0 ? cfg.train.threads : Math.max(1, Math.floor(availableParallelism() / roles.workers.length)));
@@ -195,7 +187,9 @@ async function serve(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[
     save: async (clock, blobs) => {
       const dir = shardDir(cfg.out, clock);
       mkdirSync(dir, { recursive: true });
-      writeShard(shardFile(dir, index, S), encodeShard(blobs, { step: String(clock), server: String(index), servers: String(S) }));
+      const bytes = encodeShard(blobs, { step: String(clock), server: String(index), servers: String(S) });
+      writeShard(shardFile(dir, index, S), bytes);
+      return { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
     },
   });
   return { role: 'server', index, steps: 0, stats };
@@ -305,10 +299,11 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
       process.stdout.write(`eval step ${done}: auc ${lastEval.auc.toFixed(4)} (planted model ${lastEval.oracleAuc.toFixed(4)}) log loss ${lastEval.logLoss.toFixed(4)} (${lastEval.oracleLogLoss.toFixed(4)})\n`);
     }
     if (done % cfg.checkpoint.every === 0 || done === cfg.train.steps) {
-      await ps.save(done);
+      // Each server's file length and SHA-256, recorded here and checked on resume.
+      const files = await ps.save(done);
       saveCheckpoint(cfg.out, done, {
         weights: {}, optimizer: {},
-        state: { config: cfg, step: done, sampler: cur.after, workers: W, ps: { shards: join('ps', stepDirName(done)), servers: roles.servers.length, mode: cfg.ps.mode, files: hashShards(cfg.out, done, roles.servers.length) } },
+        state: { config: cfg, step: done, sampler: cur.after, workers: W, ps: { shards: join('ps', stepDirName(done)), servers: roles.servers.length, mode: cfg.ps.mode, files } },
         keep: cfg.checkpoint.keep,
       });
       pruneShardDirs(cfg.out);

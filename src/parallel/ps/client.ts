@@ -14,8 +14,8 @@ import { rowKey } from '../hash_ring.js';
 import type { HashRing } from '../hash_ring.js';
 import { encodePush, pushBytes } from './compress.js';
 import type { PushCompression } from './compress.js';
-import { CODECS, FAIL, H, HEADER, Op, STAT_NAMES, TAG_KEYS, TAG_REP, TAG_REQ, TAG_RVALS, TAG_RVERS, TAG_VALS } from './protocol.js';
-import type { OpCode, ServerStats } from './protocol.js';
+import { CODECS, FAIL, H, HEADER, Op, STAT_NAMES, wordsHash, TAG_KEYS, TAG_REP, TAG_REQ, TAG_RVALS, TAG_RVERS, TAG_VALS } from './protocol.js';
+import type { OpCode, ServerStats, ShardWritten } from './protocol.js';
 import type { TableSpec } from './store.js';
 
 export interface ClientOptions {
@@ -178,11 +178,15 @@ export class PsClient {
     })())));
   }
 
-  /** Every server writes its shard once all workers have finished `clock` steps; resolves when all are written. */
-  async save(clock: number): Promise<void> {
-    await Promise.all(this.opts.servers.map((_, s) => this.guard(`saving step ${clock}`, s, (async () => {
-      const [, rep] = await Promise.all([this.sendTo(s, this.header(Op.save, 0, clock, 0), TAG_REQ), this.recvFrom(s, new Float64Array(HEADER), TAG_REP)]);
+  /**
+   * Every server writes its shard once all workers have finished `clock` steps; resolves when all
+   * are written, with each server's file length and SHA-256, in server order.
+   */
+  async save(clock: number): Promise<ShardWritten[]> {
+    return Promise.all(this.opts.servers.map((_, s) => this.guard(`saving step ${clock}`, s, (async () => {
+      const [, rep, hash] = await Promise.all([this.sendTo(s, this.header(Op.save, 0, clock, 0), TAG_REQ), this.recvFrom(s, new Float64Array(HEADER), TAG_REP), this.recvFrom(s, new Int32Array(8), TAG_RVALS)]);
       if (rep[H.op] === FAIL) throw new Error(`it could not write its shard of step ${clock} (its log says why)`);
+      return { bytes: rep[H.n]!, sha256: wordsHash(hash) };
     })())));
   }
 

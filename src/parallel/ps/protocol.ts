@@ -24,7 +24,7 @@ export const Op = {
   clock: 3,
   /** keys, values: a 'given' table's initial rows (worker 0 sends the dense model's init); replied. */
   init: 4,
-  /** Write the shard once every worker has finished clock `clock`; replied when written. */
+  /** Write the shard once every worker has finished clock `clock`; replied when written, with the file's length (H.n) and SHA-256 (8 int32 words). */
   save: 5,
   /** The worker is done: it sends nothing more. */
   done: 6,
@@ -69,3 +69,10 @@ export const STAT_NAMES = [
   'maxStaleness', 'reads', 'heldReads', 'heldMs', 'lostWorkers', 'movedOut', 'movedIn', 'heldAtResize',
 ] as const;
 export type ServerStats = Record<(typeof STAT_NAMES)[number], number>;
+
+/** What a server wrote at a save: the bytes of its shard file and their SHA-256 (hex, 64 digits). */
+export interface ShardWritten { bytes: number; sha256: string }
+
+/** A SHA-256 in hex as the 8 int32 words of its 32 bytes (how it travels in a save's reply), and back. */
+export const hashWords = (hex: string): Int32Array => new Int32Array(Uint8Array.from(Buffer.from(hex.padEnd(64, '0'), 'hex')).buffer);
+export const wordsHash = (w: Int32Array): string => Buffer.from(w.buffer, w.byteOffset, 32).toString('hex');

@@ -23,8 +23,8 @@ import { decodePush } from './compress.js';
 import type { PushCompression } from './compress.js';
 import type { HashRing } from '../hash_ring.js';
 import { rowKey } from '../hash_ring.js';
-import { CODECS, FAIL, H, HEADER, OK, Op, serverName, STAT_NAMES, TAG_KEYS, TAG_MOVE, TAG_REP, TAG_REQ, TAG_RVALS, TAG_RVERS, TAG_VALS } from './protocol.js';
-import type { Consistency, ServerStats } from './protocol.js';
+import { CODECS, FAIL, H, HEADER, hashWords, OK, Op, serverName, STAT_NAMES, TAG_KEYS, TAG_MOVE, TAG_REP, TAG_REQ, TAG_RVALS, TAG_RVERS, TAG_VALS } from './protocol.js';
+import type { Consistency, ServerStats, ShardWritten } from './protocol.js';
 import { PS_STATE } from './store.js';
 import type { RowsBlob, ShardStore, TableSpec } from './store.js';
 
@@ -42,8 +42,8 @@ export interface ServerOptions {
   staleness: number;
   /** The step the workers start from (a resumed checkpoint's; default 0). */
   startClock?: number;
-  /** Persists the shard of a save at `clock`; resolves when it is durable. */
-  save: (clock: number, blobs: RowsBlob[]) => Promise<void>;
+  /** Persists the shard of a save at `clock`; resolves when it is durable, with the file's length and SHA-256 (hex). */
+  save: (clock: number, blobs: RowsBlob[]) => Promise<ShardWritten>;
   /** World ranks of every server (server i is `ps${i}` on the rings), for resizes. */
   servers?: readonly number[];
   /** Ring changes, by clock ascending. */
@@ -231,12 +231,15 @@ export async function runServer(pg: ProcessGroup, opts: ServerOptions): Promise<
             // At a resize's clock the shard is the one after the move.
             const blobs = Promise.resolve(movedBy(clock)).then(() => new Promise<RowsBlob[]>((res) => clocks.whenMin(clock, () => res(opts.tables.map((t) => store.exportRows(t.id))))));
             later(async () => {
+              // The reply carries the file's length and hash, so the checkpoint records them without reading the file again.
+              let written: ShardWritten = { bytes: 0, sha256: '' };
               let status = OK;
-              try { await opts.save(clock, await blobs); } catch (e) {
+              try { written = await opts.save(clock, await blobs); } catch (e) {
                 status = FAIL;
                 log(`${me}: saving its shard at step ${clock} failed: ${(e as Error).message}`);
               }
-              await send(replyHeader(status, 0), TAG_REP);
+              await send(replyHeader(status, written.bytes), TAG_REP);
+              await send(hashWords(written.sha256), TAG_RVALS);
             });
             break;
           }
