@@ -3,7 +3,7 @@
  * (../shared/anchors/torch_brown.py, one thread) and weft (recipes/brown-parity.json, one thread)
  * train concurrently on the same bytes with the same settings (small preset, lr 1e-3, 100
  * warm-up steps, AdamW betas 0.9/0.95, wd 0.1, clip 1.0, batch 16); then their validation losses
- * at steps 100..600 are compared and drawn into docs/brown_loss.png.
+ * at steps 100..600 are compared and drawn into docs/brown_loss.png by `weft board --png`.
  *   node dist/scripts/brown_parity.js [--seconds 900]
  * Prints JSON: both curves, the per-step differences and the largest one.
  */
@@ -51,6 +51,9 @@ const diffs = table.flatMap((r) => (r.diff === null ? [] : [Math.abs(r.diff)]));
 const report = { bench: 'brown-parity', table, max_abs_diff: diffs.length === steps.length ? Math.max(...diffs) : null, within_0_08: diffs.length === steps.length && Math.max(...diffs) <= 0.08 };
 writeFileSync(join(run, 'parity.json'), `${JSON.stringify(report, null, 1)}\n`);
 console.log(JSON.stringify(report, null, 1));
-execFileSync(process.execPath, [join(root, 'dist/scripts/plot_curves.js'), '--out', join(root, 'docs/brown_loss.png'),
-  '--title', 'Brown corpus, small GPT: validation loss, weft vs PyTorch',
-  '--series', `weft=${join(run, 'metrics.jsonl')}:step:val_loss`, '--series', `PyTorch=${torchLog}:step:val`], { stdio: 'inherit' });
+// PyTorch's log in weft's metric names, so the board draws both curves on one chart.
+const torchMetrics = join(run, 'pytorch-metrics.jsonl');
+writeFileSync(torchMetrics, rows(torchLog).filter((r) => r['val'] !== undefined).map((r) => `${JSON.stringify({ step: r['step'], loss: r['train'], val_loss: r['val'] })}\n`).join(''));
+// The README's chart, as `weft board` draws it (headless Chromium; src/board/).
+execFileSync(process.execPath, [cli, 'board', `weft=${run}`, `PyTorch=${torchMetrics}`, '--png', join(root, 'docs/brown_loss.png'),
+  '--panels', 'val_loss', '--size', '800x420', '--title', 'Brown corpus, small GPT: validation loss, weft vs PyTorch'], { stdio: 'inherit' });

@@ -5,7 +5,7 @@ import { join, relative, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // Low to high; a module may import only its own layer or lower ones (docs/architecture.md).
-const ORDER = ['ir', 'autodiff', 'runtime', 'tensor', 'nn', 'optim', 'data', 'comm', 'parallel', 'train', 'deploy', 'cli'];
+const ORDER = ['ir', 'autodiff', 'runtime', 'tensor', 'nn', 'optim', 'data', 'comm', 'parallel', 'train', 'deploy', 'board', 'cli'];
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 
 function files(dir: string): string[] {

@@ -46,6 +46,7 @@ import { SERVE_USAGE, serveCommand } from './serve_cmd.js';
 import { KEYGEN_USAGE, keygenCommand, PROTECT_USAGE, protectCommand } from './protect_cmd.js';
 import { PRUNE_USAGE, pruneCommand } from './prune_cmd.js';
 import { EVAL_USAGE, evalCommand } from './eval_cmd.js';
+import { BOARD_USAGE, boardCommand } from './board_cmd.js';
 
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--max-restarts K] [--budget 8GB] [--trace DIR]
@@ -65,6 +66,7 @@ const USAGE = `usage:
   ${KEYGEN_USAGE}
   ${PRUNE_USAGE}
   ${EVAL_USAGE}
+  ${BOARD_USAGE}
   ${LAUNCH_USAGE}
 
 Every config key, with its default and meaning, is in docs/config.md; e.g. --set parallel.tp=2,
@@ -313,6 +315,7 @@ async function main(): Promise<void> {
   else if (cmd === 'keygen') await keygenCommand(rest);
   else if (cmd === 'prune') await pruneCommand(rest);
   else if (cmd === 'eval') await evalCommand(rest);
+  else if (cmd === 'board') await boardCommand(rest);
   else if (cmd === 'launch') await launchCommand(rest);
   else throw new UsageError(cmd === undefined || cmd === '--help' || cmd === '-h' ? '' : `unknown command '${cmd}'`);
 }

@@ -153,6 +153,7 @@ export const SCHEMA = {
   },
   log: {
     every: f('integer', 10, 'Metrics line every N steps (the progress line updates every step on a terminal).', { min: 1 }),
+    tensorboard: f('boolean', false, 'Also write the metrics as TensorBoard scalars, in <out>/tensorboard/events.out.tfevents.* (train/tensorboard.ts); `weft board` needs only metrics.jsonl.'),
   },
   sample: {
     prompt: f('string', 'The jury said', 'Prompt of the sample printed at the end.'),
@@ -187,7 +188,7 @@ export interface RunConfig {
   dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number; async: boolean };
-  log: { every: number };
+  log: { every: number; tensorboard: boolean };
   sample: { prompt: string; tokens: number; temperature: number; topK: number };
 }
 

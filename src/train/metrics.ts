@@ -4,9 +4,11 @@
  * metric leaves onnxruntime. The trainer averages them over the evaluation set weighted by batch
  * size (a metric of the whole set, not a mean of batch means when the last batch is short).
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as b from '../ir/build.js';
 import { Tensor } from '../tensor/tensor.js';
+import { TensorBoardWriter } from './tensorboard.js';
 
 /** A metric: the batch mean (a scalar) of a per-example quantity, from output and target. */
 export type MetricFn = (out: Tensor, target: Tensor) => Tensor;
@@ -60,4 +62,28 @@ export function trimMetrics(path: string, step: number): void {
   const stepOf = (l: string): number => { try { return (JSON.parse(l) as { step: number }).step; } catch { return Infinity; } };
   const keep = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim() !== '' && stepOf(l) <= step);
   writeFileSync(path, keep.map((l) => `${l}\n`).join(''));
+}
+
+/**
+ * A run's metrics log: `<out>/metrics.jsonl` (started empty, or cut back to the resumed step by
+ * `trimMetrics`), and with `tensorboard` the same numbers as TensorBoard scalars under
+ * `<out>/tensorboard/` (train/tensorboard.ts). The trainer and the parameter server's worker 0 write
+ * through it; `weft board` reads the file.
+ */
+export class MetricsLog {
+  readonly path: string;
+  private readonly tb: TensorBoardWriter | null;
+
+  constructor(out: string, o: { resumedAt: number | null; tensorboard: boolean }) {
+    mkdirSync(out, { recursive: true });
+    this.path = join(out, 'metrics.jsonl');
+    if (o.resumedAt === null) writeFileSync(this.path, '');
+    else trimMetrics(this.path, o.resumedAt);
+    this.tb = o.tensorboard ? new TensorBoardWriter(join(out, 'tensorboard'), o.resumedAt) : null;
+  }
+
+  append(m: Readonly<{ step: number } & Record<string, number | undefined>>): void {
+    appendFileSync(this.path, `${JSON.stringify(m)}\n`);
+    this.tb?.scalars(m.step, m);
+  }
 }

@@ -9,7 +9,7 @@
  * complete ones). Any number of servers resumes from any checkpoint: each reads every shard file
  * and keeps the rows the ring now gives it.
  */
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -39,7 +39,7 @@ import { auc, logLossFromLogits } from './auc.js';
 import { fsyncDir, latestGoodCheckpoint, loadCheckpoint, saveCheckpoint, stepDirName, writeDurable } from './checkpoint.js';
 import { parseConfig } from './config.js';
 import type { RunConfig } from './config.js';
-import { trimMetrics } from './metrics.js';
+import { MetricsLog } from './metrics.js';
 import { gradStep } from './step.js';
 
 /** The dense parameters' table (rows are ps.chunk-float pieces of the flat vector) and the embedding table. */
@@ -226,10 +226,7 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
     await ps.init(DENSE, denseKeys, init);
   }
   const sampler = new RandomWindowSampler({ n: data.train.n, seed: cfg.train.dataSeed, rank: wi, worldSize: W }, samplerState);
-  const metricsPath = join(cfg.out, 'metrics.jsonl');
-  if (lead) mkdirSync(cfg.out, { recursive: true });
-  if (lead && resume === null) writeFileSync(metricsPath, '');
-  if (lead && resume !== null) trimMetrics(metricsPath, start);
+  const log = lead ? new MetricsLog(cfg.out, { resumedAt: resume === null ? null : start, tensorboard: cfg.log.tensorboard }) : null;
 
   const draw = (t: number): Promise<Pulled> => {
     const ids = new Int32Array(B * F);
@@ -288,13 +285,13 @@ async function work(cfg: RunConfig, pg: ProcessGroup, roles: { workers: number[]
       const m = { step: done, loss, examples_s: Math.round((steps * B * W) / ((now - tLog) / 1000)), pull_wait_ms: Number(cur.waitMs.toFixed(2)), rows: U,
         bytes_out: Math.round((ps.bytesOut - bytes0.out) / steps), bytes_in: Math.round((ps.bytesIn - bytes0.in) / steps), stale: t - cur.minClock };
       restart = true;
-      appendFileSync(metricsPath, `${JSON.stringify(m)}\n`);
+      log!.append(m);
       process.stdout.write(`step ${done}/${cfg.train.steps} loss ${loss.toFixed(4)} ${m.examples_s} examples/s rows ${U} pushed ${(m.bytes_out / 1024).toFixed(1)} KiB/step\n`);
     }
     const tAside = performance.now();
     if (done % cfg.eval.every === 0 || done === cfg.train.steps) {
       lastEval = await evaluateCtr(model, params, denseLength, data.test, async (keys) => (await ps.pull(EMB, keys, done)).values, async () => (await ps.pull(DENSE, denseKeys, done)).values);
-      appendFileSync(metricsPath, `${JSON.stringify({ step: done, val_loss: lastEval.logLoss, auc: lastEval.auc, oracle_auc: lastEval.oracleAuc })}\n`);
+      log!.append({ step: done, val_loss: lastEval.logLoss, auc: lastEval.auc, oracle_auc: lastEval.oracleAuc });
       restart = true;
       process.stdout.write(`eval step ${done}: auc ${lastEval.auc.toFixed(4)} (planted model ${lastEval.oracleAuc.toFixed(4)}) log loss ${lastEval.logLoss.toFixed(4)} (${lastEval.oracleLogLoss.toFixed(4)})\n`);
     }

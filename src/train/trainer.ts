@@ -8,7 +8,7 @@
  * draw the same batches (and augmentations) from the same parameters and compute the same losses
  * as an uninterrupted run.
  */
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { createLoader, SyncLoader } from '../data/loader.js';
@@ -25,7 +25,7 @@ import { warmupConstant, warmupCosine } from '../optim/schedule.js';
 import type { Schedule } from '../optim/schedule.js';
 import { setMatmulPrecision, setThreads } from '../runtime/executor.js';
 import { graphMemory } from '../runtime/memory.js';
-import { peakRssBytes, resetPeakRss } from '../runtime/rss.js';
+import { peakRssBytes, resetPeakRss, rssBytes } from '../runtime/rss.js';
 import { profiler } from '../runtime/profiler.js';
 import { FlatBuffer } from '../runtime/flat.js';
 import type { FloatArray, Layout } from '../runtime/flat.js';
@@ -60,7 +60,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { latestGoodCheckpoint, loadCheckpoint, saveCheckpointStreamed, stepDirName } from './checkpoint.js';
 import type { Checkpoint, CheckpointTensor, LazyTensor } from './checkpoint.js';
 import { BackgroundCheckpointer } from './async_checkpoint.js';
-import { trimMetrics } from './metrics.js';
+import { MetricsLog } from './metrics.js';
 import type { RunConfig } from './config.js';
 import { Pruner, pruneSchedule, prunableNames } from './prune.js';
 import { distillation } from './distill.js';
@@ -223,7 +223,6 @@ export class Trainer {
   private readonly ddp: DistributedDataParallel | null;
   private readonly evalProgram: Compiled;
   private evalBatches: Feed[][] | null = null;
-  private readonly metricsPath: string;
   private readonly callbacks: readonly Callback[];
   /** Rank 0's writer thread for asynchronous checkpoints (started at the first one). */
   private readonly writer = new BackgroundCheckpointer();
@@ -405,7 +404,6 @@ export class Trainer {
       const cast = half === null ? outs : autocast(outs, { dtype: half, params: weights, who: `train.precision ${t.precision}` });
       return (this.zero3 ? this.zero3.forward(cast) : cast).map((v) => new Tensor(v));
     }, 'eval', tp > 1 || ep > 1 || this.zero3 ? { context: this.context, ...(this.zero3 ? { arena: false } : {}) } : {});
-    this.metricsPath = join(cfg.out, 'metrics.jsonl');
   }
 
   /**
@@ -751,7 +749,7 @@ export class Trainer {
     if (o.resume && resumed === null) say(`weft: no checkpoint in ${cfg.out}; starting from scratch`);
     if (resumed === null && cfg.train.init !== '') say(`weft: weights from ${this.initFrom(cfg.train.init)} (train.init)`);
     let step = resumed?.step ?? 0;
-    if (lead) { if (resumed) trimMetrics(this.metricsPath, step); else writeFileSync(this.metricsPath, ''); }
+    const log = lead ? new MetricsLog(cfg.out, { resumedAt: resumed ? step : null, tensorboard: cfg.log.tensorboard }) : null;
     if (this.ddp) await this.ddp.broadcastParameters(this.experts.size > 0 ? { names: this.experts, group: this.edp } : undefined);
     // Masks hold before the first step too: a mask update due now (start 0), or restored ones re-applied.
     this.pruner?.step(step, this.params.flat.data);
@@ -817,6 +815,8 @@ export class Trainer {
         if (this.scaler) Object.assign(m, { loss_scale: this.scaler.scale, skipped: skipped ? 1 : 0, skipped_steps: this.scaler.skipped });
         if (moe) Object.assign(m, moe);
         if (blocked !== null) { m['checkpoint_blocked_ms'] = Number(blocked.toFixed(1)); blocked = null; }
+        if (this.pipe?.lastStep) m['pipeline_bubble'] = Number(this.pipe.lastStep.bubble.toFixed(4));
+        Object.assign(m, memoryMetrics(step === first + 1 || step % cfg.eval.every === 0 || step === stop));
         if (this.pruner && (step % cfg.log.every === 0 || step % cfg.eval.every === 0 || step === stop)) m.sparsity = this.pruner.sparsity(this.params.flat.data);
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
@@ -829,7 +829,7 @@ export class Trainer {
           const rss = peakRssBytes();
           if (rss !== null) m['peak_rss_bytes'] = rss;
         }
-        if (lead) appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        log?.append(m);
         await call((c) => c.onStepEnd?.(m, ctx(step)));
         await o.afterStep?.(step, this.pg.rank);
         if (evaluated !== null) await call((c) => c.onEvalEnd?.(evaluated!, ctx(step)));
@@ -1094,4 +1094,17 @@ function fmtTime(s: number): string {
   if (!Number.isFinite(s)) return '?';
   const m = Math.floor(s / 60);
   return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${s.toFixed(1)}s`;
+}
+
+/**
+ * Memory for the metrics line: the process's resident bytes (`rss_bytes`, every step) and, when
+ * `held`, the long-lived buffers by kind (`mem_<label>_bytes`: params, grads, adamw.m, ...; what
+ * `profiler.hold` declared), which change only when a run starts or resizes.
+ */
+function memoryMetrics(held: boolean): Record<string, number> {
+  const out: Record<string, number> = {};
+  const rss = rssBytes();
+  if (rss !== null) out['rss_bytes'] = rss;
+  if (held) for (const [k, b] of Object.entries(profiler.report().heldBytes)) if (b > 0) out[`mem_${k.replace(/[^A-Za-z0-9]+/g, '_')}_bytes`] = b;
+  return out;
 }
