@@ -33,6 +33,8 @@ export async function boardCommand(argv: string[]): Promise<void> {
   }
   if (opt.has('--png')) {
     try {
+      // A PNG of nothing would be a blank picture in a report: say so instead.
+      if (board.snapshot().runs.every((r) => r.rows.length === 0)) throw new Error(`board --png: no metrics rows yet in ${runs.join(', ')}`);
       const [width, height] = size(opt.get('--size') ?? '900x480');
       const q = new URLSearchParams({ static: '1', width: String(width), height: String(height) });
       const panels = opt.get('--panels') ?? 'loss';
