@@ -12,9 +12,7 @@ const read = (rel: string): string => readFileSync(new URL(rel, root), 'utf8');
 
 /** docs/*.md kept in English only: the architecture is for weft's own engineers, config.md is generated from the schema. */
 const ENGLISH_ONLY = new Set(['architecture.md', 'config.md']);
-/** Guides whose translation has not landed yet: each is listed in the closing note, and leaves this list when it lands. */
-const NOT_YET_TRANSLATED = new Set(['memory.md', 'prune.md', 'checkpoints.md', 'board.md']);
-const guides = readdirSync(new URL('docs/', root)).filter((f) => f.endsWith('.md') && !ENGLISH_ONLY.has(f) && (!NOT_YET_TRANSLATED.has(f) || existsSync(new URL(`docs/zh-CN/${f}`, root)))).sort();
+const guides = readdirSync(new URL('docs/', root)).filter((f) => f.endsWith('.md') && !ENGLISH_ONLY.has(f)).sort();
 
 /** Every translated page: [English, Chinese], repository-relative. */
 const PAIRS: [string, string][] = [['README.md', 'README.zh-CN.md'], ...guides.map((f): [string, string] => [`docs/${f}`, `docs/zh-CN/${f}`])];
