@@ -116,7 +116,7 @@ export function namedPath(arg: string, cwd = process.cwd()): { name: string; pat
 export class BoardInputError extends Error {}
 
 /**
- * Checks the paths a board was given: each must exist, as a metrics file (`*.jsonl`) or a
+ * Checks the paths a board was given: each must exist, as a file (a metrics file of any name) or a
  * directory. Throws `BoardInputError` naming the first that does not.
  */
 export function checkRunPaths(paths: readonly string[], cwd = process.cwd()): void {
@@ -139,11 +139,8 @@ export function checkRunPaths(paths: readonly string[], cwd = process.cwd()): vo
  */
 export function discoverRuns(paths: readonly string[], cwd = process.cwd()): RunSource[] {
   const out = new Map<string, RunSource>();
-  // `shown` is the path as the user wrote it (joined with a subdirectory's name), the run's name on the page.
-  const add = (shown: string, file: string): void => {
-    const abs = resolve(cwd, file);
-    if (!out.has(abs)) out.set(abs, { name: shown, file: abs });
-  };
+  // `shown` is the path as the user wrote it (joined with a subdirectory's name), the run's name on the page; `file` is absolute.
+  const add = (shown: string, file: string): void => { if (!out.has(file)) out.set(file, { name: shown, file }); };
   for (const given of paths) {
     const { name, path: p } = namedPath(given, cwd);
     const abs = resolve(cwd, p);

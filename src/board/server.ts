@@ -71,7 +71,7 @@ interface Tracked { state: RunState; tail: MetricsTail; seen: boolean }
 export async function startBoard(o: BoardOptions): Promise<Board> {
   const cwd = o.cwd ?? process.cwd();
   checkRunPaths(o.runs, cwd);
-  for (const a of Object.values(ASSETS)) if (!existsSync(a.file())) throw new Error(`weft board: its page file ${a.file()} is missing (is the checkout complete?)`);
+  for (const a of Object.values(ASSETS)) if (!existsSync(a.file())) throw new Error(`board: its page file ${a.file()} is missing (is the checkout complete?)`);
   const tracked = new Map<string, Tracked>();
   let nextId = 0;
   const clients = new Set<ServerResponse>();

@@ -816,7 +816,8 @@ export class Trainer {
         if (moe) Object.assign(m, moe);
         if (blocked !== null) { m['checkpoint_blocked_ms'] = Number(blocked.toFixed(1)); blocked = null; }
         if (this.pipe?.lastStep) m['pipeline_bubble'] = Number(this.pipe.lastStep.bubble.toFixed(4));
-        Object.assign(m, memoryMetrics(step === first + 1 || step % cfg.eval.every === 0 || step === stop));
+        // Only rank 0 logs: the other ranks skip reading /proc each step.
+        if (lead) Object.assign(m, memoryMetrics(step === first + 1 || step % cfg.eval.every === 0 || step === stop));
         if (this.pruner && (step % cfg.log.every === 0 || step % cfg.eval.every === 0 || step === stop)) m.sparsity = this.pruner.sparsity(this.params.flat.data);
         let evaluated: Record<string, number> | null = null;
         // Under tensor parallelism and ZeRO 3 every rank evaluates (its programs hold collectives); rank 0 reports.
