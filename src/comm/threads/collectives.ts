@@ -4,7 +4,7 @@
  * by arrival, so results are identical on every rank and from run to run.
  *
  * Mean is the sum divided by the group size once per element at the end (`x / n` in the element
- * type: int32 truncates toward zero).
+ * type: int32 truncates toward zero), in the same pass as the last reduction of that element.
  */
 import type { CommArray } from '../process_group.js';
 import { binomialTree, blockRange, mod, recursiveDoubling, ringAllGatherStep, ringReduceScatterStep } from '../algorithms.js';
@@ -25,10 +25,13 @@ const MEAN = 2;
 
 const send = (g: CollHost, peer: number, arr: CommArray, start: number, count: number, limit: (() => number) | null = null): Xfer =>
   new Xfer(true, g.collTo(peer), peer, arr, start, count, COPY, limit);
-const recv = (g: CollHost, peer: number, arr: CommArray, start: number, count: number, mode = COPY, limit: (() => number) | null = null): Xfer =>
-  new Xfer(false, g.collFrom(peer), peer, arr, start, count, mode, limit);
+const recv = (g: CollHost, peer: number, arr: CommArray, start: number, count: number, mode = COPY, limit: (() => number) | null = null, divisor = 0): Xfer =>
+  new Xfer(false, g.collFrom(peer), peer, arr, start, count, mode, limit, divisor);
 
-/** Ring reduce-scatter over blocks `blockRange(m, n, b)`; leaves the reduction of block r on rank r. */
+/**
+ * Ring reduce-scatter over blocks `blockRange(m, n, b)`; leaves the reduction of block r on rank r
+ * (n > 1). The last step's receive is block r's last reduction, so a mean divides there.
+ */
 function* ringReduceScatterBlocks(g: CollHost, data: CommArray, reduce: number): Gen {
   const { size: n, rank: r } = g;
   const m = data.length;
@@ -36,7 +39,8 @@ function* ringReduceScatterBlocks(g: CollHost, data: CommArray, reduce: number):
     const { send: sb, recv: rb } = ringReduceScatterStep(r, n, s);
     const [s0, s1] = blockRange(m, n, sb);
     const [r0, r1] = blockRange(m, n, rb);
-    yield* pump(g, [send(g, mod(r + 1, n), data, s0, s1 - s0), recv(g, mod(r - 1, n), data, r0, r1 - r0, modeOf(reduce))]);
+    const divisor = reduce === MEAN && s === n - 2 ? n : 0;
+    yield* pump(g, [send(g, mod(r + 1, n), data, s0, s1 - s0), recv(g, mod(r - 1, n), data, r0, r1 - r0, modeOf(reduce), null, divisor)]);
   }
 }
 
@@ -55,8 +59,6 @@ function* ringAllGatherBlocks(g: CollHost, data: CommArray): Gen {
 export function* ringAllReduce(g: CollHost, data: CommArray, reduce: number): Gen {
   if (g.size === 1) return;
   yield* ringReduceScatterBlocks(g, data, reduce);
-  const [b0, b1] = blockRange(data.length, g.size, g.rank);
-  if (reduce === MEAN) divide(data, b0, b1, g.size);
   yield* ringAllGatherBlocks(g, data);
 }
 
@@ -69,13 +71,16 @@ export function* recursiveDoublingAllReduce(g: CollHost, data: CommArray, reduce
     yield* pump(g, [recv(g, plan.foldTo, data, 0, m)]);
     return;
   }
-  if (plan.foldFrom >= 0) yield* pump(g, [recv(g, plan.foldFrom, data, 0, m, modeOf(reduce))]);
-  for (const p of plan.partners) {
+  const parts = plan.partners;
+  // A mean divides in its last reduction (the last partner's, else the fold's), in the same pass.
+  const divisor = reduce === MEAN ? g.size : 0;
+  if (plan.foldFrom >= 0) yield* pump(g, [recv(g, plan.foldFrom, data, 0, m, modeOf(reduce), null, parts.length === 0 ? divisor : 0)]);
+  for (const [i, p] of parts.entries()) {
     // In place: a chunk is reduced only after this rank's own copy of it has been sent.
     const out = send(g, p, data, 0, m);
-    yield* pump(g, [out, recv(g, p, data, 0, m, modeOf(reduce), () => out.done)]);
+    yield* pump(g, [out, recv(g, p, data, 0, m, modeOf(reduce), () => out.done, i === parts.length - 1 ? divisor : 0)]);
   }
-  if (reduce === MEAN) divide(data, 0, m, g.size);
+  if (divisor !== 0 && parts.length === 0 && plan.foldFrom < 0) divide(data, 0, m, g.size);
   if (plan.foldFrom >= 0) yield* pump(g, [send(g, plan.foldFrom, data, 0, m)]);
 }
 
@@ -95,14 +100,15 @@ export function* treeReduce(g: CollHost, data: CommArray, root: number, reduce: 
   const { parent, children } = binomialTree(g.rank, g.size, root);
   const m = data.length;
   const ins: Xfer[] = [];
-  for (const c of children) {
+  // The root's last child completes the reduction: a mean divides there, in the same pass.
+  const divisor = parent < 0 && reduce === MEAN ? g.size : 0;
+  for (const [i, c] of children.entries()) {
     const prev = ins.at(-1);
-    ins.push(recv(g, c, data, 0, m, modeOf(reduce), prev === undefined ? null : () => prev.done));
+    ins.push(recv(g, c, data, 0, m, modeOf(reduce), prev === undefined ? null : () => prev.done, i === children.length - 1 ? divisor : 0));
   }
   const last = ins.at(-1);
   const up = parent >= 0 ? [send(g, parent, data, 0, m, last === undefined ? null : () => last.done)] : [];
   yield* pump(g, [...ins, ...up]);
-  if (parent < 0 && reduce === MEAN) divide(data, 0, m, g.size);
 }
 
 /** `out` holds size blocks of k; this rank's block is already in place. */
@@ -113,8 +119,6 @@ export function* ringAllGather(g: CollHost, out: CommArray): Gen {
 /** `data` holds size blocks of k; leaves the reduction of block r in place on rank r. */
 export function* ringReduceScatter(g: CollHost, data: CommArray, reduce: number): Gen {
   if (g.size > 1) yield* ringReduceScatterBlocks(g, data, reduce);
-  const [b0, b1] = blockRange(data.length, g.size, g.rank);
-  if (reduce === MEAN) divide(data, b0, b1, g.size);
 }
 
 /** Every rank sends its block straight to root, which receives them all at once. */
