@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FlatBuffer, Rng, setThreads } from '../src/index.js';
 import { bindParameters, GPT } from '../src/nn/index.js';
-import { ddpBuckets, DistributedDataParallel, makeBuckets } from '../src/parallel/ddp.js';
+import { ddpBuckets, DistributedDataParallel, makeBuckets, ranksShareMachine, resolveDDPPrograms } from '../src/parallel/ddp.js';
 import type { DDPPrograms } from '../src/parallel/ddp.js';
 import { LocalProcessGroup } from '../src/comm/local.js';
 import { gradStep } from '../src/train/step.js';
@@ -52,6 +52,23 @@ test('the tail bucket: the layout\'s first tensors reaching the fraction, the re
   }
   assert.deepEqual(ddpBuckets(slots, { bucketBytes: 20_000, programs: 'buckets' }), makeBuckets(slots, 20_000));
   assert.throws(() => ddpBuckets(slots, { tailFraction: 1 }), /tailFraction must be in \(0, 1\), got 1/);
+});
+
+test("'auto' cuts the backward once only where the ranks share the machine and do not fill its cores", () => {
+  const threads = { backend: 'threads', size: 2 };
+  const mpi = { backend: 'mpi', size: 4 };
+  // Thread ranks are on this machine: one program when ranks x threads reach the cores, else the tail.
+  assert.equal(resolveDDPPrograms('auto', threads, 1, 2), 'none');
+  assert.equal(resolveDDPPrograms(undefined, threads, 2, 4), 'none');
+  assert.equal(resolveDDPPrograms('auto', threads, 1, 4), 'tail');
+  // MPI ranks: on one machine only when Open MPI's local size is the whole group.
+  assert.equal(ranksShareMachine(mpi, { OMPI_COMM_WORLD_LOCAL_SIZE: '4' }), true);
+  assert.equal(ranksShareMachine(mpi, { OMPI_COMM_WORLD_LOCAL_SIZE: '2' }), false);
+  assert.equal(ranksShareMachine(mpi, {}), false);
+  // A stated cut is kept; a wrong one names the choices.
+  for (const p of ['tail', 'buckets', 'none'] as const) assert.equal(resolveDDPPrograms(p, threads, 1, 2), p);
+  assert.throws(() => resolveDDPPrograms('bucket' as DDPPrograms, threads), /programs must be auto, tail, buckets, none; got 'bucket'/);
+  assert.throws(() => ddpBuckets(bindParameters(new GPT(cfg)).flat.layout.slots, { programs: 'auto' as never }), /resolve programs 'auto'/);
 });
 
 for (const [programs, count] of [['tail', 2], ['buckets', -1], ['none', 1]] as [DDPPrograms, number][]) test(`the backward cut as '${programs}' gives the whole program's loss and gradients (to float32 rounding)`, async () => {

@@ -7,7 +7,7 @@
 import type { ProcessGroup } from '../src/comm/process_group.js';
 import { parseConfig } from '../src/train/config.js';
 import { Trainer } from '../src/train/trainer.js';
-import { ddpBuckets } from '../src/parallel/ddp.js';
+import { ddpBuckets, resolveDDPPrograms } from '../src/parallel/ddp.js';
 
 export interface InjectArgs { out: string; victim: number; step: number; steps: number }
 
@@ -36,7 +36,7 @@ export default async function rank(pg: ProcessGroup, a: InjectArgs): Promise<{ t
     dist: { hook: 'allreduce', bucketMB: 0.02 }, checkpoint: { every: 1 }, eval: { every: 1000, windows: 2 }, sample: { tokens: 0 },
   }, 'loss scale test');
   let trainer: Trainer | null = null;
-  trainer = new Trainer(cfg, { pg: injecting(pg, a, () => ddpBuckets(trainer!.params.flat.layout.slots, { bucketBytes: cfg.dist.bucketMB * 2 ** 20, programs: cfg.dist.programs }).length) });
+  trainer = new Trainer(cfg, { pg: injecting(pg, a, () => ddpBuckets(trainer!.params.flat.layout.slots, { bucketBytes: cfg.dist.bucketMB * 2 ** 20, programs: resolveDDPPrograms(cfg.dist.programs, pg) }).length) });
   await trainer.run({ out: null });
   const s = trainer.scaler!;
   return { t: trainer.opt.t, scale: s.scale, skipped: s.skipped, params: Array.from(trainer.params.flat.data.subarray(0, 64)) };

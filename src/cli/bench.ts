@@ -17,7 +17,7 @@ import { FlatBuffer } from '../runtime/flat.js';
 import { profiler } from '../runtime/profiler.js';
 import { Rng } from '../tensor/random.js';
 import { gradStep } from '../train/step.js';
-import { ddpBuckets, DistributedDataParallel } from '../parallel/ddp.js';
+import { ddpBuckets, DistributedDataParallel, resolveDDPPrograms } from '../parallel/ddp.js';
 import type { DDPPrograms } from '../parallel/ddp.js';
 import type { Precision } from '../nn/step_graph.js';
 import { ZeroShard } from '../parallel/zero.js';
@@ -74,7 +74,7 @@ function peakOf(gflops: number, cores: number): { isa: string; fraction_of_peak:
  * data parallel's bucket size (MB) and where its backward is cut (DDPOptions.programs).
  */
 export interface BenchSettings { bucketMB: number; programs: DDPPrograms; precision: Precision; matmulPrecision: MatmulPrecision }
-export const BENCH_DEFAULTS: BenchSettings = { bucketMB: 25, programs: 'tail', precision: 'fp32', matmulPrecision: 'highest' };
+export const BENCH_DEFAULTS: BenchSettings = { bucketMB: 25, programs: 'auto', precision: 'fp32', matmulPrecision: 'highest' };
 
 export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, dp: BenchSettings = BENCH_DEFAULTS, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
   const { bucketMB, programs } = dp;
@@ -100,7 +100,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   const z3 = zero === 3 ? new ZeroStage3(params, { units: ['h*'], rank: pg!.rank, size: pg!.size, ...(offloadDir ? { offload: { dir: offloadDir } } : {}) }) : null;
   // The whole vector is dropped, as the trainer drops it: only the shard is held.
   if (z3) params = { ...params, flat: FlatBuffer.detached(params.flat.layout, 'params') };
-  const shard = zero > 0 && zero < 3 ? new ZeroShard(params.flat.layout, ddpBuckets(params.flat.layout.slots, { bucketBytes: bucketMB * 2 ** 20, programs }), { rank: pg!.rank, size: pg!.size }) : null;
+  const shard = zero > 0 && zero < 3 ? new ZeroShard(params.flat.layout, ddpBuckets(params.flat.layout.slots, { bucketBytes: bucketMB * 2 ** 20, programs: resolveDDPPrograms(programs, pg!) }), { rank: pg!.rank, size: pg!.size }) : null;
   const shardGrads = zero === 2 ? shard!.zeros('zero.grads') : z3?.grads ?? null;
   const grads = zero >= 2 ? null : FlatBuffer.zeros(params.flat.layout, 'grads');
   const opt = new AdamW(z3?.params ?? params.flat, { lr: 3e-4, weightDecay: 0.1, ...(shard ? { shard } : {}), ...(offloadDir ? { offload: { dir: offloadDir, ...(z3?.file ? { params: z3.file } : {}) } } : {}) });
@@ -174,7 +174,7 @@ export async function measureWeft(preset: Preset, threads: number, steps: number
   // reported apart (peer_wait_ms): it is load imbalance, which no overlap can hide.
   const [exp, alone] = [median(exposed.slice(3)), median(commAlone.slice(3))];
   const comm = ddp ? {
-    bucket_mb: bucketMB, ddp_cut: programs, ddp_programs: ddp.programBuckets.length, crossing_mb: +(ddp.stats.crossingBytes / 2 ** 20).toFixed(1), exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
+    bucket_mb: bucketMB, ddp_cut: ddp.cut, ddp_programs: ddp.programBuckets.length, crossing_mb: +(ddp.stats.crossingBytes / 2 ** 20).toFixed(1), exposed_comm_ms: exp, peer_wait_ms: median(peerWait.slice(3)), comm_alone_ms: alone,
     comm_hidden_fraction: Math.max(0, 1 - exp / alone),
   } : {};
   // Offloaded: what the disk moved per step (the optimizer's streams and stage 3's loads), and how long the update waited on it.

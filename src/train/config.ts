@@ -136,7 +136,7 @@ export const SCHEMA = {
   },
   dist: {
     bucketMB: f('number', 25, 'Data parallel: gradient bucket size in MB (PyTorch DDP bucket_cap_mb).', { min: 0 }),
-    programs: f('string', 'tail', "Data parallel: where the backward is cut so that all-reduce overlaps it. 'tail': once, before the last eighth of the gradients (a bucket of its own; every other bucket's all-reduce runs during its backward); 'buckets': before every bucket (PyTorch's overlap, more activations copied between programs); 'none': one program, all-reduce after it.", { oneOf: ['tail', 'buckets', 'none'] }),
+    programs: f('string', 'auto', "Data parallel: where the backward is cut so that all-reduce overlaps it. 'auto': 'none' when every rank is on this machine and ranks x threads fill its cores (the all-reduce then costs the compute its CPU time whether it overlaps or not), else 'tail'. 'tail': once, before the last eighth of the gradients (a bucket of its own; every other bucket's all-reduce runs during its backward); 'buckets': before every bucket (PyTorch's overlap, more activations copied between programs); 'none': one program, all-reduce after it.", { oneOf: ['auto', 'tail', 'buckets', 'none'] }),
     hook: f('string', 'auto', "Data parallel: gradient communication, 'allreduce' (fp32 mean), 'fp16' or 'bf16' (half the bytes), or 'auto': train.precision's compute dtype (fp32 all-reduce for fp32).", { oneOf: ['auto', 'allreduce', 'fp16', 'bf16'] }),
     syncBatchNorm: f('boolean', false, "Data parallel: BatchNorm normalizes with the statistics of every rank's batch (PyTorch's SyncBatchNorm); off: each rank's own, as DDP without it."),
     timeoutS: f('number', 300, 'Every collective fails after this many seconds, naming the rank and the operation.', { min: 0 }),
@@ -185,7 +185,7 @@ export interface RunConfig {
     servers: number; mode: 'bsp' | 'ssp' | 'asp'; staleness: number; optimizer: 'sgd' | 'adagrad' | 'adam'; lr: number; beta1: number; beta2: number; eps: number;
     initialAccumulator: number; compression: 'none' | 'fp16' | 'int8'; chunk: number; prefetch: boolean; virtualNodes: number; active: number; resize: number[];
   };
-  dist: { bucketMB: number; programs: 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
+  dist: { bucketMB: number; programs: 'auto' | 'tail' | 'buckets' | 'none'; hook: 'auto' | 'allreduce' | 'fp16' | 'bf16'; syncBatchNorm: boolean; timeoutS: number };
   eval: { every: number; windows: number; batch: number };
   checkpoint: { every: number; keep: number; async: boolean };
   log: { every: number; tensorboard: boolean };

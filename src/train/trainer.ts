@@ -32,7 +32,7 @@ import type { FloatArray, Layout } from '../runtime/flat.js';
 import { compile } from '../tensor/compile.js';
 import type { Compiled, Feed, Traced } from '../tensor/compile.js';
 import type { Value } from '../ir/graph.js';
-import { allReduceHook, bf16Hook, ddpBuckets, DistributedDataParallel, fp16Hook } from '../parallel/ddp.js';
+import { allReduceHook, bf16Hook, ddpBuckets, DistributedDataParallel, fp16Hook, resolveDDPPrograms } from '../parallel/ddp.js';
 import { ZeroShard } from '../parallel/zero.js';
 import { ZeroStage3 } from '../parallel/zero3.js';
 import { chromeTrace, PipelineStage } from '../parallel/pipeline.js';
@@ -321,7 +321,7 @@ export class Trainer {
       this.params = bound;
       // DDP's buckets are the segments (stage 2 reduce-scatters each as the backward makes it);
       // under tensor parallelism the gradients are reduced after the step: one segment.
-      const segments = ddpPath ? ddpBuckets(layout.slots, { bucketBytes, programs: cfg.dist.programs }) : [{ lo: 0, hi: layout.size }];
+      const segments = ddpPath ? ddpBuckets(layout.slots, { bucketBytes, programs: resolveDDPPrograms(cfg.dist.programs, this.pg) }) : [{ lo: 0, hi: layout.size }];
       const shard = new ZeroShard(layout, segments, { rank: this.dp.index, size: this.dp.size });
       // Stage 1's gradient shard is a copy of this rank's slices of the full reduced gradients, made
       // for each update and dropped; stage 2's is held: the reduce-scatter lands there.
