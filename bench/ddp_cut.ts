@@ -33,12 +33,12 @@ if (process.argv[2] === '--interleaved') {
   const repeat = Number(process.argv[3] ?? 2);
   const rounds = Number(process.argv[4] ?? 6);
   const tokens = 2 * PRESET_BATCH[preset] * GPT_PRESETS[preset].ctx;
-  const runs: Record<string, { ms: number[]; crossing_mb: number; count: number; exposed: number[]; wait: number[] }> = {};
+  const runs: Record<string, { ms: number[]; cut: string; crossing_mb: number; count: number; exposed: number[]; wait: number[] }> = {};
   for (let r = 0; r < repeat; r++) {
     const res = await runJson(process.execPath, [self, '--interleaved', preset, String(rounds)]) as unknown as { rows: CutRankResult[] };
     for (const row of res.rows) {
       const k = row.programs;
-      runs[k] ??= { ms: [], crossing_mb: row.crossing_mb, count: row.count, exposed: [], wait: [] };
+      runs[k] ??= { ms: [], cut: row.cut, crossing_mb: row.crossing_mb, count: row.count, exposed: [], wait: [] };
       runs[k]!.ms.push(...row.ms);
       runs[k]!.exposed.push(...row.exposed_ms);
       runs[k]!.wait.push(...row.peer_wait_ms);
@@ -51,7 +51,7 @@ if (process.argv[2] === '--interleaved') {
     bench: 'ddp_cut', preset, repeat, rounds, ranks: 2, machine: { model: cpu.model, isa: cpu.isa, cores: cpu.cores },
     note: 'step = forward + backward + all-reduce, barrier to barrier, the slower rank of each; tokens/s over both ranks, without the optimizer',
     cuts: Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, {
-      programs: v.count, crossing_mb: v.crossing_mb, step_ms: +median(v.ms).toFixed(1), tokens_per_s: +(tokens / (median(v.ms) / 1000)).toFixed(1),
+      cut: v.cut, programs: v.count, crossing_mb: v.crossing_mb, step_ms: +median(v.ms).toFixed(1), tokens_per_s: +(tokens / (median(v.ms) / 1000)).toFixed(1),
       exposed_comm_ms: +median(v.exposed).toFixed(1), peer_wait_ms: +median(v.wait).toFixed(1), steps: v.ms.length,
       over_independent: +(bound / median(v.ms)).toFixed(3),
     }])),

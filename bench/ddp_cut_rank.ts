@@ -1,10 +1,10 @@
 /**
  * One rank of bench/ddp_cut.ts's interleaved run: the benchmark GPT's forward + backward under DDP
- * with each `programs` cut (tail, buckets, none), one DistributedDataParallel per cut over the
- * same parameters and gradients, and the same step with no communication at all (each rank its own
- * independent copy: the bound data parallelism is measured against), stepped in turn (tail,
- * buckets, none, independent, tail, ...) so that drift in the machine's speed falls on all four
- * alike. Returns each one's step times (ms; barrier to gradients reduced, the warm-up rounds
+ * with each `programs` value (auto, which resolves to one of the others and so measures it twice,
+ * tail, buckets, none), one DistributedDataParallel per value over the same parameters and
+ * gradients, and the same step with no communication at all (each rank its own independent copy:
+ * the bound data parallelism is measured against), stepped in turn (auto, tail, buckets, none,
+ * independent, auto, ...) so that drift in the machine's speed falls on all of them alike. Returns each one's step times (ms; barrier to gradients reduced, the warm-up rounds
  * dropped) and what crossed its cuts.
  */
 import type { ProcessGroup } from '../src/comm/process_group.js';
@@ -17,7 +17,7 @@ import { setThreads } from '../src/runtime/executor.js';
 import { gradStep } from '../src/train/step.js';
 import { Rng } from '../src/tensor/random.js';
 
-export interface CutRankResult { programs: DDPPrograms | 'independent'; count: number; crossing_mb: number; ms: number[]; exposed_ms: number[]; peer_wait_ms: number[] }
+export interface CutRankResult { programs: DDPPrograms | 'independent'; cut: string; count: number; crossing_mb: number; ms: number[]; exposed_ms: number[]; peer_wait_ms: number[] }
 
 export default async function rank(pg: ProcessGroup, a: { preset: keyof typeof GPT_PRESETS; rounds: number }): Promise<CutRankResult[]> {
   setThreads(1);
@@ -32,7 +32,7 @@ export default async function rank(pg: ProcessGroup, a: { preset: keyof typeof G
   const steps: { step(feeds: Parameters<typeof alone>[0]): Promise<unknown>; stats?: DistributedDataParallel['stats'] }[] = [...ddps, { step: (f) => alone(f) }];
   const rng = new Rng(pg.rank);
   const [idx, tgt] = [new BigInt64Array(B * T), new BigInt64Array(B * T)];
-  const out: CutRankResult[] = [...cuts, 'independent' as const].map((programs, i) => ({ programs, count: ddps[i]?.programBuckets.length ?? 1, crossing_mb: 0, ms: [], exposed_ms: [], peer_wait_ms: [] }));
+  const out: CutRankResult[] = [...cuts, 'independent' as const].map((programs, i) => ({ programs, cut: ddps[i]?.cut ?? 'independent', count: ddps[i]?.programBuckets.length ?? 1, crossing_mb: 0, ms: [], exposed_ms: [], peer_wait_ms: [] }));
   for (let r = 0; r < a.rounds + 2; r++) {
     for (const [i, ddp] of steps.entries()) {
       for (let j = 0; j < B * T; j++) { idx[j] = BigInt(rng.int(cfg.vocab)); tgt[j] = BigInt(rng.int(cfg.vocab)); }

@@ -112,10 +112,14 @@ export function optimizerStateBytes(cfg: RunConfig['train'], layout: Layout, off
   return 4 * n;
 }
 
-/** A group of `size` ranks that only has a shape: building a trainer needs no communication. */
+/**
+ * A group of `size` ranks that only has a shape: building a trainer needs no communication. It
+ * names the threads backend, as `weft train --nproc N` runs: choices that depend on where the ranks
+ * are (DDP's 'auto' cut, parallel/ddp.ts resolveDDPPrograms) are then made as that run makes them.
+ */
 class ShapeGroup implements ProcessGroup {
   readonly rank = 0;
-  readonly backend = 'estimate';
+  readonly backend = 'threads';
   readonly timeoutMs = 0;
   constructor(readonly size: number) {}
   private no(op: string): never { throw new Error(`memory estimate: ${op} was called; estimating communicates nothing (this is a bug)`); }
