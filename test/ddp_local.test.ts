@@ -59,7 +59,8 @@ test("'auto' cuts the backward once only where the ranks share the machine and d
   const mpi = { backend: 'mpi', size: 4 };
   // Thread ranks are on this machine: one program when ranks x threads reach the cores, else the tail.
   assert.equal(resolveDDPPrograms('auto', threads, 1, 2), 'none');
-  assert.equal(resolveDDPPrograms(undefined, threads, 2, 4), 'none');
+  assert.equal(resolveDDPPrograms('auto', threads, 2, 4), 'none');
+  assert.equal(resolveDDPPrograms(undefined, threads, 1, 2), 'tail', 'the default is the tail');
   assert.equal(resolveDDPPrograms('auto', threads, 1, 4), 'tail');
   // MPI ranks: on one machine only when Open MPI's local size is the whole group.
   assert.equal(ranksShareMachine(mpi, { OMPI_COMM_WORLD_LOCAL_SIZE: '4' }), true);

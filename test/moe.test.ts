@@ -7,7 +7,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { launchThreads } from '../src/comm/threads/launch.js';
 import { GPT } from '../src/nn/gpt.js';
 import { bindParameters } from '../src/nn/module.js';

@@ -17,7 +17,6 @@ import { exportCnn, exportGpt } from '../src/deploy/export.js';
 import { startServer } from '../src/deploy/serve.js';
 import type { ModelServer } from '../src/deploy/serve.js';
 import { createInferenceSession } from '../src/runtime/ort.js';
-import type { Named } from '../src/runtime/ort.js';
 import { CLI } from './helpers/cli.js';
 import { gptOnnx, tinyCnn, tinyGpt, uniform } from './helpers/deploy_models.js';
 

@@ -74,7 +74,7 @@ function peakOf(gflops: number, cores: number): { isa: string; fraction_of_peak:
  * data parallel's bucket size (MB) and where its backward is cut (DDPOptions.programs).
  */
 export interface BenchSettings { bucketMB: number; programs: DDPPrograms; precision: Precision; matmulPrecision: MatmulPrecision }
-export const BENCH_DEFAULTS: BenchSettings = { bucketMB: 25, programs: 'auto', precision: 'fp32', matmulPrecision: 'highest' };
+export const BENCH_DEFAULTS: BenchSettings = { bucketMB: 25, programs: 'tail', precision: 'fp32', matmulPrecision: 'highest' };
 
 export async function measureWeft(preset: Preset, threads: number, steps: number, pg?: ProcessGroup, dp: BenchSettings = BENCH_DEFAULTS, tp = 1, zero = 0, offload = false): Promise<WeftMeasurement> {
   const { bucketMB, programs } = dp;

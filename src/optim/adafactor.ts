@@ -29,7 +29,7 @@ import { profiler } from '../runtime/profiler.js';
 import { beginStep } from './clip.js';
 import type { StepScaling } from './clip.js';
 import type { StepInfo } from './adamw.js';
-import { checkGrads, dtypeOf, input, scalarData, zerosLike } from './common.js';
+import { dtypeOf, input, zerosLike } from './common.js';
 
 export interface AdafactorConfig {
   /** The largest relative step (rho = min(lr, 1/sqrt(t))). Default 1e-2 (torch's). */

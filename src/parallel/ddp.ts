@@ -10,8 +10,8 @@
  *   crosses the cut (onnxruntime-node copies each program output), so by default the step is cut
  *   once (`programs: 'tail'`): the last program holds the backward of the layout's first eighth
  *   of the gradients (a bucket of its own), which hides every other bucket's all-reduce;
- *   `'buckets'` cuts before every bucket (PyTorch's overlap), `'none'` not at all. The default,
- *   `'auto'`, is 'none' where every rank runs on this machine and their threads fill its cores
+ *   `'buckets'` cuts before every bucket (PyTorch's overlap), `'none'` not at all. The tail is the
+ *   default; `'auto'` is 'none' where every rank runs on this machine and their threads fill its cores
  *   (the all-reduce then takes its CPU time from the compute whether it overlaps or not, and the
  *   cut's copies are pure cost), else 'tail' (`resolveDDPPrograms`);
  * - gradients are averaged (all-reduce mean) through a communication hook, replaceable as in
@@ -61,8 +61,7 @@ export interface DDPOptions {
    * copied out of one onnxruntime program and into the next). 'tail' (default): once, before the
    * tail bucket (the layout's first `tailFraction` of gradient bytes, which the backward produces
    * last); every other bucket's all-reduce runs during the tail's backward. 'buckets': before
-   * every bucket, no tail. 'none': one program, every all-reduce after it. 'auto' (default):
-   * `resolveDDPPrograms`.
+   * every bucket, no tail. 'none': one program, every all-reduce after it. 'auto': `resolveDDPPrograms`.
    */
   programs?: DDPPrograms;
   /** 'tail' only: the tail bucket's share of the gradient bytes, at least (whole tensors). Default 1/8. */
@@ -115,7 +114,7 @@ export function ranksShareMachine(pg: Pick<ProcessGroup, 'backend' | 'size'>, en
  * which the tail hides. Other values pass through.
  */
 export function resolveDDPPrograms(programs: DDPPrograms | undefined, pg: Pick<ProcessGroup, 'backend' | 'size'>, threads = settings.threads, cores = availableParallelism()): DDPCut {
-  const p = programs ?? 'auto';
+  const p = programs ?? 'tail';
   if (!(DDP_PROGRAMS as readonly string[]).includes(p)) throw new Error(`DistributedDataParallel: programs must be ${DDP_PROGRAMS.join(', ')}; got '${String(p)}'`);
   if (p !== 'auto') return p;
   return ranksShareMachine(pg) && pg.size * threads >= cores ? 'none' : 'tail';
