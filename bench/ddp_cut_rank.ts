@@ -4,8 +4,9 @@
  * tail, buckets, none), one DistributedDataParallel per value over the same parameters and
  * gradients, and the same step with no communication at all (each rank its own independent copy:
  * the bound data parallelism is measured against), stepped in turn (auto, tail, buckets, none,
- * independent, auto, ...) so that drift in the machine's speed falls on all of them alike. Returns each one's step times (ms; barrier to gradients reduced, the warm-up rounds
- * dropped) and what crossed its cuts.
+ * independent, auto, ...) so that drift in the machine's speed falls on all of them alike. Returns
+ * each one's step times (ms; barrier to gradients reduced, the warm-up rounds dropped) and what
+ * crossed its cuts.
  */
 import type { ProcessGroup } from '../src/comm/process_group.js';
 import { bindParameters, GPT, GPT_PRESETS, PRESET_BATCH } from '../src/nn/index.js';

@@ -51,7 +51,7 @@ import { BOARD_USAGE, boardCommand } from './board_cmd.js';
 const USAGE = `usage:
   weft train <config.json> [--resume] [--set key.path=value ...] [--nproc N | --backend mpi] [--max-restarts K] [--budget 8GB] [--trace DIR]
   weft sample <checkpoint-or-run-dir> [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--programs tail|buckets|none] [--precision fp32|bf16|fp16] [--matmul-precision highest|medium] [--no-torch]
+  weft bench [--preset small|medium|small,medium] [--threads 1,2] [--steps 10] [--repeat 1] [--nproc N] [--bucket-mb 25] [--programs tail|buckets|none|auto] [--precision fp32|bf16|fp16] [--matmul-precision highest|medium] [--no-torch]
   weft bench --preset medium --nproc 2 --tp 2           (tensor parallel beside data parallel)
   weft bench --preset medium --nproc 2 --pp 2 [--schedule 1f1b|gpipe|interleaved] [--microbatches M] [--chunks V]   (a pipeline beside data parallel)
   weft bench --preset medium --nproc 2 --zero 1|2|3 [--offload]   (ZeRO beside data parallel; --offload: optimizer state, at stage 3 the parameter shard too, on disk)

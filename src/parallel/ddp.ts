@@ -109,8 +109,9 @@ export function ranksShareMachine(pg: Pick<ProcessGroup, 'backend' | 'size'>, en
  * 'auto' as a cut: 'none' when every rank shares this machine and ranks x threads (onnxruntime's
  * intra-op threads, `setThreads`) fill its cores, else 'tail'. Measured on 2 cores, 2 thread
  * ranks x 1 thread, medium GPT (`npm run bench:ddp-cut`, interleaved with two independent copies
- * of the step): one program reached 0.970 and 0.994 of the independent copies' tokens/s, the tail
- * cut 0.959 and 0.979 (two sessions). Across machines the all-reduce waits on a network instead,
+ * of the step; bench/results/ddp_cut.json): one program reached 0.997 of the independent copies'
+ * tokens/s (0.970 measured again as 'auto', at another place in each round), the tail cut 0.937;
+ * in an earlier session one program 0.970, the tail 0.959. Across machines the all-reduce waits on a network instead,
  * which the tail hides. Other values pass through.
  */
 export function resolveDDPPrograms(programs: DDPPrograms | undefined, pg: Pick<ProcessGroup, 'backend' | 'size'>, threads = settings.threads, cores = availableParallelism()): DDPCut {

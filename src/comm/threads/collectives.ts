@@ -9,7 +9,7 @@
 import type { CommArray } from '../process_group.js';
 import { binomialTree, blockRange, mod, recursiveDoubling, ringAllGatherStep, ringReduceScatterStep } from '../algorithms.js';
 import type { Channel } from './layout.js';
-import { COPY, divide, MAX, pump, SUM, Xfer } from './transport.js';
+import { COPY, MAX, pump, SUM, Xfer } from './transport.js';
 import type { Gen, PumpHost } from './transport.js';
 
 export interface CollHost extends PumpHost {
@@ -80,7 +80,6 @@ export function* recursiveDoublingAllReduce(g: CollHost, data: CommArray, reduce
     const out = send(g, p, data, 0, m);
     yield* pump(g, [out, recv(g, p, data, 0, m, modeOf(reduce), () => out.done, i === parts.length - 1 ? divisor : 0)]);
   }
-  if (divisor !== 0 && parts.length === 0 && plan.foldFrom < 0) divide(data, 0, m, g.size);
   if (plan.foldFrom >= 0) yield* pump(g, [send(g, plan.foldFrom, data, 0, m)]);
 }
 
